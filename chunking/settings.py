@@ -1,0 +1,67 @@
+"""One pydantic-settings class for every knob, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Inngest allows 1,000 steps per run; each poll of the cloud job costs two (poll + sleep).
+MAX_CLOUD_POLLS = 400
+
+
+class Settings(BaseSettings):
+    """Service settings. Every field is documented in `.env.example`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Defaults for a JobSpec that leaves these out.
+    total_items: int = Field(500, ge=1, le=10_000_000)
+    chunk_size: int = Field(50, ge=1, le=100_000)
+    item_delay_ms: int = Field(10, ge=0, le=60_000)
+
+    # Inngest.
+    inngest_app_id: str = "long-jobs"
+    inngest_dev: str = "1"
+    inngest_signing_key: str | None = None
+    inngest_event_key: str | None = None
+    chunk_retries: int = Field(3, ge=0, le=20)
+    chunk_concurrency: int = Field(10, ge=1, le=1_000)
+    bad_job_timeout_s: float = Field(5.0, gt=0)
+
+    # Local job store.
+    job_db_path: Path = Path("data/jobs.sqlite3")
+
+    # Cloud path, as seen from the local path's demo/trigger_aws_sam_job.
+    aws_start_url: str | None = None
+    cloud_api_key: str | None = None
+    aws_request_timeout_s: float = Field(10.0, gt=0, le=120)
+    aws_poll_interval_s: float = Field(5.0, gt=0)
+    aws_poll_timeout_s: float = Field(900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _polls_fit_in_one_run(self) -> Settings:
+        polls = self.aws_poll_timeout_s / self.aws_poll_interval_s
+        if polls > MAX_CLOUD_POLLS:
+            raise ValueError(
+                f"AWS_POLL_TIMEOUT_S / AWS_POLL_INTERVAL_S = {polls:.0f} polls; at most "
+                f"{MAX_CLOUD_POLLS} fit in one Inngest run: raise AWS_POLL_INTERVAL_S"
+            )
+        return self
+
+    @property
+    def inngest_dev_mode(self) -> bool:
+        """INNGEST_DEV is "1"/"true", "0"/"false", or the Dev Server's URL (dev mode)."""
+        return self.inngest_dev.strip().lower() not in ("", "0", "false")
+
+    @property
+    def inngest_dev_url(self) -> str | None:
+        value = self.inngest_dev.strip()
+        return value if value.startswith(("http://", "https://")) else None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

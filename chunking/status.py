@@ -1,0 +1,128 @@
+"""The status JSON of the contract, computed from job and chunk records by one pure function."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from chunking.spec import JobSpec
+
+Path = Literal["local", "cloud"]
+JobState = Literal["queued", "running", "finished", "failed", "cancelled"]
+ChunkState = Literal["running", "succeeded", "failed"]
+JobStatusName = Literal["queued", "running", "succeeded", "partial", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "partial", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    path: Path
+    spec: JobSpec
+    state: JobState
+    total_chunks: int
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None  # why the job as a whole failed (e.g. it could not be enqueued)
+    settled_by: int | None = None  # the chunk whose outcome finished the job
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    index: int
+    state: ChunkState
+    attempts: int
+    items: int = 0
+    latency_ms: float | None = None  # of the attempt that settled the chunk
+    error: str | None = None
+
+
+class LatencyMs(BaseModel):
+    p50: float | None
+    p95: float | None
+    max: float | None
+
+
+class FailedChunk(BaseModel):
+    index: int
+    error: str
+    attempts: int
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    path: Path
+    status: JobStatusName
+    total_items: int
+    chunk_size: int
+    total_chunks: int
+    chunks_succeeded: int
+    chunks_failed: int
+    items_processed: int
+    attempts: int
+    retries: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    chunk_latency_ms: LatencyMs
+    failed_chunks: list[FailedChunk]
+    error: str | None = None
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of an already sorted list."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return round(sorted_values[rank - 1], 3)
+
+
+def overall_status(job: JobRecord, succeeded: int, failed: int) -> JobStatusName:
+    if job.state in ("queued", "running", "failed", "cancelled"):
+        return job.state
+    if failed == 0:
+        return "succeeded"
+    return "partial" if succeeded else "failed"
+
+
+def build_status(job: JobRecord, chunks: list[ChunkRecord], now: datetime) -> JobStatus:
+    succeeded = [c for c in chunks if c.state == "succeeded"]
+    failed = sorted((c for c in chunks if c.state == "failed"), key=lambda c: c.index)
+    latencies = sorted(c.latency_ms for c in chunks if c.latency_ms is not None)
+    attempts = sum(c.attempts for c in chunks)
+    end = job.finished_at or (now if job.started_at else None)
+    return JobStatus(
+        job_id=job.job_id,
+        path=job.path,
+        status=overall_status(job, len(succeeded), len(failed)),
+        total_items=job.spec.total_items,
+        chunk_size=job.spec.chunk_size,
+        total_chunks=job.total_chunks,
+        chunks_succeeded=len(succeeded),
+        chunks_failed=len(failed),
+        items_processed=sum(c.items for c in succeeded),
+        attempts=attempts,
+        retries=sum(max(c.attempts - 1, 0) for c in chunks),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        duration_s=(
+            round((end - job.started_at).total_seconds(), 3) if job.started_at and end else None
+        ),
+        chunk_latency_ms=LatencyMs(
+            p50=percentile(latencies, 50),
+            p95=percentile(latencies, 95),
+            max=latencies[-1] if latencies else None,
+        ),
+        failed_chunks=[
+            FailedChunk(index=c.index, error=c.error or "unknown", attempts=c.attempts)
+            for c in failed
+        ],
+        error=job.error,
+    )

@@ -1,0 +1,73 @@
+"""The job store protocol that both paths record outcomes through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from chunking.spec import JobSpec
+from chunking.status import ChunkRecord, JobRecord, JobStatus, Path
+
+
+class JobConflictError(Exception):
+    """The job_id is already used by a job with a different spec."""
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What recording a chunk's outcome did."""
+
+    recorded: bool  # False when the chunk was already settled (a duplicate delivery)
+    job_finished: bool  # True when this chunk's outcome is the one that finished the job
+
+
+class JobStore(Protocol):
+    def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
+        """Insert a `queued` job, or return the existing one; the bool says if it was created.
+
+        Raises JobConflictError when the job_id exists with a different spec.
+        """
+        ...
+
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    def list_jobs(self, limit: int) -> list[JobRecord]: ...
+
+    def start_job(self, job_id: str) -> bool:
+        """Move a `queued` job (or one that failed before it started) to `running`.
+
+        Returns False when the job already started: a duplicate start must not fan out again.
+        """
+        ...
+
+    def fail_job(self, job_id: str, error: str) -> None:
+        """Mark a job that could not start as failed, with the reason."""
+        ...
+
+    def requeue_job(self, job_id: str) -> bool:
+        """Put a job that failed before it started back to `queued`; False if it had started."""
+        ...
+
+    def begin_attempt(self, job_id: str, chunk_index: int) -> int | None:
+        """Count an attempt at a chunk and return its number (1-based).
+
+        Returns None when the chunk is already settled: the caller must not run it again.
+        """
+        ...
+
+    def settle_chunk(
+        self,
+        job_id: str,
+        chunk_index: int,
+        *,
+        succeeded: bool,
+        items: int = 0,
+        latency_ms: float | None = None,
+        error: str | None = None,
+    ) -> Settlement:
+        """Record a chunk's outcome once per (job_id, chunk_index), whatever the deliveries."""
+        ...
+
+    def chunks(self, job_id: str) -> list[ChunkRecord]: ...
+
+    def status(self, job_id: str) -> JobStatus | None: ...

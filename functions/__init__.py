@@ -1,0 +1,17 @@
+"""Inngest side of the local path: one client module, one module per function."""
+
+from __future__ import annotations
+
+import inngest
+
+from functions.bad_long_job import bad_long_job
+from functions.process_chunk import process_chunk
+from functions.start_job import start_job
+from functions.trigger_aws_sam_job import trigger_aws_sam_job
+
+ALL_FUNCTIONS: list[inngest.Function] = [  # type: ignore[type-arg]
+    bad_long_job,
+    start_job,
+    process_chunk,
+    trigger_aws_sam_job,
+]

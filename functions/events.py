@@ -1,0 +1,31 @@
+"""Event names of the contract and builders for the events the functions send."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import inngest
+
+BAD_LONG_JOB = "demo/bad_long_job"
+START_JOB = "demo/start_job"
+PROCESS_CHUNK = "demo/process_chunk"
+TRIGGER_AWS_SAM_JOB = "demo/trigger_aws_sam_job"
+JOB_COMPLETED = "demo/job_completed"
+
+
+# Explicit event ids make every send idempotent: Inngest drops an event whose id it has
+# already seen (24 h window), so a retried send step or request never duplicates work.
+def start_job_event(spec_data: dict[str, Any]) -> inngest.Event:
+    return inngest.Event(name=START_JOB, id=f"start-{spec_data['job_id']}", data=spec_data)
+
+
+def chunk_event(job_id: str, chunk_index: int) -> inngest.Event:
+    return inngest.Event(
+        name=PROCESS_CHUNK,
+        id=f"{job_id}-chunk-{chunk_index}",
+        data={"job_id": job_id, "chunk_index": chunk_index},
+    )
+
+
+def job_completed_event(summary: dict[str, Any]) -> inngest.Event:
+    return inngest.Event(name=JOB_COMPLETED, id=f"{summary['job_id']}-completed", data=summary)

@@ -1,0 +1,67 @@
+"""demo/start_job: validate the spec, create (or adopt) the job record, fan out its chunks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import inngest
+
+from chunking.planning import fan_out_batches
+from chunking.spec import JobSpec, new_job_id
+from chunking.status import Path
+from chunking.store import JobConflictError
+from functions.client import inngest_client
+from functions.deps import get_store, spec_from_event
+from functions.events import START_JOB, chunk_event
+
+
+async def create_or_adopt_job(spec_data: dict[str, Any], path: Path = "local") -> dict[str, Any]:
+    """Create the job, or adopt the `queued` one that `POST /jobs` wrote; start it once."""
+    spec = JobSpec.model_validate(spec_data)
+    # Generated inside a step, so a replay of the function sees the same id.
+    job_id = spec.job_id or new_job_id()
+    store = get_store()
+    try:
+        job, _ = await asyncio.to_thread(store.create_job, job_id, spec, path)
+    except JobConflictError as err:
+        raise inngest.NonRetriableError(str(err)) from err
+    started = await asyncio.to_thread(store.start_job, job_id)
+    return {"job_id": job_id, "total_chunks": job.total_chunks, "started": started}
+
+
+async def fail_started_job(ctx: inngest.Context) -> None:
+    """Safety net: if the fan-out gave up, the job says so instead of waiting forever."""
+    original = ctx.event.data.get("event", {})
+    job_id = original.get("data", {}).get("job_id") if isinstance(original, dict) else None
+    error = ctx.event.data.get("error", {})
+    message = error.get("message", "unknown") if isinstance(error, dict) else str(error)
+    if job_id:
+        await ctx.step.run(
+            "mark-job-failed",
+            asyncio.to_thread,
+            get_store().fail_job,
+            job_id,
+            f"{START_JOB} failed: {message}",
+        )
+
+
+@inngest_client.create_function(
+    fn_id="start-job",
+    name="Start a chunked job",
+    trigger=inngest.TriggerEvent(event=START_JOB),
+    on_failure=fail_started_job,
+)
+async def start_job(ctx: inngest.Context) -> dict[str, Any]:
+    spec = spec_from_event(ctx.event.data)
+    job = await ctx.step.run("create-job", create_or_adopt_job, spec.model_dump(mode="json"))
+    job_id, total_chunks = job["job_id"], job["total_chunks"]
+    if not job["started"]:
+        # Already started by an earlier event with this job_id: one job, one fan-out.
+        return {"job_id": job_id, "total_chunks": total_chunks, "duplicate": True}
+    send_steps = 0
+    for send_steps, indexes in enumerate(fan_out_batches(total_chunks), start=1):
+        await ctx.step.send_event(
+            f"fan-out-{send_steps}", [chunk_event(job_id, i) for i in indexes]
+        )
+    return {"job_id": job_id, "total_chunks": total_chunks, "send_steps": send_steps}

@@ -1,0 +1,75 @@
+"""FastAPI app of the local path: serves the Inngest functions and the /jobs API."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import inngest.fast_api
+from fastapi import Body, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+
+from chunking.spec import JobSpec, new_job_id
+from chunking.status import JobStatus
+from chunking.store import JobConflictError
+from functions import ALL_FUNCTIONS
+from functions.client import inngest_client
+from functions.deps import get_store
+from functions.events import start_job_event
+
+app = FastAPI(title="Long jobs, chunked", version="0.1.0")
+inngest.fast_api.serve(app, inngest_client, ALL_FUNCTIONS)
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    await asyncio.to_thread(get_store().list_jobs, 1)  # proves the job store answers
+    return {"status": "ok"}
+
+
+@app.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=None)
+async def create_job(
+    request: Request, spec: Annotated[JobSpec | None, Body()] = None
+) -> dict[str, Any] | JSONResponse:
+    """Record the job as `queued`, then send `demo/start_job`: its status URL answers at once."""
+    spec = spec or JobSpec()
+    store = get_store()
+    job_id = spec.job_id or new_job_id()
+    try:
+        job, created = await asyncio.to_thread(store.create_job, job_id, spec, "local")
+    except JobConflictError as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from err
+    body = {"job_id": job_id, "status_url": str(request.url_for("get_job", job_id=job_id))}
+    if not created and not await asyncio.to_thread(store.requeue_job, job_id):
+        # Same job_id and spec as before: an idempotent retry, nothing new is sent.
+        return JSONResponse({**body, "status": job.state}, status_code=status.HTTP_200_OK)
+    try:
+        await inngest_client.send(start_job_event(job.spec.model_dump(mode="json")))
+    except Exception as err:
+        reason = f"could not send demo/start_job to Inngest: {err}"
+        await asyncio.to_thread(store.fail_job, job_id, reason)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"{reason}. The job is marked failed; retry with the same job_id.",
+        ) from err
+    return {**body, "status": "queued"}
+
+
+@app.get("/jobs/{job_id}", response_model=JobStatus)
+async def get_job(job_id: str) -> JobStatus:
+    job_status = await asyncio.to_thread(get_store().status, job_id)
+    if job_status is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with job_id {job_id!r}")
+    return job_status
+
+
+@app.get("/jobs", response_model=list[JobStatus])
+async def list_jobs(limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[JobStatus]:
+    """The most recent jobs, newest first."""
+
+    def statuses() -> list[JobStatus]:
+        store = get_store()
+        found = (store.status(job.job_id) for job in store.list_jobs(limit))
+        return [s for s in found if s is not None]
+
+    return await asyncio.to_thread(statuses)
