@@ -100,16 +100,17 @@ async def attempt_chunk(job_id: str, index: int, platform_attempt: int) -> dict[
     return await settle(job_id, index, items=result.items_processed, latency_ms=latency_ms)
 
 
-async def job_summary(job_id: str) -> dict[str, Any]:
+async def send_job_completed(job_id: str) -> str:
+    """Send demo/job_completed with the job's final status JSON as its data."""
     status = await asyncio.to_thread(get_store().status, job_id)
     if status is None:
         raise inngest.NonRetriableError(f"job_id {job_id!r} vanished from the job store")
-    return status.model_dump(mode="json")
+    await inngest_client.send(job_completed_event(status.model_dump(mode="json")))
+    return status.status
 
 
 async def emit_completion(ctx: inngest.Context, job_id: str) -> None:
-    summary = await ctx.step.run("summarize-job", job_summary, job_id)
-    await ctx.step.send_event("emit-job-completed", job_completed_event(summary))
+    await ctx.step.run("emit-job-completed", send_job_completed, job_id)
 
 
 async def record_run_failure(ctx: inngest.Context) -> None:

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from chunking.spec import JobSpec
+from chunking.sqlite_store import SqliteJobStore
+from chunking.store import JobConflictError
+
+CONTRACT_KEYS = {
+    "job_id", "path", "status", "total_items", "chunk_size", "total_chunks", "chunks_succeeded",
+    "chunks_failed", "items_processed", "attempts", "retries", "created_at", "started_at",
+    "finished_at", "duration_s", "chunk_latency_ms", "failed_chunks",
+}  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteJobStore:
+    return SqliteJobStore(tmp_path / "store.sqlite3")
+
+
+def started_job(store: SqliteJobStore, total: int = 100, size: int = 10) -> str:
+    store.create_job("job-1", JobSpec(total_items=total, chunk_size=size), "local")
+    assert store.start_job("job-1")
+    return "job-1"
+
+
+def test_store_uses_wal(store: SqliteJobStore) -> None:
+    assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_new_job_is_queued_and_answers_status(store: SqliteJobStore) -> None:
+    job, created = store.create_job("j", JobSpec(total_items=95, chunk_size=10), "local")
+    assert created and job.state == "queued" and job.total_chunks == 10
+    status = store.status("j")
+    assert status is not None
+    assert set(status.model_dump()) >= CONTRACT_KEYS
+    assert (status.status, status.started_at, status.duration_s) == ("queued", None, None)
+
+
+def test_same_job_id_same_spec_is_one_job(store: SqliteJobStore) -> None:
+    spec = JobSpec(total_items=10, chunk_size=5)
+    store.create_job("j", spec, "local")
+    _, created = store.create_job("j", spec, "local")
+    assert not created
+    assert store.start_job("j") and not store.start_job("j")
+    assert len(store.list_jobs(10)) == 1
+
+
+def test_same_job_id_other_spec_is_a_conflict(store: SqliteJobStore) -> None:
+    store.create_job("j", JobSpec(total_items=10, chunk_size=5), "local")
+    with pytest.raises(JobConflictError, match="'j' is already used"):
+        store.create_job("j", JobSpec(total_items=11, chunk_size=5), "local")
+
+
+def test_outcome_counts_once_per_chunk(store: SqliteJobStore) -> None:
+    job_id = started_job(store, total=20, size=10)
+    assert store.begin_attempt(job_id, 0) == 1
+    first = store.settle_chunk(job_id, 0, succeeded=True, items=10, latency_ms=5)
+    again = store.settle_chunk(job_id, 0, succeeded=False, error="late duplicate")
+    assert first.recorded and not again.recorded
+    assert store.begin_attempt(job_id, 0) is None  # settled: never run again
+    status = store.status(job_id)
+    assert status is not None
+    assert (status.chunks_succeeded, status.chunks_failed, status.items_processed) == (1, 0, 10)
+
+
+def test_last_chunk_finishes_the_job_once(store: SqliteJobStore) -> None:
+    job_id = started_job(store, total=20, size=10)
+    for index in (1, 0):
+        store.begin_attempt(job_id, index)
+    assert not store.settle_chunk(job_id, 1, succeeded=True, items=10).job_finished
+    finishing = store.settle_chunk(job_id, 0, succeeded=False, error="boom")
+    assert finishing.recorded and finishing.job_finished
+    # A redelivery of the finishing chunk reports it again (to re-emit, deduplicated), others never.
+    assert store.settle_chunk(job_id, 0, succeeded=True).job_finished
+    assert not store.settle_chunk(job_id, 1, succeeded=True).job_finished
+    status = store.status(job_id)
+    assert status is not None
+    assert status.status == "partial"
+    assert status.chunks_succeeded + status.chunks_failed == status.total_chunks
+    assert [(f.index, f.error, f.attempts) for f in status.failed_chunks] == [(0, "boom", 1)]
+
+
+def test_attempts_retries_and_latency(store: SqliteJobStore) -> None:
+    job_id = started_job(store, total=40, size=10)
+    for index, tries in enumerate((1, 3, 1, 2)):
+        for _ in range(tries):
+            store.begin_attempt(job_id, index)
+        store.settle_chunk(job_id, index, succeeded=True, items=10, latency_ms=10.0 * (index + 1))
+    status = store.status(job_id)
+    assert status is not None
+    assert (status.status, status.attempts, status.retries) == ("succeeded", 7, 3)
+    assert status.chunk_latency_ms.model_dump() == {"p50": 20.0, "p95": 40.0, "max": 40.0}
+    assert status.duration_s is not None and status.duration_s >= 0
+
+
+def test_all_chunks_failed_is_failed(store: SqliteJobStore) -> None:
+    job_id = started_job(store, total=10, size=10)
+    store.settle_chunk(job_id, 0, succeeded=False, error="never ran")
+    status = store.status(job_id)
+    assert status is not None
+    assert (status.status, status.attempts, status.failed_chunks[0].attempts) == ("failed", 0, 0)
+
+
+def test_job_that_failed_to_start_can_be_requeued(store: SqliteJobStore) -> None:
+    store.create_job("j", JobSpec(total_items=10, chunk_size=5), "local")
+    store.fail_job("j", "event API down")
+    status = store.status("j")
+    assert status is not None and (status.status, status.error) == ("failed", "event API down")
+    assert store.requeue_job("j")
+    assert store.start_job("j")
+    assert not store.requeue_job("j")  # it started: no going back
+
+
+def test_many_threads_settling_the_same_chunks_count_once(store: SqliteJobStore) -> None:
+    job_id = started_job(store, total=200, size=10)
+
+    def deliver(index: int) -> bool:
+        store.begin_attempt(job_id, index)
+        return store.settle_chunk(job_id, index, succeeded=True, items=10).job_finished
+
+    # Every chunk delivered 4 times, from 8 threads at once.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        finished = list(pool.map(deliver, [i for i in range(20) for _ in range(4)]))
+    status = store.status(job_id)
+    assert status is not None
+    assert (status.chunks_succeeded, status.items_processed, status.status) == (
+        20,
+        200,
+        "succeeded",
+    )
+    job = store.get_job(job_id)
+    assert job is not None and job.settled_by is not None
+    assert finished.count(True) == 4  # only the deliveries of the one finishing chunk

@@ -1,0 +1,54 @@
+"""Shared fixtures: isolated settings and job store per test, the Inngest API stand-in."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chunking.settings import Settings
+from tests.support import FakeInngestApi, ServerThread
+
+# A developer's own .env must not change what the tests see.
+Settings.model_config["env_file"] = None
+
+# The app's Inngest client is built at import time from settings, so the stand-in must be
+# listening, and the environment set, before any test imports `main` or `functions`.
+FAKE_INNGEST = FakeInngestApi()
+FAKE_INNGEST_SERVER = ServerThread(FAKE_INNGEST.app).start()
+os.environ.update(
+    {
+        "INNGEST_DEV": FAKE_INNGEST_SERVER.url,
+        "ITEM_DELAY_MS": "0",
+        "TOTAL_ITEMS": "500",
+        "CHUNK_SIZE": "50",
+        "CHUNK_RETRIES": "3",
+        "CHUNK_CONCURRENCY": "10",
+    }
+)
+for _var in ("INNGEST_SIGNING_KEY", "INNGEST_EVENT_KEY", "AWS_START_URL", "CLOUD_API_KEY"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test gets its own SQLite file and fresh settings."""
+    from chunking.settings import get_settings
+    from functions.deps import get_store
+
+    db = tmp_path / "jobs.sqlite3"
+    monkeypatch.setenv("JOB_DB_PATH", str(db))
+    get_settings.cache_clear()
+    get_store.cache_clear()
+    yield db
+    get_settings.cache_clear()
+    get_store.cache_clear()
+
+
+@pytest.fixture
+def fake_inngest() -> Iterator[FakeInngestApi]:
+    FAKE_INNGEST.reset()
+    yield FAKE_INNGEST
+    FAKE_INNGEST.reset()

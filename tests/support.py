@@ -1,0 +1,110 @@
+"""Test helpers: a real HTTP server in a thread, and local stand-ins for servers we can't run.
+
+The Inngest Dev Server binary cannot be downloaded here, so `FakeInngestApi` stands in for
+its event API (`POST /e/{key}`) and registration endpoint (`POST /fn/register`), answering as
+they do. The real SDK talks to it over HTTP.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import inngest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from inngest.experimental import mocked
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerThread:
+    """Runs an ASGI app with uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("test server did not start within 10 s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class FakeInngestApi:
+    """Stand-in for the Dev Server's event API and registration endpoint."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.registrations: list[dict[str, Any]] = []
+        self.fail_sends = False
+        self.app = FastAPI()
+
+        @self.app.post("/e/{event_key}")
+        async def receive_events(event_key: str, request: Request) -> JSONResponse:
+            if self.fail_sends:
+                return JSONResponse({"error": "event API unavailable"}, status_code=503)
+            body = await request.json()
+            batch = body if isinstance(body, list) else [body]
+            self.events.extend(batch)
+            ids = [e.get("id") or f"evt-{len(self.events)}-{i}" for i, e in enumerate(batch)]
+            return JSONResponse({"ids": ids, "status": 200})
+
+        @self.app.post("/fn/register")
+        async def register(request: Request) -> JSONResponse:
+            self.registrations.append(await request.json())
+            return JSONResponse({"ok": True, "modified": True})
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["name"] == name]
+
+    def reset(self) -> None:
+        self.events.clear()
+        self.registrations.clear()
+        self.fail_sends = False
+
+
+MOCK_CLIENT = mocked.Inngest(app_id="test")
+
+
+def trigger(fn: inngest.Function[Any], name: str, data: dict[str, Any]) -> Any:
+    """Run a function to completion in the SDK's in-process executor."""
+    return mocked.trigger(fn, inngest.Event(name=name, data=data), MOCK_CLIENT)
+
+
+def replay(fn: inngest.Function[Any], event: dict[str, Any]) -> Any:
+    """Deliver an event captured by FakeInngestApi to a function, as Inngest would."""
+    return trigger(fn, event["name"], event.get("data", {}))
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
