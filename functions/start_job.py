@@ -60,6 +60,7 @@ async def fail_started_job(ctx: inngest.Context) -> None:
     fn_id="start-job",
     name="Start a chunked job",
     trigger=inngest.TriggerEvent(event=START_JOB),
+    retries=3,
     on_failure=fail_started_job,
 )
 async def start_job(ctx: inngest.Context) -> dict[str, Any]:

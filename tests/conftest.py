@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,16 @@ os.environ.update(
 )
 for _var in ("INNGEST_SIGNING_KEY", "INNGEST_EVENT_KEY", "AWS_START_URL", "CLOUD_API_KEY"):
     os.environ.pop(_var, None)
+
+
+# One event loop for the SDK's in-process executor across the whole session: its HTTP client
+# keeps pooled connections bound to the loop that opened them, as in the app (one loop).
+SESSION_LOOP = asyncio.new_event_loop()
+
+
+@pytest.fixture(autouse=True)
+def session_loop() -> None:
+    asyncio.set_event_loop(SESSION_LOOP)
 
 
 @pytest.fixture(autouse=True)

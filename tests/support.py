@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import inngest
 import uvicorn
 from fastapi import FastAPI, Request
@@ -108,3 +109,30 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def drive_over_http(
+    serve_url: str, fn_id: str, event: dict[str, Any], attempt: int = 0, max_calls: int = 20
+) -> Any:
+    """Call a function through its serve endpoint the way the Inngest executor does.
+
+    Each 206 answer carries the steps that ran; their outputs are memoized and the function is
+    called again, until it answers 200 (done) or an error status. Returns the last response.
+    """
+    steps: dict[str, Any] = {}
+    stack: list[str] = []
+    for _ in range(max_calls):
+        body = {
+            "ctx": {"attempt": attempt, "disable_immediate_execution": False, "run_id": "run-1",
+                    "stack": {"stack": stack}},
+            "event": event, "events": [event], "steps": steps, "use_api": False,
+        }  # fmt: skip
+        response = httpx.post(
+            serve_url, params={"fnId": fn_id, "stepId": "step"}, json=body, timeout=30
+        )
+        if response.status_code != 206:
+            return response
+        for op in response.json():
+            steps[op["id"]] = {"data": op.get("data")}
+            stack.append(op["id"])
+    raise AssertionError(f"{fn_id} did not finish in {max_calls} calls")

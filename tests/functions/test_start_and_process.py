@@ -35,7 +35,8 @@ def run_chunks(api: FakeInngestApi, deliveries: int = 1) -> list[Any]:
 def status(job_id: str) -> dict[str, Any]:
     found = get_store().status(job_id)
     assert found is not None
-    return found.model_dump(mode="json")
+    result: dict[str, Any] = found.model_dump(mode="json")
+    return result
 
 
 def test_fan_out_processes_every_chunk(fake_inngest: FakeInngestApi) -> None:

@@ -1,0 +1,174 @@
+"""The Inngest serve endpoint over HTTP: inspection, registration, signing, retry signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from inngest._internal.net import sign_request
+
+from tests.support import FakeInngestApi, ServerThread, drive_over_http, free_port, wait_for
+
+APP_ID = "long-jobs"
+SIGNING_KEY = "signkey-test-" + "ab" * 32
+
+
+@pytest.fixture
+def app_server(fake_inngest: FakeInngestApi) -> Iterator[str]:
+    from main import app
+
+    server = ServerThread(app).start()
+    yield server.url
+    server.stop()
+
+
+def test_get_serve_endpoint_describes_the_app(app_server: str) -> None:
+    response = httpx.get(f"{app_server}/api/inngest")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["mode"] == "dev"
+    assert body["function_count"] == 4
+
+
+def test_put_registers_the_four_functions(app_server: str, fake_inngest: FakeInngestApi) -> None:
+    response = httpx.put(f"{app_server}/api/inngest")
+    assert response.status_code == 200, response.text
+    [registration] = fake_inngest.registrations
+    assert registration["appname"] == APP_ID
+    assert registration["url"].startswith(f"{app_server}/api/inngest")
+    functions = {f["id"]: f for f in registration["functions"]}
+
+    def trigger_of(fn_id: str) -> str:
+        [trig] = functions[f"{APP_ID}-{fn_id}"]["triggers"]
+        return str(trig["event"])
+
+    def step_of(fn_id: str) -> dict[str, Any]:
+        step: dict[str, Any] = functions[f"{APP_ID}-{fn_id}"]["steps"]["step"]
+        return step
+
+    assert trigger_of("bad-long-job") == "demo/bad_long_job"
+    assert trigger_of("start-job") == "demo/start_job"
+    assert trigger_of("process-chunk") == "demo/process_chunk"
+    assert trigger_of("trigger-aws-sam-job") == "demo/trigger_aws_sam_job"
+    assert step_of("bad-long-job")["retries"]["attempts"] == 0
+    assert step_of("start-job")["retries"]["attempts"] == 3
+    assert step_of("process-chunk")["retries"]["attempts"] == 3  # CHUNK_RETRIES
+    assert step_of("trigger-aws-sam-job")["retries"]["attempts"] == 3
+    assert functions[f"{APP_ID}-process-chunk"]["concurrency"] == [{"limit": 10}]
+    # Failure handlers keep every failed run visible in the job store.
+    assert f"{APP_ID}-process-chunk-failure" in functions
+    assert f"{APP_ID}-start-job-failure" in functions
+
+
+def test_permanent_chunk_failure_tells_the_executor_not_to_retry(app_server: str) -> None:
+    from chunking.spec import JobSpec
+    from functions.deps import get_store
+
+    store = get_store()
+    store.create_job("wire", JobSpec(total_items=20, chunk_size=10, fail_chunks=[1]), "local")
+    store.start_job("wire")
+    event = {"name": "demo/process_chunk", "data": {"job_id": "wire", "chunk_index": 1}}
+    response = drive_over_http(f"{app_server}/api/inngest", f"{APP_ID}-process-chunk", event)
+    assert response.status_code == 500
+    assert response.headers["x-inngest-no-retry"] == "true"
+    assert "fail_chunks" in response.json()["message"]
+
+
+def test_transient_chunk_failure_is_left_to_retry(app_server: str) -> None:
+    from chunking.spec import JobSpec
+    from functions.deps import get_store
+
+    store = get_store()
+    store.create_job("flaky", JobSpec(total_items=10, chunk_size=10, flaky_chunks={0: 1}), "local")
+    store.start_job("flaky")
+    event = {"name": "demo/process_chunk", "data": {"job_id": "flaky", "chunk_index": 0}}
+    url, fn_id = f"{app_server}/api/inngest", f"{APP_ID}-process-chunk"
+    first = drive_over_http(url, fn_id, event, attempt=0)
+    # The step errored: the SDK reports it for Inngest to retry with backoff.
+    assert first.status_code == 206 or "x-inngest-no-retry" not in first.headers
+    second = drive_over_http(url, fn_id, event, attempt=1)
+    assert second.status_code == 200, second.text
+    status = store.status("flaky")
+    assert status is not None and (status.status, status.retries) == ("succeeded", 1)
+
+
+@pytest.fixture
+def production_app(tmp_path: Path) -> Iterator[str]:
+    """The real app, started as a user would in production: dev mode off, a signing key set."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "INNGEST_DEV": "0",
+        "INNGEST_SIGNING_KEY": SIGNING_KEY,
+        "JOB_DB_PATH": str(tmp_path / "prod.sqlite3"),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "main:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(up, timeout=30)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_unsigned_calls_are_rejected_in_production(production_app: str) -> None:
+    event = {"name": "demo/start_job", "data": {}}
+    body = {"ctx": {"attempt": 0, "disable_immediate_execution": False, "run_id": "r",
+                    "stack": {"stack": []}}, "event": event, "events": [event], "steps": {},
+            "use_api": False}  # fmt: skip
+    response = httpx.post(
+        f"{production_app}/api/inngest",
+        params={"fnId": f"{APP_ID}-start-job", "stepId": "step"},
+        json=body,
+    )
+    assert response.status_code == 401, response.text
+    assert response.json() == {"message": "Unauthorized"}
+    forged = httpx.post(
+        f"{production_app}/api/inngest",
+        params={"fnId": f"{APP_ID}-start-job", "stepId": "step"},
+        json=body,
+        headers={"x-inngest-signature": "t=1700000000&s=deadbeef"},
+    )
+    assert forged.status_code == 401
+    # Nothing ran: no job was recorded.
+    assert httpx.get(f"{production_app}/jobs").json() == []
+
+    # The same call signed with the key, as Inngest would sign it, is accepted and runs.
+    raw = json.dumps(body).encode()
+    signature = sign_request(raw, SIGNING_KEY)
+    assert isinstance(signature, str)
+    signed = httpx.post(
+        f"{production_app}/api/inngest",
+        params={"fnId": f"{APP_ID}-start-job", "stepId": "step"},
+        content=raw,
+        headers={"x-inngest-signature": signature, "content-type": "application/json"},
+    )
+    assert signed.status_code == 206, signed.text
+    assert len(httpx.get(f"{production_app}/jobs").json()) == 1
