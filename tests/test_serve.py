@@ -172,3 +172,35 @@ def test_unsigned_calls_are_rejected_in_production(production_app: str) -> None:
     )
     assert signed.status_code == 206, signed.text
     assert len(httpx.get(f"{production_app}/jobs").json()) == 1
+
+
+def test_failure_handler_records_a_chunk_whose_run_failed(
+    app_server: str, fake_inngest: FakeInngestApi
+) -> None:
+    """If a run dies outside the chunk's own handling, on_failure still settles the chunk."""
+    from chunking.spec import JobSpec
+    from functions.deps import get_store
+
+    store = get_store()
+    store.create_job("crashy", JobSpec(total_items=10, chunk_size=10), "local")
+    store.start_job("crashy")
+    store.begin_attempt("crashy", 0)  # the run started the chunk, then died
+    failed_run = {
+        "name": "inngest/function.failed",
+        "data": {
+            "function_id": f"{APP_ID}-process-chunk",
+            "run_id": "run-1",
+            "error": {"name": "OperationalError", "message": "database is locked"},
+            "event": {"name": "demo/process_chunk", "data": {"job_id": "crashy", "chunk_index": 0}},
+        },
+    }
+    response = drive_over_http(
+        f"{app_server}/api/inngest", f"{APP_ID}-process-chunk-failure", failed_run
+    )
+    assert response.status_code == 200, response.text
+    status = store.status("crashy")
+    assert status is not None
+    assert status.status == "failed"
+    assert status.failed_chunks[0].error == "run failed: database is locked"
+    [completed] = fake_inngest.named("demo/job_completed")
+    assert completed["data"]["chunks_failed"] == 1
