@@ -44,7 +44,9 @@ async def create_job(
         # Same job_id and spec as before: an idempotent retry, nothing new is sent.
         return JSONResponse({**body, "status": job.state}, status_code=status.HTTP_200_OK)
     try:
-        await inngest_client.send(start_job_event(job.spec.model_dump(mode="json")))
+        await inngest_client.send(
+            start_job_event(job.spec.model_dump(mode="json"), resend=not created)
+        )
     except Exception as err:
         reason = f"could not send demo/start_job to Inngest: {err}"
         await asyncio.to_thread(store.fail_job, job_id, reason)

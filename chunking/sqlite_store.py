@@ -139,7 +139,8 @@ class SqliteJobStore:
     def fail_job(self, job_id: str, error: str) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ?"
+                # started_at is cleared: the job never properly started, so it may be requeued.
+                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ?, started_at = NULL"
                 " WHERE job_id = ? AND state IN ('queued', 'running')",
                 (error, _now().isoformat(), job_id),
             )
@@ -200,20 +201,23 @@ class SqliteJobStore:
                     " VALUES (?, ?, ?, 0, ?, ?, ?)",
                     (job_id, chunk_index, *values),
                 )
-            if cur.rowcount == 0:
-                job = db.execute(
-                    "SELECT settled_by FROM jobs WHERE job_id = ?", (job_id,)
-                ).fetchone()
-                return Settlement(recorded=False, job_finished=job["settled_by"] == chunk_index)
-            db.execute(
-                "UPDATE jobs SET chunks_settled = chunks_settled + 1 WHERE job_id = ?", (job_id,)
-            )
+            recorded = cur.rowcount == 1
+            if recorded:
+                db.execute(
+                    "UPDATE jobs SET chunks_settled = chunks_settled + 1 WHERE job_id = ?",
+                    (job_id,),
+                )
+            # Tried on duplicates too: a job restarted after its chunks settled still finishes.
             cur = db.execute(
                 "UPDATE jobs SET state = 'finished', finished_at = ?, settled_by = ?"
                 " WHERE job_id = ? AND state = 'running' AND chunks_settled >= total_chunks",
                 (_now().isoformat(), chunk_index, job_id),
             )
-            return Settlement(recorded=True, job_finished=cur.rowcount == 1)
+            if cur.rowcount == 1:
+                return Settlement(recorded=recorded, job_finished=True)
+            job = db.execute("SELECT settled_by FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            finished = job is not None and job["settled_by"] == chunk_index
+            return Settlement(recorded=recorded, job_finished=finished)
 
     def chunks(self, job_id: str) -> list[ChunkRecord]:
         rows = (

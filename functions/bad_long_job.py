@@ -8,15 +8,13 @@ the job store shows every chunk it never finished.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import inngest
 
-from chunking.errors import ChunkError
 from chunking.planning import plan
+from chunking.runner import attempt_chunk, settle
 from chunking.settings import get_settings
-from chunking.workloads import run_chunk
 from functions.client import inngest_client
 from functions.deps import get_store, spec_from_event
 from functions.events import BAD_LONG_JOB
@@ -32,26 +30,10 @@ async def run_whole_job(job_id: str, budget_s: float) -> dict[str, Any]:
         async with asyncio.timeout(budget_s):
             for chunk in plan(spec.total_items, spec.chunk_size):
                 reached = chunk.index
-                attempt = await asyncio.to_thread(store.begin_attempt, job_id, chunk.index)
-                if attempt is None:  # settled by an earlier replay of this step
-                    continue
-                started = time.perf_counter()
-                try:
-                    result = await run_chunk(spec, chunk, attempt)
-                except ChunkError as err:  # no retries in the anti-pattern
-                    await asyncio.to_thread(
-                        store.settle_chunk, job_id, chunk.index, succeeded=False, error=str(err)
-                    )
-                    continue
-                await asyncio.to_thread(
-                    store.settle_chunk,
-                    job_id,
-                    chunk.index,
-                    succeeded=True,
-                    items=result.items_processed,
-                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                )
-                items_done += result.items_processed
+                # No retries in the anti-pattern: every attempt is the last one.
+                outcome = await attempt_chunk(store, job_id, chunk.index, last_attempt=True)
+                if outcome.outcome == "succeeded":
+                    items_done += chunk.size
     except TimeoutError:
         lost = spec.total_items - items_done
         reason = (
@@ -59,9 +41,7 @@ async def run_whole_job(job_id: str, budget_s: float) -> dict[str, Any]:
             f"{spec.total_items} items; nothing was checkpointed, so {lost} items are lost"
         )
         for index in range(reached, job.total_chunks):
-            await asyncio.to_thread(
-                store.settle_chunk, job_id, index, succeeded=False, error=reason
-            )
+            await settle(store, job_id, index, error=reason)
         raise inngest.NonRetriableError(reason) from None
     return {"job_id": job_id, "items_processed": items_done}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import inngest
@@ -15,8 +16,12 @@ JOB_COMPLETED = "demo/job_completed"
 
 # Explicit event ids make every send idempotent: Inngest drops an event whose id it has
 # already seen (24 h window), so a retried send step or request never duplicates work.
-def start_job_event(spec_data: dict[str, Any]) -> inngest.Event:
-    return inngest.Event(name=START_JOB, id=f"start-{spec_data['job_id']}", data=spec_data)
+def start_job_event(spec_data: dict[str, Any], *, resend: bool = False) -> inngest.Event:
+    """`resend` for a job restarted after a failed start: Inngest may have kept the first id."""
+    event_id = f"start-{spec_data['job_id']}"
+    if resend:
+        event_id += f"-{uuid.uuid4().hex[:12]}"
+    return inngest.Event(name=START_JOB, id=event_id, data=spec_data)
 
 
 def chunk_event(job_id: str, chunk_index: int) -> inngest.Event:

@@ -162,7 +162,7 @@ def test_rate_limited_chunk_asks_inngest_to_wait(
 ) -> None:
     from chunking.errors import RateLimitedError
 
-    module = importlib.import_module("functions.process_chunk")
+    module = importlib.import_module("chunking.runner")
     original = module.run_chunk
     calls: list[int] = []
 

@@ -1,0 +1,96 @@
+"""One attempt at one chunk, the same on both paths: run the workload, record the outcome once.
+
+Adapters call `attempt_chunk` and translate what it raises into their platform's retry
+mechanism: TransientError and unexpected errors -> retry with backoff, RateLimitedError ->
+retry after the wait asked for, PermanentError -> no retry. Whatever it returns is settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from chunking.errors import PermanentError
+from chunking.planning import chunk_at
+from chunking.store import JobStore
+from chunking.workloads import run_chunk
+
+Outcome = Literal["succeeded", "failed", "duplicate"]
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    job_id: str
+    chunk_index: int
+    outcome: Outcome
+    error: str | None
+    recorded: bool  # this attempt wrote the chunk's outcome
+    job_finished: bool  # this chunk's outcome finished the job: announce it
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def settle(
+    store: JobStore,
+    job_id: str,
+    index: int,
+    *,
+    error: str | None = None,
+    items: int = 0,
+    latency_ms: float | None = None,
+) -> AttemptOutcome:
+    settlement = await asyncio.to_thread(
+        store.settle_chunk,
+        job_id,
+        index,
+        succeeded=error is None,
+        items=items,
+        latency_ms=None if latency_ms is None else round(latency_ms, 3),
+        error=error,
+    )
+    return AttemptOutcome(
+        job_id=job_id,
+        chunk_index=index,
+        outcome="succeeded" if error is None else "failed",
+        error=error,
+        recorded=settlement.recorded,
+        job_finished=settlement.job_finished,
+    )
+
+
+async def attempt_chunk(
+    store: JobStore, job_id: str, index: int, *, last_attempt: bool
+) -> AttemptOutcome:
+    """Run one attempt; on the platform's last attempt a retryable failure is settled too.
+
+    Raises PermanentError (before anything is recorded) when the job or chunk does not exist.
+    """
+    job = await asyncio.to_thread(store.get_job, job_id)
+    if job is None:
+        raise PermanentError(f"job_id {job_id!r}: no such job in the job store")
+    try:
+        chunk = chunk_at(job.spec.total_items, job.spec.chunk_size, index)
+    except IndexError as err:
+        raise PermanentError(f"job {job_id!r}: {err}") from err
+
+    attempt = await asyncio.to_thread(store.begin_attempt, job_id, index)
+    if attempt is None:  # a duplicate delivery of a settled chunk: never run or count it twice
+        job = await asyncio.to_thread(store.get_job, job_id)
+        finished = job is not None and job.settled_by == index
+        return AttemptOutcome(job_id, index, "duplicate", None, False, finished)
+
+    started = time.perf_counter()
+    try:
+        result = await run_chunk(job.spec, chunk, attempt)
+    except PermanentError as err:
+        return await settle(store, job_id, index, error=f"permanent: {err}")
+    except Exception as err:  # transient, rate-limited, or a bug: all worth a retry
+        if last_attempt:
+            reason = f"gave up after {attempt} attempts: {type(err).__name__}: {err}"
+            return await settle(store, job_id, index, error=reason)
+        raise
+    latency_ms = (time.perf_counter() - started) * 1000
+    return await settle(store, job_id, index, items=result.items_processed, latency_ms=latency_ms)
