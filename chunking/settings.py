@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     aws_poll_interval_s: float = Field(5.0, gt=0)
     aws_poll_timeout_s: float = Field(900.0, gt=0)
 
+    # Cloud path (set by template.yaml in Lambda; by the offline emulation locally).
+    job_table: str | None = None
+    chunk_queue_url: str | None = None
+    chunk_dlq_url: str | None = None
+    max_receive_count: int = Field(3, ge=1, le=1_000)
+
     @model_validator(mode="after")
     def _polls_fit_in_one_run(self) -> Settings:
         polls = self.aws_poll_timeout_s / self.aws_poll_interval_s

@@ -7,6 +7,7 @@ from functools import lru_cache
 import inngest
 from pydantic import ValidationError
 
+from chunking.api_errors import describe
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.sqlite_store import SqliteJobStore
@@ -17,18 +18,9 @@ def get_store() -> SqliteJobStore:
     return SqliteJobStore(get_settings().job_db_path)
 
 
-def describe_validation_error(err: ValidationError) -> str:
-    """One line per problem, each naming the field: `total_items: Input should be ...`."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in err.errors()
-    )
-
-
 def spec_from_event(data: object) -> JobSpec:
     """Validate event data as a JobSpec; bad data is never worth a retry."""
     try:
         return JobSpec.model_validate(data if data is not None else {})
     except ValidationError as err:
-        raise inngest.NonRetriableError(
-            f"invalid JobSpec in event data: {describe_validation_error(err)}"
-        ) from err
+        raise inngest.NonRetriableError(f"invalid JobSpec in event data: {describe(err)}") from err

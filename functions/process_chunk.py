@@ -9,12 +9,13 @@ from typing import Any
 import inngest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from chunking.api_errors import describe
 from chunking.errors import PermanentError, RateLimitedError
 from chunking.runner import attempt_chunk, settle
 from chunking.settings import get_settings
 from chunking.spec import JOB_ID_PATTERN
 from functions.client import inngest_client
-from functions.deps import describe_validation_error, get_store
+from functions.deps import get_store
 from functions.events import PROCESS_CHUNK, job_completed_event
 
 settings = get_settings()
@@ -31,7 +32,7 @@ def parse_chunk_ref(data: object) -> ChunkRef:
         return ChunkRef.model_validate(data)
     except ValidationError as err:
         raise inngest.NonRetriableError(
-            f"invalid {PROCESS_CHUNK} event data: {describe_validation_error(err)}"
+            f"invalid {PROCESS_CHUNK} event data: {describe(err)}"
         ) from err
 
 

@@ -1,0 +1,93 @@
+"""Starter Lambda, POST /start: validate the JobSpec, record the job, enqueue its chunks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from chunking.api_errors import describe, field_errors
+from chunking.chunk_messages import initial_messages
+from chunking.cloud import chunk_queue, job_store
+from chunking.spec import JobSpec, new_job_id
+from chunking.status import JobRecord
+from chunking.store import JobConflictError
+
+logger = Logger()
+app = APIGatewayRestResolver()
+
+
+def reply(status: int, body: dict[str, Any]) -> Response[str]:
+    return Response(status, content_types.APPLICATION_JSON, json.dumps(body))
+
+
+def status_url(job_id: str) -> str:
+    """Absolute URL of GET /jobs/{job_id} on the API that received this request."""
+    ctx = app.current_event.request_context
+    proto = app.current_event.headers.get("X-Forwarded-Proto", "https")
+    base = ctx.path.rsplit("/start", 1)[0]  # "/Prod/start" -> "/Prod"
+    return f"{proto}://{ctx.domain_name}{base}/jobs/{job_id}"
+
+
+def accepted(job: JobRecord, message: str) -> dict[str, Any]:
+    return {
+        "message": message,
+        "job_id": job.job_id,
+        "status_url": status_url(job.job_id),
+        "total_items": job.spec.total_items,
+        "chunk_size": job.spec.chunk_size,
+        "chunks_created": job.total_chunks,
+    }
+
+
+@app.post("/start")
+def start() -> Response[str]:
+    raw = app.current_event.body or ""
+    try:
+        payload = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as err:
+        return reply(400, {"message": f"body is not valid JSON: {err}"})
+    if not isinstance(payload, dict):
+        return reply(400, {"message": "body must be a JSON object (a JobSpec)"})
+    try:
+        spec = JobSpec.model_validate(payload)
+    except ValidationError as err:
+        return reply(
+            400, {"message": f"invalid JobSpec: {describe(err)}", "errors": field_errors(err)}
+        )
+
+    job_id = spec.job_id or new_job_id()
+    logger.append_keys(job_id=job_id)
+    store = job_store()
+    try:
+        job, created = store.create_job(job_id, spec, "cloud")
+    except JobConflictError as err:
+        return reply(409, {"message": str(err)})
+    if not created and not store.requeue_job(job_id):
+        # The same job_id and spec again: an idempotent retry, nothing is enqueued twice.
+        return reply(200, accepted(job, f"job {job_id} already exists ({job.state})"))
+
+    # Running before enqueueing: a fast worker may settle every chunk before we return.
+    store.start_job(job_id)
+    try:
+        chunk_queue().send(initial_messages(job_id, job.total_chunks))
+    except Exception as err:
+        logger.exception("could not enqueue the job's chunks")
+        store.fail_job(job_id, f"could not enqueue chunks: {err}")
+        return reply(
+            503,
+            {"message": f"could not enqueue chunks: {err}. The job is marked failed; "
+                        "retry with the same job_id.", "job_id": job_id},
+        )  # fmt: skip
+    logger.info("job accepted", extra={"total_chunks": job.total_chunks})
+    return reply(202, accepted(job, "job accepted"))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

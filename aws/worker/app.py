@@ -1,0 +1,113 @@
+"""Worker Lambda: one SQS batch of chunk or range messages, failures reported per record.
+
+The adapter between SQS's delivery model and the core's error taxonomy:
+- transient error -> the record is reported failed and made visible again after a backoff;
+- rate limit -> the same, after the Retry-After the server asked for;
+- permanent error -> the chunk is recorded failed and the message goes to the DLQ at once;
+- the last receive (ApproximateReceiveCount = MAX_RECEIVE_COUNT) settles the chunk failed and
+  reports the record failed, so SQS's redrive policy moves it to the DLQ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import (
+    AsyncBatchProcessor,
+    EventType,
+    async_process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from chunking.chunk_messages import RangeMessage, expand, parse_message
+from chunking.cloud import chunk_queue, dead_letter_queue, job_store
+from chunking.errors import PermanentError, RateLimitedError
+from chunking.runner import attempt_chunk
+from chunking.settings import get_settings
+
+logger = Logger()
+processor = AsyncBatchProcessor(event_type=EventType.SQS)
+
+BACKOFF_BASE_S = 2
+BACKOFF_MAX_S = 300
+
+
+class RetryLater(Exception):
+    """Reported to SQS as a batch item failure: the message is delivered again."""
+
+
+def backoff_s(receive_count: int) -> int:
+    return int(min(BACKOFF_BASE_S * 2 ** (receive_count - 1), BACKOFF_MAX_S))
+
+
+def dead_letter(record: SQSRecord, reason: str) -> None:
+    """Move a message to the DLQ now, with its reason; the main queue then deletes it."""
+    dead_letter_queue().send_raw(
+        record.body,
+        {
+            "error": reason[:4000],
+            "source_message_id": record.message_id,
+            "receive_count": record.attributes.approximate_receive_count,
+        },
+    )
+
+
+async def record_handler(record: SQSRecord) -> str:
+    receive_count = int(record.attributes.approximate_receive_count)
+    try:
+        message = parse_message(record.body)
+    except ValidationError as err:
+        logger.error("not a chunk message: dead-lettered", extra={"message_id": record.message_id})
+        dead_letter(record, f"not a chunk or range message: {err}")
+        return "dead-lettered"
+    log = {"job_id": message.job_id, "receive_count": receive_count}
+
+    if isinstance(message, RangeMessage):
+        parts = expand(message)
+        chunk_queue().send(parts)
+        span = {"first": message.first, "stop": message.stop, "messages": len(parts)}
+        logger.info("range expanded", extra={**log, **span})
+        return "expanded"
+
+    log["chunk_index"] = message.chunk_index
+    last_attempt = receive_count >= get_settings().max_receive_count
+    try:
+        outcome = await attempt_chunk(
+            job_store(), message.job_id, message.chunk_index, last_attempt=last_attempt
+        )
+    except PermanentError as err:  # no such job or chunk: nothing to record, keep the message
+        logger.error("unknown job or chunk: dead-lettered", extra={**log, "error": str(err)})
+        dead_letter(record, str(err))
+        return "dead-lettered"
+    except RateLimitedError as err:
+        logger.warning("rate limited", extra={**log, "retry_after_s": err.retry_after_s})
+        chunk_queue().delay(record.receipt_handle, err.retry_after_s)
+        raise RetryLater(str(err)) from err
+    except Exception as err:
+        delay = backoff_s(receive_count)
+        logger.warning("transient failure", extra={**log, "error": str(err), "retry_in_s": delay})
+        chunk_queue().delay(record.receipt_handle, delay)
+        raise RetryLater(str(err)) from err
+
+    logger.info(f"chunk {outcome.outcome}", extra={**log, "error": outcome.error})
+    if outcome.job_finished:
+        summary = job_store().status(message.job_id)
+        logger.info(
+            "job finished", extra={**log, "summary": summary and summary.model_dump(mode="json")}
+        )
+    if outcome.outcome == "failed":
+        if last_attempt:
+            raise RetryLater(outcome.error)  # SQS's redrive policy moves it to the DLQ
+        dead_letter(record, outcome.error or "permanent failure")
+    return outcome.outcome
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return async_process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,281 @@
+"""DynamoDB job store: the cloud path's JobStore, one table with a job item and chunk items.
+
+Keys: `job_id` (partition) and `sk` ("JOB", or "CHUNK#000042" per chunk). Job items also carry
+`gsi1pk` = "JOB" so the sparse index `by_created` lists recent jobs without scanning chunks.
+Every decision that could race (first outcome of a chunk, finishing the job) is a conditional
+write, so redeliveries and concurrent workers never count anything twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from chunking.spec import JobSpec
+from chunking.status import ChunkRecord, JobRecord, JobStatus, Path, build_status
+from chunking.store import JobConflictError, Settlement
+
+JOB_SK = "JOB"
+LIST_INDEX = "by_created"
+_ser, _de = TypeSerializer(), TypeDeserializer()
+
+
+def chunk_sk(index: int) -> str:
+    return f"CHUNK#{index:06d}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _values(**values: Any) -> dict[str, Any]:
+    return {f":{k}": _ser.serialize(v) for k, v in values.items()}
+
+
+def _item(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: _de.deserialize(v) for k, v in raw.items()}
+
+
+def _condition_failed(err: ClientError) -> bool:
+    return err.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+# Names that DynamoDB reserves, always written through placeholders.
+NAMES = {"#state": "state", "#error": "error", "#items": "items"}
+
+
+class DynamoJobStore:
+    """JobStore on one DynamoDB table (see the module docstring for the layout)."""
+
+    def __init__(self, table_name: str, client: Any | None = None) -> None:
+        self.table = table_name
+        self.db = client or boto3.client("dynamodb")
+
+    def _update(self, key: dict[str, Any], expression: str, condition: str, **values: Any) -> bool:
+        """A conditional UpdateItem; False when the condition did not hold."""
+        names = {k: v for k, v in NAMES.items() if k in expression or k in condition}
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={k: _ser.serialize(v) for k, v in key.items()},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=_values(**values),
+                **({"ExpressionAttributeNames": names} if names else {}),
+            )
+        except ClientError as err:
+            if _condition_failed(err):
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def _job(item: dict[str, Any]) -> JobRecord:
+        settled_by = item.get("settled_by")
+        return JobRecord(
+            job_id=item["job_id"],
+            path=item["path"],
+            spec=JobSpec.model_validate_json(item["spec"]),
+            state=item["state"],
+            total_chunks=int(item["total_chunks"]),
+            created_at=datetime.fromisoformat(item["created_at"]),
+            started_at=_ts(item.get("started_at")),
+            finished_at=_ts(item.get("finished_at")),
+            error=item.get("error"),
+            settled_by=None if settled_by is None else int(settled_by),
+        )
+
+    def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
+        spec_json = spec.model_copy(update={"job_id": job_id}).model_dump_json()
+        item = {
+            "job_id": job_id, "sk": JOB_SK, "gsi1pk": JOB_SK, "path": path, "spec": spec_json,
+            "state": "queued", "total_chunks": spec.total_chunks, "chunks_settled": 0,
+            "created_at": _now(),
+        }  # fmt: skip
+        try:
+            self.db.put_item(
+                TableName=self.table,
+                Item={k: _ser.serialize(v) for k, v in item.items()},
+                ConditionExpression="attribute_not_exists(job_id)",
+            )
+            return self._job(item), True
+        except ClientError as err:
+            if not _condition_failed(err):
+                raise
+        job = self.get_job(job_id)
+        assert job is not None  # the condition failed because it exists
+        if job.spec.model_dump_json() != spec_json or job.path != path:
+            raise JobConflictError(
+                f"job_id {job_id!r} is already used by a different job; choose another job_id"
+            )
+        return job, False
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        found = self.db.get_item(
+            TableName=self.table,
+            Key={"job_id": {"S": job_id}, "sk": {"S": JOB_SK}},
+            ConsistentRead=True,
+        )
+        return self._job(_item(found["Item"])) if "Item" in found else None
+
+    def list_jobs(self, limit: int) -> list[JobRecord]:
+        found = self.db.query(
+            TableName=self.table,
+            IndexName=LIST_INDEX,
+            KeyConditionExpression="gsi1pk = :job",
+            ExpressionAttributeValues=_values(job=JOB_SK),
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [self._job(_item(raw)) for raw in found["Items"]]
+
+    def start_job(self, job_id: str) -> bool:
+        return self._update(
+            {"job_id": job_id, "sk": JOB_SK},
+            "SET #state = :running, started_at = :now REMOVE #error",
+            "#state = :queued OR (#state = :failed AND attribute_not_exists(started_at))",
+            running="running", now=_now(), queued="queued", failed="failed",
+        )  # fmt: skip
+
+    def fail_job(self, job_id: str, error: str) -> None:
+        # started_at is removed: the job never properly started, so it may be requeued.
+        self._update(
+            {"job_id": job_id, "sk": JOB_SK},
+            "SET #state = :failed, #error = :error, finished_at = :now REMOVE started_at",
+            "#state IN (:queued, :running)",
+            failed="failed", error=error, now=_now(), queued="queued", running="running",
+        )  # fmt: skip
+
+    def requeue_job(self, job_id: str) -> bool:
+        return self._update(
+            {"job_id": job_id, "sk": JOB_SK},
+            "SET #state = :queued REMOVE #error, finished_at",
+            "#state = :failed AND attribute_not_exists(started_at)",
+            queued="queued", failed="failed",
+        )  # fmt: skip
+
+    def begin_attempt(self, job_id: str, chunk_index: int) -> int | None:
+        try:
+            found = self.db.update_item(
+                TableName=self.table,
+                Key={"job_id": {"S": job_id}, "sk": {"S": chunk_sk(chunk_index)}},
+                UpdateExpression=(
+                    "SET #state = if_not_exists(#state, :running), chunk_index = :index "
+                    "ADD attempts :one"
+                ),
+                ConditionExpression="attribute_not_exists(sk) OR #state = :running",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=_values(running="running", index=chunk_index, one=1),
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as err:
+            if _condition_failed(err):
+                return None  # already settled
+            raise
+        return int(_item(found["Attributes"])["attempts"])
+
+    def settle_chunk(
+        self,
+        job_id: str,
+        chunk_index: int,
+        *,
+        succeeded: bool,
+        items: int = 0,
+        latency_ms: float | None = None,
+        error: str | None = None,
+    ) -> Settlement:
+        values = _values(
+            state="succeeded" if succeeded else "failed",
+            items=items if succeeded else 0,
+            latency=None if latency_ms is None else Decimal(str(latency_ms)),
+            error=error,
+            index=chunk_index,
+            zero=0,
+            running="running",
+        )
+        job_key = {"job_id": {"S": job_id}, "sk": {"S": JOB_SK}}
+        try:
+            # The chunk's first outcome and the job's counter move together or not at all.
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": {"job_id": {"S": job_id}, "sk": {"S": chunk_sk(chunk_index)}},
+                            "UpdateExpression": (
+                                "SET #state = :state, #items = :items, latency_ms = :latency, "
+                                "#error = :error, chunk_index = :index, "
+                                "attempts = if_not_exists(attempts, :zero)"
+                            ),
+                            "ConditionExpression": "attribute_not_exists(sk) OR #state = :running",
+                            "ExpressionAttributeNames": NAMES,
+                            "ExpressionAttributeValues": values,
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": job_key,
+                            "UpdateExpression": "ADD chunks_settled :one",
+                            "ConditionExpression": "attribute_exists(job_id)",
+                            "ExpressionAttributeValues": _values(one=1),
+                        }
+                    },
+                ]
+            )
+            recorded = True
+        except ClientError as err:
+            reasons = err.response.get("CancellationReasons", [])
+            if err.response["Error"]["Code"] != "TransactionCanceledException" or not reasons:
+                raise
+            if reasons[0].get("Code") != "ConditionalCheckFailed":
+                raise  # not a duplicate: e.g. the job does not exist
+            recorded = False
+        # Tried on duplicates too: a job restarted after its chunks settled still finishes.
+        finished = self._update(
+            {"job_id": job_id, "sk": JOB_SK},
+            "SET #state = :finished, finished_at = :now, settled_by = :index",
+            "#state = :running AND chunks_settled >= total_chunks",
+            finished="finished", now=_now(), index=chunk_index, running="running",
+        )  # fmt: skip
+        if not finished:
+            job = self.get_job(job_id)
+            finished = job is not None and job.settled_by == chunk_index
+        return Settlement(recorded=recorded, job_finished=finished)
+
+    def chunks(self, job_id: str) -> list[ChunkRecord]:
+        paginator = self.db.get_paginator("query")
+        records = []
+        for page in paginator.paginate(
+            TableName=self.table,
+            KeyConditionExpression="job_id = :job AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues=_values(job=job_id, prefix="CHUNK#"),
+            ConsistentRead=True,
+        ):
+            for raw in page["Items"]:
+                item = _item(raw)
+                latency = item.get("latency_ms")
+                records.append(
+                    ChunkRecord(
+                        index=int(item["chunk_index"]),
+                        state=item["state"],
+                        attempts=int(item.get("attempts", 0)),
+                        items=int(item.get("items", 0)),
+                        latency_ms=None if latency is None else float(latency),
+                        error=item.get("error"),
+                    )
+                )
+        return records
+
+    def status(self, job_id: str) -> JobStatus | None:
+        job = self.get_job(job_id)
+        return build_status(job, self.chunks(job_id), datetime.now(UTC)) if job else None
