@@ -30,7 +30,9 @@ from chunking.runner import attempt_chunk
 from chunking.settings import get_settings
 
 logger = Logger()
-processor = AsyncBatchProcessor(event_type=EventType.SQS)
+# Report a batch whose every record failed as item failures too, not as a function error:
+# each record already carries its own retry delay.
+processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 BACKOFF_BASE_S = 2
 BACKOFF_MAX_S = 300

@@ -1,0 +1,96 @@
+"""Fixtures for the cloud path: the stack's resources in moto, created from template.yaml."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from aws.local.resources import LocalStack, create_resources
+from chunking import cloud
+from chunking.settings import get_settings
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "POWERTOOLS_SERVICE_NAME": "long-jobs-test",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One AWS call at a time, as each call is atomic in the real services.
+
+    In-process moto is not thread-safe: two conditional writes racing from worker threads can
+    both pass their condition, which DynamoDB never allows. The worker runs records in threads.
+    """
+    from botocore.client import BaseClient
+
+    lock = threading.Lock()
+    real_call = BaseClient._make_api_call
+
+    def one_at_a_time(self: Any, operation: str, params: Any) -> Any:
+        with lock:
+            return real_call(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", one_at_a_time)
+
+
+@pytest.fixture
+def stack(
+    aws_env: None, atomic_moto: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalStack]:
+    with mock_aws():
+        created = create_resources(boto3.client("dynamodb"), boto3.client("sqs"))
+        for name, value in created.environment().items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        cloud.reset()
+        yield created
+        cloud.reset()
+
+
+@pytest.fixture
+def sqs(stack: LocalStack) -> Any:
+    return boto3.client("sqs")
+
+
+def visible_count(sqs: Any, url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
+def queue_bodies(sqs: Any, url: str) -> list[dict[str, Any]]:
+    """Every message now visible in a queue (received, then made visible again)."""
+    found: list[dict[str, Any]] = []
+    receipts = []
+    while True:
+        batch = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        if not batch:
+            break
+        for m in batch:
+            try:
+                body: Any = json.loads(m["Body"])
+            except json.JSONDecodeError:
+                body = m["Body"]
+            found.append({"body": body, "attributes": m.get("MessageAttributes", {})})
+            receipts.append(m["ReceiptHandle"])
+    for receipt in receipts:
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=receipt, VisibilityTimeout=0)
+    return found

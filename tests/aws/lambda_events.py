@@ -1,0 +1,192 @@
+"""Realistic Lambda events and a stand-in for the SQS event source, for tests against moto.
+
+API Gateway events follow the REST API proxy format (v1). SQS events are built from messages
+really received from the (moto) queue, so receipt handles and ApproximateReceiveCount are real.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+API_ID = "abc123defg"
+DOMAIN = f"{API_ID}.execute-api.us-east-1.amazonaws.com"
+
+
+@dataclass
+class FakeLambdaContext:
+    """What Lambda passes as `context`; Powertools reads these attributes."""
+
+    function_name: str = "test-function"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    timeout_s: float = 60
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.timeout_s * 1000)
+
+
+def api_event(
+    method: str,
+    path: str,
+    *,
+    body: str | None = None,
+    resource: str | None = None,
+    path_parameters: dict[str, str] | None = None,
+    api_key: str = "test-api-key",
+    stage: str = "Prod",
+) -> dict[str, Any]:
+    headers = {"Host": DOMAIN, "X-Forwarded-Proto": "https", "x-api-key": api_key,
+               "Content-Type": "application/json", "User-Agent": "pytest"}  # fmt: skip
+    resource = resource or path
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": path_parameters,
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "abc123",
+            "resourcePath": resource,
+            "httpMethod": method,
+            "extendedRequestId": str(uuid.uuid4()),
+            "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+            "path": f"/{stage}{path}",
+            "accountId": "123456789012",
+            "protocol": "HTTP/1.1",
+            "stage": stage,
+            "domainPrefix": API_ID,
+            "requestTimeEpoch": int(time.time() * 1000),
+            "requestId": str(uuid.uuid4()),
+            "identity": {"apiKey": api_key, "sourceIp": "127.0.0.1", "userAgent": "pytest"},
+            "domainName": DOMAIN,
+            "apiId": API_ID,
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def post_start(body: str | dict[str, Any] | None) -> dict[str, Any]:
+    text = body if isinstance(body, str) or body is None else json.dumps(body)
+    return api_event("POST", "/start", body=text)
+
+
+def get_status(job_id: str) -> dict[str, Any]:
+    return api_event(
+        "GET", f"/jobs/{job_id}", resource="/jobs/{job_id}", path_parameters={"job_id": job_id}
+    )
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """The event Lambda's SQS event source builds from a batch of received messages."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m["Attributes"],
+                "messageAttributes": {
+                    name: {
+                        "stringValue": a.get("StringValue"),
+                        "binaryValue": None,
+                        "stringListValues": [],
+                        "binaryListValues": [],
+                        "dataType": a["DataType"],
+                    }
+                    for name, a in m.get("MessageAttributes", {}).items()
+                },  # fmt: skip
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": "us-east-1",
+            }
+            for m in messages
+        ]
+    }
+
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+class SqsEventSource:
+    """Receives batches like Lambda's SQS poller, invokes the worker, deletes what succeeded.
+
+    Failed records stay in the queue; `drain` then makes them visible at once, standing in for
+    the wait (visibility timeout, backoff) that would pass in real time.
+    """
+
+    def __init__(self, sqs: Any, queue_url: str, handler: Handler, batch_size: int = 10) -> None:
+        self.sqs, self.queue_url, self.handler, self.batch_size = (
+            sqs,
+            queue_url,
+            handler,
+            batch_size,
+        )
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self.invocations = 0
+        self.failed_receipts: list[str] = []
+
+    def receive(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=self.batch_size,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        return messages
+
+    def invoke(self, messages: list[dict[str, Any]]) -> set[str]:
+        """Run the handler on these messages; returns the ids it reported as failed."""
+        self.invocations += 1
+        response = self.handler(sqs_event(messages, self.queue_arn), FakeLambdaContext())
+        failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+        for m in messages:
+            if m["MessageId"] in failed:
+                self.failed_receipts.append(m["ReceiptHandle"])
+            else:
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+        return failed
+
+    def poll_once(self) -> tuple[list[dict[str, Any]], set[str]]:
+        messages = self.receive()
+        return (messages, self.invoke(messages)) if messages else ([], set())
+
+    def fast_forward(self) -> None:
+        """Make failed messages visible now, as if their backoff had passed."""
+        for receipt in self.failed_receipts:
+            try:
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=0
+                )
+            except self.sqs.exceptions.ClientError:
+                pass  # already moved to the DLQ by the redrive policy
+        self.failed_receipts.clear()
+
+    def drain(self, max_polls: int = 10_000) -> None:
+        for _ in range(max_polls):
+            messages, _ = self.poll_once()
+            if not messages:
+                self.fast_forward()
+                if not self.receive_peek():
+                    return
+        raise AssertionError("the queue did not drain")
+
+    def receive_peek(self) -> bool:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) > 0
