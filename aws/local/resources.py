@@ -99,9 +99,9 @@ def create_resources(
     dlq_url = sqs.create_queue(
         QueueName=f"{prefix}-dlq", Attributes=queue_attributes("ChunkDeadLetterQueue")
     )["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     redrive = resources["ChunkQueue"]["Properties"]["RedrivePolicy"]
     max_receive = int(resolve(template, redrive["maxReceiveCount"], overrides))
     queue_url = sqs.create_queue(

@@ -6,6 +6,7 @@ really received from the (moto) queue, so receipt handles and ApproximateReceive
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -105,7 +106,7 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
                         "dataType": a["DataType"],
                     }
                     for name, a in m.get("MessageAttributes", {}).items()
-                },  # fmt: skip
+                },
                 "md5OfBody": m["MD5OfBody"],
                 "eventSource": "aws:sqs",
                 "eventSourceARN": queue_arn,
@@ -167,12 +168,11 @@ class SqsEventSource:
     def fast_forward(self) -> None:
         """Make failed messages visible now, as if their backoff had passed."""
         for receipt in self.failed_receipts:
-            try:
+            # A message already moved to the DLQ by the redrive policy has no receipt here.
+            with contextlib.suppress(self.sqs.exceptions.ClientError):
                 self.sqs.change_message_visibility(
                     QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=0
                 )
-            except self.sqs.exceptions.ClientError:
-                pass  # already moved to the DLQ by the redrive policy
         self.failed_receipts.clear()
 
     def drain(self, max_polls: int = 10_000) -> None:

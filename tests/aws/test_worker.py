@@ -100,7 +100,7 @@ def test_permanent_failure_goes_to_the_dlq_at_once(
     source: SqsEventSource, sqs: Any, stack: LocalStack
 ) -> None:
     job_id = start({"total_items": 30, "chunk_size": 10, "item_delay_ms": 0, "fail_chunks": [2]})
-    messages, failed = source.poll_once()
+    _messages, failed = source.poll_once()
     assert failed == set()  # nothing for SQS to retry
     assert visible_count(sqs, stack.queue_url) == 0
     [dead] = queue_bodies(sqs, stack.dlq_url)
