@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv once, and (re)install a requirements file into it whenever that file changes.
+# Create a virtualenv once (.venv, or VENV=...), and (re)install a requirements file into it
+# whenever that file changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,12 +12,13 @@ if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; th
   echo "       Set PYTHON=/path/to/python3.11 and run again." >&2
   exit 1
 fi
-[ -x .venv/bin/python ] || "$py" -m venv .venv
+venv=${VENV:-.venv}
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 
-stamp=".venv/.deps-$(basename "$req").sha256"
+stamp="$venv/.deps-$(basename "$req").sha256"
 want=$(cat "$req" requirements.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "Installing $req into .venv ..."
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$req"
+  echo "Installing $req into $venv ..."
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
   echo "$want" >"$stamp"
 fi

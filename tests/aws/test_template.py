@@ -1,0 +1,109 @@
+"""What aws/template.yaml promises, checked on the template itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aws.local.resources import load_template
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+def resource(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    props: dict[str, Any] = template["Resources"][logical_id]["Properties"]
+    return props
+
+
+def function_timeout(template: dict[str, Any], logical_id: str) -> int:
+    props = resource(template, logical_id)
+    return int(props.get("Timeout", template["Globals"]["Function"]["Timeout"]))
+
+
+def test_queue_visibility_is_at_least_six_worker_timeouts(template: dict[str, Any]) -> None:
+    visibility = resource(template, "ChunkQueue")["VisibilityTimeout"]
+    assert visibility >= 6 * function_timeout(template, "WorkerFunction")
+
+
+def test_chunk_queue_redrives_to_the_dlq_after_max_receive_count(template: dict[str, Any]) -> None:
+    redrive = resource(template, "ChunkQueue")["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["ChunkDeadLetterQueue", "Arn"]}
+    assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+    assert template["Parameters"]["MaxReceiveCount"]["Default"] == 3
+    assert resource(template, "ChunkDeadLetterQueue")["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_worker_reports_partial_batch_failures(template: dict[str, Any]) -> None:
+    event = resource(template, "WorkerFunction")["Events"]["Chunks"]
+    assert event["Type"] == "SQS"
+    props = event["Properties"]
+    assert props["Queue"] == {"Fn::GetAtt": ["ChunkQueue", "Arn"]}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["BatchSize"] == 10 and props["MaximumBatchingWindowInSeconds"] >= 0
+    assert props["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "WorkerConcurrency"}
+
+
+def test_both_routes_require_an_api_key(template: dict[str, Any]) -> None:
+    api = resource(template, "JobsApi")
+    assert api["Auth"]["ApiKeyRequired"] is True
+    assert api["Auth"]["UsagePlan"]["CreateUsagePlan"] == "PER_API"
+    routes = {}
+    for logical_id, res in template["Resources"].items():
+        for event in res.get("Properties", {}).get("Events", {}).values():
+            if event["Type"] == "Api":
+                props = event["Properties"]
+                routes[(props["Method"], props["Path"])] = logical_id
+                assert props["RestApiId"] == {"Ref": "JobsApi"}
+                assert props["Auth"]["ApiKeyRequired"] is True
+    assert routes == {
+        ("post", "/start"): "StarterFunction",
+        ("get", "/jobs/{job_id}"): "StatusFunction",
+    }
+
+
+def test_encryption_is_on(template: dict[str, Any]) -> None:
+    assert resource(template, "ChunkQueue")["SqsManagedSseEnabled"] is True
+    assert resource(template, "ChunkDeadLetterQueue")["SqsManagedSseEnabled"] is True
+    assert resource(template, "JobTable")["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_job_table_is_on_demand_and_alarm_watches_the_dlq(template: dict[str, Any]) -> None:
+    assert resource(template, "JobTable")["BillingMode"] == "PAY_PER_REQUEST"
+    alarm = resource(template, "DeadLetterAlarm")
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["ChunkDeadLetterQueue", "QueueName"]}
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+
+
+def test_policies_are_sam_templates_scoped_to_our_resources(template: dict[str, Any]) -> None:
+    for logical_id in ("StarterFunction", "StatusFunction", "WorkerFunction"):
+        for policy in resource(template, logical_id)["Policies"]:
+            assert isinstance(policy, dict) and len(policy) == 1  # a SAM policy template
+            [(name, scope)] = policy.items()
+            assert name.endswith("Policy") and "Statement" not in str(scope)
+    status_policies = [next(iter(p)) for p in resource(template, "StatusFunction")["Policies"]]
+    assert status_policies == ["DynamoDBReadPolicy"]  # reads only
+
+
+def test_parameters_and_outputs(template: dict[str, Any]) -> None:
+    assert set(template["Parameters"]) == {
+        "TotalItems", "ChunkSize", "ItemDelayMs", "MaxReceiveCount", "WorkerConcurrency",
+    }  # fmt: skip
+    assert {"ApiUrl", "StartUrl", "ApiKeyId", "ChunkQueueUrl", "ChunkDeadLetterQueueUrl",
+            "JobTableName"} <= set(template["Outputs"])  # fmt: skip
+    # The functions see the parameters under the names the core's settings read.
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["TOTAL_ITEMS"] == {"Ref": "TotalItems"} and env["CHUNK_SIZE"] == {"Ref": "ChunkSize"}
+    worker_env = resource(template, "WorkerFunction")["Environment"]["Variables"]
+    assert worker_env["MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
+
+
+def test_functions_run_the_python_of_ci(template: dict[str, Any]) -> None:
+    import sys
+
+    runtime = template["Globals"]["Function"]["Runtime"]
+    assert runtime == f"python{sys.version_info.major}.{sys.version_info.minor}"
