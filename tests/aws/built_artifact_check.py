@@ -32,7 +32,7 @@ def load(name: str, path: Path) -> ModuleType:
 def main() -> None:
     # Test scaffolding only, loaded by file path so the repo never lands on sys.path.
     resources = load("stack_resources", REPO / "aws/local/resources.py")
-    events = load("lambda_events", REPO / "tests/aws/lambda_events.py")
+    events = load("lambda_events", REPO / "aws/local/lambda_events.py")
     with mock_aws():
         stack = resources.create_resources(
             boto3.client("dynamodb"), boto3.client("sqs"), template=resources.load_template()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from aws.local.lambda_events import SqsEventSource, lambda_context, post_start
 from aws.local.resources import LocalStack
 from aws.starter.app import lambda_handler as starter
 from aws.worker.app import backoff_s
@@ -15,7 +16,6 @@ from aws.worker.app import lambda_handler as worker
 from chunking import cloud
 from chunking.chunk_messages import ChunkMessage
 from tests.aws.conftest import queue_bodies, visible_count
-from tests.aws.lambda_events import SqsEventSource, lambda_context, post_start
 
 
 def start(spec: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
-"""Realistic Lambda events and a stand-in for the SQS event source, for tests against moto.
+"""Lambda events as AWS builds them, and an SQS event source, for running the handlers locally.
 
 API Gateway events follow the REST API proxy format (v1). SQS events are built from messages
-really received from the (moto) queue, so receipt handles and ApproximateReceiveCount are real.
+really received from the queue (moto here), so receipt handles and ApproximateReceiveCount are
+real. Used by the tests, the benchmarks and the offline emulation.
 """
 
 from __future__ import annotations
