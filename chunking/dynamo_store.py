@@ -46,7 +46,7 @@ def _item(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _condition_failed(err: ClientError) -> bool:
-    return err.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    return bool(err.response["Error"]["Code"] == "ConditionalCheckFailedException")
 
 
 # Names that DynamoDB reserves, always written through placeholders.
