@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +65,35 @@ def fake_inngest() -> Iterator[FakeInngestApi]:
     FAKE_INNGEST.reset()
     yield FAKE_INNGEST
     FAKE_INNGEST.reset()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "POWERTOOLS_SERVICE_NAME": "long-jobs-test",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One AWS call at a time, as each call is atomic in the real services.
+
+    In-process moto is not thread-safe: two conditional writes racing from worker threads can
+    both pass their condition, which DynamoDB never allows. The worker runs records in threads.
+    """
+    from botocore.client import BaseClient
+
+    lock = threading.Lock()
+    real_call = getattr(BaseClient, "_make_api_call")  # noqa: B009 - private, typed away
+
+    def one_at_a_time(self: Any, operation: str, params: Any) -> Any:
+        with lock:
+            return real_call(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", one_at_a_time)

@@ -1,13 +1,20 @@
+"""The JobStore contract, held by both implementations: SQLite (local) and DynamoDB (cloud)."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import mock_aws
 
+from aws.local.resources import create_resources
+from chunking.dynamo_store import DynamoJobStore
 from chunking.spec import JobSpec
 from chunking.sqlite_store import SqliteJobStore
-from chunking.store import JobConflictError
+from chunking.store import JobConflictError, JobStore
 
 CONTRACT_KEYS = {
     "job_id", "path", "status", "total_items", "chunk_size", "total_chunks", "chunks_succeeded",
@@ -16,22 +23,30 @@ CONTRACT_KEYS = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteJobStore:
-    return SqliteJobStore(tmp_path / "store.sqlite3")
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    if request.param == "sqlite":
+        yield SqliteJobStore(tmp_path / "store.sqlite3")
+        return
+    request.getfixturevalue("aws_env")
+    request.getfixturevalue("atomic_moto")
+    with mock_aws():
+        stack = create_resources(boto3.client("dynamodb"), boto3.client("sqs"))
+        yield DynamoJobStore(stack.table_name)
 
 
-def started_job(store: SqliteJobStore, total: int = 100, size: int = 10) -> str:
+def started_job(store: JobStore, total: int = 100, size: int = 10) -> str:
     store.create_job("job-1", JobSpec(total_items=total, chunk_size=size), "local")
     assert store.start_job("job-1")
     return "job-1"
 
 
-def test_store_uses_wal(store: SqliteJobStore) -> None:
+def test_sqlite_store_uses_wal(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "wal.sqlite3")
     assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_new_job_is_queued_and_answers_status(store: SqliteJobStore) -> None:
+def test_new_job_is_queued_and_answers_status(store: JobStore) -> None:
     job, created = store.create_job("j", JobSpec(total_items=95, chunk_size=10), "local")
     assert created and job.state == "queued" and job.total_chunks == 10
     status = store.status("j")
@@ -40,7 +55,7 @@ def test_new_job_is_queued_and_answers_status(store: SqliteJobStore) -> None:
     assert (status.status, status.started_at, status.duration_s) == ("queued", None, None)
 
 
-def test_same_job_id_same_spec_is_one_job(store: SqliteJobStore) -> None:
+def test_same_job_id_same_spec_is_one_job(store: JobStore) -> None:
     spec = JobSpec(total_items=10, chunk_size=5)
     store.create_job("j", spec, "local")
     _, created = store.create_job("j", spec, "local")
@@ -49,13 +64,13 @@ def test_same_job_id_same_spec_is_one_job(store: SqliteJobStore) -> None:
     assert len(store.list_jobs(10)) == 1
 
 
-def test_same_job_id_other_spec_is_a_conflict(store: SqliteJobStore) -> None:
+def test_same_job_id_other_spec_is_a_conflict(store: JobStore) -> None:
     store.create_job("j", JobSpec(total_items=10, chunk_size=5), "local")
     with pytest.raises(JobConflictError, match="'j' is already used"):
         store.create_job("j", JobSpec(total_items=11, chunk_size=5), "local")
 
 
-def test_outcome_counts_once_per_chunk(store: SqliteJobStore) -> None:
+def test_outcome_counts_once_per_chunk(store: JobStore) -> None:
     job_id = started_job(store, total=20, size=10)
     assert store.begin_attempt(job_id, 0) == 1
     first = store.settle_chunk(job_id, 0, succeeded=True, items=10, latency_ms=5)
@@ -67,7 +82,7 @@ def test_outcome_counts_once_per_chunk(store: SqliteJobStore) -> None:
     assert (status.chunks_succeeded, status.chunks_failed, status.items_processed) == (1, 0, 10)
 
 
-def test_last_chunk_finishes_the_job_once(store: SqliteJobStore) -> None:
+def test_last_chunk_finishes_the_job_once(store: JobStore) -> None:
     job_id = started_job(store, total=20, size=10)
     for index in (1, 0):
         store.begin_attempt(job_id, index)
@@ -84,7 +99,7 @@ def test_last_chunk_finishes_the_job_once(store: SqliteJobStore) -> None:
     assert [(f.index, f.error, f.attempts) for f in status.failed_chunks] == [(0, "boom", 1)]
 
 
-def test_attempts_retries_and_latency(store: SqliteJobStore) -> None:
+def test_attempts_retries_and_latency(store: JobStore) -> None:
     job_id = started_job(store, total=40, size=10)
     for index, tries in enumerate((1, 3, 1, 2)):
         for _ in range(tries):
@@ -97,7 +112,7 @@ def test_attempts_retries_and_latency(store: SqliteJobStore) -> None:
     assert status.duration_s is not None and status.duration_s >= 0
 
 
-def test_all_chunks_failed_is_failed(store: SqliteJobStore) -> None:
+def test_all_chunks_failed_is_failed(store: JobStore) -> None:
     job_id = started_job(store, total=10, size=10)
     store.settle_chunk(job_id, 0, succeeded=False, error="never ran")
     status = store.status(job_id)
@@ -105,7 +120,7 @@ def test_all_chunks_failed_is_failed(store: SqliteJobStore) -> None:
     assert (status.status, status.attempts, status.failed_chunks[0].attempts) == ("failed", 0, 0)
 
 
-def test_job_that_failed_to_start_can_be_requeued(store: SqliteJobStore) -> None:
+def test_job_that_failed_to_start_can_be_requeued(store: JobStore) -> None:
     store.create_job("j", JobSpec(total_items=10, chunk_size=5), "local")
     store.fail_job("j", "event API down")
     status = store.status("j")
@@ -115,12 +130,12 @@ def test_job_that_failed_to_start_can_be_requeued(store: SqliteJobStore) -> None
     assert not store.requeue_job("j")  # it started: no going back
 
 
-def test_many_threads_settling_the_same_chunks_count_once(store: SqliteJobStore) -> None:
+def test_many_threads_settling_the_same_chunks_count_once(store: JobStore) -> None:
     job_id = started_job(store, total=200, size=10)
 
-    def deliver(index: int) -> bool:
+    def deliver(index: int) -> tuple[int, bool]:
         store.begin_attempt(job_id, index)
-        return store.settle_chunk(job_id, index, succeeded=True, items=10).job_finished
+        return index, store.settle_chunk(job_id, index, succeeded=True, items=10).job_finished
 
     # Every chunk delivered 4 times, from 8 threads at once.
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -134,4 +149,7 @@ def test_many_threads_settling_the_same_chunks_count_once(store: SqliteJobStore)
     )
     job = store.get_job(job_id)
     assert job is not None and job.settled_by is not None
-    assert finished.count(True) == 4  # only the deliveries of the one finishing chunk
+    # The finish is reported to the delivery that finished the job, and maybe to its copies
+    # (so a lost announcement can be repeated); never to any other chunk.
+    reported = [index for index, done in finished if done]
+    assert reported and set(reported) == {job.settled_by}
