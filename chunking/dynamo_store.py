@@ -252,6 +252,47 @@ class DynamoJobStore:
             finished = job is not None and job.settled_by == chunk_index
         return Settlement(recorded=recorded, job_finished=finished)
 
+    def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
+        try:
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": {"job_id": {"S": job_id}, "sk": {"S": chunk_sk(chunk_index)}},
+                            "UpdateExpression": "SET #state = :running REMOVE #error, latency_ms",
+                            "ConditionExpression": "#state = :failed",
+                            "ExpressionAttributeNames": {"#state": "state", "#error": "error"},
+                            "ExpressionAttributeValues": _values(
+                                running="running", failed="failed"
+                            ),
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": {"job_id": {"S": job_id}, "sk": {"S": JOB_SK}},
+                            "UpdateExpression": (
+                                "ADD chunks_settled :minus REMOVE finished_at, settled_by"
+                            ),
+                            "ExpressionAttributeValues": _values(minus=-1),
+                        }
+                    },
+                ]
+            )
+        except ClientError as err:
+            if err.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        # A finished job runs again; one that failed to start, or was cancelled, stays so.
+        self._update(
+            {"job_id": job_id, "sk": JOB_SK},
+            "SET #state = :running",
+            "#state = :finished",
+            running="running", finished="finished",
+        )  # fmt: skip
+        return True
+
     def chunks(self, job_id: str) -> list[ChunkRecord]:
         paginator = self.db.get_paginator("query")
         records = []

@@ -219,6 +219,23 @@ class SqliteJobStore:
             finished = job is not None and job["settled_by"] == chunk_index
             return Settlement(recorded=recorded, job_finished=finished)
 
+    def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE chunks SET state = 'running', error = NULL, latency_ms = NULL"
+                " WHERE job_id = ? AND chunk_index = ? AND state = 'failed'",
+                (job_id, chunk_index),
+            )
+            if cur.rowcount == 0:
+                return False
+            db.execute(
+                "UPDATE jobs SET chunks_settled = chunks_settled - 1, state = CASE state"
+                " WHEN 'finished' THEN 'running' ELSE state END,"
+                " finished_at = NULL, settled_by = NULL WHERE job_id = ?",
+                (job_id,),
+            )
+        return True
+
     def chunks(self, job_id: str) -> list[ChunkRecord]:
         rows = (
             self._conn()

@@ -68,6 +68,14 @@ class JobStore(Protocol):
         """Record a chunk's outcome once per (job_id, chunk_index), whatever the deliveries."""
         ...
 
+    def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
+        """Undo a chunk's *failed* outcome so it can run again (a DLQ redrive).
+
+        The job goes back to `running` if that outcome had finished it. False when the chunk
+        is not failed (succeeded, running, or unknown): nothing changes.
+        """
+        ...
+
     def chunks(self, job_id: str) -> list[ChunkRecord]: ...
 
     def status(self, job_id: str) -> JobStatus | None: ...

@@ -153,3 +153,23 @@ def test_many_threads_settling_the_same_chunks_count_once(store: JobStore) -> No
     # (so a lost announcement can be repeated); never to any other chunk.
     reported = [index for index, done in finished if done]
     assert reported and set(reported) == {job.settled_by}
+
+
+def test_reopened_chunk_runs_again_and_the_job_finishes_anew(store: JobStore) -> None:
+    job_id = started_job(store, total=20, size=10)
+    for index in (0, 1):
+        store.begin_attempt(job_id, index)
+    store.settle_chunk(job_id, 0, succeeded=True, items=10)
+    assert store.settle_chunk(job_id, 1, succeeded=False, error="dead-lettered").job_finished
+    assert not store.reopen_chunk(job_id, 0)  # succeeded chunks stay as they are
+    assert store.reopen_chunk(job_id, 1)
+    assert not store.reopen_chunk(job_id, 1)  # once
+    status = store.status(job_id)
+    assert status is not None
+    assert (status.status, status.chunks_failed, status.finished_at) == ("running", 0, None)
+    assert store.begin_attempt(job_id, 1) == 2
+    assert store.settle_chunk(job_id, 1, succeeded=True, items=10).job_finished
+    status = store.status(job_id)
+    assert status is not None
+    assert (status.status, status.chunks_succeeded, status.items_processed) == ("succeeded", 2, 20)
+    assert (status.attempts, status.retries) == (3, 1)
