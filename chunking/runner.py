@@ -62,10 +62,17 @@ async def settle(
 
 
 async def attempt_chunk(
-    store: JobStore, job_id: str, index: int, *, last_attempt: bool
+    store: JobStore,
+    job_id: str,
+    index: int,
+    *,
+    last_attempt: bool,
+    budget_s: float | None = None,
 ) -> AttemptOutcome:
     """Run one attempt; on the platform's last attempt a retryable failure is settled too.
 
+    `budget_s` bounds the workload: past it the attempt fails as a TimeoutError (retryable),
+    early enough for the outcome to be recorded before the platform kills the run.
     Raises PermanentError (before anything is recorded) when the job or chunk does not exist.
     """
     job = await asyncio.to_thread(store.get_job, job_id)
@@ -84,12 +91,14 @@ async def attempt_chunk(
 
     started = time.perf_counter()
     try:
-        result = await run_chunk(job.spec, chunk, attempt)
+        async with asyncio.timeout(budget_s):
+            result = await run_chunk(job.spec, chunk, attempt)
     except PermanentError as err:
         return await settle(store, job_id, index, error=f"permanent: {err}")
     except Exception as err:  # transient, rate-limited, or a bug: all worth a retry
         if last_attempt:
-            reason = f"gave up after {attempt} attempts: {type(err).__name__}: {err}"
+            what = f"ran past its {budget_s:g}s budget" if isinstance(err, TimeoutError) else err
+            reason = f"gave up after {attempt} attempts: {type(err).__name__}: {what}"
             return await settle(store, job_id, index, error=reason)
         raise
     latency_ms = (time.perf_counter() - started) * 1000

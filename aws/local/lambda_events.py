@@ -30,13 +30,15 @@ class FakeLambdaContext:
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     timeout_s: float = 60
+    started: float = field(default_factory=time.monotonic)
 
     def get_remaining_time_in_millis(self) -> int:
-        return int(self.timeout_s * 1000)
+        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
 
 
-def lambda_context() -> LambdaContext:
-    return cast(LambdaContext, FakeLambdaContext())
+def lambda_context(timeout_s: float = 60) -> LambdaContext:
+    """A context whose remaining time counts down from `timeout_s`, as Lambda's does."""
+    return cast(LambdaContext, FakeLambdaContext(timeout_s=timeout_s))
 
 
 def api_event(
@@ -134,13 +136,16 @@ class SqsEventSource:
     the wait (visibility timeout, backoff) that would pass in real time.
     """
 
-    def __init__(self, sqs: Any, queue_url: str, handler: Handler, batch_size: int = 10) -> None:
-        self.sqs, self.queue_url, self.handler, self.batch_size = (
-            sqs,
-            queue_url,
-            handler,
-            batch_size,
-        )
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        handler: Handler,
+        batch_size: int = 10,
+        timeout_s: float = 60,
+    ) -> None:
+        self.sqs, self.queue_url, self.handler = sqs, queue_url, handler
+        self.batch_size, self.timeout_s = batch_size, timeout_s
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
@@ -159,7 +164,7 @@ class SqsEventSource:
     def invoke(self, messages: list[dict[str, Any]]) -> set[str]:
         """Run the handler on these messages; returns the ids it reported as failed."""
         self.invocations += 1
-        response = self.handler(sqs_event(messages, self.queue_arn), lambda_context())
+        response = self.handler(sqs_event(messages, self.queue_arn), lambda_context(self.timeout_s))
         failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
         for m in messages:
             if m["MessageId"] in failed:

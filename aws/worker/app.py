@@ -5,11 +5,14 @@ The adapter between SQS's delivery model and the core's error taxonomy:
 - rate limit -> the same, after the Retry-After the server asked for;
 - permanent error -> the chunk is recorded failed and the message goes to the DLQ at once;
 - the last receive (ApproximateReceiveCount = MAX_RECEIVE_COUNT) settles the chunk failed and
-  reports the record failed, so SQS's redrive policy moves it to the DLQ.
+  reports the record failed, so SQS's redrive policy moves it to the DLQ;
+- a chunk still running near the invocation's timeout is stopped and counts as a transient
+  failure, so its outcome is recorded before Lambda kills the run.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -36,6 +39,9 @@ processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_
 
 BACKOFF_BASE_S = 2
 BACKOFF_MAX_S = 300
+# Time kept back from the invocation's remaining time to record outcomes before Lambda's kill.
+MARGIN_MAX_S = 5.0
+_deadline = float("inf")  # monotonic time by which this invocation's chunks must stop
 
 
 class RetryLater(Exception):
@@ -79,7 +85,11 @@ async def record_handler(record: SQSRecord) -> str:
     last_attempt = receive_count >= get_settings().max_receive_count
     try:
         outcome = await attempt_chunk(
-            job_store(), message.job_id, message.chunk_index, last_attempt=last_attempt
+            job_store(),
+            message.job_id,
+            message.chunk_index,
+            last_attempt=last_attempt,
+            budget_s=max(0.1, _deadline - time.monotonic()),
         )
     except PermanentError as err:  # no such job or chunk: nothing to record, keep the message
         logger.error("unknown job or chunk: dead-lettered", extra={**log, "error": str(err)})
@@ -110,6 +120,9 @@ async def record_handler(record: SQSRecord) -> str:
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    global _deadline
+    remaining_s = context.get_remaining_time_in_millis() / 1000
+    _deadline = time.monotonic() + remaining_s - min(MARGIN_MAX_S, 0.2 * remaining_s)
     return async_process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -184,3 +184,18 @@ def test_chunk_of_unknown_job_is_dead_lettered(
     assert failed == set()
     [dead] = queue_bodies(sqs, stack.dlq_url)
     assert "'ghost': no such job" in dead["attributes"]["error"]["StringValue"]
+
+
+def test_chunk_running_past_the_invocation_budget_is_stopped_retried_then_recorded(
+    sqs: Any, stack: LocalStack
+) -> None:
+    # 1 s invocations: a 20 x 100 ms chunk never fits, every attempt is stopped in time.
+    source = SqsEventSource(sqs, stack.queue_url, worker, timeout_s=1)
+    job_id = start({"total_items": 20, "chunk_size": 20, "item_delay_ms": 100})
+    source.drain()
+    final = status(job_id)
+    assert final["status"] == "failed"
+    [failed] = final["failed_chunks"]
+    assert failed["attempts"] == 3
+    assert "gave up after 3 attempts: TimeoutError: ran past its" in failed["error"]
+    assert len(queue_bodies(sqs, stack.dlq_url)) == 1
