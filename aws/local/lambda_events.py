@@ -50,8 +50,10 @@ def api_event(
     path_parameters: dict[str, str] | None = None,
     api_key: str = "test-api-key",
     stage: str = "Prod",
+    domain: str = DOMAIN,
+    proto: str = "https",
 ) -> dict[str, Any]:
-    headers = {"Host": DOMAIN, "X-Forwarded-Proto": "https", "x-api-key": api_key,
+    headers = {"Host": domain, "X-Forwarded-Proto": proto, "x-api-key": api_key,
                "Content-Type": "application/json", "User-Agent": "pytest"}  # fmt: skip
     resource = resource or path
     return {
@@ -78,7 +80,7 @@ def api_event(
             "requestTimeEpoch": int(time.time() * 1000),
             "requestId": str(uuid.uuid4()),
             "identity": {"apiKey": api_key, "sourceIp": "127.0.0.1", "userAgent": "pytest"},
-            "domainName": DOMAIN,
+            "domainName": domain,
             "apiId": API_ID,
         },
         "body": body,

@@ -75,6 +75,70 @@ class LocalStack:
             "MAX_RECEIVE_COUNT": str(self.max_receive_count),
         }
 
+    def ref(self, logical_id: str) -> str:
+        """What `!Ref` of one of these resources gives in CloudFormation."""
+        refs = {"JobTable": self.table_name, "ChunkQueue": self.queue_url,
+                "ChunkDeadLetterQueue": self.dlq_url}  # fmt: skip
+        return refs[logical_id]
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    logical_id: str
+    code_dir: Path
+    handler: str  # "module.function", as Lambda reads it
+    timeout_s: float
+    environment: dict[str, str]
+
+
+def function_config(
+    template: dict[str, Any],
+    logical_id: str,
+    stack: LocalStack,
+    overrides: dict[str, Any] | None = None,
+) -> FunctionConfig:
+    """A function's handler, code, timeout and environment (Globals merged, Refs resolved)."""
+    defaults = template["Globals"]["Function"]
+    props = template["Resources"][logical_id]["Properties"]
+    env: dict[str, str] = {}
+    for source in (defaults, props):
+        for name, value in source.get("Environment", {}).get("Variables", {}).items():
+            value = resolve(template, value, overrides)
+            if isinstance(value, dict) and "Ref" in value:
+                value = stack.ref(value["Ref"])
+            env[name] = str(value)
+    return FunctionConfig(
+        logical_id=logical_id,
+        code_dir=TEMPLATE.parent / props["CodeUri"],
+        handler=props["Handler"],
+        timeout_s=float(props.get("Timeout", defaults["Timeout"])),
+        environment=env,
+    )
+
+
+@dataclass(frozen=True)
+class EventSourceConfig:
+    batch_size: int
+    batching_window_s: float
+    max_concurrency: int
+
+
+def sqs_event_source(
+    template: dict[str, Any], logical_id: str, overrides: dict[str, Any] | None = None
+) -> EventSourceConfig:
+    [event] = [
+        e["Properties"]
+        for e in template["Resources"][logical_id]["Properties"]["Events"].values()
+        if e["Type"] == "SQS"
+    ]
+    return EventSourceConfig(
+        batch_size=int(resolve(template, event["BatchSize"], overrides)),
+        batching_window_s=float(event.get("MaximumBatchingWindowInSeconds", 0)),
+        max_concurrency=int(
+            resolve(template, event["ScalingConfig"]["MaximumConcurrency"], overrides)
+        ),
+    )
+
 
 def create_resources(
     dynamodb: Any,
@@ -83,8 +147,13 @@ def create_resources(
     prefix: str = "long-jobs",
     overrides: dict[str, Any] | None = None,
     template: dict[str, Any] | None = None,
+    visibility_timeout_s: int | None = None,
 ) -> LocalStack:
-    """Create the DLQ, the chunk queue and the job table with boto3 clients (moto or real)."""
+    """Create the DLQ, the chunk queue and the job table with boto3 clients (moto or real).
+
+    `overrides` are template parameters, as `sam deploy --parameter-overrides` takes them.
+    `visibility_timeout_s` replaces the chunk queue's (tests and benchmarks shorten time).
+    """
     template = template or load_template()
     resources = template["Resources"]
 
@@ -108,6 +177,7 @@ def create_resources(
         QueueName=f"{prefix}-chunks",
         Attributes={
             **queue_attributes("ChunkQueue"),
+            **({"VisibilityTimeout": str(visibility_timeout_s)} if visibility_timeout_s else {}),
             "RedrivePolicy": json.dumps(
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}
             ),

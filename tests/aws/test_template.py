@@ -43,7 +43,9 @@ def test_worker_reports_partial_batch_failures(template: dict[str, Any]) -> None
     props = event["Properties"]
     assert props["Queue"] == {"Fn::GetAtt": ["ChunkQueue", "Arn"]}
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert props["BatchSize"] == 10 and props["MaximumBatchingWindowInSeconds"] >= 0
+    assert props["BatchSize"] == {"Ref": "WorkerBatchSize"}
+    assert template["Parameters"]["WorkerBatchSize"]["Default"] == 10
+    assert props["MaximumBatchingWindowInSeconds"] >= 0
     assert props["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "WorkerConcurrency"}
 
 
@@ -92,6 +94,7 @@ def test_policies_are_sam_templates_scoped_to_our_resources(template: dict[str, 
 def test_parameters_and_outputs(template: dict[str, Any]) -> None:
     assert set(template["Parameters"]) == {
         "TotalItems", "ChunkSize", "ItemDelayMs", "MaxReceiveCount", "WorkerConcurrency",
+        "WorkerBatchSize",
     }  # fmt: skip
     assert {"ApiUrl", "StartUrl", "ApiKeyId", "ChunkQueueUrl", "ChunkDeadLetterQueueUrl",
             "JobTableName"} <= set(template["Outputs"])  # fmt: skip
