@@ -1,5 +1,8 @@
-# The two commands of the README, plus lint. Each sets up .venv itself on first use.
-.PHONY: run test lint
+# The README's two commands (run, test), plus lint and the tools. Each sets up .venv itself.
+.PHONY: run test lint aws-local dlq compare
+
+ITEMS ?= 500
+CHUNK_SIZE ?= 50
 
 run:  ## install and run the app (+ the Inngest Dev Server where npx can start it)
 	bash scripts/run.sh
@@ -12,3 +15,15 @@ lint:  ## ruff (lint + format check) and mypy
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy .
+
+aws-local:  ## the cloud path offline: SAM stack emulated on moto, API on :3000 (ARGS="--parameter K=V")
+	bash scripts/bootstrap.sh requirements.txt
+	.venv/bin/python -m aws.local.emulator $(ARGS)
+
+dlq:  ## list or redrive dead-lettered chunks: make dlq ARGS="list" / ARGS="redrive"
+	bash scripts/bootstrap.sh requirements.txt
+	.venv/bin/python -m tools.dlq $(ARGS)
+
+compare:  ## the same job through both paths, side by side: make compare ITEMS=500 CHUNK_SIZE=50
+	bash scripts/bootstrap.sh requirements.txt
+	.venv/bin/python -m tools.compare --items $(ITEMS) --chunk-size $(CHUNK_SIZE) $(ARGS)

@@ -34,9 +34,10 @@ class Settings(BaseSettings):
     # Local job store.
     job_db_path: Path = Path("data/jobs.sqlite3")
 
-    # Cloud path, as seen from the local path's demo/trigger_aws_sam_job.
-    aws_start_url: str | None = None
-    cloud_api_key: str | None = None
+    # Cloud path, as seen from the local path's demo/trigger_aws_sam_job and tools/compare.py.
+    # The defaults point at the offline emulation (make aws-local).
+    aws_start_url: str | None = "http://127.0.0.1:3000/Prod/start"
+    cloud_api_key: str | None = "local-dev-key"
     aws_request_timeout_s: float = Field(10.0, gt=0, le=120)
     aws_poll_interval_s: float = Field(5.0, gt=0)
     aws_poll_timeout_s: float = Field(900.0, gt=0)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up and run the local path: the FastAPI app, and the Inngest Dev Server where npx can start it.
+# Set up and run the service: the FastAPI app (local path), the cloud path's offline emulator,
+# and the Inngest Dev Server where npx can start it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,10 +35,30 @@ MSG
 }
 
 dev_pid=""
-cleanup() { [ -n "$dev_pid" ] && kill "$dev_pid" 2>/dev/null || true; }
+emu_pid=""
+cleanup() {
+  for pid in $dev_pid $emu_pid; do kill "$pid" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 
-start_dev=${START_INNGEST_DEV_SERVER:-$(sed -n 's/^START_INNGEST_DEV_SERVER=//p' .env | tail -n 1)}
+setting() {  # an environment variable, else its value in .env
+  local name=$1
+  echo "${!name:-$(sed -n "s/^${name}=//p" .env | tail -n 1)}"
+}
+
+start_emulator=$(setting START_CLOUD_EMULATOR)
+if [ "${start_emulator:-1}" = "0" ]; then
+  echo "START_CLOUD_EMULATOR=0: not starting the cloud path emulator."
+elif answers "http://127.0.0.1:3000/_emulator"; then
+  echo "Using the cloud path emulator already running on :3000"
+else
+  .venv/bin/python -m aws.local.emulator >data/cloud-emulator.log 2>&1 &
+  emu_pid=$!
+  echo "Cloud path emulator (SAM stack on moto): http://127.0.0.1:3000/Prod/start" \
+    "(x-api-key: local-dev-key; log: data/cloud-emulator.log)"
+fi
+
+start_dev=$(setting START_INNGEST_DEV_SERVER)
 if [ "${start_dev:-1}" = "0" ]; then
   echo "START_INNGEST_DEV_SERVER=0: not starting the Inngest Dev Server."
 elif answers "$dev_url"; then

@@ -102,7 +102,7 @@ def test_server_error_is_retried(cloud: CloudStandIn) -> None:
 def test_missing_api_key_is_a_clear_permanent_error(
     cloud: CloudStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("CLOUD_API_KEY")
+    monkeypatch.setenv("CLOUD_API_KEY", "")
     get_settings.cache_clear()
     result = trigger(trigger_aws_sam_job, TRIGGER_AWS_SAM_JOB, {})
     assert isinstance(result.error, inngest.NonRetriableError)
@@ -128,7 +128,7 @@ def test_unreachable_cloud_is_retried_then_fails(monkeypatch: pytest.MonkeyPatch
 
 
 def test_without_aws_start_url_it_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AWS_START_URL", raising=False)
+    monkeypatch.setenv("AWS_START_URL", "")
     get_settings.cache_clear()
     result = trigger(trigger_aws_sam_job, TRIGGER_AWS_SAM_JOB, {})
     assert isinstance(result.error, inngest.NonRetriableError)

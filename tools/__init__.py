@@ -1,0 +1,1 @@
+"""Command-line tools: dead-letter queue inspection and redrive, and the two-path comparison."""
