@@ -1,0 +1,277 @@
+"""Run the same JobSpec through the local path and the cloud path, and compare them side by side.
+
+    python -m tools.compare --items 500 --chunk-size 50
+    make compare ITEMS=500 CHUNK_SIZE=50
+
+Local: `POST /jobs` on the app (make run), which needs an Inngest Dev Server. Cloud: `POST /start`
+on AWS_START_URL — the offline emulation by default (make aws-local), or a deployed stack.
+Shows progress bars while both run, then one table; writes the figures as JSON and a PNG chart.
+A path that cannot run says why and how to start it; the other still runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from chunking.api_errors import describe
+from chunking.settings import get_settings
+from chunking.spec import JobSpec
+from chunking.status import TERMINAL_STATUSES
+from tools.aws_target import add_target_arguments, resolve_target
+from tools.cloud_cost import Prices, estimate
+
+DEV_SERVER_HINT = (
+    "npx --ignore-scripts=false inngest-cli@latest dev "
+    "-u http://127.0.0.1:8000/api/inngest --no-discovery"
+)
+
+
+@dataclass
+class PathRun:
+    """One path's run: why it could not start, or its status as it goes."""
+
+    name: str
+    not_run: str | None = None
+    status_url: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    started: float = 0.0
+    wall_s: float | None = None
+    polls: int = 0
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.not_run is not None or self.status.get("status") in TERMINAL_STATUSES
+
+
+def start_local(spec: JobSpec, app_url: str, dev_server_url: str) -> PathRun:
+    run = PathRun("local")
+    try:
+        httpx.get(f"{app_url}/healthz", timeout=5).raise_for_status()
+    except httpx.HTTPError:
+        run.not_run = f"the app is not reachable at {app_url}: start it with `make run`"
+        return run
+    try:
+        httpx.get(dev_server_url, timeout=5)
+    except httpx.HTTPError:
+        run.not_run = (
+            f"the Inngest Dev Server is not reachable at {dev_server_url}; start it with "
+            f"`{DEV_SERVER_HINT}`"
+        )
+        return run
+    run.started = time.monotonic()
+    response = httpx.post(f"{app_url}/jobs", json=spec.model_dump(mode="json"), timeout=30)
+    if response.status_code != 202:
+        run.not_run = f"POST /jobs answered {response.status_code}: {response.text[:300]}"
+        return run
+    run.status_url = response.json()["status_url"]
+    return run
+
+
+def start_cloud(spec: JobSpec, start_url: str, api_key: str | None) -> PathRun:
+    run = PathRun("cloud", headers={"x-api-key": api_key} if api_key else {})
+    run.started = time.monotonic()
+    try:
+        response = httpx.post(
+            start_url, json=spec.model_dump(mode="json"), headers=run.headers, timeout=30
+        )
+    except httpx.HTTPError as err:
+        run.not_run = (
+            f"{start_url} is not reachable ({err}): start the emulator with `make aws-local`, "
+            "or set AWS_START_URL to your stack's StartUrl"
+        )
+        return run
+    if response.status_code not in (200, 202):
+        run.not_run = f"POST {start_url} answered {response.status_code}: {response.text[:300]}"
+        return run
+    run.status_url = response.json()["status_url"]
+    return run
+
+
+def poll(run: PathRun) -> None:
+    assert run.status_url
+    response = httpx.get(run.status_url, headers=run.headers, timeout=30)
+    response.raise_for_status()
+    run.polls += 1
+    run.status = response.json()
+    if run.done:
+        run.wall_s = time.monotonic() - run.started
+
+
+def wait(runs: list[PathRun], timeout_s: float, console: Console) -> None:
+    active = [r for r in runs if r.not_run is None]
+    columns = (TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("chunks  {task.fields[state]}"), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console) as progress:
+        tasks = {r.name: progress.add_task(r.name, total=None, state="starting") for r in active}
+        deadline = time.monotonic() + timeout_s
+        while any(not r.done for r in active) and time.monotonic() < deadline:
+            for run in (r for r in active if not r.done):
+                poll(run)
+                settled = run.status["chunks_succeeded"] + run.status["chunks_failed"]
+                progress.update(tasks[run.name], total=run.status["total_chunks"],
+                                completed=settled, state=run.status["status"])  # fmt: skip
+            time.sleep(0.25)
+    for run in active:
+        if not run.done:
+            run.not_run = f"still {run.status.get('status')} after {timeout_s:g}s"
+
+
+def dead_letters(args: argparse.Namespace) -> int | None:
+    try:
+        target = resolve_target(args)
+        attributes = target.client("sqs").get_queue_attributes(
+            QueueUrl=target.dlq_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+    except Exception:
+        return None  # no access to the stack's queues: the column says n/a
+    return sum(int(v) for v in attributes.values())
+
+
+def figures(run: PathRun) -> dict[str, Any]:
+    if run.not_run is not None:
+        return {"not_run": run.not_run}
+    s = run.status
+    wall = run.wall_s or 0.0
+    return {
+        "status": s["status"], "job_id": s["job_id"], "total_chunks": s["total_chunks"],
+        "chunks_succeeded": s["chunks_succeeded"], "chunks_failed": s["chunks_failed"],
+        "items_processed": s["items_processed"], "wall_s": round(wall, 3),
+        "items_per_s": round(s["items_processed"] / wall, 1) if wall else None,
+        "chunk_p50_ms": s["chunk_latency_ms"]["p50"], "chunk_p95_ms": s["chunk_latency_ms"]["p95"],
+        "attempts": s["attempts"], "retries": s["retries"],
+        "failed_chunks": [f["index"] for f in s["failed_chunks"]], "status_polls": run.polls,
+    }  # fmt: skip
+
+
+def render(report: dict[str, Any], console: Console) -> None:
+    spec = report["spec"]
+    table = Table(title=f"{spec['total_items']} items, chunks of {spec['chunk_size']}, "
+                        f"{spec['item_delay_ms']} ms per item")  # fmt: skip
+    table.add_column("")
+    table.add_column("local (Inngest)")
+    table.add_column("cloud (SAM stack)")
+    rows = [("status", "status"), ("chunks succeeded", "chunks_succeeded"),
+            ("chunks failed", "chunks_failed"), ("items", "items_processed"),
+            ("wall time (s)", "wall_s"), ("items/s", "items_per_s"),
+            ("chunk p50 (ms)", "chunk_p50_ms"), ("chunk p95 (ms)", "chunk_p95_ms"),
+            ("attempts", "attempts"), ("retries", "retries"),
+            ("failed chunk indexes", "failed_chunks")]  # fmt: skip
+    local, cloud = report["local"], report["cloud"]
+    for label, key in rows:
+        table.add_row(label, *(str(p.get(key, "—")) for p in (local, cloud)))
+    dlq = report.get("dlq_messages")
+    table.add_row("DLQ messages", "n/a (Inngest run history)", "n/a" if dlq is None else str(dlq))
+    cost = report.get("cloud_cost")
+    table.add_row("est. AWS cost", "n/a (your machine)",
+                  "—" if cost is None else f"${cost['usd']:.6f}")  # fmt: skip
+    console.print(table)
+    for name in ("local", "cloud"):
+        if "not_run" in report[name]:
+            console.print(f"[yellow]{name}: not run — {report[name]['not_run']}[/yellow]")
+    if cost:
+        console.print(
+            f"cost estimate: {cost['lambda_invocations']} Lambda invocations, "
+            f"{cost['lambda_gb_s']} GB-s, {cost['sqs_requests']} SQS requests, "
+            f"{cost['dynamodb_writes']} DynamoDB writes, {cost['dynamodb_reads']:g} reads"
+        )
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [("wall time (s)", "wall_s"), ("items/s", "items_per_s"),
+               ("chunk p50 (ms)", "chunk_p50_ms"), ("chunk p95 (ms)", "chunk_p95_ms")]  # fmt: skip
+    fig, axes = plt.subplots(1, len(metrics), figsize=(12, 3.2))
+    for ax, (label, key) in zip(axes, metrics, strict=True):
+        values = [report[p].get(key) or 0 for p in ("local", "cloud")]
+        ax.bar(["local", "cloud"], values, color=["#4c72b0", "#dd8452"])
+        for i, path in enumerate(("local", "cloud")):
+            if "not_run" in report[path]:
+                ax.text(i, 0, "not run", ha="center", va="bottom", color="grey")
+        ax.set_title(label)
+    spec = report["spec"]
+    fig.suptitle(f"{spec['total_items']} items / {spec['chunk_size']} per chunk")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=settings.total_items)
+    parser.add_argument("--chunk-size", type=int, default=settings.chunk_size)
+    parser.add_argument("--item-delay-ms", type=int, default=settings.item_delay_ms)
+    parser.add_argument(
+        "--spec", default="{}", help='more JobSpec fields as JSON, e.g. {"fail_chunks": [3]}'
+    )
+    parser.add_argument("--local-url", default="http://127.0.0.1:8000")
+    parser.add_argument(
+        "--dev-server-url", default=settings.inngest_dev_url or "http://127.0.0.1:8288"
+    )
+    parser.add_argument("--cloud-url", default=settings.aws_start_url)
+    parser.add_argument("--api-key", default=settings.cloud_api_key)
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for both")
+    parser.add_argument("--out-dir", type=Path, default=Path("data/compare"))
+    parser.add_argument("--lambda-memory-mb", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=10, help="the stack's WorkerBatchSize")
+    for name, value in Prices().__dict__.items():
+        parser.add_argument(f"--price-{name.replace('_', '-')}", type=float, default=value)
+    add_target_arguments(parser)
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        sizes = {"total_items": args.items, "chunk_size": args.chunk_size,
+                 "item_delay_ms": args.item_delay_ms}  # fmt: skip
+        spec = JobSpec.model_validate({**sizes, **json.loads(args.spec)})
+    except (ValidationError, json.JSONDecodeError) as err:
+        detail = describe(err) if isinstance(err, ValidationError) else f"--spec: {err}"
+        console.print(f"[red]invalid job: {detail}[/red]")
+        return 2
+
+    runs = [start_local(spec, args.local_url, args.dev_server_url)]
+    runs.append(start_cloud(spec, args.cloud_url, args.api_key) if args.cloud_url else
+                PathRun("cloud", not_run="AWS_START_URL is not set"))  # fmt: skip
+    wait(runs, args.timeout, console)
+    local, cloud = runs
+    report: dict[str, Any] = {
+        "spec": spec.model_dump(mode="json"),
+        "local": figures(local),
+        "cloud": figures(cloud),
+        "measured_at": datetime.now(UTC).isoformat(),
+    }
+    if cloud.not_run is None:
+        prices = Prices(**{n: getattr(args, f"price_{n}") for n in Prices().__dict__})
+        report["cloud_cost"] = estimate(
+            cloud.status, status_polls=cloud.polls, batch_size=args.batch_size,
+            memory_mb=args.lambda_memory_mb, prices=prices,
+        ).as_dict()  # fmt: skip
+        report["dlq_messages"] = dead_letters(args)
+    render(report, console)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.out_dir / f"compare-{spec.total_items}-{spec.chunk_size}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    chart(report, stem.with_suffix(".png"))
+    console.print(f"wrote {stem}.json and {stem}.png")
+    return 0 if all(r.not_run is None for r in runs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
