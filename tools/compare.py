@@ -202,8 +202,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
     for ax, (label, key) in zip(axes, metrics, strict=True):
         values = [report[p].get(key) or 0 for p in ("local", "cloud")]
         ax.bar(["local", "cloud"], values, color=["#4c72b0", "#dd8452"])
-        for i, path in enumerate(("local", "cloud")):
-            if "not_run" in report[path]:
+        for i, name in enumerate(("local", "cloud")):
+            if "not_run" in report[name]:
                 ax.text(i, 0, "not run", ha="center", va="bottom", color="grey")
         ax.set_title(label)
     spec = report["spec"]
