@@ -1,0 +1,184 @@
+"""The cloud path end to end through the offline emulation, started as a user would.
+
+Time is shortened with the emulator's own flags (worker Timeout 2 s, visibility timeout 2 s);
+everything else comes from template.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from chunking.status import JobStatus
+from tests.support import free_port, wait_for
+
+API_KEY = "emulator-test-key"
+
+
+@dataclass
+class Running:
+    api: str
+    moto: str
+
+    def start(self, spec: dict[str, Any], key: str | None = API_KEY) -> httpx.Response:
+        headers = {"x-api-key": key} if key else {}
+        return httpx.post(f"{self.api}/Prod/start", json=spec, headers=headers, timeout=30)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        response = httpx.get(f"{self.api}/Prod/jobs/{job_id}", headers={"x-api-key": API_KEY})
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def wait_until_done(self, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.status(job_id)
+            if status["status"] in ("succeeded", "partial", "failed", "cancelled"):
+                return status
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} still {status['status']} after {timeout_s}s")
+
+    def state(self) -> dict[str, Any]:
+        result: dict[str, Any] = httpx.get(f"{self.api}/_emulator").json()
+        return result
+
+    def dlq(self, capsys: pytest.CaptureFixture[str], *action: str) -> Any:
+        from tools import dlq
+
+        capsys.readouterr()
+        assert dlq.main([*action, "--endpoint-url", self.moto]) == 0
+        return capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Running]:
+    api_port, moto_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JOB_", "CHUNK_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aws.local.emulator", "--api-port", str(api_port),
+         "--moto-port", str(moto_port), "--api-key", API_KEY, "--worker-timeout", "2",
+         "--visibility-timeout", "2", "--parameter", "WorkerConcurrency=4"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    running = Running(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{moto_port}")
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{running.api}/_emulator").status_code == 200
+        except httpx.TransportError:
+            return proc.poll() is not None  # died: stop waiting, fail below
+
+    wait_for(up, timeout=60)
+    assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+    for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+        os.environ.setdefault(name, value)
+    yield running
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
+def test_api_key_is_required(emulator: Running) -> None:
+    assert emulator.start({"total_items": 10}, key=None).status_code == 403
+    assert emulator.start({"total_items": 10}, key="wrong").json() == {"message": "Forbidden"}
+
+
+def test_job_succeeds_and_reports_the_local_paths_keys(emulator: Running) -> None:
+    response = emulator.start({"total_items": 500, "chunk_size": 50, "item_delay_ms": 1})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["status_url"].startswith(f"{emulator.api}/Prod/jobs/")
+    status = emulator.wait_until_done(body["job_id"])
+    assert (status["status"], status["chunks_succeeded"], status["items_processed"]) == (
+        "succeeded", 10, 500,
+    )  # fmt: skip
+    assert set(status) == set(JobStatus.model_fields)  # what GET /jobs/{id} answers locally
+    assert status["path"] == "cloud"
+
+
+def test_bad_input_is_400_through_the_api(emulator: Running) -> None:
+    response = emulator.start({"total_items": -1})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "total_items"
+
+
+def test_poison_chunk_is_dead_lettered_after_max_receive_count_then_redriven(
+    emulator: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Chunk 2 fails its first 3 attempts: exactly maxReceiveCount receives, then the DLQ.
+    spec = {"total_items": 100, "chunk_size": 10, "item_delay_ms": 0, "flaky_chunks": {"2": 3}}
+    job_id = emulator.start(spec).json()["job_id"]
+    status = emulator.wait_until_done(job_id)
+    assert (status["status"], status["chunks_succeeded"], status["chunks_failed"]) == (
+        "partial", 9, 1,
+    )  # fmt: skip
+    assert status["chunks_succeeded"] + status["chunks_failed"] == status["total_chunks"]
+    [failed] = status["failed_chunks"]
+    assert (failed["index"], failed["attempts"]) == (2, 3)
+
+    def dead() -> list[dict[str, Any]]:
+        rows = json.loads(emulator.dlq(capsys, "list", "--json"))
+        return [r for r in rows if r["job_id"] == job_id]
+
+    wait_for(lambda: len(dead()) == 1, timeout=15)  # the redrive policy moves it on next receive
+    [letter] = dead()
+    assert (letter["chunk_index"], letter["receive_count"]) == (2, 3)
+    assert letter["reason"].startswith("gave up after 3 attempts: TransientError")
+
+    # The fault is gone now (the 4th attempt succeeds): redrive, and the job completes.
+    assert "redrove" in emulator.dlq(capsys, "redrive")
+    wait_for(lambda: emulator.status(job_id)["status"] == "succeeded", timeout=30)
+    final = emulator.status(job_id)
+    assert (final["chunks_succeeded"], final["chunks_failed"], final["items_processed"]) == (
+        10, 0, 100,
+    )  # fmt: skip
+    assert dead() == []
+
+
+def test_worker_killed_mid_batch_its_records_reappear_and_the_job_completes(
+    emulator: Running,
+) -> None:
+    # 10 chunks of 10 x 50 ms: a batch is in flight for about half a second.
+    job_id = emulator.start({"total_items": 100, "chunk_size": 10, "item_delay_ms": 50}).json()[
+        "job_id"
+    ]
+    wait_for(lambda: bool(emulator.state()["in_flight"]), timeout=15)
+    [pid, *_] = [int(p) for p in emulator.state()["in_flight"]]
+    failures_before = emulator.state()["failed_invocations"]
+    os.kill(pid, signal.SIGKILL)
+    status = emulator.wait_until_done(job_id, timeout_s=60)
+    assert emulator.state()["failed_invocations"] > failures_before
+    assert (status["status"], status["chunks_succeeded"], status["items_processed"]) == (
+        "succeeded", 10, 100,
+    )  # fmt: skip
+    assert status["attempts"] > 10  # the killed batch's chunks ran again
+
+
+def test_chunk_past_the_timeout_is_retried_then_dead_lettered(
+    emulator: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One chunk of 30 x 100 ms = 3 s against a 2 s worker Timeout.
+    spec = {"total_items": 40, "chunk_size": 30, "item_delay_ms": 100}
+    job_id = emulator.start(spec).json()["job_id"]
+    status = emulator.wait_until_done(job_id, timeout_s=90)
+    assert status["status"] == "partial"
+    [failed] = status["failed_chunks"]
+    assert failed["index"] == 0 and failed["attempts"] == 3
+    assert "TimeoutError: ran past its" in failed["error"]
+    wait_for(
+        lambda: any(
+            r["job_id"] == job_id for r in json.loads(emulator.dlq(capsys, "list", "--json"))
+        ),
+        timeout=15,
+    )
