@@ -240,16 +240,30 @@ class DynamoJobStore:
             if reasons[0].get("Code") != "ConditionalCheckFailed":
                 raise  # not a duplicate: e.g. the job does not exist
             recorded = False
-        # Tried on duplicates too: a job restarted after its chunks settled still finishes.
-        finished = self._update(
-            {"job_id": job_id, "sk": JOB_SK},
-            "SET #state = :finished, finished_at = :now, settled_by = :index",
-            "#state = :running AND chunks_settled >= total_chunks",
-            finished="finished", now=_now(), index=chunk_index, running="running",
-        )  # fmt: skip
-        if not finished:
-            job = self.get_job(job_id)
-            finished = job is not None and job.settled_by == chunk_index
+        # One read tells whether the job may finish now. Tried on duplicates too: a job
+        # restarted after its chunks settled still finishes.
+        found = self.db.get_item(
+            TableName=self.table,
+            Key=job_key,
+            ConsistentRead=True,
+            ProjectionExpression="#state, chunks_settled, total_chunks, settled_by",
+            ExpressionAttributeNames={"#state": "state"},
+        ).get("Item")
+        job = _item(found) if found else {}
+        if job.get("state") == "running" and job["chunks_settled"] >= job["total_chunks"]:
+            finished = self._update(
+                {"job_id": job_id, "sk": JOB_SK},
+                "SET #state = :finished, finished_at = :now, settled_by = :index",
+                "#state = :running AND chunks_settled >= total_chunks",
+                finished="finished", now=_now(), index=chunk_index, running="running",
+            )  # fmt: skip
+            if finished:
+                return Settlement(recorded=recorded, job_finished=True)
+            job = _item(
+                self.db.get_item(TableName=self.table, Key=job_key, ConsistentRead=True)["Item"]
+            )
+        settled_by = job.get("settled_by")
+        finished = settled_by is not None and int(settled_by) == chunk_index
         return Settlement(recorded=recorded, job_finished=finished)
 
     def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:

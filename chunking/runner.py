@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from chunking.errors import PermanentError
 from chunking.planning import chunk_at
+from chunking.status import JobRecord
 from chunking.store import JobStore
 from chunking.workloads import run_chunk
 
@@ -61,6 +63,24 @@ async def settle(
     )
 
 
+# A job's spec never changes once recorded (another spec under the same id is refused), so a
+# worker reads it once per job rather than once per chunk. Bounded, like a Lambda container.
+_known_jobs: OrderedDict[str, JobRecord] = OrderedDict()
+KNOWN_JOBS_MAX = 256
+
+
+def _remember(job: JobRecord) -> None:
+    _known_jobs[job.job_id] = job
+    _known_jobs.move_to_end(job.job_id)
+    while len(_known_jobs) > KNOWN_JOBS_MAX:
+        _known_jobs.popitem(last=False)
+
+
+def forget_jobs() -> None:
+    """Drop the cached specs (tests reuse job ids across separate stores)."""
+    _known_jobs.clear()
+
+
 async def attempt_chunk(
     store: JobStore,
     job_id: str,
@@ -75,9 +95,10 @@ async def attempt_chunk(
     early enough for the outcome to be recorded before the platform kills the run.
     Raises PermanentError (before anything is recorded) when the job or chunk does not exist.
     """
-    job = await asyncio.to_thread(store.get_job, job_id)
+    job = _known_jobs.get(job_id) or await asyncio.to_thread(store.get_job, job_id)
     if job is None:
         raise PermanentError(f"job_id {job_id!r}: no such job in the job store")
+    _remember(job)
     try:
         chunk = chunk_at(job.spec.total_items, job.spec.chunk_size, index)
     except IndexError as err:

@@ -48,9 +48,11 @@ def session_loop() -> None:
 @pytest.fixture(autouse=True)
 def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Each test gets its own SQLite file and fresh settings."""
+    from chunking.runner import forget_jobs
     from chunking.settings import get_settings
     from functions.deps import get_store
 
+    forget_jobs()
     db = tmp_path / "jobs.sqlite3"
     monkeypatch.setenv("JOB_DB_PATH", str(db))
     get_settings.cache_clear()

@@ -25,7 +25,10 @@ import importlib
 import multiprocessing
 import os
 import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -36,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from werkzeug.serving import WSGIRequestHandler, make_server
 
 from aws.local.lambda_events import api_event, lambda_context, sqs_event
 from aws.local.resources import (
@@ -59,40 +62,33 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass  # one line per AWS call would drown the emulator's own output
-
-
 class MotoServer:
-    """moto's server, answering one request at a time.
-
-    The real services make each call atomic (a conditional write either wins or not); moto's
-    threaded server does not, so concurrent workers could both win. A lock restores that.
-    The emulation never long-polls, so the lock is never held while waiting.
-    """
+    """aws.local.moto_server in a subprocess (see there why one call at a time)."""
 
     def __init__(self, port: int) -> None:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-
-        app = DomainDispatcherApplication(create_backend_app)
-        lock = threading.Lock()
-
-        def one_at_a_time(environ: Any, start_response: Any) -> Any:
-            with lock:
-                return list(app(environ, start_response))
-
-        self.server = make_server(
-            "127.0.0.1", port, one_at_a_time, threaded=True, request_handler=_QuietHandler
-        )
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.thread.start()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aws.local.moto_server", "--port", str(self.port)], cwd=REPO
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"moto server exited ({self.proc.returncode}): is :{self.port} free?"
+                )
+            try:
+                httpx.get(f"{self.url}/moto-api/", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"moto server did not answer on {self.url}")
 
     def stop(self) -> None:
-        self.server.shutdown()
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
 def _serve_invocations(
@@ -163,6 +159,8 @@ class PollerStats:
     records: int = 0
     failed_invocations: int = 0
     deleted: int = 0
+    invocation_s: float = 0.0  # summed wall time of invocations, as Lambda would bill them
+    max_in_flight: int = 0
     last_error: str | None = None
     in_flight: dict[int, int] = field(default_factory=dict)  # worker pid -> records
 
@@ -234,6 +232,8 @@ class SqsEventSourcePoller:
             self.stats.invocations += 1
             self.stats.records += len(messages)
             self.stats.in_flight[pid] = len(messages)
+            self.stats.max_in_flight = max(self.stats.max_in_flight, len(self.stats.in_flight))
+        began = time.monotonic()
         try:
             response = worker.invoke(sqs_event(messages, self.queue_arn), self.fn.timeout_s)
         except InvocationFailed as err:
@@ -256,6 +256,7 @@ class SqsEventSourcePoller:
                 self.stats.deleted += len(done)
         finally:
             with self._lock:
+                self.stats.invocation_s += time.monotonic() - began
                 self.stats.in_flight.pop(pid, None)
                 if worker is not None:
                     self._idle.append(worker)
@@ -378,6 +379,61 @@ class Emulator:
         self.api_thread.join(timeout=10)
         self.poller.stop()
         self.moto.stop()
+
+
+class EmulatorProcess:
+    """`python -m aws.local.emulator` in a subprocess on free ports (tests and benchmarks)."""
+
+    def __init__(self, *args: str, api_key: str = DEFAULT_API_KEY) -> None:
+        self.api_key = api_key
+        # A file, not a pipe: nobody reads a pipe while the emulator runs, and a full one
+        # would block every process that logs to it.
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            "w+", prefix="cloud-emulator-", suffix=".log"
+        )
+        self.api_port, self.moto_port = _free_port(), _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JOB_", "CHUNK_"))}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aws.local.emulator", "--api-port", str(self.api_port),
+             "--moto-port", str(self.moto_port), "--api-key", api_key, *args],
+            env=env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.moto = f"http://127.0.0.1:{self.moto_port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                httpx.get(f"{self.api}/_emulator", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        output = (
+            self.proc.stdout.read() if self.proc.stdout and self.proc.poll() is not None else ""
+        )
+        self.stop()
+        raise RuntimeError(f"the emulator did not start: {output}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+    def __enter__(self) -> EmulatorProcess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def parse_parameters(pairs: list[str]) -> dict[str, Any]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from aws.local.emulator import EmulatorProcess
 from chunking.status import JobStatus
-from tests.support import free_port, wait_for
+from tests.support import wait_for
 
 API_KEY = "emulator-test-key"
 
@@ -63,30 +62,13 @@ class Running:
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Running]:
-    api_port, moto_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JOB_", "CHUNK_"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aws.local.emulator", "--api-port", str(api_port),
-         "--moto-port", str(moto_port), "--api-key", API_KEY, "--worker-timeout", "2",
-         "--visibility-timeout", "2", "--parameter", "WorkerConcurrency=4"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    running = Running(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{moto_port}")
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{running.api}/_emulator").status_code == 200
-        except httpx.TransportError:
-            return proc.poll() is not None  # died: stop waiting, fail below
-
-    wait_for(up, timeout=60)
-    assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-    for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
-        os.environ.setdefault(name, value)
-    yield running
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=20)
+    args = ("--worker-timeout", "2", "--visibility-timeout", "2", "--parameter",
+            "WorkerConcurrency=4")  # fmt: skip
+    with EmulatorProcess(*args, api_key=API_KEY) as process:
+        for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                            "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+            os.environ.setdefault(name, value)
+        yield Running(process.api, process.moto)
 
 
 def test_api_key_is_required(emulator: Running) -> None:
