@@ -100,6 +100,7 @@ def _serve_invocations(
     sys.path[:0] = [code_dir, str(REPO)]
     module_name, function_name = handler.rsplit(".", 1)
     function = getattr(importlib.import_module(module_name), function_name)
+    conn.send(("ready", None))
     while True:
         try:
             event, timeout_s = conn.recv()
@@ -115,8 +116,15 @@ class InvocationFailed(Exception):
     """The invocation timed out, crashed or raised: none of its records is deleted."""
 
 
+INIT_TIMEOUT_S = 10  # Lambda's limit for a function's init phase, apart from its Timeout
+
+
 class WorkerProcess:
-    """One warm 'Lambda container' for a function."""
+    """One warm 'Lambda container' for a function.
+
+    As on Lambda, the cold start (interpreter and imports) is its own phase with its own limit:
+    it does not count against the invocation's Timeout.
+    """
 
     def __init__(self, fn: FunctionConfig) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -128,6 +136,14 @@ class WorkerProcess:
         )
         self.process.start()
         child.close()
+        ready = self.conn.poll(INIT_TIMEOUT_S)
+        try:
+            if ready and self.conn.recv()[0] == "ready":
+                return
+        except EOFError:
+            pass
+        self.kill()
+        raise InvocationFailed(f"init of {fn.logical_id} failed or took over {INIT_TIMEOUT_S}s")
 
     @property
     def pid(self) -> int | None:
@@ -226,7 +242,14 @@ class SqsEventSourcePoller:
     def _invoke(self, messages: list[dict[str, Any]]) -> None:
         with self._lock:
             worker = self._idle.pop() if self._idle else None
-        worker = worker or WorkerProcess(self.fn)
+        try:
+            worker = worker or WorkerProcess(self.fn)
+        except InvocationFailed as err:
+            with self._lock:
+                self.stats.failed_invocations += 1
+                self.stats.last_error = str(err)
+            self._slots.release()
+            return
         pid = worker.pid or 0
         with self._lock:
             self.stats.invocations += 1

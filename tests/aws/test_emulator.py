@@ -46,7 +46,9 @@ class Running:
             if status["status"] in ("succeeded", "partial", "failed", "cancelled"):
                 return status
             time.sleep(0.2)
-        raise AssertionError(f"job {job_id} still {status['status']} after {timeout_s}s")
+        raise AssertionError(
+            f"job {job_id} still {status['status']} after {timeout_s}s: {status}, {self.state()}"
+        )
 
     def state(self) -> dict[str, Any]:
         result: dict[str, Any] = httpx.get(f"{self.api}/_emulator").json()
@@ -135,7 +137,11 @@ def test_worker_killed_mid_batch_its_records_reappear_and_the_job_completes(
     job_id = emulator.start({"total_items": 100, "chunk_size": 10, "item_delay_ms": 50}).json()[
         "job_id"
     ]
-    wait_for(lambda: bool(emulator.state()["in_flight"]), timeout=15)
+    # Kill once the batch's chunks have begun (attempts are recorded), before they settle.
+    wait_for(
+        lambda: emulator.status(job_id)["attempts"] > 0 and bool(emulator.state()["in_flight"]),
+        timeout=15,
+    )
     [pid, *_] = [int(p) for p in emulator.state()["in_flight"]]
     failures_before = emulator.state()["failed_invocations"]
     os.kill(pid, signal.SIGKILL)
