@@ -170,3 +170,33 @@ def test_chunk_past_the_timeout_is_retried_then_dead_lettered(
         ),
         timeout=15,
     )
+
+
+def test_compare_runs_the_cloud_column_and_says_why_the_local_one_did_not(
+    emulator: Running, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support import free_port
+    from tools import compare
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    code = compare.main([
+        "--items", "200", "--chunk-size", "50", "--item-delay-ms", "1",
+        "--spec", '{"fail_chunks": [1]}', "--local-url", dead,
+        "--cloud-url", f"{emulator.api}/Prod/start", "--api-key", API_KEY,
+        "--endpoint-url", emulator.moto, "--out-dir", str(tmp_path),
+    ])  # fmt: skip
+    assert code == 1  # one path did not run
+    report = json.loads((tmp_path / "compare-200-50.json").read_text())
+    assert "make run" in report["local"]["not_run"]
+    cloud = report["cloud"]
+    assert (cloud["status"], cloud["chunks_succeeded"], cloud["failed_chunks"]) == (
+        "partial",
+        3,
+        [1],
+    )
+    assert cloud["items_processed"] == 150 and cloud["wall_s"] > 0
+    assert report["dlq_messages"] >= 1
+    assert report["cloud_cost"]["usd"] > 0
+    assert (tmp_path / "compare-200-50.png").stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "local: not run" in out and "est. AWS cost" in out
