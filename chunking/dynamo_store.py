@@ -60,18 +60,29 @@ class DynamoJobStore:
         self.table = table_name
         self.db = client or boto3.client("dynamodb")
 
-    def _update(self, key: dict[str, Any], expression: str, condition: str, **values: Any) -> bool:
+    def _update_op(
+        self, job_id: str, sk: str, expression: str, condition: str | None = None, **values: Any
+    ) -> dict[str, Any]:
+        """The arguments of one UpdateItem (alone, or inside a transaction)."""
+        text = expression + (condition or "")
+        names = {k: v for k, v in NAMES.items() if k in text}
+        op: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"job_id": {"S": job_id}, "sk": {"S": sk}},
+            "UpdateExpression": expression,
+        }
+        if condition:
+            op["ConditionExpression"] = condition
+        if values:
+            op["ExpressionAttributeValues"] = _values(**values)
+        if names:
+            op["ExpressionAttributeNames"] = names
+        return op
+
+    def _update(self, job_id: str, sk: str, expression: str, condition: str, **values: Any) -> bool:
         """A conditional UpdateItem; False when the condition did not hold."""
-        names = {k: v for k, v in NAMES.items() if k in expression or k in condition}
         try:
-            self.db.update_item(
-                TableName=self.table,
-                Key={k: _ser.serialize(v) for k, v in key.items()},
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=_values(**values),
-                **({"ExpressionAttributeNames": names} if names else {}),
-            )
+            self.db.update_item(**self._update_op(job_id, sk, expression, condition, **values))
         except ClientError as err:
             if _condition_failed(err):
                 return False
@@ -140,7 +151,7 @@ class DynamoJobStore:
 
     def start_job(self, job_id: str) -> bool:
         return self._update(
-            {"job_id": job_id, "sk": JOB_SK},
+            job_id, JOB_SK,
             "SET #state = :running, started_at = :now REMOVE #error",
             "#state = :queued OR (#state = :failed AND attribute_not_exists(started_at))",
             running="running", now=_now(), queued="queued", failed="failed",
@@ -149,7 +160,7 @@ class DynamoJobStore:
     def fail_job(self, job_id: str, error: str) -> None:
         # started_at is removed: the job never properly started, so it may be requeued.
         self._update(
-            {"job_id": job_id, "sk": JOB_SK},
+            job_id, JOB_SK,
             "SET #state = :failed, #error = :error, finished_at = :now REMOVE started_at",
             "#state IN (:queued, :running)",
             failed="failed", error=error, now=_now(), queued="queued", running="running",
@@ -157,7 +168,7 @@ class DynamoJobStore:
 
     def requeue_job(self, job_id: str) -> bool:
         return self._update(
-            {"job_id": job_id, "sk": JOB_SK},
+            job_id, JOB_SK,
             "SET #state = :queued REMOVE #error, finished_at",
             "#state = :failed AND attribute_not_exists(started_at)",
             queued="queued", failed="failed",
@@ -193,42 +204,36 @@ class DynamoJobStore:
         latency_ms: float | None = None,
         error: str | None = None,
     ) -> Settlement:
-        values = _values(
-            state="succeeded" if succeeded else "failed",
-            items=items if succeeded else 0,
-            latency=None if latency_ms is None else Decimal(str(latency_ms)),
-            error=error,
-            index=chunk_index,
-            zero=0,
-            running="running",
-        )
         job_key = {"job_id": {"S": job_id}, "sk": {"S": JOB_SK}}
         try:
             # The chunk's first outcome and the job's counter move together or not at all.
             self.db.transact_write_items(
                 TransactItems=[
                     {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": {"job_id": {"S": job_id}, "sk": {"S": chunk_sk(chunk_index)}},
-                            "UpdateExpression": (
-                                "SET #state = :state, #items = :items, latency_ms = :latency, "
-                                "#error = :error, chunk_index = :index, "
-                                "attempts = if_not_exists(attempts, :zero)"
-                            ),
-                            "ConditionExpression": "attribute_not_exists(sk) OR #state = :running",
-                            "ExpressionAttributeNames": NAMES,
-                            "ExpressionAttributeValues": values,
-                        }
+                        "Update": self._update_op(
+                            job_id,
+                            chunk_sk(chunk_index),
+                            "SET #state = :state, #items = :items, latency_ms = :latency, "
+                            "#error = :error, chunk_index = :index, "
+                            "attempts = if_not_exists(attempts, :zero)",
+                            "attribute_not_exists(sk) OR #state = :running",
+                            state="succeeded" if succeeded else "failed",
+                            items=items if succeeded else 0,
+                            latency=None if latency_ms is None else Decimal(str(latency_ms)),
+                            error=error,
+                            index=chunk_index,
+                            zero=0,
+                            running="running",
+                        )
                     },
                     {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": job_key,
-                            "UpdateExpression": "ADD chunks_settled :one",
-                            "ConditionExpression": "attribute_exists(job_id)",
-                            "ExpressionAttributeValues": _values(one=1),
-                        }
+                        "Update": self._update_op(
+                            job_id,
+                            JOB_SK,
+                            "ADD chunks_settled :one",
+                            "attribute_exists(job_id)",
+                            one=1,
+                        )
                     },
                 ]
             )
@@ -252,7 +257,7 @@ class DynamoJobStore:
         job = _item(found) if found else {}
         if job.get("state") == "running" and job["chunks_settled"] >= job["total_chunks"]:
             finished = self._update(
-                {"job_id": job_id, "sk": JOB_SK},
+                job_id, JOB_SK,
                 "SET #state = :finished, finished_at = :now, settled_by = :index",
                 "#state = :running AND chunks_settled >= total_chunks",
                 finished="finished", now=_now(), index=chunk_index, running="running",
@@ -271,26 +276,22 @@ class DynamoJobStore:
             self.db.transact_write_items(
                 TransactItems=[
                     {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": {"job_id": {"S": job_id}, "sk": {"S": chunk_sk(chunk_index)}},
-                            "UpdateExpression": "SET #state = :running REMOVE #error, latency_ms",
-                            "ConditionExpression": "#state = :failed",
-                            "ExpressionAttributeNames": {"#state": "state", "#error": "error"},
-                            "ExpressionAttributeValues": _values(
-                                running="running", failed="failed"
-                            ),
-                        }
+                        "Update": self._update_op(
+                            job_id,
+                            chunk_sk(chunk_index),
+                            "SET #state = :running REMOVE #error, latency_ms",
+                            "#state = :failed",
+                            running="running",
+                            failed="failed",
+                        )
                     },
                     {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": {"job_id": {"S": job_id}, "sk": {"S": JOB_SK}},
-                            "UpdateExpression": (
-                                "ADD chunks_settled :minus REMOVE finished_at, settled_by"
-                            ),
-                            "ExpressionAttributeValues": _values(minus=-1),
-                        }
+                        "Update": self._update_op(
+                            job_id,
+                            JOB_SK,
+                            "ADD chunks_settled :minus REMOVE finished_at, settled_by",
+                            minus=-1,
+                        )
                     },
                 ]
             )
@@ -300,7 +301,7 @@ class DynamoJobStore:
             raise
         # A finished job runs again; one that failed to start, or was cancelled, stays so.
         self._update(
-            {"job_id": job_id, "sk": JOB_SK},
+            job_id, JOB_SK,
             "SET #state = :running",
             "#state = :finished",
             running="running", finished="finished",
