@@ -40,6 +40,7 @@ cleanup() {
   for pid in $dev_pid $emu_pid; do kill "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # exit through the EXIT trap, so the helpers stop too
 
 setting() {  # an environment variable, else its value in .env
   local name=$1

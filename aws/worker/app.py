@@ -113,7 +113,10 @@ async def record_handler(record: SQSRecord) -> str:
         )
     if outcome.outcome == "failed":
         if last_attempt:
-            raise RetryLater(outcome.error)  # SQS's redrive policy moves it to the DLQ
+            # Visible again at once, so the redrive policy moves it to the DLQ on the next
+            # receive rather than after a whole visibility timeout.
+            chunk_queue().delay(record.receipt_handle, 0)
+            raise RetryLater(outcome.error)
         dead_letter(record, outcome.error or "permanent failure")
     return outcome.outcome
 
