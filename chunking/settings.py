@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     aws_poll_interval_s: float = Field(5.0, gt=0)
     aws_poll_timeout_s: float = Field(900.0, gt=0)
 
+    # The model behind the llm workload: OpenAI, or any OpenAI-compatible server.
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+
     # Cloud path (set by template.yaml in Lambda; by the offline emulation locally).
     job_table: str | None = None
     chunk_queue_url: str | None = None

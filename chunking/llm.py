@@ -1,0 +1,96 @@
+"""Calls to an OpenAI-compatible model, with the SDK's errors mapped to the core's taxonomy.
+
+Every call has an explicit timeout (the caller passes what its run has left) and the SDK's own
+silent retries are off: every retry is ours, counted, and visible in the job's status.
+- 429 -> RateLimitedError with the server's Retry-After;
+- timeouts, connection errors, 5xx -> TransientError;
+- 400 (context length, invalid request), 401, 403, 404, 422, content-policy refusals ->
+  PermanentError: never retried.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import openai
+
+from chunking.errors import PermanentError, RateLimitedError, TransientError
+
+DEFAULT_RETRY_AFTER_S = 10.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    output: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+
+
+def retry_after_s(headers: Any) -> float:
+    """Seconds to wait, from `retry-after-ms`, or `retry-after` in seconds or as an HTTP date."""
+    if value := headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return DEFAULT_RETRY_AFTER_S
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return DEFAULT_RETRY_AFTER_S
+
+
+def _describe(err: openai.APIStatusError) -> str:
+    body = err.body if isinstance(err.body, dict) else {}
+    code = body.get("code") or body.get("type") or ""
+    message = body.get("message") or str(err)
+    return f"{err.status_code}{' ' + code if code else ''}: {message}"
+
+
+class LlmClient:
+    def __init__(
+        self, *, api_key: str, base_url: str | None, model: str, max_tokens: int | None = None
+    ) -> None:
+        self.model, self.max_tokens = model, max_tokens
+        # max_retries=0: the SDK would otherwise retry quietly, and bill twice, on its own.
+        self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+
+    async def complete(self, prompt: str, *, timeout_s: float) -> Completion:
+        started = time.perf_counter()
+        try:
+            response = await self.client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": prompt}],
+                timeout=timeout_s,
+                max_tokens=self.max_tokens if self.max_tokens else openai.omit,
+            )
+        except openai.RateLimitError as err:
+            raise RateLimitedError(_describe(err), retry_after_s(err.response.headers)) from err
+        except (openai.APITimeoutError, openai.APIConnectionError) as err:
+            raise TransientError(f"{type(err).__name__}: {err}") from err
+        except openai.APIStatusError as err:
+            if err.status_code >= 500:
+                raise TransientError(_describe(err)) from err
+            raise PermanentError(_describe(err)) from err
+        latency_ms = (time.perf_counter() - started) * 1000
+        if not response.choices:
+            raise TransientError("the model answered with no choices")
+        choice = response.choices[0]
+        if choice.finish_reason == "content_filter":
+            raise PermanentError("refused by the content policy (finish_reason=content_filter)")
+        usage = response.usage
+        return Completion(
+            output=choice.message.content or "",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            latency_ms=round(latency_ms, 3),
+        )

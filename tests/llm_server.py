@@ -1,0 +1,68 @@
+"""A local OpenAI-compatible chat completions server for tests (no model can be downloaded here).
+
+It answers `POST /v1/chat/completions` as the OpenAI API does — same JSON for answers and for
+errors — and misbehaves on request: a prompt containing `[429]`, `[500]`, `[400-context]`,
+`[401]`, `[refuse]` or `[hang]` gets that response; `[slow]` adds `slow_s` of latency.
+It counts the calls it received per prompt, so tests can prove what was (not) retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+def _error(status: int, message: str, kind: str, code: str | None, **headers: str) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class FakeModelServer:
+    def __init__(self, retry_after: str = "7", slow_s: float = 0.2, hang_s: float = 30) -> None:
+        self.calls: Counter[str] = Counter()
+        self.retry_after, self.slow_s, self.hang_s = retry_after, slow_s, hang_s
+        self.app = FastAPI()
+
+        @self.app.post("/v1/chat/completions")
+        async def completions(request: Request) -> Any:
+            body = await request.json()
+            prompt = body["messages"][-1]["content"]
+            self.calls[prompt] += 1
+            if "[429]" in prompt:
+                headers = {"retry-after": self.retry_after}
+                return _error(429, "Rate limit reached for requests", "requests",
+                              "rate_limit_exceeded", **headers)  # fmt: skip
+            if "[500]" in prompt:
+                return _error(500, "The server had an error", "server_error", None)
+            if "[400-context]" in prompt:
+                return _error(400, "This model's maximum context length is 8192 tokens.",
+                              "invalid_request_error", "context_length_exceeded")  # fmt: skip
+            if "[401]" in prompt:
+                return _error(401, "Incorrect API key provided", "invalid_request_error",
+                              "invalid_api_key")  # fmt: skip
+            if "[hang]" in prompt:
+                await asyncio.sleep(self.hang_s)
+            if "[slow]" in prompt:
+                await asyncio.sleep(self.slow_s)
+            refused = "[refuse]" in prompt
+            answer = None if refused else f"echo: {prompt}"
+            words = len(prompt.split())
+            return {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer},
+                    "finish_reason": "content_filter" if refused else "stop",
+                }],
+                "usage": {"prompt_tokens": words, "completion_tokens": words + 1,
+                          "total_tokens": 2 * words + 1},
+            }  # fmt: skip
