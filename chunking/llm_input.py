@@ -1,0 +1,77 @@
+"""The llm workload's input: a JSONL file, one item a line, each with an `id` and either a
+`prompt` or a `text` that the job's `prompt_template` wraps (`{text}` marks where).
+
+`validate_input` reads the whole file once, before a job is recorded, so a bad line is refused
+up front with its line number; `read_items` then gives a chunk only its own lines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """The input file cannot be used; the message names the line and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int  # 0-based line number among the items
+    id: str
+    prompt: str
+
+
+def _lines(uri: str) -> Iterator[str]:
+    path = Path(uri)
+    if not path.is_file():
+        raise InputError(f"input_uri {uri!r}: no such file")
+    with path.open(encoding="utf-8") as f:
+        yield from (line for line in f if line.strip())
+
+
+def _item(index: int, line: str, template: str | None) -> Item:
+    where = f"line {index + 1}"
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{where}: not valid JSON ({err.msg})") from err
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: must be a JSON object with an id")
+    item_id = data.get("id")
+    if not isinstance(item_id, (str, int)) or isinstance(item_id, bool) or item_id == "":
+        raise InputError(f"{where}: needs an id (a string or a number)")
+    if isinstance(data.get("prompt"), str):
+        prompt = data["prompt"]
+    elif isinstance(data.get("text"), str):
+        if template is None:
+            raise InputError(f"{where}: has a text but the job has no prompt_template")
+        prompt = template.replace("{text}", data["text"])
+    else:
+        raise InputError(f"{where}: needs a prompt or a text (a string)")
+    return Item(index, str(item_id), prompt)
+
+
+def validate_input(uri: str, template: str | None) -> int:
+    """Check every line and that ids are unique; returns the number of items."""
+    seen: dict[str, int] = {}
+    count = 0
+    for index, line in enumerate(_lines(uri)):
+        item = _item(index, line, template)
+        if item.id in seen:
+            raise InputError(f"line {index + 1}: id {item.id!r} is also on line {seen[item.id]}")
+        seen[item.id] = index + 1
+        count += 1
+    if count == 0:
+        raise InputError(f"input_uri {uri!r}: the file has no items")
+    return count
+
+
+def read_items(uri: str, template: str | None, start: int, stop: int) -> list[Item]:
+    """Items start <= index < stop, in file order."""
+    return [
+        _item(index, line, template) for index, line in islice(enumerate(_lines(uri)), start, stop)
+    ]

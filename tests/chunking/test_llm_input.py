@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chunking.llm_input import InputError, read_items, validate_input
+
+
+def write(tmp_path: Path, *lines: object) -> str:
+    path = tmp_path / "input.jsonl"
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    return str(path)
+
+
+def test_prompts_and_templated_texts(tmp_path: Path) -> None:
+    uri = write(tmp_path, {"id": "a", "prompt": "Say hi"}, {"id": 2, "text": "a cat"}, "")
+    assert validate_input(uri, "Describe {text} briefly.") == 2
+    items = read_items(uri, "Describe {text} briefly.", 0, 5)
+    assert [(i.index, i.id, i.prompt) for i in items] == [
+        (0, "a", "Say hi"), (1, "2", "Describe a cat briefly."),
+    ]  # fmt: skip
+
+
+def test_a_chunk_reads_only_its_own_items(tmp_path: Path) -> None:
+    uri = write(tmp_path, *({"id": i, "prompt": f"p{i}"} for i in range(10)))
+    assert [i.id for i in read_items(uri, None, 3, 6)] == ["3", "4", "5"]
+    assert [i.index for i in read_items(uri, None, 8, 20)] == [8, 9]
+
+
+@pytest.mark.parametrize(
+    ("lines", "template", "message"),
+    [
+        (["{not json"], None, "line 1: not valid JSON"),
+        ([[1, 2]], None, "line 1: must be a JSON object"),
+        ([{"prompt": "x"}], None, "line 1: needs an id"),
+        ([{"id": "a"}], None, "line 1: needs a prompt or a text"),
+        ([{"id": "a", "text": "x"}], None, "has a text but the job has no prompt_template"),
+        ([{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}], None,
+         "line 2: id 'a' is also on line 1"),
+        ([""], None, "the file has no items"),
+    ],
+)  # fmt: skip
+def test_bad_input_names_the_line(
+    tmp_path: Path, lines: list[object], template: str | None, message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        validate_input(write(tmp_path, *lines), template)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        validate_input(str(tmp_path / "nope.jsonl"), None)
