@@ -17,7 +17,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from chunking.spec import JobSpec
-from chunking.status import ChunkRecord, JobRecord, JobStatus, Path, build_status
+from chunking.status import ChunkRecord, ItemResult, JobRecord, JobStatus, Path, build_status
 from chunking.store import JobConflictError, Settlement
 
 JOB_SK = "JOB"
@@ -27,6 +27,10 @@ _ser, _de = TypeSerializer(), TypeDeserializer()
 
 def chunk_sk(index: int) -> str:
     return f"CHUNK#{index:06d}"
+
+
+def item_prefix(chunk_index: int) -> str:
+    return f"ITEM#{chunk_index:06d}#"
 
 
 def _now() -> str:
@@ -307,6 +311,48 @@ class DynamoJobStore:
             running="running", finished="finished",
         )  # fmt: skip
         return True
+
+    def record_item(self, job_id: str, result: ItemResult) -> bool:
+        item = {
+            "job_id": job_id, "sk": f"{item_prefix(result.chunk_index)}{result.index:09d}",
+            "item_index": result.index, "chunk_index": result.chunk_index, "id": result.id,
+            "output": result.output, "error": result.error,
+            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+            "latency_ms": None if result.latency_ms is None else Decimal(str(result.latency_ms)),
+        }  # fmt: skip
+        try:
+            self.db.put_item(
+                TableName=self.table,
+                Item={k: _ser.serialize(v) for k, v in item.items()},
+                ConditionExpression="attribute_not_exists(sk)",
+            )
+        except ClientError as err:
+            if _condition_failed(err):
+                return False
+            raise
+        return True
+
+    def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:
+        results = []
+        for page in self.db.get_paginator("query").paginate(
+            TableName=self.table,
+            KeyConditionExpression="job_id = :job AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues=_values(job=job_id, prefix=item_prefix(chunk_index)),
+            ConsistentRead=True,
+        ):
+            for raw in page["Items"]:
+                item = _item(raw)
+                latency = item.get("latency_ms")
+                results.append(
+                    ItemResult(
+                        index=int(item["item_index"]), chunk_index=int(item["chunk_index"]),
+                        id=item["id"], output=item.get("output"), error=item.get("error"),
+                        prompt_tokens=int(item["prompt_tokens"]),
+                        completion_tokens=int(item["completion_tokens"]),
+                        latency_ms=None if latency is None else float(latency),
+                    )
+                )  # fmt: skip
+        return results
 
     def chunks(self, job_id: str) -> list[ChunkRecord]:
         paginator = self.db.get_paginator("query")

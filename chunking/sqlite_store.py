@@ -11,7 +11,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from chunking.spec import JobSpec
-from chunking.status import ChunkRecord, JobRecord, JobStatus, Path, build_status
+from chunking.status import ChunkRecord, ItemResult, JobRecord, JobStatus, Path, build_status
 from chunking.store import JobConflictError, Settlement
 
 SCHEMA = """
@@ -39,6 +39,19 @@ CREATE TABLE IF NOT EXISTS chunks (
     error TEXT,
     PRIMARY KEY (job_id, chunk_index)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items (
+    job_id TEXT NOT NULL,
+    item_index INTEGER NOT NULL,
+    chunk_index INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    latency_ms REAL,
+    PRIMARY KEY (job_id, item_index)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_by_chunk ON items (job_id, chunk_index);
 """
 
 
@@ -235,6 +248,34 @@ class SqliteJobStore:
                 (job_id,),
             )
         return True
+
+    def record_item(self, job_id: str, result: ItemResult) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO items (job_id, item_index, chunk_index, id, output, error,"
+                " prompt_tokens, completion_tokens, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, result.index, result.chunk_index, result.id, result.output, result.error,
+                 result.prompt_tokens, result.completion_tokens, result.latency_ms),
+            )  # fmt: skip
+        return cur.rowcount == 1
+
+    def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT * FROM items WHERE job_id = ? AND chunk_index = ? ORDER BY item_index",
+                (job_id, chunk_index),
+            )
+            .fetchall()
+        )
+        return [
+            ItemResult(
+                index=r["item_index"], chunk_index=r["chunk_index"], id=r["id"],
+                output=r["output"], error=r["error"], prompt_tokens=r["prompt_tokens"],
+                completion_tokens=r["completion_tokens"], latency_ms=r["latency_ms"],
+            )
+            for r in rows
+        ]  # fmt: skip
 
     def chunks(self, job_id: str) -> list[ChunkRecord]:
         rows = (

@@ -42,6 +42,20 @@ class ChunkRecord:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class ItemResult:
+    """One item's answer (or its permanent failure), kept so a retried chunk never asks twice."""
+
+    index: int  # the item's position in the job's input
+    chunk_index: int
+    id: str
+    output: str | None = None
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float | None = None
+
+
 class LatencyMs(BaseModel):
     p50: float | None
     p95: float | None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chunking.spec import JobSpec
-from chunking.status import ChunkRecord, JobRecord, JobStatus, Path
+from chunking.status import ChunkRecord, ItemResult, JobRecord, JobStatus, Path
 
 
 class JobConflictError(Exception):
@@ -74,6 +74,14 @@ class JobStore(Protocol):
         The job goes back to `running` if that outcome had finished it. False when the chunk
         is not failed (succeeded, running, or unknown): nothing changes.
         """
+        ...
+
+    def record_item(self, job_id: str, result: ItemResult) -> bool:
+        """Keep an item's result as soon as it arrives; the first one wins (False after)."""
+        ...
+
+    def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:
+        """The results kept for a chunk's items, in item order."""
         ...
 
     def chunks(self, job_id: str) -> list[ChunkRecord]: ...

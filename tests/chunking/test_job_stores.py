@@ -173,3 +173,24 @@ def test_reopened_chunk_runs_again_and_the_job_finishes_anew(store: JobStore) ->
     assert status is not None
     assert (status.status, status.chunks_succeeded, status.items_processed) == ("succeeded", 2, 20)
     assert (status.attempts, status.retries) == (3, 1)
+
+
+def test_item_results_are_kept_once_and_read_per_chunk(store: JobStore) -> None:
+    from chunking.status import ItemResult
+
+    job_id = started_job(store, total=6, size=3)
+    first = ItemResult(index=4, chunk_index=1, id="e", output="five", prompt_tokens=3,
+                       completion_tokens=5, latency_ms=12.5)  # fmt: skip
+    assert store.record_item(job_id, first)
+    assert not store.record_item(job_id, ItemResult(index=4, chunk_index=1, id="e", output="x"))
+    store.record_item(job_id, ItemResult(index=3, chunk_index=1, id="d", error="400: too long"))
+    store.record_item(job_id, ItemResult(index=0, chunk_index=0, id="a", output="one"))
+    results = store.item_results(job_id, 1)
+    assert [r.index for r in results] == [3, 4]
+    assert results[1] == first
+    assert results[0].error == "400: too long" and results[0].output is None
+    assert [r.id for r in store.item_results(job_id, 0)] == ["a"]
+    assert store.item_results(job_id, 2) == []
+    # Item rows are not chunks: the job's accounting is untouched.
+    status = store.status(job_id)
+    assert status is not None and status.attempts == 0 and status.chunks_succeeded == 0
