@@ -8,6 +8,7 @@ write, so redeliveries and concurrent workers never count anything twice.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -332,50 +333,45 @@ class DynamoJobStore:
             raise
         return True
 
-    def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:
-        results = []
+    def _rows(self, job_id: str, prefix: str) -> Iterator[dict[str, Any]]:
+        """A job's rows whose sort key starts with `prefix`, in sort-key order."""
         for page in self.db.get_paginator("query").paginate(
             TableName=self.table,
             KeyConditionExpression="job_id = :job AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues=_values(job=job_id, prefix=item_prefix(chunk_index)),
+            ExpressionAttributeValues=_values(job=job_id, prefix=prefix),
             ConsistentRead=True,
         ):
-            for raw in page["Items"]:
-                item = _item(raw)
-                latency = item.get("latency_ms")
-                results.append(
-                    ItemResult(
-                        index=int(item["item_index"]), chunk_index=int(item["chunk_index"]),
-                        id=item["id"], output=item.get("output"), error=item.get("error"),
-                        prompt_tokens=int(item["prompt_tokens"]),
-                        completion_tokens=int(item["completion_tokens"]),
-                        latency_ms=None if latency is None else float(latency),
-                    )
-                )  # fmt: skip
+            yield from (_item(raw) for raw in page["Items"])
+
+    def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:
+        results = []
+        for item in self._rows(job_id, item_prefix(chunk_index)):
+            latency = item.get("latency_ms")
+            results.append(
+                ItemResult(
+                    index=int(item["item_index"]), chunk_index=int(item["chunk_index"]),
+                    id=item["id"], output=item.get("output"), error=item.get("error"),
+                    prompt_tokens=int(item["prompt_tokens"]),
+                    completion_tokens=int(item["completion_tokens"]),
+                    latency_ms=None if latency is None else float(latency),
+                )
+            )  # fmt: skip
         return results
 
     def chunks(self, job_id: str) -> list[ChunkRecord]:
-        paginator = self.db.get_paginator("query")
         records = []
-        for page in paginator.paginate(
-            TableName=self.table,
-            KeyConditionExpression="job_id = :job AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues=_values(job=job_id, prefix="CHUNK#"),
-            ConsistentRead=True,
-        ):
-            for raw in page["Items"]:
-                item = _item(raw)
-                latency = item.get("latency_ms")
-                records.append(
-                    ChunkRecord(
-                        index=int(item["chunk_index"]),
-                        state=item["state"],
-                        attempts=int(item.get("attempts", 0)),
-                        items=int(item.get("items", 0)),
-                        latency_ms=None if latency is None else float(latency),
-                        error=item.get("error"),
-                    )
+        for item in self._rows(job_id, "CHUNK#"):
+            latency = item.get("latency_ms")
+            records.append(
+                ChunkRecord(
+                    index=int(item["chunk_index"]),
+                    state=item["state"],
+                    attempts=int(item.get("attempts", 0)),
+                    items=int(item.get("items", 0)),
+                    latency_ms=None if latency is None else float(latency),
+                    error=item.get("error"),
                 )
+            )
         return records
 
     def status(self, job_id: str) -> JobStatus | None:
