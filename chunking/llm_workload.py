@@ -1,0 +1,75 @@
+"""The llm workload's chunk: ask the model about each item, keeping every answer as it arrives.
+
+- An item already answered (its result is in the job store) is never asked again: a retried
+  chunk pays only for what is missing.
+- A permanent failure (context too long, refused, 4xx) is that item's result: it is recorded
+  with its reason and the chunk goes on with the next item.
+- A transient failure or a rate limit ends the attempt (raised for the platform to retry);
+  everything answered so far is already kept.
+- Each call's timeout is what the attempt has left, capped per call: no call outlives the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from chunking.errors import PermanentError, TransientError
+from chunking.llm import LlmClient
+from chunking.llm_input import Item
+from chunking.status import ItemResult
+from chunking.store import JobStore
+
+MIN_CALL_S = 1.0  # below this, a call cannot finish: stop and let the retry have the time
+
+
+@dataclass(frozen=True)
+class LlmChunkResult:
+    items_answered: int
+    items_failed: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+async def answer_items(
+    store: JobStore,
+    client: LlmClient,
+    job_id: str,
+    chunk_index: int,
+    items: list[Item],
+    *,
+    budget_s: float,
+    call_timeout_s: float,
+) -> LlmChunkResult:
+    deadline = time.monotonic() + budget_s
+    kept = await asyncio.to_thread(store.item_results, job_id, chunk_index)
+    done = {result.index for result in kept}
+    for item in items:
+        if item.index in done:
+            continue
+        left = deadline - time.monotonic()
+        if left < MIN_CALL_S:
+            raise TransientError(
+                f"time budget spent with {len(items) - len(done)} items of chunk "
+                f"{chunk_index} unanswered; they are asked on the next attempt"
+            )
+        try:
+            answer = await client.complete(item.prompt, timeout_s=min(call_timeout_s, left))
+        except PermanentError as err:
+            result = ItemResult(item.index, chunk_index, item.id, error=str(err))
+        else:
+            result = ItemResult(
+                item.index, chunk_index, item.id, output=answer.output,
+                prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+                latency_ms=answer.latency_ms,
+            )  # fmt: skip
+        await asyncio.to_thread(store.record_item, job_id, result)
+        done.add(item.index)
+    results = await asyncio.to_thread(store.item_results, job_id, chunk_index)
+    return LlmChunkResult(
+        items_answered=sum(r.error is None for r in results),
+        items_failed=sum(r.error is not None for r in results),
+        prompt_tokens=sum(r.prompt_tokens for r in results),
+        completion_tokens=sum(r.completion_tokens for r in results),
+    )
