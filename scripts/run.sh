@@ -18,7 +18,7 @@ dev_url=${INNGEST_DEV_SERVER_URL:-http://127.0.0.1:8288}
 dev_cmd=(npx --yes --ignore-scripts=false inngest-cli@latest dev -u "$app_url" --no-discovery)
 dev_log=data/inngest-dev-server.log
 
-answers() { .venv/bin/python -c "import httpx,sys; httpx.get(sys.argv[1], timeout=2)" "$1" 2>/dev/null; }
+answers() { .venv/bin/python -c "import httpx,sys; httpx.get(sys.argv[1], timeout=2).raise_for_status()" "$1" 2>/dev/null; }
 
 explain_no_dev_server() {
   cat >&2 <<MSG
@@ -57,6 +57,15 @@ else
   emu_pid=$!
   echo "Cloud path emulator (SAM stack on moto): http://127.0.0.1:3000/Prod/start" \
     "(x-api-key: local-dev-key; log: data/cloud-emulator.log)"
+  (
+    for _ in $(seq 1 60); do
+      answers "http://127.0.0.1:3000/_emulator" && exit 0
+      kill -0 "$emu_pid" 2>/dev/null || break
+      sleep 1
+    done
+    echo "!! The cloud path emulator did not start (ports 3000 and 5000 must be free):" >&2
+    tail -n 5 data/cloud-emulator.log >&2
+  ) &
 fi
 
 start_dev=$(setting START_INNGEST_DEV_SERVER)

@@ -391,6 +391,10 @@ class Emulator:
         self.api_thread = threading.Thread(target=self.api.run, daemon=True)
         self.api_thread.start()
         while not self.api.started:
+            if not self.api_thread.is_alive():
+                self.poller.stop()
+                self.moto.stop()
+                raise SystemExit(f"the emulator's API could not listen on :{self.api_port}")
             time.sleep(0.02)
 
     @property
