@@ -17,8 +17,17 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from chunking.settings import get_settings
 from chunking.spec import JobSpec
-from chunking.status import ChunkRecord, ItemResult, JobRecord, JobStatus, Path, build_status
+from chunking.status import (
+    ChunkRecord,
+    ItemResult,
+    JobRecord,
+    JobStatus,
+    Path,
+    build_status,
+    usage_from,
+)
 from chunking.store import JobConflictError, Settlement
 
 JOB_SK = "JOB"
@@ -344,8 +353,11 @@ class DynamoJobStore:
             yield from (_item(raw) for raw in page["Items"])
 
     def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:
+        return self._items(job_id, item_prefix(chunk_index))
+
+    def _items(self, job_id: str, prefix: str) -> list[ItemResult]:
         results = []
-        for item in self._rows(job_id, item_prefix(chunk_index)):
+        for item in self._rows(job_id, prefix):
             latency = item.get("latency_ms")
             results.append(
                 ItemResult(
@@ -376,4 +388,7 @@ class DynamoJobStore:
 
     def status(self, job_id: str) -> JobStatus | None:
         job = self.get_job(job_id)
-        return build_status(job, self.chunks(job_id), datetime.now(UTC)) if job else None
+        if job is None:
+            return None
+        usage = usage_from(self._items(job_id, "ITEM#"), get_settings().llm_prices)
+        return build_status(job, self.chunks(job_id), datetime.now(UTC), usage)

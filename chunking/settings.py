@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
+    # USD per million tokens, for the estimated cost in the status JSON.
+    llm_price_prompt_per_mtok: float = Field(0.15, ge=0)
+    llm_price_completion_per_mtok: float = Field(0.60, ge=0)
 
     # Cloud path (set by template.yaml in Lambda; by the offline emulation locally).
     job_table: str | None = None
@@ -62,6 +65,10 @@ class Settings(BaseSettings):
                 f"{MAX_CLOUD_POLLS} fit in one Inngest run: raise AWS_POLL_INTERVAL_S"
             )
         return self
+
+    @property
+    def llm_prices(self) -> tuple[float, float]:
+        return (self.llm_price_prompt_per_mtok, self.llm_price_completion_per_mtok)
 
     @property
     def inngest_dev_mode(self) -> bool:

@@ -10,8 +10,17 @@ from datetime import UTC, datetime
 from pathlib import Path as FsPath
 from typing import Any
 
+from chunking.settings import get_settings
 from chunking.spec import JobSpec
-from chunking.status import ChunkRecord, ItemResult, JobRecord, JobStatus, Path, build_status
+from chunking.status import (
+    ChunkRecord,
+    ItemResult,
+    JobRecord,
+    JobStatus,
+    Path,
+    build_status,
+    usage_from,
+)
 from chunking.store import JobConflictError, Settlement
 
 SCHEMA = """
@@ -260,14 +269,15 @@ class SqliteJobStore:
         return cur.rowcount == 1
 
     def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT * FROM items WHERE job_id = ? AND chunk_index = ? ORDER BY item_index",
-                (job_id, chunk_index),
-            )
-            .fetchall()
-        )
+        return self._items(job_id, chunk_index)
+
+    def _items(self, job_id: str, chunk_index: int | None = None) -> list[ItemResult]:
+        """A chunk's item results, or the whole job's."""
+        sql = "SELECT * FROM items WHERE job_id = ?"
+        args: list[str | int] = [job_id]
+        if chunk_index is not None:
+            sql, args = sql + " AND chunk_index = ?", [job_id, chunk_index]
+        rows = self._conn().execute(sql + " ORDER BY item_index", args).fetchall()
         return [
             ItemResult(
                 index=r["item_index"], chunk_index=r["chunk_index"], id=r["id"],
@@ -299,4 +309,6 @@ class SqliteJobStore:
         with self._tx("DEFERRED"):
             job = self.get_job(job_id)
             chunks = self.chunks(job_id) if job else []
-        return build_status(job, chunks, _now()) if job else None
+            items = self._items(job_id) if job else []
+        usage = usage_from(items, get_settings().llm_prices)
+        return build_status(job, chunks, _now(), usage) if job else None

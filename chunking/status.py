@@ -68,6 +68,23 @@ class FailedChunk(BaseModel):
     attempts: int
 
 
+class ChunkUsage(BaseModel):
+    index: int
+    prompt_tokens: int
+    completion_tokens: int
+    items_failed: int
+
+
+class Usage(BaseModel):
+    """Model usage of a job's items (llm workload): tokens, failed items, estimated cost."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    items_failed: int
+    est_cost_usd: float
+    by_chunk: list[ChunkUsage]
+
+
 class JobStatus(BaseModel):
     job_id: str
     path: Path
@@ -87,6 +104,7 @@ class JobStatus(BaseModel):
     chunk_latency_ms: LatencyMs
     failed_chunks: list[FailedChunk]
     error: str | None = None
+    usage: Usage | None = None  # null for workloads that call no model
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -105,7 +123,37 @@ def overall_status(job: JobRecord, succeeded: int, failed: int) -> JobStatusName
     return "partial" if succeeded else "failed"
 
 
-def build_status(job: JobRecord, chunks: list[ChunkRecord], now: datetime) -> JobStatus:
+def usage_from(items: list[ItemResult], prices_per_mtok: tuple[float, float]) -> Usage | None:
+    """Totals and per-chunk figures from the kept item results; None when there are none."""
+    if not items:
+        return None
+    by_chunk: dict[int, ChunkUsage] = {}
+    for item in items:
+        empty = ChunkUsage(
+            index=item.chunk_index, prompt_tokens=0, completion_tokens=0, items_failed=0
+        )
+        entry = by_chunk.setdefault(item.chunk_index, empty)
+        entry.prompt_tokens += item.prompt_tokens
+        entry.completion_tokens += item.completion_tokens
+        entry.items_failed += item.error is not None
+    prompt = sum(c.prompt_tokens for c in by_chunk.values())
+    completion = sum(c.completion_tokens for c in by_chunk.values())
+    prompt_price, completion_price = prices_per_mtok
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        items_failed=sum(c.items_failed for c in by_chunk.values()),
+        est_cost_usd=round((prompt * prompt_price + completion * completion_price) / 1e6, 6),
+        by_chunk=[by_chunk[i] for i in sorted(by_chunk)],
+    )
+
+
+def build_status(
+    job: JobRecord,
+    chunks: list[ChunkRecord],
+    now: datetime,
+    usage: Usage | None = None,
+) -> JobStatus:
     succeeded = [c for c in chunks if c.state == "succeeded"]
     failed = sorted((c for c in chunks if c.state == "failed"), key=lambda c: c.index)
     latencies = sorted(c.latency_ms for c in chunks if c.latency_ms is not None)
@@ -139,4 +187,5 @@ def build_status(job: JobRecord, chunks: list[ChunkRecord], now: datetime) -> Jo
             for c in failed
         ],
         error=job.error,
+        usage=usage,
     )

@@ -191,6 +191,19 @@ def test_item_results_are_kept_once_and_read_per_chunk(store: JobStore) -> None:
     assert results[0].error == "400: too long" and results[0].output is None
     assert [r.id for r in store.item_results(job_id, 0)] == ["a"]
     assert store.item_results(job_id, 2) == []
-    # Item rows are not chunks: the job's accounting is untouched.
+    # Item rows are not chunks: the job's accounting is untouched, and usage adds them up.
     status = store.status(job_id)
     assert status is not None and status.attempts == 0 and status.chunks_succeeded == 0
+    assert status.usage is not None
+    assert (status.usage.prompt_tokens, status.usage.completion_tokens) == (3, 5)
+    assert status.usage.items_failed == 1
+    assert [(c.index, c.prompt_tokens, c.items_failed) for c in status.usage.by_chunk] == [
+        (0, 0, 0), (1, 3, 1),
+    ]  # fmt: skip
+    assert status.usage.est_cost_usd == round((3 * 0.15 + 5 * 0.60) / 1e6, 6)
+
+
+def test_jobs_without_model_calls_have_no_usage(store: JobStore) -> None:
+    job_id = started_job(store, total=10, size=10)
+    status = store.status(job_id)
+    assert status is not None and status.usage is None
