@@ -93,6 +93,10 @@ class DynamoJobStore:
             op["ExpressionAttributeNames"] = names
         return op
 
+    def _transact(self, *updates: dict[str, Any]) -> None:
+        """UpdateItems that all happen or none does."""
+        self.db.transact_write_items(TransactItems=[{"Update": op} for op in updates])
+
     def _update(self, job_id: str, sk: str, expression: str, condition: str, **values: Any) -> bool:
         """A conditional UpdateItem; False when the condition did not hold."""
         try:
@@ -221,35 +225,29 @@ class DynamoJobStore:
         job_key = {"job_id": {"S": job_id}, "sk": {"S": JOB_SK}}
         try:
             # The chunk's first outcome and the job's counter move together or not at all.
-            self.db.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": self._update_op(
-                            job_id,
-                            chunk_sk(chunk_index),
-                            "SET #state = :state, #items = :items, latency_ms = :latency, "
-                            "#error = :error, chunk_index = :index, "
-                            "attempts = if_not_exists(attempts, :zero)",
-                            "attribute_not_exists(sk) OR #state = :running",
-                            state="succeeded" if succeeded else "failed",
-                            items=items if succeeded else 0,
-                            latency=None if latency_ms is None else Decimal(str(latency_ms)),
-                            error=error,
-                            index=chunk_index,
-                            zero=0,
-                            running="running",
-                        )
-                    },
-                    {
-                        "Update": self._update_op(
-                            job_id,
-                            JOB_SK,
-                            "ADD chunks_settled :one",
-                            "attribute_exists(job_id)",
-                            one=1,
-                        )
-                    },
-                ]
+            self._transact(
+                self._update_op(
+                    job_id,
+                    chunk_sk(chunk_index),
+                    "SET #state = :state, #items = :items, latency_ms = :latency, "
+                    "#error = :error, chunk_index = :index, "
+                    "attempts = if_not_exists(attempts, :zero)",
+                    "attribute_not_exists(sk) OR #state = :running",
+                    state="succeeded" if succeeded else "failed",
+                    items=items if succeeded else 0,
+                    latency=None if latency_ms is None else Decimal(str(latency_ms)),
+                    error=error,
+                    index=chunk_index,
+                    zero=0,
+                    running="running",
+                ),
+                self._update_op(
+                    job_id,
+                    JOB_SK,
+                    "ADD chunks_settled :one",
+                    "attribute_exists(job_id)",
+                    one=1,
+                ),
             )
             recorded = True
         except ClientError as err:
@@ -287,27 +285,21 @@ class DynamoJobStore:
 
     def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
         try:
-            self.db.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": self._update_op(
-                            job_id,
-                            chunk_sk(chunk_index),
-                            "SET #state = :running REMOVE #error, latency_ms",
-                            "#state = :failed",
-                            running="running",
-                            failed="failed",
-                        )
-                    },
-                    {
-                        "Update": self._update_op(
-                            job_id,
-                            JOB_SK,
-                            "ADD chunks_settled :minus REMOVE finished_at, settled_by",
-                            minus=-1,
-                        )
-                    },
-                ]
+            self._transact(
+                self._update_op(
+                    job_id,
+                    chunk_sk(chunk_index),
+                    "SET #state = :running REMOVE #error, latency_ms",
+                    "#state = :failed",
+                    running="running",
+                    failed="failed",
+                ),
+                self._update_op(
+                    job_id,
+                    JOB_SK,
+                    "ADD chunks_settled :minus REMOVE finished_at, settled_by",
+                    minus=-1,
+                ),
             )
         except ClientError as err:
             if err.response["Error"]["Code"] == "TransactionCanceledException":
