@@ -7,8 +7,11 @@ from typing import Annotated, Any
 
 import inngest.fast_api
 from fastapi import Body, FastAPI, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
+from chunking.prepare import prepare_spec
 from chunking.spec import JobSpec, new_job_id
 from chunking.status import JobStatus
 from chunking.store import JobConflictError
@@ -32,7 +35,11 @@ async def create_job(
     request: Request, spec: Annotated[JobSpec | None, Body()] = None
 ) -> dict[str, Any] | JSONResponse:
     """Record the job as `queued`, then send `demo/start_job`: its status URL answers at once."""
-    spec = spec or JobSpec()
+    try:
+        spec = await asyncio.to_thread(prepare_spec, spec or JobSpec(), "local")
+    except ValidationError as err:  # e.g. a bad line in the llm input: 422 like any bad body
+        errors = err.errors(include_url=False, include_context=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from err
     store = get_store()
     job_id = spec.job_id or new_job_id()
     try:

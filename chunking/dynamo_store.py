@@ -121,6 +121,7 @@ class DynamoJobStore:
             finished_at=_ts(item.get("finished_at")),
             error=item.get("error"),
             settled_by=None if settled_by is None else int(settled_by),
+            output_uri=item.get("output_uri"),
         )
 
     def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
@@ -297,7 +298,7 @@ class DynamoJobStore:
                 self._update_op(
                     job_id,
                     JOB_SK,
-                    "ADD chunks_settled :minus REMOVE finished_at, settled_by",
+                    "ADD chunks_settled :minus REMOVE finished_at, settled_by, output_uri",
                     minus=-1,
                 ),
             )
@@ -313,6 +314,9 @@ class DynamoJobStore:
             running="running", finished="finished",
         )  # fmt: skip
         return True
+
+    def set_output_uri(self, job_id: str, uri: str) -> None:
+        self._update(job_id, JOB_SK, "SET output_uri = :uri", "attribute_exists(job_id)", uri=uri)
 
     def record_item(self, job_id: str, result: ItemResult) -> bool:
         item = {

@@ -18,6 +18,7 @@ from typing import Any
 import openai
 
 from chunking.errors import PermanentError, RateLimitedError, TransientError
+from chunking.settings import get_settings
 
 DEFAULT_RETRY_AFTER_S = 10.0
 
@@ -56,7 +57,35 @@ def _describe(err: openai.APIStatusError) -> str:
     return f"{err.status_code}{' ' + code if code else ''}: {message}"
 
 
+def missing_model_endpoint() -> str | None:
+    """Why no model can be called with these settings, or None when one can."""
+    settings = get_settings()
+    if settings.openai_api_key or settings.openai_base_url:
+        return None
+    return "OPENAI_API_KEY is not set (or set OPENAI_BASE_URL to an OpenAI-compatible server)"
+
+
 class LlmClient:
+    @classmethod
+    def from_settings(cls, model: str | None, max_tokens: int | None) -> LlmClient:
+        """The job's model on the configured endpoint; PermanentError when none is configured."""
+        settings = get_settings()
+        if problem := missing_model_endpoint():
+            raise PermanentError(problem)
+        return cls(
+            # Local servers (Ollama, vLLM) ignore the key, but the SDK insists on one.
+            api_key=settings.openai_api_key or "unused",
+            base_url=settings.openai_base_url or None,
+            model=model or settings.openai_model,
+            max_tokens=max_tokens,
+        )
+
+    async def __aenter__(self) -> LlmClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.client.close()
+
     def __init__(
         self, *, api_key: str, base_url: str | None, model: str, max_tokens: int | None = None
     ) -> None:

@@ -1,5 +1,6 @@
-"""The llm workload's input: a JSONL file, one item a line, each with an `id` and either a
-`prompt` or a `text` that the job's `prompt_template` wraps (`{text}` marks where).
+"""The llm workload's input: a JSONL file (a local path or an s3:// URI), one item a line, each
+with an `id` and either a `prompt` or a `text` that the job's `prompt_template` wraps (`{text}`
+marks where).
 
 `validate_input` reads the whole file once, before a job is recorded, so a bad line is refused
 up front with its line number; `read_items` then gives a chunk only its own lines.
@@ -11,7 +12,8 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
+
+from chunking import blobs
 
 
 class InputError(ValueError):
@@ -26,11 +28,12 @@ class Item:
 
 
 def _lines(uri: str) -> Iterator[str]:
-    path = Path(uri)
-    if not path.is_file():
-        raise InputError(f"input_uri {uri!r}: no such file")
-    with path.open(encoding="utf-8") as f:
-        yield from (line for line in f if line.strip())
+    try:
+        yield from (line for line in blobs.read_lines(uri) if line.strip())
+    except UnicodeDecodeError as err:
+        raise InputError(f"input_uri {uri!r}: not UTF-8 text ({err.reason})") from err
+    except OSError as err:
+        raise InputError(f"input_uri {uri!r}: {err}") from err
 
 
 def _item(index: int, line: str, template: str | None) -> Item:

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 
 from chunking.errors import PermanentError, TransientError
 from chunking.llm import LlmClient
-from chunking.llm_input import Item
+from chunking.llm_input import InputError, Item, read_items
+from chunking.planning import Chunk
+from chunking.settings import get_settings
+from chunking.spec import JobSpec
 from chunking.status import ItemResult
 from chunking.store import JobStore
 
@@ -30,6 +33,33 @@ class LlmChunkResult:
     items_failed: int
     prompt_tokens: int
     completion_tokens: int
+
+    @property
+    def items_processed(self) -> int:
+        return self.items_answered + self.items_failed
+
+
+async def run_llm_chunk(
+    store: JobStore, job_id: str, spec: JobSpec, chunk: Chunk, *, budget_s: float
+) -> LlmChunkResult:
+    """Read the chunk's own lines of the input and answer them within `budget_s`."""
+    assert spec.input_uri is not None  # JobSpec guarantees it for the llm workload
+    try:
+        items = await asyncio.to_thread(
+            read_items, spec.input_uri, spec.prompt_template, chunk.start, chunk.end
+        )
+    except InputError as err:
+        raise PermanentError(f"the input cannot be read any more: {err}") from err
+    if len(items) != chunk.size:
+        raise PermanentError(
+            f"the input has changed since the job started: chunk {chunk.index} expected items "
+            f"{chunk.start}..{chunk.end - 1} but the file has {chunk.start + len(items)} items"
+        )
+    async with LlmClient.from_settings(spec.model, spec.max_tokens) as client:
+        return await answer_items(
+            store, client, job_id, chunk.index, items,
+            budget_s=budget_s, call_timeout_s=get_settings().llm_call_timeout_s,
+        )  # fmt: skip
 
 
 async def answer_items(

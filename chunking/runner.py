@@ -17,7 +17,7 @@ from chunking.errors import PermanentError
 from chunking.planning import chunk_at
 from chunking.status import JobRecord
 from chunking.store import JobStore
-from chunking.workloads import run_chunk
+from chunking.workloads import after_job_finished, before_settle, run_chunk
 
 Outcome = Literal["succeeded", "failed", "duplicate"]
 
@@ -44,6 +44,10 @@ async def settle(
     items: int = 0,
     latency_ms: float | None = None,
 ) -> AttemptOutcome:
+    """Record a chunk's outcome (once, whatever the deliveries), after what it leaves behind."""
+    job = await _job(store, job_id)
+    if job is not None:
+        await asyncio.to_thread(before_settle, store, job, index)
     settlement = await asyncio.to_thread(
         store.settle_chunk,
         job_id,
@@ -53,6 +57,8 @@ async def settle(
         latency_ms=None if latency_ms is None else round(latency_ms, 3),
         error=error,
     )
+    if settlement.job_finished:
+        await finish_job(store, job_id)
     return AttemptOutcome(
         job_id=job_id,
         chunk_index=index,
@@ -81,6 +87,20 @@ def forget_jobs() -> None:
     _known_jobs.clear()
 
 
+async def _job(store: JobStore, job_id: str) -> JobRecord | None:
+    job = _known_jobs.get(job_id) or await asyncio.to_thread(store.get_job, job_id)
+    if job is not None:
+        _remember(job)
+    return job
+
+
+async def finish_job(store: JobStore, job_id: str) -> None:
+    """The job has ended: leave its results behind (re-run safely on a redelivery)."""
+    job = await asyncio.to_thread(store.get_job, job_id)  # fresh: output_uri may be set
+    if job is not None:
+        await asyncio.to_thread(after_job_finished, store, job)
+
+
 async def attempt_chunk(
     store: JobStore,
     job_id: str,
@@ -95,10 +115,9 @@ async def attempt_chunk(
     early enough for the outcome to be recorded before the platform kills the run.
     Raises PermanentError (before anything is recorded) when the job or chunk does not exist.
     """
-    job = _known_jobs.get(job_id) or await asyncio.to_thread(store.get_job, job_id)
+    job = await _job(store, job_id)
     if job is None:
         raise PermanentError(f"job_id {job_id!r}: no such job in the job store")
-    _remember(job)
     try:
         chunk = chunk_at(job.spec.total_items, job.spec.chunk_size, index)
     except IndexError as err:
@@ -106,14 +125,16 @@ async def attempt_chunk(
 
     attempt = await asyncio.to_thread(store.begin_attempt, job_id, index)
     if attempt is None:  # a duplicate delivery of a settled chunk: never run or count it twice
-        job = await asyncio.to_thread(store.get_job, job_id)
-        finished = job is not None and job.settled_by == index
+        current = await asyncio.to_thread(store.get_job, job_id)
+        finished = current is not None and current.settled_by == index
+        if finished:  # the delivery that finished the job may have died before its results
+            await finish_job(store, job_id)
         return AttemptOutcome(job_id, index, "duplicate", None, False, finished)
 
     started = time.perf_counter()
     try:
         async with asyncio.timeout(budget_s):
-            result = await run_chunk(job.spec, chunk, attempt)
+            result = await run_chunk(store, job, chunk, attempt, budget_s)
     except PermanentError as err:
         return await settle(store, job_id, index, error=f"permanent: {err}")
     except Exception as err:  # transient, rate-limited, or a bug: all worth a retry

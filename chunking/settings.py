@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     # USD per million tokens, for the estimated cost in the status JSON.
     llm_price_prompt_per_mtok: float = Field(0.15, ge=0)
     llm_price_completion_per_mtok: float = Field(0.60, ge=0)
+    # Longest any one model call may take; a call also never outlives what its run has left.
+    llm_call_timeout_s: float = Field(60.0, gt=0, le=900)
+    # Where the llm workload writes its outputs: a local folder or an s3:// prefix.
+    llm_output_uri: str = "data/outputs"
+    # What one process-chunk step may spend (its run ends after it): keep it under the request
+    # timeout of wherever the app is hosted.
+    inngest_step_budget_s: float = Field(240.0, gt=0, le=7_200)
 
     # Cloud path (set by template.yaml in Lambda; by the offline emulation locally).
     job_table: str | None = None

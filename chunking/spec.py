@@ -38,7 +38,26 @@ class JobSpec(BaseModel):
         default_factory=lambda: get_settings().total_items, ge=1, le=10_000_000
     )
     chunk_size: int = Field(default_factory=lambda: get_settings().chunk_size, ge=1, le=100_000)
-    workload: Literal["simulate"] = "simulate"
+    workload: Literal["simulate", "llm"] = "simulate"
+    input_uri: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        validate_default=True,
+        description="llm: the JSONL input, a local path or s3://bucket/key (cloud: s3 only).",
+    )
+    prompt_template: str | None = Field(
+        None,
+        min_length=1,
+        max_length=20_000,
+        description="llm: wraps each item's `text`; `{text}` marks where it goes.",
+    )
+    model: str | None = Field(
+        None, min_length=1, max_length=200, description="llm: the model; default OPENAI_MODEL."
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, le=1_000_000, description="llm: most completion tokens per item."
+    )
     item_delay_ms: int = Field(
         default_factory=lambda: get_settings().item_delay_ms, ge=0, le=60_000
     )
@@ -62,11 +81,37 @@ class JobSpec(BaseModel):
             )
         return chunk_size
 
+    @field_validator("input_uri")
+    @classmethod
+    def _input_for_llm_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        llm = info.data.get("workload") == "llm"
+        if llm and value is None:
+            raise ValueError("the llm workload needs an input_uri (a JSONL file, one item a line)")
+        if not llm and value is not None:
+            raise ValueError("only the llm workload reads an input_uri")
+        if value is not None and value.startswith("s3://") and "/" not in value[5:].strip("/"):
+            raise ValueError(f"{value!r} names no object: use s3://bucket/key")
+        return value
+
+    @field_validator("prompt_template", "model", "max_tokens")
+    @classmethod
+    def _llm_only(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and info.data.get("workload") != "llm":
+            raise ValueError(f"{info.field_name} applies to the llm workload only")
+        if info.field_name == "prompt_template" and "{text}" not in str(value or "{text}"):
+            raise ValueError("must contain {text}, where each item's text goes")
+        return value
+
     @field_validator("fail_chunks", "flaky_chunks")
     @classmethod
     def _indexes_in_range(
         cls, value: list[int] | dict[int, int], info: ValidationInfo
     ) -> list[int] | dict[int, int]:
+        if value and info.data.get("workload") == "llm":
+            raise ValueError(
+                "failure injection applies to the simulate workload only "
+                "(an llm job's failures come from its model)"
+            )
         total, size = info.data.get("total_items"), info.data.get("chunk_size")
         if total is None or size is None:
             return value  # the size fields already failed; their errors say why

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at TEXT,
     finished_at TEXT,
     error TEXT,
-    settled_by INTEGER
+    settled_by INTEGER,
+    output_uri TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -80,6 +81,14 @@ class SqliteJobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._conn().executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns later versions introduced to a file an earlier version created."""
+        with self._tx() as db:
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "output_uri" not in columns:
+                db.execute("ALTER TABLE jobs ADD COLUMN output_uri TEXT")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -118,6 +127,7 @@ class SqliteJobStore:
             finished_at=_ts(row["finished_at"]),
             error=row["error"],
             settled_by=row["settled_by"],
+            output_uri=row["output_uri"],
         )
 
     def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
@@ -253,10 +263,14 @@ class SqliteJobStore:
             db.execute(
                 "UPDATE jobs SET chunks_settled = chunks_settled - 1, state = CASE state"
                 " WHEN 'finished' THEN 'running' ELSE state END,"
-                " finished_at = NULL, settled_by = NULL WHERE job_id = ?",
+                " finished_at = NULL, settled_by = NULL, output_uri = NULL WHERE job_id = ?",
                 (job_id,),
             )
         return True
+
+    def set_output_uri(self, job_id: str, uri: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET output_uri = ? WHERE job_id = ?", (uri, job_id))
 
     def record_item(self, job_id: str, result: ItemResult) -> bool:
         with self._tx() as db:

@@ -30,6 +30,7 @@ class JobRecord:
     finished_at: datetime | None = None
     error: str | None = None  # why the job as a whole failed (e.g. it could not be enqueued)
     settled_by: int | None = None  # the chunk whose outcome finished the job
+    output_uri: str | None = None  # llm workload: the merged output, once it is written
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class JobStatus(BaseModel):
     failed_chunks: list[FailedChunk]
     error: str | None = None
     usage: Usage | None = None  # null for workloads that call no model
+    output_uri: str | None = None  # llm workload: the merged output file, once written
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -115,11 +117,14 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return round(sorted_values[rank - 1], 3)
 
 
-def overall_status(job: JobRecord, succeeded: int, failed: int) -> JobStatusName:
+def overall_status(
+    job: JobRecord, succeeded: int, failed: int, items_failed: int = 0
+) -> JobStatusName:
     if job.state in ("queued", "running", "failed", "cancelled"):
         return job.state
     if failed == 0:
-        return "succeeded"
+        # Every chunk ran, but an item the model refused is not success either.
+        return "partial" if items_failed else "succeeded"
     return "partial" if succeeded else "failed"
 
 
@@ -162,7 +167,7 @@ def build_status(
     return JobStatus(
         job_id=job.job_id,
         path=job.path,
-        status=overall_status(job, len(succeeded), len(failed)),
+        status=overall_status(job, len(succeeded), len(failed), usage.items_failed if usage else 0),
         total_items=job.spec.total_items,
         chunk_size=job.spec.chunk_size,
         total_chunks=job.total_chunks,
@@ -188,4 +193,5 @@ def build_status(
         ],
         error=job.error,
         usage=usage,
+        output_uri=job.output_uri,
     )

@@ -76,6 +76,10 @@ class JobStore(Protocol):
         """
         ...
 
+    def set_output_uri(self, job_id: str, uri: str) -> None:
+        """Record where a finished job's merged output was written."""
+        ...
+
     def record_item(self, job_id: str, result: ItemResult) -> bool:
         """Keep an item's result as soon as it arrives; the first one wins (False after)."""
         ...

@@ -6,8 +6,15 @@ import asyncio
 from dataclasses import dataclass
 
 from chunking.errors import PermanentError, TransientError
+from chunking.llm_outputs import merge_outputs, write_chunk_output
+from chunking.llm_workload import run_llm_chunk
 from chunking.planning import Chunk
+from chunking.settings import get_settings
 from chunking.spec import JobSpec
+from chunking.status import JobRecord
+from chunking.store import JobStore
+
+SETTLE_MARGIN_S = 5.0  # of an llm attempt's budget, kept for writing its outputs and outcome
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,26 @@ async def simulate(spec: JobSpec, chunk: Chunk, attempt: int) -> ChunkResult:
     return ChunkResult(items_processed=chunk.size)
 
 
-async def run_chunk(spec: JobSpec, chunk: Chunk, attempt: int) -> ChunkResult:
-    """Dispatch on `spec.workload`."""
-    return await simulate(spec, chunk, attempt)
+async def run_chunk(
+    store: JobStore, job: JobRecord, chunk: Chunk, attempt: int, budget_s: float | None
+) -> ChunkResult:
+    """Dispatch on the job's workload. `budget_s`: what the attempt may spend, if bounded."""
+    if job.spec.workload == "llm":
+        # The llm workload stops itself in time (keeping its answers): leave room to settle.
+        budget = budget_s if budget_s is not None else get_settings().inngest_step_budget_s
+        margin = min(SETTLE_MARGIN_S, budget * 0.1)
+        result = await run_llm_chunk(store, job.job_id, job.spec, chunk, budget_s=budget - margin)
+        return ChunkResult(items_processed=result.items_processed)
+    return await simulate(job.spec, chunk, attempt)
+
+
+def before_settle(store: JobStore, job: JobRecord, chunk_index: int) -> None:
+    """Blocking: what a chunk leaves behind before its outcome is recorded, whatever it is."""
+    if job.spec.workload == "llm":
+        write_chunk_output(store, job.job_id, chunk_index)
+
+
+def after_job_finished(store: JobStore, job: JobRecord) -> None:
+    """Blocking: what a finished job leaves behind. Runs again on a redelivery: idempotent."""
+    if job.spec.workload == "llm" and job.output_uri is None:
+        store.set_output_uri(job.job_id, merge_outputs(job.job_id, job.total_chunks))

@@ -40,7 +40,10 @@ async def run_chunk_step(job_id: str, index: int, platform_attempt: int) -> dict
     """The "run-chunk" step: the core's attempt, its errors mapped to Inngest's retries."""
     last_attempt = platform_attempt >= settings.chunk_retries
     try:
-        outcome = await attempt_chunk(get_store(), job_id, index, last_attempt=last_attempt)
+        outcome = await attempt_chunk(
+            get_store(), job_id, index,
+            last_attempt=last_attempt, budget_s=settings.inngest_step_budget_s,
+        )  # fmt: skip
     except PermanentError as err:  # the job or chunk does not exist: nothing to record
         raise inngest.NonRetriableError(str(err)) from err
     except RateLimitedError as err:

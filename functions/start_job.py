@@ -6,8 +6,11 @@ import asyncio
 from typing import Any
 
 import inngest
+from pydantic import ValidationError
 
+from chunking.api_errors import describe
 from chunking.planning import fan_out_batches
+from chunking.prepare import prepare_spec
 from chunking.spec import JobSpec, new_job_id
 from chunking.status import Path
 from chunking.store import JobConflictError
@@ -18,7 +21,10 @@ from functions.events import START_JOB, chunk_event
 
 async def create_or_adopt_job(spec_data: dict[str, Any], path: Path = "local") -> dict[str, Any]:
     """Create the job, or adopt the `queued` one that `POST /jobs` wrote; start it once."""
-    spec = JobSpec.model_validate(spec_data)
+    try:
+        spec = await asyncio.to_thread(prepare_spec, JobSpec.model_validate(spec_data), path)
+    except ValidationError as err:  # a bad input file is never worth a retry
+        raise inngest.NonRetriableError(f"invalid JobSpec: {describe(err)}") from err
     # Generated inside a step, so a replay of the function sees the same id.
     job_id = spec.job_id or new_job_id()
     store = get_store()

@@ -2,13 +2,19 @@
 
 It answers `POST /v1/chat/completions` as the OpenAI API does — same JSON for answers and for
 errors — and misbehaves on request: a prompt containing `[429]`, `[500]`, `[400-context]`,
-`[401]`, `[refuse]` or `[hang]` gets that response; `[slow]` adds `slow_s` of latency.
+`[401]`, `[refuse]` or `[hang]` gets that response; `[slow]` adds `slow_s` of latency;
+`[429x2]` / `[500x1]` fail only the first 2 / 1 calls with that prompt, then answer.
 It counts the calls it received per prompt, so tests can prove what was (not) retried.
+
+Also runnable, to try the README's example without a real model:
+    python -m tests.llm_server --port 8001    # then OPENAI_BASE_URL=http://127.0.0.1:8001/v1
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import re
 import time
 import uuid
 from collections import Counter
@@ -16,6 +22,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+FLAKY = re.compile(r"\[(?P<status>429|500)x(?P<times>\d+)\]")
 
 
 def _error(status: int, message: str, kind: str, code: str | None, **headers: str) -> JSONResponse:
@@ -34,6 +42,8 @@ class FakeModelServer:
             body = await request.json()
             prompt = body["messages"][-1]["content"]
             self.calls[prompt] += 1
+            if (flaky := FLAKY.search(prompt)) and self.calls[prompt] <= int(flaky["times"]):
+                prompt = f"[{flaky['status']}]"  # fail this call as the marker says
             if "[429]" in prompt:
                 headers = {"retry-after": self.retry_after}
                 return _error(429, "Rate limit reached for requests", "requests",
@@ -66,3 +76,18 @@ class FakeModelServer:
                 "usage": {"prompt_tokens": words, "completion_tokens": words + 1,
                           "total_tokens": 2 * words + 1},
             }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="OpenAI-compatible test server (no model).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--retry-after", default="2", help="Retry-After of its 429 answers")
+    args = parser.parse_args()
+    import uvicorn
+
+    uvicorn.run(FakeModelServer(retry_after=args.retry_after).app, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

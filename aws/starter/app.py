@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from chunking.api_errors import describe, field_errors
 from chunking.chunk_messages import initial_messages
 from chunking.cloud import chunk_queue, job_store
+from chunking.prepare import prepare_spec
 from chunking.spec import JobSpec, new_job_id
 from chunking.status import JobRecord
 from chunking.store import JobConflictError
@@ -55,7 +56,7 @@ def start() -> Response[str]:
     if not isinstance(payload, dict):
         return reply(400, {"message": "body must be a JSON object (a JobSpec)"})
     try:
-        spec = JobSpec.model_validate(payload)
+        spec = prepare_spec(JobSpec.model_validate(payload), "cloud")
     except ValidationError as err:
         return reply(
             400, {"message": f"invalid JobSpec: {describe(err)}", "errors": field_errors(err)}

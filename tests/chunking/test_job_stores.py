@@ -207,3 +207,51 @@ def test_jobs_without_model_calls_have_no_usage(store: JobStore) -> None:
     job_id = started_job(store, total=10, size=10)
     status = store.status(job_id)
     assert status is not None and status.usage is None
+
+
+def test_output_uri_is_kept_and_cleared_when_the_job_reopens(store: JobStore) -> None:
+    job_id = started_job(store, total=20, size=10)
+    store.begin_attempt(job_id, 0)
+    store.begin_attempt(job_id, 1)
+    store.settle_chunk(job_id, 0, succeeded=True, items=10)
+    assert store.settle_chunk(job_id, 1, succeeded=False, error="dead-lettered").job_finished
+    status = store.status(job_id)
+    assert status is not None and status.output_uri is None  # not written yet: not claimed
+    store.set_output_uri(job_id, "s3://bucket/outputs/job-1/output.jsonl")
+    job = store.get_job(job_id)
+    assert job is not None and job.output_uri == "s3://bucket/outputs/job-1/output.jsonl"
+    assert store.reopen_chunk(job_id, 1)
+    status = store.status(job_id)
+    assert status is not None and (status.status, status.output_uri) == ("running", None)
+
+
+def test_a_finished_job_with_failed_items_is_partial(store: JobStore) -> None:
+    from chunking.status import ItemResult
+
+    job_id = started_job(store, total=2, size=2)
+    store.begin_attempt(job_id, 0)
+    store.record_item(job_id, ItemResult(index=0, chunk_index=0, id="a", output="fine"))
+    store.record_item(job_id, ItemResult(index=1, chunk_index=0, id="b", error="400: too long"))
+    assert store.settle_chunk(job_id, 0, succeeded=True, items=2).job_finished
+    status = store.status(job_id)
+    assert status is not None and status.usage is not None
+    assert (status.status, status.chunks_succeeded, status.usage.items_failed) == ("partial", 1, 1)
+
+
+def test_sqlite_store_adds_new_columns_to_an_older_file(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old_schema = (
+        "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, path TEXT NOT NULL, spec TEXT NOT NULL,"
+    )
+    old_schema += " state TEXT NOT NULL, total_chunks INTEGER NOT NULL, chunks_settled INTEGER"
+    old_schema += " NOT NULL DEFAULT 0, created_at TEXT NOT NULL, started_at TEXT,"
+    old_schema += " finished_at TEXT, error TEXT, settled_by INTEGER)"
+    with sqlite3.connect(path) as db:
+        db.execute(old_schema)
+    store = SqliteJobStore(path)
+    store.create_job("j", JobSpec(total_items=10, chunk_size=5), "local")
+    store.set_output_uri("j", "data/outputs/j/output.jsonl")
+    job = store.get_job("j")
+    assert job is not None and job.output_uri == "data/outputs/j/output.jsonl"

@@ -166,11 +166,11 @@ def test_rate_limited_chunk_asks_inngest_to_wait(
     original = module.run_chunk
     calls: list[int] = []
 
-    async def rate_limited_once(spec: Any, chunk: Any, attempt: int) -> Any:
+    async def rate_limited_once(store: Any, job: Any, chunk: Any, attempt: int, *rest: Any) -> Any:
         calls.append(attempt)
         if attempt == 1:
             raise RateLimitedError("429 from the model", retry_after_s=30)
-        return await original(spec, chunk, attempt)
+        return await original(store, job, chunk, attempt, *rest)
 
     monkeypatch.setattr(module, "run_chunk", rate_limited_once)
     job_id = start(total_items=10, chunk_size=10)

@@ -1,0 +1,48 @@
+"""Complete a JobSpec from what it points at, before a job is recorded: the entrypoints' step.
+
+For the llm workload the input is read once, whole: every line is checked (a bad one is refused
+with its line number), the items are counted (`total_items`), and the model endpoint must be
+configured. Problems are raised as a pydantic ValidationError naming the field, so every
+entrypoint reports them exactly as it reports a malformed body.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails
+
+from chunking import blobs
+from chunking.llm import missing_model_endpoint
+from chunking.llm_input import InputError, validate_input
+from chunking.spec import JobSpec
+from chunking.status import Path
+
+
+def spec_error(field: str, message: str, value: object) -> ValidationError:
+    detail = InitErrorDetails(
+        type="value_error", loc=(field,), input=value, ctx={"error": ValueError(message)}
+    )
+    return ValidationError.from_exception_data("JobSpec", [detail])
+
+
+def prepare_spec(spec: JobSpec, path: Path) -> JobSpec:
+    """The spec to record; raises ValidationError when its input cannot be used. Blocking I/O."""
+    if spec.workload != "llm" or spec.input_uri is None:
+        return spec
+    uri = spec.input_uri
+    if path == "cloud" and not blobs.is_s3(uri):
+        message = "the cloud path reads its input from S3: upload the file, pass s3://bucket/key"
+        raise spec_error("input_uri", message, uri)
+    if problem := missing_model_endpoint():
+        raise spec_error("workload", f"no model to call: {problem}", spec.workload)
+    try:
+        count = validate_input(uri, spec.prompt_template)
+    except InputError as err:
+        raise spec_error("input_uri", str(err), uri) from err
+    if "total_items" in spec.model_fields_set and spec.total_items != count:
+        message = (
+            f"{spec.total_items} given, but {uri} has {count} items: leave total_items out, "
+            "it is counted from the input"
+        )
+        raise spec_error("total_items", message, spec.total_items)
+    return JobSpec.model_validate({**spec.model_dump(), "total_items": count})

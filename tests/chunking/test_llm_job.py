@@ -1,0 +1,218 @@
+"""The llm workload as a job: the spec, its preparation, its files, and chunks run by the runner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+from pydantic import ValidationError
+
+from chunking import blobs
+from chunking.api_errors import field_errors
+from chunking.errors import RateLimitedError
+from chunking.llm_outputs import chunk_output_uri
+from chunking.prepare import prepare_spec
+from chunking.runner import AttemptOutcome, attempt_chunk
+from chunking.settings import get_settings
+from chunking.spec import JobSpec
+from chunking.sqlite_store import SqliteJobStore
+from tests.llm_server import FakeModelServer
+from tests.support import ServerThread
+
+
+def write_input(path: Path, lines: list[dict[str, object]]) -> str:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return str(path)
+
+
+def errors_of(spec: dict[str, object], path: str = "local") -> dict[str, str]:
+    with pytest.raises(ValidationError) as info:
+        prepare_spec(JobSpec.model_validate(spec), "cloud" if path == "cloud" else "local")
+    return {e["field"]: e["message"] for e in field_errors(info.value)}
+
+
+@pytest.fixture(scope="module")
+def fake_model() -> Iterator[FakeModelServer]:
+    fake = FakeModelServer(retry_after="4")
+    server = ServerThread(fake.app).start()
+    fake.base_url = f"{server.url}/v1"  # type: ignore[attr-defined]
+    yield fake
+    server.stop()
+
+
+@pytest.fixture
+def model_env(
+    fake_model: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> FakeModelServer:
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_model.base_url)  # type: ignore[attr-defined]
+    monkeypatch.setenv("LLM_OUTPUT_URI", str(tmp_path / "outputs"))
+    get_settings.cache_clear()
+    fake_model.calls.clear()
+    return fake_model
+
+
+# --- the spec ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ({"workload": "llm"}, "input_uri", "needs an input_uri"),
+        ({"input_uri": "x.jsonl"}, "input_uri", "only the llm workload"),
+        ({"workload": "llm", "input_uri": "s3://bucket"}, "input_uri", "s3://bucket/key"),
+        ({"workload": "llm", "input_uri": "a", "prompt_template": "no slot"}, "prompt_template",
+         "{text}"),
+        ({"prompt_template": "{text}"}, "prompt_template", "llm workload only"),
+        ({"workload": "llm", "input_uri": "a", "max_tokens": 0}, "max_tokens", "greater than"),
+        ({"workload": "llm", "input_uri": "a", "fail_chunks": [0]}, "fail_chunks", "simulate"),
+    ],
+)  # fmt: skip
+def test_llm_fields_are_validated_by_name(spec: dict[str, object], field: str, words: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate(spec)
+    found = {e["field"]: e["message"] for e in field_errors(info.value)}
+    assert words in found[field]
+
+
+# --- preparing a job from its input -------------------------------------------------------------
+
+
+def test_prepare_counts_the_input_items(model_env: FakeModelServer, tmp_path: Path) -> None:
+    uri = write_input(tmp_path / "in.jsonl", [{"id": i, "text": f"t{i}"} for i in range(7)])
+    spec = prepare_spec(
+        JobSpec(workload="llm", input_uri=uri, chunk_size=3, prompt_template="Q: {text}"), "local"
+    )
+    assert (spec.total_items, spec.total_chunks) == (7, 3)
+    assert prepare_spec(spec, "local") == spec  # a recorded spec prepares to itself
+
+
+def test_prepare_refuses_what_cannot_run(model_env: FakeModelServer, tmp_path: Path) -> None:
+    uri = write_input(tmp_path / "in.jsonl", [{"id": 1, "prompt": "a"}, {"id": 1, "prompt": "b"}])
+    assert (
+        "line 2: id '1' is also on line 1"
+        in errors_of({"workload": "llm", "input_uri": uri})["input_uri"]
+    )
+    (tmp_path / "text.jsonl").write_text('{"id": "a", "text": "no template"}\n')
+    spec = {"workload": "llm", "input_uri": str(tmp_path / "text.jsonl")}
+    assert "no prompt_template" in errors_of(spec)["input_uri"]
+    assert (
+        "no such file" in errors_of({"workload": "llm", "input_uri": "missing.jsonl"})["input_uri"]
+    )
+    good = write_input(tmp_path / "good.jsonl", [{"id": "a", "prompt": "p"}])
+    assert (
+        "counted from the input"
+        in errors_of({"workload": "llm", "input_uri": good, "total_items": 5})["total_items"]
+    )
+    assert (
+        "upload the file" in errors_of({"workload": "llm", "input_uri": good}, "cloud")["input_uri"]
+    )
+
+
+def test_prepare_refuses_llm_jobs_without_a_model_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    get_settings.cache_clear()
+    good = write_input(tmp_path / "good.jsonl", [{"id": "a", "prompt": "p"}])
+    assert (
+        "OPENAI_API_KEY is not set" in errors_of({"workload": "llm", "input_uri": good})["workload"]
+    )
+
+
+# --- files on S3 -------------------------------------------------------------------------------
+
+
+def test_s3_files_are_read_by_line_and_replaced_whole(aws_env: None) -> None:
+    with mock_aws():
+        blobs.s3_client.cache_clear()
+        boto3.client("s3").create_bucket(Bucket="data")
+        blobs.write_lines("s3://data/in/x.jsonl", (f"line {i}" for i in range(3)))
+        assert list(blobs.read_lines("s3://data/in/x.jsonl")) == ["line 0", "line 1", "line 2"]
+        blobs.write_lines("s3://data/in/x.jsonl", ["only"])
+        assert list(blobs.read_lines("s3://data/in/x.jsonl")) == ["only"]
+        with pytest.raises(FileNotFoundError, match="no such object"):
+            list(blobs.read_lines("s3://data/in/missing.jsonl"))
+        with pytest.raises(FileNotFoundError):
+            list(blobs.read_lines("s3://no-bucket/x"))
+    blobs.s3_client.cache_clear()
+
+
+# --- chunks run by the runner -----------------------------------------------------------------
+
+
+def run_chunk_attempt(store: SqliteJobStore, job_id: str, index: int) -> AttemptOutcome:
+    return asyncio.get_event_loop().run_until_complete(
+        attempt_chunk(store, job_id, index, last_attempt=False, budget_s=30)
+    )
+
+
+def test_an_llm_job_answers_every_item_and_merges_outputs_in_input_order(
+    model_env: FakeModelServer, tmp_path: Path
+) -> None:
+    lines: list[dict[str, object]] = [{"id": f"q{i}", "text": f"item {i}"} for i in range(7)]
+    lines[2] = {"id": "q2", "prompt": "[400-context] far too long"}
+    lines[4] = {"id": "q4", "prompt": "[429x1] busy once"}
+    uri = write_input(tmp_path / "in.jsonl", lines)
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    spec = prepare_spec(
+        JobSpec(workload="llm", input_uri=uri, chunk_size=3, prompt_template="Say: {text}"),
+        "local",
+    )
+    store.create_job("llm", spec, "local")
+    store.start_job("llm")
+
+    # Chunks finish out of order; chunk 1 is rate-limited once on its second item.
+    run_chunk_attempt(store, "llm", 2)
+    with pytest.raises(RateLimitedError) as info:
+        run_chunk_attempt(store, "llm", 1)
+    assert info.value.retry_after_s == 4
+    run_chunk_attempt(store, "llm", 0)
+    status = store.status("llm")
+    assert status is not None and status.status == "running" and status.output_uri is None
+    run_chunk_attempt(store, "llm", 1)
+
+    status = store.status("llm")
+    assert status is not None and status.usage is not None
+    assert (status.status, status.chunks_succeeded, status.items_processed) == ("partial", 3, 7)
+    assert (status.attempts, status.retries, status.usage.items_failed) == (4, 1, 1)
+    # The test server counts words: "Say: item N" is 3 prompt tokens and 4 completion tokens.
+    assert status.usage.prompt_tokens == 5 * 3 + 3
+    assert status.usage.completion_tokens == 5 * 4 + 4
+    assert status.output_uri == str(tmp_path / "outputs" / "llm" / "output.jsonl")
+
+    merged = [json.loads(line) for line in Path(status.output_uri).read_text().splitlines()]
+    assert [m["id"] for m in merged] == [f"q{i}" for i in range(7)]
+    assert merged[0] == {
+        "id": "q0", "output": "echo: Say: item 0",
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+        "latency_ms": merged[0]["latency_ms"],
+    }  # fmt: skip
+    assert merged[2]["output"] is None and "context_length_exceeded" in merged[2]["error"]
+    assert merged[4]["output"] == "echo: [429x1] busy once"
+    chunk_files = sorted(p.name for p in (tmp_path / "outputs" / "llm").glob("chunk-*"))
+    assert chunk_files == ["chunk-000000.jsonl", "chunk-000001.jsonl", "chunk-000002.jsonl"]
+    assert Path(chunk_output_uri("llm", 2)).read_text().count("\n") == 1
+    # Paid once: the rate-limited retry asked only for what was missing; no retry of the 400.
+    assert model_env.calls["Say: item 3"] == 1
+    assert model_env.calls["[429x1] busy once"] == 2
+    assert model_env.calls["[400-context] far too long"] == 1
+
+
+def test_an_input_changed_under_a_running_job_fails_the_chunk_permanently(
+    model_env: FakeModelServer, tmp_path: Path
+) -> None:
+    uri = write_input(tmp_path / "in.jsonl", [{"id": i, "prompt": f"p {i}"} for i in range(4)])
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    store.create_job("llm", prepare_spec(JobSpec(workload="llm", input_uri=uri, chunk_size=2),
+                                         "local"), "local")  # fmt: skip
+    store.start_job("llm")
+    write_input(tmp_path / "in.jsonl", [{"id": 0, "prompt": "p 0"}])
+    outcome = run_chunk_attempt(store, "llm", 1)
+    assert outcome.outcome == "failed"
+    assert "the input has changed" in str(outcome.error)
