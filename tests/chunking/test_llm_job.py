@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import boto3
@@ -30,7 +30,7 @@ def write_input(path: Path, lines: list[dict[str, object]]) -> str:
     return str(path)
 
 
-def errors_of(spec: dict[str, object], path: str = "local") -> dict[str, str]:
+def errors_of(spec: Mapping[str, object], path: str = "local") -> dict[str, str]:
     with pytest.raises(ValidationError) as info:
         prepare_spec(JobSpec.model_validate(spec), "cloud" if path == "cloud" else "local")
     return {e["field"]: e["message"] for e in field_errors(info.value)}
