@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from chunking import blobs
 from chunking.dynamo_store import DynamoJobStore
 from chunking.settings import get_settings
 from chunking.sqs_queue import SqsQueue
@@ -32,5 +33,5 @@ def dead_letter_queue() -> SqsQueue:
 
 def reset() -> None:
     """Forget the cached clients (tests, and the emulator between stacks)."""
-    for cached in (job_store, chunk_queue, dead_letter_queue):
+    for cached in (job_store, chunk_queue, dead_letter_queue, blobs.s3_client):
         cached.cache_clear()

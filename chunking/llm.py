@@ -4,8 +4,10 @@ Every call has an explicit timeout (the caller passes what its run has left) and
 silent retries are off: every retry is ours, counted, and visible in the job's status.
 - 429 -> RateLimitedError with the server's Retry-After;
 - timeouts, connection errors, 5xx -> TransientError;
-- 400 (context length, invalid request), 401, 403, 404, 422, content-policy refusals ->
-  PermanentError: never retried.
+- 400 (context length, invalid request), 422, content-policy refusals -> PermanentError for
+  that item: never retried;
+- 401, 403, 404 (bad key, no access, no such model) -> ModelEndpointError: never retried, and
+  no other item can succeed either, so the whole chunk fails at once.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from chunking.errors import PermanentError, RateLimitedError, TransientError
 from chunking.settings import get_settings
 
 DEFAULT_RETRY_AFTER_S = 10.0
+ENDPOINT_STATUSES = (401, 403, 404)
+
+
+class ModelEndpointError(PermanentError):
+    """The endpoint refuses every request (key, access, model name): not one item's fault."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,8 @@ class LlmClient:
         except openai.APIStatusError as err:
             if err.status_code >= 500:
                 raise TransientError(_describe(err)) from err
+            if err.status_code in ENDPOINT_STATUSES:
+                raise ModelEndpointError(_describe(err)) from err
             raise PermanentError(_describe(err)) from err
         latency_ms = (time.perf_counter() - started) * 1000
         if not response.choices:

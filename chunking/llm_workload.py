@@ -2,8 +2,9 @@
 
 - An item already answered (its result is in the job store) is never asked again: a retried
   chunk pays only for what is missing.
-- A permanent failure (context too long, refused, 4xx) is that item's result: it is recorded
-  with its reason and the chunk goes on with the next item.
+- A permanent failure of the item (context too long, refused, invalid) is that item's result:
+  it is recorded with its reason and the chunk goes on with the next item. One of the endpoint
+  (bad key, unknown model) fails the chunk: every other item would fail the same way.
 - A transient failure or a rate limit ends the attempt (raised for the platform to retry);
   everything answered so far is already kept.
 - Each call's timeout is what the attempt has left, capped per call: no call outlives the run.
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from chunking.errors import PermanentError, TransientError
-from chunking.llm import LlmClient
+from chunking.llm import LlmClient, ModelEndpointError
 from chunking.llm_input import InputError, Item, read_items
 from chunking.planning import Chunk
 from chunking.settings import get_settings
@@ -86,6 +87,8 @@ async def answer_items(
             )
         try:
             answer = await client.complete(item.prompt, timeout_s=min(call_timeout_s, left))
+        except ModelEndpointError:
+            raise
         except PermanentError as err:
             result = ItemResult(item.index, chunk_index, item.id, error=str(err))
         else:

@@ -1,7 +1,7 @@
 """Offline emulation of the SAM stack: `python -m aws.local.emulator` (or `make aws-local`).
 
-- moto in server mode plays SQS and DynamoDB on 127.0.0.1:5000, resources created from
-  template.yaml;
+- moto in server mode plays SQS, DynamoDB and S3 on 127.0.0.1:5000, resources created from
+  template.yaml (the data bucket is `long-jobs-data`);
 - an HTTP API on 127.0.0.1:3000 routes `POST /Prod/start` and `GET /Prod/jobs/{job_id}` to the
   real starter and status handlers as API Gateway proxy events, and answers 403 without the
   right `x-api-key`, as the deployed API does;
@@ -12,8 +12,10 @@
   redrive policy (maxReceiveCount) moves them to the DLQ.
 
 Every setting comes from aws/template.yaml and its parameters (`--parameter Key=Value`, as
-`sam deploy --parameter-overrides`). `--worker-timeout` and `--visibility-timeout` shorten time
-for tests and benchmarks; they default to the template's.
+`sam deploy --parameter-overrides`). The model parameters (OpenAiBaseUrl, OpenAiModel,
+OpenAiApiKey, LlmPrice*) default to the local settings (.env), so both paths ask the same model.
+`--worker-timeout` and `--visibility-timeout` shorten time for tests and benchmarks; they
+default to the template's.
 """
 
 from __future__ import annotations
@@ -350,6 +352,7 @@ class Emulator:
 
     def start(self) -> None:
         template = load_template()
+        self.parameters = {**model_parameters(), **self.parameters}
         self.moto = MotoServer(self.moto_port)
         self.moto.start()
         os.environ.update({**CREDENTIALS, "AWS_ENDPOINT_URL": self.moto.url})
@@ -456,6 +459,20 @@ class EmulatorProcess:
         self.stop()
 
 
+def model_parameters() -> dict[str, Any]:
+    """The template's model parameters as the local settings have them (.env, environment)."""
+    from chunking.settings import get_settings
+
+    settings = get_settings()
+    return {
+        "OpenAiBaseUrl": settings.openai_base_url or "",
+        "OpenAiModel": settings.openai_model,
+        "OpenAiApiKey": settings.openai_api_key or "",
+        "LlmPricePromptPerMtok": settings.llm_price_prompt_per_mtok,
+        "LlmPriceCompletionPerMtok": settings.llm_price_completion_per_mtok,
+    }
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -496,7 +513,8 @@ def main() -> None:
         f"Cloud path emulator ready.\n"
         f"  API:        {emulator.start_url}  (x-api-key: {emulator.api_key})\n"
         f"  status:     http://127.0.0.1:{emulator.api_port}/{STAGE}/jobs/{{job_id}}\n"
-        f"  SQS+DynamoDB (moto): {emulator.moto.url}  queue {emulator.stack.queue_url}\n"
+        f"  SQS+DynamoDB+S3 (moto): {emulator.moto.url}  queue {emulator.stack.queue_url}\n"
+        f"  data bucket: s3://{emulator.stack.bucket_name}  (llm inputs under inputs/)\n"
         f"  worker: BatchSize {source.batch_size}, MaximumConcurrency {source.max_concurrency},"
         f" Timeout {emulator.worker.timeout_s:g}s, maxReceiveCount "
         f"{emulator.stack.max_receive_count}",

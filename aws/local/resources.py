@@ -1,4 +1,4 @@
-"""Create the stack's queues and job table as aws/template.yaml defines them.
+"""Create the stack's queues, job table and data bucket as aws/template.yaml defines them.
 
 For the offline emulation and the tests: the properties (visibility timeout, redrive policy,
 retention, keys and indexes) are read from the template, so local runs cannot drift from what
@@ -8,6 +8,7 @@ retention, keys and indexes) are read from the template, so local runs cannot dr
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ class LocalStack:
     queue_url: str
     dlq_url: str
     max_receive_count: int
+    bucket_name: str
 
     def environment(self) -> dict[str, str]:
         """The variables template.yaml gives the functions, pointing at these resources."""
@@ -73,12 +75,13 @@ class LocalStack:
             "CHUNK_QUEUE_URL": self.queue_url,
             "CHUNK_DLQ_URL": self.dlq_url,
             "MAX_RECEIVE_COUNT": str(self.max_receive_count),
+            "LLM_OUTPUT_URI": f"s3://{self.bucket_name}/outputs",
         }
 
     def ref(self, logical_id: str) -> str:
         """What `!Ref` of one of these resources gives in CloudFormation."""
         refs = {"JobTable": self.table_name, "ChunkQueue": self.queue_url,
-                "ChunkDeadLetterQueue": self.dlq_url}  # fmt: skip
+                "ChunkDeadLetterQueue": self.dlq_url, "DataBucket": self.bucket_name}  # fmt: skip
         return refs[logical_id]
 
 
@@ -106,6 +109,16 @@ def function_config(
             value = resolve(template, value, overrides)
             if isinstance(value, dict) and "Ref" in value:
                 value = stack.ref(value["Ref"])
+            elif isinstance(value, dict) and "Fn::Sub" in value:
+                value = re.sub(
+                    r"\$\{(\w+)\}",
+                    lambda m: (
+                        str(resolve(template, {"Ref": m[1]}, overrides))
+                        if m[1] in template["Parameters"]
+                        else stack.ref(m[1])
+                    ),
+                    value["Fn::Sub"],
+                )
             env[name] = str(value)
     return FunctionConfig(
         logical_id=logical_id,
@@ -148,8 +161,9 @@ def create_resources(
     overrides: dict[str, Any] | None = None,
     template: dict[str, Any] | None = None,
     visibility_timeout_s: int | None = None,
+    s3: Any | None = None,
 ) -> LocalStack:
-    """Create the DLQ, the chunk queue and the job table with boto3 clients (moto or real).
+    """Create the DLQ, the chunk queue, the job table and the bucket with boto3 (moto or real).
 
     `overrides` are template parameters, as `sam deploy --parameter-overrides` takes them.
     `visibility_timeout_s` replaces the chunk queue's (tests and benchmarks shorten time).
@@ -193,4 +207,10 @@ def create_resources(
         KeySchema=table["KeySchema"],
         GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
     )
-    return LocalStack(table_name, queue_url, dlq_url, max_receive)
+    bucket_name = f"{prefix}-data"
+    if s3 is None:
+        import boto3
+
+        s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket_name)
+    return LocalStack(table_name, queue_url, dlq_url, max_receive, bucket_name)

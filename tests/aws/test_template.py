@@ -94,15 +94,46 @@ def test_policies_are_sam_templates_scoped_to_our_resources(template: dict[str, 
 def test_parameters_and_outputs(template: dict[str, Any]) -> None:
     assert set(template["Parameters"]) == {
         "TotalItems", "ChunkSize", "ItemDelayMs", "MaxReceiveCount", "WorkerConcurrency",
-        "WorkerBatchSize",
+        "WorkerBatchSize", "OpenAiBaseUrl", "OpenAiModel", "OpenAiApiKey",
+        "LlmPricePromptPerMtok", "LlmPriceCompletionPerMtok",
     }  # fmt: skip
+    assert template["Parameters"]["OpenAiApiKey"]["NoEcho"] is True
     assert {"ApiUrl", "StartUrl", "ApiKeyId", "ChunkQueueUrl", "ChunkDeadLetterQueueUrl",
-            "JobTableName"} <= set(template["Outputs"])  # fmt: skip
+            "JobTableName", "DataBucketName"} <= set(template["Outputs"])  # fmt: skip
     # The functions see the parameters under the names the core's settings read.
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["TOTAL_ITEMS"] == {"Ref": "TotalItems"} and env["CHUNK_SIZE"] == {"Ref": "ChunkSize"}
     worker_env = resource(template, "WorkerFunction")["Environment"]["Variables"]
     assert worker_env["MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
+
+
+def test_every_function_variable_is_a_setting(template: dict[str, Any]) -> None:
+    from chunking.settings import Settings
+
+    names = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    for logical_id in ("StarterFunction", "StatusFunction", "WorkerFunction"):
+        names |= set(resource(template, logical_id).get("Environment", {}).get("Variables", {}))
+    names -= {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_LOG_LEVEL"}  # read by Powertools itself
+    assert {n.lower() for n in names} <= set(Settings.model_fields)
+
+
+def test_data_bucket_is_private_encrypted_and_reached_only_by_who_needs_it(
+    template: dict[str, Any],
+) -> None:
+    bucket = resource(template, "DataBucket")
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    [rule] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["LLM_OUTPUT_URI"] == {"Fn::Sub": "s3://${DataBucket}/outputs"}
+
+    def s3_policies(logical_id: str) -> dict[str, Any]:
+        policies = resource(template, logical_id)["Policies"]
+        return {k: v for p in policies for k, v in p.items() if k.startswith("S3")}
+
+    assert s3_policies("StarterFunction") == {"S3ReadPolicy": {"BucketName": {"Ref": "DataBucket"}}}
+    assert s3_policies("WorkerFunction") == {"S3CrudPolicy": {"BucketName": {"Ref": "DataBucket"}}}
+    assert s3_policies("StatusFunction") == {}
 
 
 def test_functions_run_the_python_of_ci(template: dict[str, Any]) -> None:

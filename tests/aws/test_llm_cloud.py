@@ -1,0 +1,147 @@
+"""The llm workload on the cloud path: starter, worker and status handlers against moto (S3, SQS,
+DynamoDB) and the OpenAI-compatible test server, through the real openai SDK."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from aws.local.lambda_events import SqsEventSource, get_status, lambda_context, post_start
+from aws.local.resources import LocalStack
+from aws.starter.app import lambda_handler as starter
+from aws.status.app import lambda_handler as status_handler
+from aws.worker.app import lambda_handler as worker
+from chunking import cloud
+from chunking.settings import get_settings
+from tests.aws.conftest import queue_bodies, visible_count
+from tests.llm_server import FakeModelServer
+from tests.support import ServerThread
+
+
+@pytest.fixture(scope="module")
+def fake_model() -> Iterator[tuple[FakeModelServer, str]]:
+    fake = FakeModelServer(retry_after="6")
+    server = ServerThread(fake.app).start()
+    yield fake, f"{server.url}/v1"
+    server.stop()
+
+
+@pytest.fixture
+def model(
+    fake_model: tuple[FakeModelServer, str], stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> FakeModelServer:
+    fake, url = fake_model
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    get_settings.cache_clear()
+    fake.calls.clear()
+    return fake
+
+
+@pytest.fixture
+def source(stack: LocalStack, sqs: Any) -> SqsEventSource:
+    return SqsEventSource(sqs, stack.queue_url, worker)
+
+
+def upload(stack: LocalStack, key: str, lines: list[dict[str, Any]]) -> str:
+    body = "".join(json.dumps(line) + "\n" for line in lines)
+    boto3.client("s3").put_object(Bucket=stack.bucket_name, Key=key, Body=body.encode())
+    return f"s3://{stack.bucket_name}/{key}"
+
+
+def post(spec: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    response = starter(post_start(spec), lambda_context())
+    return response["statusCode"], json.loads(response["body"])
+
+
+def status(job_id: str) -> dict[str, Any]:
+    response = status_handler(get_status(job_id), lambda_context())
+    assert response["statusCode"] == 200, response["body"]
+    result: dict[str, Any] = json.loads(response["body"])
+    return result
+
+
+def test_starter_counts_the_s3_input_and_refuses_what_cannot_run(
+    model: FakeModelServer, stack: LocalStack, sqs: Any
+) -> None:
+    uri = upload(stack, "inputs/ok.jsonl", [{"id": i, "prompt": f"p{i}"} for i in range(25)])
+    code, body = post({"workload": "llm", "input_uri": uri, "chunk_size": 10})
+    assert (code, body["total_items"], body["chunks_created"]) == (202, 25, 3)
+
+    bad = upload(stack, "inputs/bad.jsonl", [{"id": 1, "prompt": "a"}, {"prompt": "no id"}])
+    refused = [
+        ({"workload": "llm", "input_uri": bad}, "input_uri", "line 2: needs an id"),
+        ({"workload": "llm", "input_uri": "examples/prompts.jsonl"}, "input_uri", "S3"),
+        ({"workload": "llm", "input_uri": f"s3://{stack.bucket_name}/nope"}, "input_uri",
+         "no such object"),
+    ]  # fmt: skip
+    for spec, field, words in refused:
+        code, body = post(spec)
+        assert code == 400, body
+        [error] = body["errors"]
+        assert error["field"] == field and words in error["message"], error
+    assert visible_count(sqs, stack.queue_url) == 3  # only the good job's chunks
+
+
+def test_an_llm_job_runs_with_retries_only_where_needed_and_merges_its_output(
+    model: FakeModelServer, stack: LocalStack, sqs: Any, source: SqsEventSource
+) -> None:
+    lines: list[dict[str, Any]] = [{"id": f"r{i}", "text": f"review {i}"} for i in range(6)]
+    lines[1] = {"id": "r1", "prompt": "[400-context] a very long review"}
+    lines[4] = {"id": "r4", "prompt": "[429x1] review four"}
+    uri = upload(stack, "inputs/reviews.jsonl", lines)
+    code, body = post({"workload": "llm", "input_uri": uri, "chunk_size": 2,
+                       "prompt_template": "Summarise: {text}"})  # fmt: skip
+    assert code == 202, body
+    job_id = body["job_id"]
+
+    messages, failed = source.poll_once()
+    [limited] = [m for m in messages if json.loads(m["Body"])["chunk_index"] == 2]
+    assert failed == {limited["MessageId"]}
+    assert source.receive() == []  # hidden for the Retry-After the server gave (6 s)
+    source.fast_forward()
+    source.drain()
+
+    final = status(job_id)
+    assert (final["status"], final["chunks_succeeded"], final["chunks_failed"]) == ("partial", 3, 0)
+    assert (final["items_processed"], final["attempts"], final["retries"]) == (6, 4, 1)
+    usage = final["usage"]
+    # "Summarise: review N": 3 prompt words -> 3 prompt and 4 completion tokens (test server).
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (4 * 3 + 3, 4 * 4 + 4)
+    assert usage["items_failed"] == 1 and usage["est_cost_usd"] > 0
+    assert [c["index"] for c in usage["by_chunk"]] == [0, 1, 2]
+    assert final["output_uri"] == f"s3://{stack.bucket_name}/outputs/{job_id}/output.jsonl"
+
+    merged = boto3.client("s3").get_object(Bucket=stack.bucket_name,
+                                           Key=f"outputs/{job_id}/output.jsonl")  # fmt: skip
+    rows = [json.loads(line) for line in merged["Body"].read().decode().splitlines()]
+    assert [r["id"] for r in rows] == [f"r{i}" for i in range(6)]
+    assert rows[1]["output"] is None and "context_length_exceeded" in rows[1]["error"]
+    assert rows[5]["output"] == "echo: Summarise: review 5"
+    assert model.calls["Summarise: review 5"] == 1  # answered once, though its chunk ran twice
+    assert model.calls["[429x1] review four"] == 2
+    assert model.calls["[400-context] a very long review"] == 1  # never retried
+
+
+def test_a_rejected_key_fails_the_chunk_and_dead_letters_it_at_once(
+    model: FakeModelServer, stack: LocalStack, sqs: Any, source: SqsEventSource
+) -> None:
+    lines = [{"id": "a", "prompt": "fine a"}, {"id": "b", "prompt": "[401] rejected"},
+             {"id": "c", "prompt": "fine c"}]  # fmt: skip
+    code, body = post(
+        {"workload": "llm", "input_uri": upload(stack, "inputs/k.jsonl", lines), "chunk_size": 3}
+    )
+    assert code == 202, body
+    _messages, failed = source.poll_once()
+    assert failed == set() and visible_count(sqs, stack.queue_url) == 0
+    [dead] = queue_bodies(sqs, stack.dlq_url)
+    assert "401 invalid_api_key" in dead["attributes"]["error"]["StringValue"]
+    final = status(body["job_id"])
+    assert (final["status"], final["chunks_failed"], final["retries"]) == ("failed", 1, 0)
+    assert model.calls["[401] rejected"] == 1 and model.calls["fine c"] == 0
+    # What was answered before the refusal is kept, and in the output.
+    assert final["usage"]["prompt_tokens"] == 2
+    assert cloud.job_store().item_results(body["job_id"], 0)[0].output == "echo: fine a"
