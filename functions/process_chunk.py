@@ -42,7 +42,7 @@ async def run_chunk_step(job_id: str, index: int, platform_attempt: int) -> dict
     try:
         outcome = await attempt_chunk(
             get_store(), job_id, index,
-            last_attempt=last_attempt, budget_s=settings.inngest_step_budget_s,
+            last_attempt=last_attempt, budget_s=get_settings().inngest_step_budget_s,
         )  # fmt: skip
     except PermanentError as err:  # the job or chunk does not exist: nothing to record
         raise inngest.NonRetriableError(str(err)) from err

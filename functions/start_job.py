@@ -71,7 +71,9 @@ async def fail_started_job(ctx: inngest.Context) -> None:
 )
 async def start_job(ctx: inngest.Context) -> dict[str, Any]:
     spec = spec_from_event(ctx.event.data)
-    job = await ctx.step.run("create-job", create_or_adopt_job, spec.model_dump(mode="json"))
+    job = await ctx.step.run(
+        "create-job", create_or_adopt_job, spec.model_dump(mode="json", exclude_unset=True)
+    )
     job_id, total_chunks = job["job_id"], job["total_chunks"]
     if not job["started"]:
         # Already started by an earlier event with this job_id: one job, one fan-out.

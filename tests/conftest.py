@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -84,18 +82,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One AWS call at a time, as each call is atomic in the real services.
-
-    In-process moto is not thread-safe: two conditional writes racing from worker threads can
-    both pass their condition, which DynamoDB never allows. The worker runs records in threads.
-    """
+    """One AWS call at a time (see tests/aws/atomic_calls.py)."""
     from botocore.client import BaseClient
 
-    lock = threading.Lock()
+    from tests.aws.atomic_calls import one_at_a_time
+
     real_call = getattr(BaseClient, "_make_api_call")  # noqa: B009 - private, typed away
-
-    def one_at_a_time(self: Any, operation: str, params: Any) -> Any:
-        with lock:
-            return real_call(self, operation, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", one_at_a_time)
+    monkeypatch.setattr(BaseClient, "_make_api_call", one_at_a_time(real_call))

@@ -33,6 +33,11 @@ def main() -> None:
     # Test scaffolding only, loaded by file path so the repo never lands on sys.path.
     resources = load("stack_resources", REPO / "aws/local/resources.py")
     events = load("lambda_events", REPO / "aws/local/lambda_events.py")
+    atomic = load("atomic_calls", REPO / "tests/aws/atomic_calls.py")
+    from botocore.client import BaseClient
+
+    real_call = getattr(BaseClient, "_make_api_call")  # noqa: B009 - private, typed away
+    setattr(BaseClient, "_make_api_call", atomic.one_at_a_time(real_call))  # noqa: B010
     with mock_aws():
         stack = resources.create_resources(
             boto3.client("dynamodb"), boto3.client("sqs"), template=resources.load_template()

@@ -58,11 +58,13 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_sam_build_produces_self_contained_artifacts(build_dir: Path) -> None:
     layer = build_dir / "CoreLayer/python"
     for package in ("chunking", "pydantic", "pydantic_core", "pydantic_settings",
-                    "aws_lambda_powertools"):  # fmt: skip
+                    "aws_lambda_powertools", "openai", "jiter"):  # fmt: skip
         assert (layer / package).is_dir(), f"{package} missing from the layer"
     # Wheels for Lambda's platform, whatever machine built them.
     [core_so] = list((layer / "pydantic_core").glob("_pydantic_core*.so"))
     assert "x86_64-linux-gnu" in core_so.name and "311" in core_so.name
+    [jiter_so] = list((layer / "jiter").glob("jiter*.so"))  # openai's compiled JSON parser
+    assert "x86_64-linux-gnu" in jiter_so.name and "311" in jiter_so.name
     for function in ("StarterFunction", "StatusFunction", "WorkerFunction"):
         assert (build_dir / function / "app.py").is_file()
 

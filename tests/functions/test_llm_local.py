@@ -1,0 +1,181 @@
+"""The llm workload on the local path: POST /jobs over HTTP, then start_job and process_chunk in
+the SDK's in-process executor, the real openai SDK talking to the OpenAI-compatible test server."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import inngest
+import pytest
+from inngest.experimental import mocked
+
+from chunking.settings import get_settings
+from functions.events import JOB_COMPLETED, PROCESS_CHUNK, START_JOB
+from functions.process_chunk import process_chunk
+from functions.start_job import start_job
+from tests.llm_server import FakeModelServer
+from tests.support import FakeInngestApi, ServerThread, replay, trigger
+
+
+@pytest.fixture(scope="module")
+def fake_model() -> Iterator[tuple[FakeModelServer, str]]:
+    fake = FakeModelServer(retry_after="20", hang_s=30)
+    server = ServerThread(fake.app).start()
+    yield fake, f"{server.url}/v1"
+    server.stop()
+
+
+@pytest.fixture
+def model(
+    fake_model: tuple[FakeModelServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> FakeModelServer:
+    fake, url = fake_model
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    monkeypatch.setenv("LLM_OUTPUT_URI", str(tmp_path / "outputs"))
+    get_settings.cache_clear()
+    fake.calls.clear()
+    return fake
+
+
+@pytest.fixture
+def api(fake_inngest: FakeInngestApi, model: FakeModelServer) -> Iterator[httpx.Client]:
+    from main import app
+
+    server = ServerThread(app).start()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http
+    server.stop()
+
+
+def write_input(path: Path, lines: list[dict[str, Any]]) -> str:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return str(path)
+
+
+def spy_errors(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
+    """The errors process_chunk's runs raised (the executor retries them, as Inngest does)."""
+    errors: list[BaseException] = []
+    real_call = process_chunk.call
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        result = await real_call(*args, **kwargs)
+        if result.error is not None:
+            errors.append(result.error)
+        return result
+
+    monkeypatch.setattr(process_chunk, "call", spy)
+    return errors
+
+
+def test_an_llm_job_runs_end_to_end_and_reports_tokens_cost_and_output(
+    api: httpx.Client,
+    fake_inngest: FakeInngestApi,
+    model: FakeModelServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines: list[dict[str, Any]] = [{"id": f"t{i}", "text": f"ticket {i}"} for i in range(5)]
+    lines[0] = {"id": "t0", "prompt": "[refuse] something unsafe"}
+    lines[3] = {"id": "t3", "prompt": "[429x1] ticket three"}
+    uri = write_input(tmp_path / "tickets.jsonl", lines)
+    response = api.post("/jobs", json={"workload": "llm", "input_uri": uri, "chunk_size": 2,
+                                       "prompt_template": "Classify: {text}"})  # fmt: skip
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    [start_event] = fake_inngest.named(START_JOB)
+    assert start_event["data"]["total_items"] == 5  # counted from the input
+
+    assert replay(start_job, start_event).status is mocked.Status.COMPLETED
+    errors = spy_errors(monkeypatch)
+    results = [replay(process_chunk, e) for e in fake_inngest.named(PROCESS_CHUNK)]
+    assert all(r.status is mocked.Status.COMPLETED for r in results), results
+
+    [rate_limited] = errors  # one retry in all, for the 429, after the server's Retry-After
+    assert isinstance(rate_limited, inngest.RetryAfterError)
+    waited = (rate_limited.retry_after - datetime.datetime.now()).total_seconds()
+    assert 15 < waited <= 20
+
+    final = api.get(f"/jobs/{job_id}").json()
+    assert (final["status"], final["chunks_succeeded"], final["items_processed"]) == (
+        "partial", 3, 5,
+    )  # fmt: skip
+    assert (final["attempts"], final["retries"]) == (4, 1)
+    usage = final["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (3 * 3 + 3, 3 * 4 + 4)
+    assert usage["items_failed"] == 1
+    expected_cost = (usage["prompt_tokens"] * 0.15 + usage["completion_tokens"] * 0.60) / 1e6
+    assert usage["est_cost_usd"] == round(expected_cost, 6)
+    assert final["output_uri"] == str(tmp_path / "outputs" / job_id / "output.jsonl")
+    rows = [json.loads(line) for line in Path(final["output_uri"]).read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["t0", "t1", "t2", "t3", "t4"]
+    assert rows[0]["output"] is None and "content_filter" in rows[0]["error"]
+    assert model.calls["[refuse] something unsafe"] == 1  # permanent: never asked again
+    assert model.calls["Classify: ticket 2"] == 1  # its chunk ran twice; it was asked once
+
+    [completed] = fake_inngest.named(JOB_COMPLETED)
+    assert completed["data"]["output_uri"] == final["output_uri"]
+    assert completed["data"]["usage"]["prompt_tokens"] == usage["prompt_tokens"]
+
+
+def test_bad_input_is_refused_with_its_line_and_nothing_is_recorded(
+    api: httpx.Client, fake_inngest: FakeInngestApi, tmp_path: Path
+) -> None:
+    uri = tmp_path / "bad.jsonl"
+    uri.write_text('{"id": 1, "prompt": "fine"}\n{"id": 2, "prompt": "cut off\n')
+    response = api.post("/jobs", json={"workload": "llm", "input_uri": str(uri)})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "input_uri"]
+    assert "line 2: not valid JSON" in error["msg"]
+    response = api.post("/jobs", json={"workload": "llm"})
+    assert response.status_code == 422 and "input_uri" in response.text
+    assert fake_inngest.events == [] and api.get("/jobs").json() == []
+
+    # The same input sent straight to demo/start_job (e.g. from the Dev Server UI).
+    result = trigger(start_job, START_JOB, {"workload": "llm", "input_uri": str(uri)})
+    assert result.status is mocked.Status.FAILED
+    assert isinstance(result.error, inngest.NonRetriableError)
+    assert "input_uri" in str(result.error) and "line 2" in str(result.error)
+
+
+def test_no_model_call_outlives_the_step_budget(
+    fake_inngest: FakeInngestApi,
+    model: FakeModelServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("INNGEST_STEP_BUDGET_S", "1.5")
+    get_settings.cache_clear()
+    uri = write_input(tmp_path / "in.jsonl", [{"id": "a", "prompt": "quick a"},
+                                              {"id": "b", "prompt": "[hang] b"}])  # fmt: skip
+    started = trigger(start_job, START_JOB, {"workload": "llm", "input_uri": uri})
+    assert started.status is mocked.Status.COMPLETED, started.error
+    [event] = fake_inngest.named(PROCESS_CHUNK)
+    began = time.monotonic()
+    result = replay(process_chunk, event)
+    elapsed = time.monotonic() - began
+    assert result.status is mocked.Status.FAILED
+    attempts = 1 + get_settings().chunk_retries
+    assert elapsed < attempts * 1.5 + 2  # the server hangs for 30 s; every call was cut short
+    status = api_status(started.output["job_id"])
+    [failed] = status["failed_chunks"]
+    assert failed["attempts"] == attempts and "gave up after 4 attempts" in failed["error"]
+    assert model.calls["quick a"] == 1  # answered on the first attempt, kept, never re-asked
+    assert model.calls["[hang] b"] == attempts
+    rows = (tmp_path / "outputs" / started.output["job_id"] / "output.jsonl").read_text()
+    assert [json.loads(r)["id"] for r in rows.splitlines()] == ["a"]
+
+
+def api_status(job_id: str) -> dict[str, Any]:
+    from functions.deps import get_store
+
+    found = get_store().status(job_id)
+    assert found is not None
+    result: dict[str, Any] = found.model_dump(mode="json")
+    return result
