@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from chunking.settings import Settings
+from tests.llm_server import FakeModelServer
 from tests.support import FakeInngestApi, ServerThread
 
 # A developer's own .env must not change what the tests see.
@@ -53,11 +54,37 @@ def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     forget_jobs()
     db = tmp_path / "jobs.sqlite3"
     monkeypatch.setenv("JOB_DB_PATH", str(db))
+    monkeypatch.setenv("LLM_OUTPUT_URI", str(tmp_path / "outputs"))
     get_settings.cache_clear()
     get_store.cache_clear()
     yield db
     get_settings.cache_clear()
     get_store.cache_clear()
+
+
+MODEL_RETRY_AFTER_S = 6  # what the test model server's 429s ask for
+
+
+@pytest.fixture(scope="session")
+def model_server() -> Iterator[tuple[FakeModelServer, str]]:
+    fake = FakeModelServer(retry_after=str(MODEL_RETRY_AFTER_S), hang_s=30)
+    server = ServerThread(fake.app).start()
+    yield fake, f"{server.url}/v1"
+    server.stop()
+
+
+@pytest.fixture
+def model(
+    model_server: tuple[FakeModelServer, str], monkeypatch: pytest.MonkeyPatch
+) -> FakeModelServer:
+    """The OpenAI-compatible test server as the configured model, its call counts cleared."""
+    from chunking.settings import get_settings
+
+    fake, url = model_server
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    get_settings.cache_clear()
+    fake.calls.clear()
+    return fake
 
 
 @pytest.fixture

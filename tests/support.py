@@ -103,6 +103,21 @@ def replay(fn: inngest.Function[Any], event: dict[str, Any]) -> Any:
     return trigger(fn, event["name"], event.get("data", {}))
 
 
+def spy_run_errors(fn: inngest.Function[Any], monkeypatch: Any) -> list[BaseException]:
+    """The errors a function's runs raise, in order (the executor retries them, as Inngest)."""
+    errors: list[BaseException] = []
+    real_call = fn.call
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        result = await real_call(*args, **kwargs)
+        if result.error is not None:
+            errors.append(result.error)
+        return result
+
+    monkeypatch.setattr(fn, "call", spy)
+    return errors
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -4,7 +4,6 @@ DynamoDB) and the OpenAI-compatible test server, through the real openai SDK."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -16,29 +15,8 @@ from aws.starter.app import lambda_handler as starter
 from aws.status.app import lambda_handler as status_handler
 from aws.worker.app import lambda_handler as worker
 from chunking import cloud
-from chunking.settings import get_settings
 from tests.aws.conftest import queue_bodies, visible_count
 from tests.llm_server import FakeModelServer
-from tests.support import ServerThread
-
-
-@pytest.fixture(scope="module")
-def fake_model() -> Iterator[tuple[FakeModelServer, str]]:
-    fake = FakeModelServer(retry_after="6")
-    server = ServerThread(fake.app).start()
-    yield fake, f"{server.url}/v1"
-    server.stop()
-
-
-@pytest.fixture
-def model(
-    fake_model: tuple[FakeModelServer, str], stack: LocalStack, monkeypatch: pytest.MonkeyPatch
-) -> FakeModelServer:
-    fake, url = fake_model
-    monkeypatch.setenv("OPENAI_BASE_URL", url)
-    get_settings.cache_clear()
-    fake.calls.clear()
-    return fake
 
 
 @pytest.fixture
@@ -101,7 +79,7 @@ def test_an_llm_job_runs_with_retries_only_where_needed_and_merges_its_output(
     messages, failed = source.poll_once()
     [limited] = [m for m in messages if json.loads(m["Body"])["chunk_index"] == 2]
     assert failed == {limited["MessageId"]}
-    assert source.receive() == []  # hidden for the Retry-After the server gave (6 s)
+    assert source.receive() == []  # hidden for the Retry-After the server gave
     source.fast_forward()
     source.drain()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import boto3
@@ -21,8 +21,8 @@ from chunking.runner import AttemptOutcome, attempt_chunk
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.sqlite_store import SqliteJobStore
+from tests.conftest import MODEL_RETRY_AFTER_S
 from tests.llm_server import FakeModelServer
-from tests.support import ServerThread
 
 
 def write_input(path: Path, lines: list[dict[str, object]]) -> str:
@@ -34,26 +34,6 @@ def errors_of(spec: Mapping[str, object], path: str = "local") -> dict[str, str]
     with pytest.raises(ValidationError) as info:
         prepare_spec(JobSpec.model_validate(spec), "cloud" if path == "cloud" else "local")
     return {e["field"]: e["message"] for e in field_errors(info.value)}
-
-
-@pytest.fixture(scope="module")
-def fake_model() -> Iterator[FakeModelServer]:
-    fake = FakeModelServer(retry_after="4")
-    server = ServerThread(fake.app).start()
-    fake.base_url = f"{server.url}/v1"  # type: ignore[attr-defined]
-    yield fake
-    server.stop()
-
-
-@pytest.fixture
-def model_env(
-    fake_model: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> FakeModelServer:
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_model.base_url)  # type: ignore[attr-defined]
-    monkeypatch.setenv("LLM_OUTPUT_URI", str(tmp_path / "outputs"))
-    get_settings.cache_clear()
-    fake_model.calls.clear()
-    return fake_model
 
 
 # --- the spec ---------------------------------------------------------------------------------
@@ -82,7 +62,7 @@ def test_llm_fields_are_validated_by_name(spec: dict[str, object], field: str, w
 # --- preparing a job from its input -------------------------------------------------------------
 
 
-def test_prepare_counts_the_input_items(model_env: FakeModelServer, tmp_path: Path) -> None:
+def test_prepare_counts_the_input_items(model: FakeModelServer, tmp_path: Path) -> None:
     uri = write_input(tmp_path / "in.jsonl", [{"id": i, "text": f"t{i}"} for i in range(7)])
     spec = prepare_spec(
         JobSpec(workload="llm", input_uri=uri, chunk_size=3, prompt_template="Q: {text}"), "local"
@@ -91,7 +71,7 @@ def test_prepare_counts_the_input_items(model_env: FakeModelServer, tmp_path: Pa
     assert prepare_spec(spec, "local") == spec  # a recorded spec prepares to itself
 
 
-def test_prepare_refuses_what_cannot_run(model_env: FakeModelServer, tmp_path: Path) -> None:
+def test_prepare_refuses_what_cannot_run(model: FakeModelServer, tmp_path: Path) -> None:
     uri = write_input(tmp_path / "in.jsonl", [{"id": 1, "prompt": "a"}, {"id": 1, "prompt": "b"}])
     assert (
         "line 2: id '1' is also on line 1"
@@ -153,7 +133,7 @@ def run_chunk_attempt(store: SqliteJobStore, job_id: str, index: int) -> Attempt
 
 
 def test_an_llm_job_answers_every_item_and_merges_outputs_in_input_order(
-    model_env: FakeModelServer, tmp_path: Path
+    model: FakeModelServer, tmp_path: Path
 ) -> None:
     lines: list[dict[str, object]] = [{"id": f"q{i}", "text": f"item {i}"} for i in range(7)]
     lines[2] = {"id": "q2", "prompt": "[400-context] far too long"}
@@ -171,7 +151,7 @@ def test_an_llm_job_answers_every_item_and_merges_outputs_in_input_order(
     run_chunk_attempt(store, "llm", 2)
     with pytest.raises(RateLimitedError) as info:
         run_chunk_attempt(store, "llm", 1)
-    assert info.value.retry_after_s == 4
+    assert info.value.retry_after_s == MODEL_RETRY_AFTER_S
     run_chunk_attempt(store, "llm", 0)
     status = store.status("llm")
     assert status is not None and status.status == "running" and status.output_uri is None
@@ -199,13 +179,13 @@ def test_an_llm_job_answers_every_item_and_merges_outputs_in_input_order(
     assert chunk_files == ["chunk-000000.jsonl", "chunk-000001.jsonl", "chunk-000002.jsonl"]
     assert Path(chunk_output_uri("llm", 2)).read_text().count("\n") == 1
     # Paid once: the rate-limited retry asked only for what was missing; no retry of the 400.
-    assert model_env.calls["Say: item 3"] == 1
-    assert model_env.calls["[429x1] busy once"] == 2
-    assert model_env.calls["[400-context] far too long"] == 1
+    assert model.calls["Say: item 3"] == 1
+    assert model.calls["[429x1] busy once"] == 2
+    assert model.calls["[400-context] far too long"] == 1
 
 
 def test_an_input_changed_under_a_running_job_fails_the_chunk_permanently(
-    model_env: FakeModelServer, tmp_path: Path
+    model: FakeModelServer, tmp_path: Path
 ) -> None:
     uri = write_input(tmp_path / "in.jsonl", [{"id": i, "prompt": f"p {i}"} for i in range(4)])
     store = SqliteJobStore(tmp_path / "jobs.sqlite3")

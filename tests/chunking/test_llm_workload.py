@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,15 @@ from chunking.llm_input import Item
 from chunking.llm_workload import LlmChunkResult, answer_items
 from chunking.spec import JobSpec
 from chunking.sqlite_store import SqliteJobStore
+from tests.conftest import MODEL_RETRY_AFTER_S
 from tests.llm_server import FakeModelServer
-from tests.support import ServerThread
 
 
-@pytest.fixture(scope="module")
-def model() -> Iterator[tuple[FakeModelServer, LlmClient]]:
-    fake = FakeModelServer(retry_after="3", hang_s=5)
-    server = ServerThread(fake.app).start()
-    yield fake, LlmClient(api_key="k", base_url=f"{server.url}/v1", model="m")
-    server.stop()
+@pytest.fixture
+def model(model_server: tuple[FakeModelServer, str]) -> tuple[FakeModelServer, LlmClient]:
+    fake, url = model_server
+    fake.calls.clear()
+    return fake, LlmClient(api_key="k", base_url=url, model="m")
 
 
 @pytest.fixture
@@ -64,7 +62,7 @@ def test_a_retried_chunk_never_asks_an_answered_item_again(
     prompts = ["alpha x", "beta x", "[429] gamma", "delta x"]
     with pytest.raises(RateLimitedError) as info:
         run(store, client, prompts)
-    assert info.value.retry_after_s == 3
+    assert info.value.retry_after_s == MODEL_RETRY_AFTER_S
     assert [r.id for r in store.item_results("llm-job", 0)] == ["id-0", "id-1"]  # kept at once
     # The retry: the rate limit is gone (a new prompt stands for it), answered items are skipped.
     prompts[2] = "gamma x"

@@ -19,28 +19,9 @@ from chunking.settings import get_settings
 from functions.events import JOB_COMPLETED, PROCESS_CHUNK, START_JOB
 from functions.process_chunk import process_chunk
 from functions.start_job import start_job
+from tests.conftest import MODEL_RETRY_AFTER_S
 from tests.llm_server import FakeModelServer
-from tests.support import FakeInngestApi, ServerThread, replay, trigger
-
-
-@pytest.fixture(scope="module")
-def fake_model() -> Iterator[tuple[FakeModelServer, str]]:
-    fake = FakeModelServer(retry_after="20", hang_s=30)
-    server = ServerThread(fake.app).start()
-    yield fake, f"{server.url}/v1"
-    server.stop()
-
-
-@pytest.fixture
-def model(
-    fake_model: tuple[FakeModelServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> FakeModelServer:
-    fake, url = fake_model
-    monkeypatch.setenv("OPENAI_BASE_URL", url)
-    monkeypatch.setenv("LLM_OUTPUT_URI", str(tmp_path / "outputs"))
-    get_settings.cache_clear()
-    fake.calls.clear()
-    return fake
+from tests.support import FakeInngestApi, ServerThread, replay, spy_run_errors, trigger
 
 
 @pytest.fixture
@@ -56,21 +37,6 @@ def api(fake_inngest: FakeInngestApi, model: FakeModelServer) -> Iterator[httpx.
 def write_input(path: Path, lines: list[dict[str, Any]]) -> str:
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return str(path)
-
-
-def spy_errors(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
-    """The errors process_chunk's runs raised (the executor retries them, as Inngest does)."""
-    errors: list[BaseException] = []
-    real_call = process_chunk.call
-
-    async def spy(*args: Any, **kwargs: Any) -> Any:
-        result = await real_call(*args, **kwargs)
-        if result.error is not None:
-            errors.append(result.error)
-        return result
-
-    monkeypatch.setattr(process_chunk, "call", spy)
-    return errors
 
 
 def test_an_llm_job_runs_end_to_end_and_reports_tokens_cost_and_output(
@@ -92,14 +58,14 @@ def test_an_llm_job_runs_end_to_end_and_reports_tokens_cost_and_output(
     assert start_event["data"]["total_items"] == 5  # counted from the input
 
     assert replay(start_job, start_event).status is mocked.Status.COMPLETED
-    errors = spy_errors(monkeypatch)
+    errors = spy_run_errors(process_chunk, monkeypatch)
     results = [replay(process_chunk, e) for e in fake_inngest.named(PROCESS_CHUNK)]
     assert all(r.status is mocked.Status.COMPLETED for r in results), results
 
     [rate_limited] = errors  # one retry in all, for the 429, after the server's Retry-After
     assert isinstance(rate_limited, inngest.RetryAfterError)
     waited = (rate_limited.retry_after - datetime.datetime.now()).total_seconds()
-    assert 15 < waited <= 20
+    assert MODEL_RETRY_AFTER_S - 5 < waited <= MODEL_RETRY_AFTER_S
 
     final = api.get(f"/jobs/{job_id}").json()
     assert (final["status"], final["chunks_succeeded"], final["items_processed"]) == (

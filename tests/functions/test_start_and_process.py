@@ -18,7 +18,7 @@ from functions.deps import get_store
 from functions.events import JOB_COMPLETED, PROCESS_CHUNK, START_JOB
 from functions.process_chunk import process_chunk
 from functions.start_job import start_job
-from tests.support import FakeInngestApi, replay, trigger
+from tests.support import FakeInngestApi, replay, spy_run_errors, trigger
 
 
 def start(**spec: Any) -> str:
@@ -174,16 +174,7 @@ def test_rate_limited_chunk_asks_inngest_to_wait(
 
     monkeypatch.setattr(module, "run_chunk", rate_limited_once)
     job_id = start(total_items=10, chunk_size=10)
-    errors: list[BaseException] = []
-    real_call = process_chunk.call
-
-    async def spy_call(*args: Any, **kwargs: Any) -> Any:
-        result = await real_call(*args, **kwargs)
-        if result.error is not None:
-            errors.append(result.error)
-        return result
-
-    monkeypatch.setattr(process_chunk, "call", spy_call)
+    errors = spy_run_errors(process_chunk, monkeypatch)
     [event] = fake_inngest.named(PROCESS_CHUNK)
     result = replay(process_chunk, event)
     assert result.status is mocked.Status.COMPLETED
