@@ -12,7 +12,8 @@ import boto3
 from chunking.dynamo_store import DynamoJobStore
 
 EMULATOR_ENDPOINT = "http://127.0.0.1:5000"
-EMULATOR_NAMES = {"queue": "long-jobs-chunks", "dlq": "long-jobs-dlq", "table": "long-jobs-jobs"}
+EMULATOR_NAMES = {"queue": "long-jobs-chunks", "dlq": "long-jobs-dlq", "table": "long-jobs-jobs",
+                  "bucket": "long-jobs-data"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class CloudTarget:
     dlq_url: str
     table_name: str | None
     endpoint_url: str | None  # None: real AWS
+    bucket_name: str | None = None  # the stack's data bucket (llm inputs and outputs)
 
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.endpoint_url)
@@ -42,7 +44,7 @@ def resolve_target(args: argparse.Namespace) -> CloudTarget:
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         return CloudTarget(
             outputs["ChunkQueueUrl"], outputs["ChunkDeadLetterQueueUrl"],
-            outputs.get("JobTableName"), args.endpoint_url,
+            outputs.get("JobTableName"), args.endpoint_url, outputs.get("DataBucketName"),
         )  # fmt: skip
     endpoint = args.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or EMULATOR_ENDPOINT
     if endpoint == EMULATOR_ENDPOINT:
@@ -56,4 +58,5 @@ def resolve_target(args: argparse.Namespace) -> CloudTarget:
         sqs.get_queue_url(QueueName=EMULATOR_NAMES["dlq"])["QueueUrl"],
         EMULATOR_NAMES["table"],
         endpoint,
+        EMULATOR_NAMES["bucket"],
     )

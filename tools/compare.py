@@ -2,11 +2,14 @@
 
     python -m tools.compare --items 500 --chunk-size 50
     make compare ITEMS=500 CHUNK_SIZE=50
+    python -m tools.compare --chunk-size 4 --spec "$(cat examples/llm-job.json)"   # llm workload
 
 Local: `POST /jobs` on the app (make run), which needs an Inngest Dev Server. Cloud: `POST /start`
 on AWS_START_URL — the offline emulation by default (make aws-local), or a deployed stack.
 Shows progress bars while both run, then one table; writes the figures as JSON and a PNG chart.
 A path that cannot run says why and how to start it; the other still runs.
+An llm job's local input file is uploaded to the stack's data bucket for the cloud path, and
+the table adds each path's tokens, estimated model cost and merged output.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from chunking.api_errors import describe
+from chunking.prepare import prepare_spec
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.status import TERMINAL_STATUSES
@@ -141,12 +145,37 @@ def dead_letters(args: argparse.Namespace) -> int | None:
     return sum(int(v) for v in attributes.values())
 
 
+def cloud_input(spec: JobSpec, args: argparse.Namespace) -> JobSpec:
+    """The spec for the cloud path: a local llm input is uploaded to the stack's data bucket."""
+    uri = spec.input_uri
+    if uri is None or uri.startswith("s3://"):
+        return spec
+    target = resolve_target(args)
+    if not target.bucket_name:
+        raise RuntimeError("the stack has no DataBucketName output to upload the input to")
+    key = f"inputs/{Path(uri).name}"
+    target.client("s3").upload_file(uri, target.bucket_name, key)
+    return spec.model_copy(update={"input_uri": f"s3://{target.bucket_name}/{key}"})
+
+
+def usage_figures(status: dict[str, Any]) -> dict[str, Any]:
+    usage = status.get("usage")
+    if not usage:
+        return {}
+    return {
+        "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
+        "items_failed": usage["items_failed"], "model_cost_usd": usage["est_cost_usd"],
+        "output_uri": status.get("output_uri"),
+    }  # fmt: skip
+
+
 def figures(run: PathRun) -> dict[str, Any]:
     if run.not_run is not None:
         return {"not_run": run.not_run}
     s = run.status
     wall = run.wall_s or 0.0
     return {
+        **usage_figures(s),
         "status": s["status"], "job_id": s["job_id"], "total_chunks": s["total_chunks"],
         "chunks_succeeded": s["chunks_succeeded"], "chunks_failed": s["chunks_failed"],
         "items_processed": s["items_processed"], "wall_s": round(wall, 3),
@@ -157,10 +186,17 @@ def figures(run: PathRun) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def title(spec: dict[str, Any]) -> str:
+    if spec["workload"] == "llm":
+        items, size = spec["total_items"], spec["chunk_size"]
+        return f"llm: {Path(spec['input_uri']).name} ({items} items), chunks of {size}"
+    return (f"{spec['total_items']} items, chunks of {spec['chunk_size']}, "
+            f"{spec['item_delay_ms']} ms per item")  # fmt: skip
+
+
 def render(report: dict[str, Any], console: Console) -> None:
     spec = report["spec"]
-    table = Table(title=f"{spec['total_items']} items, chunks of {spec['chunk_size']}, "
-                        f"{spec['item_delay_ms']} ms per item")  # fmt: skip
+    table = Table(title=title(spec))
     table.add_column("")
     table.add_column("local (Inngest)")
     table.add_column("cloud (SAM stack)")
@@ -171,6 +207,10 @@ def render(report: dict[str, Any], console: Console) -> None:
             ("attempts", "attempts"), ("retries", "retries"),
             ("failed chunk indexes", "failed_chunks")]  # fmt: skip
     local, cloud = report["local"], report["cloud"]
+    if spec["workload"] == "llm":
+        rows += [("prompt tokens", "prompt_tokens"), ("completion tokens", "completion_tokens"),
+                 ("items the model failed", "items_failed"),
+                 ("est. model cost ($)", "model_cost_usd"), ("output", "output_uri")]  # fmt: skip
     for label, key in rows:
         table.add_row(label, *(str(p.get(key, "—")) for p in (local, cloud)))
     dlq = report.get("dlq_messages")
@@ -216,9 +256,9 @@ def chart(report: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=settings.total_items)
+    parser.add_argument("--items", type=int, help=f"default {settings.total_items}; llm: counted")
     parser.add_argument("--chunk-size", type=int, default=settings.chunk_size)
-    parser.add_argument("--item-delay-ms", type=int, default=settings.item_delay_ms)
+    parser.add_argument("--item-delay-ms", type=int, help=f"default {settings.item_delay_ms}")
     parser.add_argument(
         "--spec", default="{}", help='more JobSpec fields as JSON, e.g. {"fail_chunks": [3]}'
     )
@@ -240,15 +280,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sizes = {"total_items": args.items, "chunk_size": args.chunk_size,
                  "item_delay_ms": args.item_delay_ms}  # fmt: skip
-        spec = JobSpec.model_validate({**sizes, **json.loads(args.spec)})
+        given = {k: v for k, v in sizes.items() if v is not None}
+        spec = prepare_spec(JobSpec.model_validate({**given, **json.loads(args.spec)}), "local")
     except (ValidationError, json.JSONDecodeError) as err:
         detail = describe(err) if isinstance(err, ValidationError) else f"--spec: {err}"
         console.print(f"[red]invalid job: {detail}[/red]")
         return 2
+    if spec.input_uri and not spec.input_uri.startswith("s3://"):
+        # The app may run elsewhere than this shell's folder.
+        spec = spec.model_copy(update={"input_uri": str(Path(spec.input_uri).resolve())})
 
     runs = [start_local(spec, args.local_url, args.dev_server_url)]
-    runs.append(start_cloud(spec, args.cloud_url, args.api_key) if args.cloud_url else
-                PathRun("cloud", not_run="AWS_START_URL is not set"))  # fmt: skip
+    if not args.cloud_url:
+        runs.append(PathRun("cloud", not_run="AWS_START_URL is not set"))
+    else:
+        try:
+            runs.append(start_cloud(cloud_input(spec, args), args.cloud_url, args.api_key))
+        except Exception as err:  # no bucket, no credentials, emulator down: say so
+            runs.append(PathRun("cloud", not_run=f"could not upload the input: {err}"))
     wait(runs, args.timeout, console)
     local, cloud = runs
     report: dict[str, Any] = {
@@ -266,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         report["dlq_messages"] = dead_letters(args)
     render(report, console)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"compare-{spec.total_items}-{spec.chunk_size}"
+    name = Path(spec.input_uri).stem if spec.input_uri else str(spec.total_items)
+    stem = args.out_dir / f"compare-{name}-{spec.chunk_size}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
     chart(report, stem.with_suffix(".png"))
     console.print(f"wrote {stem}.json and {stem}.png")
