@@ -1,5 +1,5 @@
 # The README's two commands (run, test), plus lint and the tools. Each sets up .venv itself.
-.PHONY: run test lint aws-local dlq compare
+.PHONY: run test lint aws-local dlq compare llm-example fake-model
 
 ITEMS ?= 500
 CHUNK_SIZE ?= 50
@@ -27,3 +27,11 @@ dlq:  ## list or redrive dead-lettered chunks: make dlq ARGS="list" / ARGS="redr
 compare:  ## the same job through both paths, side by side: make compare ITEMS=500 CHUNK_SIZE=50
 	bash scripts/bootstrap.sh requirements.txt
 	.venv/bin/python -m tools.compare --items $(ITEMS) --chunk-size $(CHUNK_SIZE) $(ARGS)
+
+llm-example:  ## examples/llm-job.json (10 reviews) through both paths, tokens and cost side by side
+	bash scripts/bootstrap.sh requirements.txt
+	.venv/bin/python -m tools.compare --spec "$$(cat examples/llm-job.json)" $(ARGS)
+
+fake-model:  ## the tests' OpenAI-compatible server on :8001 (no real model): OPENAI_BASE_URL=http://127.0.0.1:8001/v1
+	bash scripts/bootstrap.sh requirements.txt
+	.venv/bin/python -m tests.llm_server --port 8001

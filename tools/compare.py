@@ -29,7 +29,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from chunking.api_errors import describe
-from chunking.prepare import prepare_spec
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.status import TERMINAL_STATUSES
@@ -60,6 +59,10 @@ class PathRun:
         return self.not_run is not None or self.status.get("status") in TERMINAL_STATUSES
 
 
+def sent(spec: JobSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", exclude_unset=True)
+
+
 def start_local(spec: JobSpec, app_url: str, dev_server_url: str) -> PathRun:
     run = PathRun("local")
     try:
@@ -76,7 +79,7 @@ def start_local(spec: JobSpec, app_url: str, dev_server_url: str) -> PathRun:
         )
         return run
     run.started = time.monotonic()
-    response = httpx.post(f"{app_url}/jobs", json=spec.model_dump(mode="json"), timeout=30)
+    response = httpx.post(f"{app_url}/jobs", json=sent(spec), timeout=30)
     if response.status_code != 202:
         run.not_run = f"POST /jobs answered {response.status_code}: {response.text[:300]}"
         return run
@@ -88,9 +91,7 @@ def start_cloud(spec: JobSpec, start_url: str, api_key: str | None) -> PathRun:
     run = PathRun("cloud", headers={"x-api-key": api_key} if api_key else {})
     run.started = time.monotonic()
     try:
-        response = httpx.post(
-            start_url, json=spec.model_dump(mode="json"), headers=run.headers, timeout=30
-        )
+        response = httpx.post(start_url, json=sent(spec), headers=run.headers, timeout=30)
     except httpx.HTTPError as err:
         run.not_run = (
             f"{start_url} is not reachable ({err}): start the emulator with `make aws-local`, "
@@ -176,7 +177,8 @@ def figures(run: PathRun) -> dict[str, Any]:
     wall = run.wall_s or 0.0
     return {
         **usage_figures(s),
-        "status": s["status"], "job_id": s["job_id"], "total_chunks": s["total_chunks"],
+        "status": s["status"], "job_id": s["job_id"], "total_items": s["total_items"],
+        "total_chunks": s["total_chunks"],
         "chunks_succeeded": s["chunks_succeeded"], "chunks_failed": s["chunks_failed"],
         "items_processed": s["items_processed"], "wall_s": round(wall, 3),
         "items_per_s": round(s["items_processed"] / wall, 1) if wall else None,
@@ -186,9 +188,13 @@ def figures(run: PathRun) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def title(spec: dict[str, Any]) -> str:
+def title(report: dict[str, Any]) -> str:
+    spec = report["spec"]
     if spec["workload"] == "llm":
-        items, size = spec["total_items"], spec["chunk_size"]
+        counted = [
+            p["total_items"] for p in (report["local"], report["cloud"]) if "total_items" in p
+        ]
+        items, size = counted[0] if counted else "?", spec["chunk_size"]
         return f"llm: {Path(spec['input_uri']).name} ({items} items), chunks of {size}"
     return (f"{spec['total_items']} items, chunks of {spec['chunk_size']}, "
             f"{spec['item_delay_ms']} ms per item")  # fmt: skip
@@ -196,7 +202,7 @@ def title(spec: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any], console: Console) -> None:
     spec = report["spec"]
-    table = Table(title=title(spec))
+    table = Table(title=title(report))
     table.add_column("")
     table.add_column("local (Inngest)")
     table.add_column("cloud (SAM stack)")
@@ -246,8 +252,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
             if "not_run" in report[name]:
                 ax.text(i, 0, "not run", ha="center", va="bottom", color="grey")
         ax.set_title(label)
-    spec = report["spec"]
-    fig.suptitle(f"{spec['total_items']} items / {spec['chunk_size']} per chunk")
+    fig.suptitle(title(report))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -278,10 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     try:
+        extra = json.loads(args.spec)
         sizes = {"total_items": args.items, "chunk_size": args.chunk_size,
                  "item_delay_ms": args.item_delay_ms}  # fmt: skip
+        if not (isinstance(extra, dict) and extra.get("workload") == "llm"):
+            sizes["total_items"] = args.items or settings.total_items
+            if args.item_delay_ms is None:
+                sizes["item_delay_ms"] = settings.item_delay_ms
+        # The servers count an llm input's items (and check it): send only what was given.
         given = {k: v for k, v in sizes.items() if v is not None}
-        spec = prepare_spec(JobSpec.model_validate({**given, **json.loads(args.spec)}), "local")
+        spec = JobSpec.model_validate({**given, **extra})
     except (ValidationError, json.JSONDecodeError) as err:
         detail = describe(err) if isinstance(err, ValidationError) else f"--spec: {err}"
         console.print(f"[red]invalid job: {detail}[/red]")
@@ -301,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     wait(runs, args.timeout, console)
     local, cloud = runs
     report: dict[str, Any] = {
-        "spec": spec.model_dump(mode="json"),
+        "spec": {"workload": spec.workload, **sent(spec)},
         "local": figures(local),
         "cloud": figures(cloud),
         "measured_at": datetime.now(UTC).isoformat(),
