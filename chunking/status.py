@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -159,6 +159,10 @@ def build_status(
     now: datetime,
     usage: Usage | None = None,
 ) -> JobStatus:
+    if job.state == "finished" and job.spec.workload == "llm" and job.output_uri is None:
+        # Every chunk has settled but the merged output is not written yet: a client that
+        # waits for a final status must find the output there, so the job is still running.
+        job = replace(job, state="running", finished_at=None)
     succeeded = [c for c in chunks if c.state == "succeeded"]
     failed = sorted((c for c in chunks if c.state == "failed"), key=lambda c: c.index)
     latencies = sorted(c.latency_ms for c in chunks if c.latency_ms is not None)

@@ -255,3 +255,17 @@ def test_sqlite_store_adds_new_columns_to_an_older_file(tmp_path: Path) -> None:
     store.set_output_uri("j", "data/outputs/j/output.jsonl")
     job = store.get_job("j")
     assert job is not None and job.output_uri == "data/outputs/j/output.jsonl"
+
+
+def test_an_llm_job_ends_when_its_output_is_written(store: JobStore) -> None:
+    spec = JobSpec(workload="llm", input_uri="in.jsonl", total_items=2, chunk_size=2)
+    store.create_job("llm", spec, "local")
+    store.start_job("llm")
+    store.begin_attempt("llm", 0)
+    assert store.settle_chunk("llm", 0, succeeded=True, items=2).job_finished
+    status = store.status("llm")
+    assert status is not None
+    assert (status.status, status.finished_at, status.chunks_succeeded) == ("running", None, 1)
+    store.set_output_uri("llm", "data/outputs/llm/output.jsonl")
+    status = store.status("llm")
+    assert status is not None and status.status == "succeeded" and status.finished_at is not None
