@@ -11,15 +11,15 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from aws.local.emulator import REPO, EmulatorProcess
+from aws.local.emulator import EmulatorProcess
 from chunking.status import JobStatus
-from tests.llm_server import FakeModelServer
 from tests.support import wait_for
 
 API_KEY = "emulator-test-key"
@@ -63,15 +63,22 @@ class Running:
         return capsys.readouterr().out
 
 
-@pytest.fixture(scope="module")
-def emulator(model_server: tuple[FakeModelServer, str]) -> Iterator[Running]:
-    args = ("--worker-timeout", "2", "--visibility-timeout", "2", "--parameter",
-            "WorkerConcurrency=4", "--parameter", f"OpenAiBaseUrl={model_server[1]}")  # fmt: skip
+@contextmanager
+def running_emulator(*args: str) -> Iterator[Running]:
+    """`python -m aws.local.emulator ARGS` on free ports, with this module's API key."""
     with EmulatorProcess(*args, api_key=API_KEY) as process:
         for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                             "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
             os.environ.setdefault(name, value)
         yield Running(process.api, process.moto)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Running]:
+    args = ("--worker-timeout", "2", "--visibility-timeout", "2", "--parameter",
+            "WorkerConcurrency=4")  # fmt: skip
+    with running_emulator(*args) as running:
+        yield running
 
 
 def test_api_key_is_required(emulator: Running) -> None:
@@ -201,54 +208,3 @@ def test_compare_runs_the_cloud_column_and_says_why_the_local_one_did_not(
     assert (tmp_path / "compare-200-50.png").stat().st_size > 0
     out = capsys.readouterr().out
     assert "local: not run" in out and "est. AWS cost" in out
-
-
-def test_llm_job_reads_s3_through_the_emulator_and_writes_its_merged_output(
-    emulator: Running, model: FakeModelServer
-) -> None:
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=emulator.moto)
-    lines = [{"id": f"e{i}", "prompt": f"emulated {i}"} for i in range(7)]
-    lines[5] = {"id": "e5", "prompt": "[500x1] emulated 5"}  # one 5xx: retried with backoff
-    body = "".join(json.dumps(line) + "\n" for line in lines)
-    s3.put_object(Bucket="long-jobs-data", Key="inputs/emulated.jsonl", Body=body.encode())
-    spec = {"workload": "llm", "input_uri": "s3://long-jobs-data/inputs/emulated.jsonl",
-            "chunk_size": 3}  # fmt: skip
-    response = emulator.start(spec)
-    assert response.status_code == 202, response.text
-    assert response.json()["total_items"] == 7
-    status = emulator.wait_until_done(response.json()["job_id"], timeout_s=60)
-    assert (status["status"], status["chunks_succeeded"], status["items_processed"]) == (
-        "succeeded", 3, 7,
-    )  # fmt: skip
-    assert status["retries"] == 1 and status["usage"]["prompt_tokens"] == 6 * 2 + 3
-    key = status["output_uri"].removeprefix("s3://long-jobs-data/")
-    rows = s3.get_object(Bucket="long-jobs-data", Key=key)["Body"].read().decode().splitlines()
-    assert [json.loads(r)["id"] for r in rows] == [f"e{i}" for i in range(7)]
-    assert model.calls["emulated 3"] == 1 and model.calls["[500x1] emulated 5"] == 2
-
-
-def test_compare_uploads_a_local_llm_input_and_shows_tokens_and_model_cost(
-    emulator: Running, model: FakeModelServer, tmp_path: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from tests.support import free_port
-    from tools import compare
-
-    dead = f"http://127.0.0.1:{free_port()}"
-    code = compare.main([
-        "--chunk-size", "4", "--spec", (REPO / "examples/llm-job.json").read_text(),
-        "--local-url", dead, "--cloud-url", f"{emulator.api}/Prod/start", "--api-key", API_KEY,
-        "--endpoint-url", emulator.moto, "--out-dir", str(tmp_path),
-    ])  # fmt: skip
-    assert code == 1  # the local path did not run
-    cloud = json.loads((tmp_path / "compare-reviews-4.json").read_text())["cloud"]
-    assert (cloud["status"], cloud["items_processed"], cloud["items_failed"]) == (
-        "succeeded",
-        10,
-        0,
-    )
-    assert cloud["prompt_tokens"] > 0 and cloud["model_cost_usd"] > 0
-    assert cloud["output_uri"].startswith("s3://long-jobs-data/outputs/")
-    out = capsys.readouterr().out
-    assert "prompt tokens" in out and "est. model cost" in out
