@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import inngest.fast_api
-from fastapi import Body, FastAPI, HTTPException, Query, Request, status
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
 from chunking.prepare import prepare_spec
+from chunking.progress import job_events
+from chunking.settings import get_settings
 from chunking.spec import JobSpec, new_job_id
 from chunking.status import JobStatus
 from chunking.store import JobConflictError
@@ -70,6 +74,34 @@ async def get_job(job_id: str) -> JobStatus:
     if job_status is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with job_id {job_id!r}")
     return job_status
+
+
+async def existing_job(job_id: str) -> str:
+    # A dependency, so an unknown job is a 404 before the event stream's 200 is sent.
+    if await asyncio.to_thread(get_store().get_job, job_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with job_id {job_id!r}")
+    return job_id
+
+
+def resume_point(last_event_id: Annotated[str | None, Header()] = None) -> int:
+    if last_event_id is None:
+        return 0
+    if not last_event_id.isdigit():
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail=f"Last-Event-ID {last_event_id!r} is not an id this stream sent (a number)",
+        )
+    return int(last_event_id)
+
+
+@app.get("/jobs/{job_id}/events", response_class=EventSourceResponse)
+async def job_progress(
+    job_id: Annotated[str, Depends(existing_job)], after: Annotated[int, Depends(resume_point)]
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: `chunk` per settled chunk (resumable with Last-Event-ID), `end` last."""
+    poll_s = get_settings().sse_poll_interval_s
+    async for event in job_events(get_store(), job_id, after, poll_s):
+        yield ServerSentEvent(event=event.event, data=event.data, id=event.id)
 
 
 @app.get("/jobs", response_model=list[JobStatus])

@@ -31,8 +31,9 @@ class Settings(BaseSettings):
     chunk_concurrency: int = Field(10, ge=1, le=1_000)
     bad_job_timeout_s: float = Field(5.0, gt=0)
 
-    # Local job store.
+    # Local job store, and how often GET /jobs/{id}/events looks for news in it.
     job_db_path: Path = Path("data/jobs.sqlite3")
+    sse_poll_interval_s: float = Field(0.5, gt=0, le=60)
 
     # Cloud path, as seen from the local path's demo/trigger_aws_sam_job and tools/compare.py.
     # The defaults point at the offline emulation (make aws-local).

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at TEXT,
     error TEXT,
     settled_by INTEGER,
-    output_uri TEXT
+    output_uri TEXT,
+    events_seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -47,6 +48,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     items INTEGER NOT NULL DEFAULT 0,
     latency_ms REAL,
     error TEXT,
+    seq INTEGER,
     PRIMARY KEY (job_id, chunk_index)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS items (
@@ -63,6 +65,14 @@ CREATE TABLE IF NOT EXISTS items (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS items_by_chunk ON items (job_id, chunk_index);
 """
+
+
+# (table, column, type) added after the first release, for _migrate.
+ADDED_COLUMNS = [
+    ("jobs", "output_uri", "TEXT"),
+    ("jobs", "events_seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("chunks", "seq", "INTEGER"),
+]
 
 
 def _now() -> datetime:
@@ -86,9 +96,10 @@ class SqliteJobStore:
     def _migrate(self) -> None:
         """Add the columns later versions introduced to a file an earlier version created."""
         with self._tx() as db:
-            columns = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
-            if "output_uri" not in columns:
-                db.execute("ALTER TABLE jobs ADD COLUMN output_uri TEXT")
+            for table, column, ddl in ADDED_COLUMNS:
+                columns = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -235,9 +246,16 @@ class SqliteJobStore:
                 )
             recorded = cur.rowcount == 1
             if recorded:
-                db.execute(
-                    "UPDATE jobs SET chunks_settled = chunks_settled + 1 WHERE job_id = ?",
+                # Each settlement gets the job's next sequence number: the progress stream's
+                # event ids, never reused (a reopened chunk settles under a new one).
+                [seq] = db.execute(
+                    "UPDATE jobs SET chunks_settled = chunks_settled + 1,"
+                    " events_seq = events_seq + 1 WHERE job_id = ? RETURNING events_seq",
                     (job_id,),
+                ).fetchone()
+                db.execute(
+                    "UPDATE chunks SET seq = ? WHERE job_id = ? AND chunk_index = ?",
+                    (seq, job_id, chunk_index),
                 )
             # Tried on duplicates too: a job restarted after its chunks settled still finishes.
             cur = db.execute(
@@ -254,7 +272,7 @@ class SqliteJobStore:
     def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE chunks SET state = 'running', error = NULL, latency_ms = NULL"
+                "UPDATE chunks SET state = 'running', error = NULL, latency_ms = NULL, seq = NULL"
                 " WHERE job_id = ? AND chunk_index = ? AND state = 'failed'",
                 (job_id, chunk_index),
             )
@@ -302,11 +320,16 @@ class SqliteJobStore:
         ]  # fmt: skip
 
     def chunks(self, job_id: str) -> list[ChunkRecord]:
-        rows = (
-            self._conn()
-            .execute("SELECT * FROM chunks WHERE job_id = ? ORDER BY chunk_index", (job_id,))
-            .fetchall()
+        return self._chunks("SELECT * FROM chunks WHERE job_id = ? ORDER BY chunk_index", (job_id,))
+
+    def settled_since(self, job_id: str, after_seq: int) -> list[ChunkRecord]:
+        """The chunks settled after `after_seq`, in the order they settled (their `seq`)."""
+        return self._chunks(
+            "SELECT * FROM chunks WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after_seq)
         )
+
+    def _chunks(self, sql: str, params: tuple[Any, ...]) -> list[ChunkRecord]:
+        rows = self._conn().execute(sql, params).fetchall()
         return [
             ChunkRecord(
                 index=r["chunk_index"],
@@ -315,6 +338,7 @@ class SqliteJobStore:
                 items=r["items"],
                 latency_ms=r["latency_ms"],
                 error=r["error"],
+                seq=r["seq"],
             )
             for r in rows
         ]

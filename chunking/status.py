@@ -41,6 +41,7 @@ class ChunkRecord:
     items: int = 0
     latency_ms: float | None = None  # of the attempt that settled the chunk
     error: str | None = None
+    seq: int | None = None  # local store: the order in which the job's chunks settled
 
 
 @dataclass(frozen=True)

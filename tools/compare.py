@@ -4,7 +4,8 @@
     make compare ITEMS=500 CHUNK_SIZE=50
     python -m tools.compare --chunk-size 4 --spec "$(cat examples/llm-job.json)"   # llm workload
 
-Local: `POST /jobs` on the app (make run), which needs an Inngest Dev Server. Cloud: `POST /start`
+Local: `POST /jobs` on the app (make run), which needs an Inngest Dev Server; its progress comes
+from the app's event stream (`GET /jobs/{id}/events`). Cloud: `POST /start`
 on AWS_START_URL — the offline emulation by default (make aws-local), or a deployed stack.
 Shows progress bars while both run, then one table; writes the figures as JSON and a PNG chart.
 A path that cannot run says why and how to start it; the other still runs.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import connect_sse
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -115,8 +118,41 @@ def poll(run: PathRun) -> None:
         run.wall_s = time.monotonic() - run.started
 
 
+def follow_events(run: PathRun, stop: threading.Event) -> None:
+    """The local path's progress from its event stream (GET /jobs/{id}/events) rather than by
+    polling; a dropped connection resumes where it left off (Last-Event-ID)."""
+    assert run.status_url
+    last_id: str | None = None
+    while not run.done and not stop.is_set():
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        try:
+            with (
+                httpx.Client(timeout=httpx.Timeout(30, read=None)) as http,
+                connect_sse(http, "GET", f"{run.status_url}/events", headers=headers) as events,
+            ):
+                for event in events.iter_sse():
+                    last_id = event.id or last_id
+                    if event.event == "chunk":
+                        run.status = {**run.status, **event.json(), "status": "running"}
+                    elif event.event in ("status", "end"):
+                        run.status = event.json()
+                    run.polls += 1
+                    if run.done or stop.is_set():
+                        break
+        except httpx.HTTPError:
+            stop.wait(0.5)  # the app restarted or the connection dropped: reconnect
+    if run.done:
+        run.wall_s = time.monotonic() - run.started
+
+
 def wait(runs: list[PathRun], timeout_s: float, console: Console) -> None:
     active = [r for r in runs if r.not_run is None]
+    stop = threading.Event()
+    streamed = [r for r in active if r.name == "local"]
+    followers = [threading.Thread(target=follow_events, args=(r, stop), daemon=True)
+                 for r in streamed]  # fmt: skip
+    for follower in followers:
+        follower.start()
     columns = (TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("chunks  {task.fields[state]}"), TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=console) as progress:
@@ -124,11 +160,15 @@ def wait(runs: list[PathRun], timeout_s: float, console: Console) -> None:
         deadline = time.monotonic() + timeout_s
         while any(not r.done for r in active) and time.monotonic() < deadline:
             for run in (r for r in active if not r.done):
-                poll(run)
+                if run not in streamed:
+                    poll(run)
+                if not run.status:
+                    continue
                 settled = run.status["chunks_succeeded"] + run.status["chunks_failed"]
                 progress.update(tasks[run.name], total=run.status["total_chunks"],
                                 completed=settled, state=run.status["status"])  # fmt: skip
             time.sleep(0.25)
+    stop.set()
     for run in active:
         if not run.done:
             run.not_run = f"still {run.status.get('status')} after {timeout_s:g}s"

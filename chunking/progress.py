@@ -1,0 +1,69 @@
+"""A job's progress as a stream of events (the local API's `GET /jobs/{job_id}/events`).
+
+One `chunk` event per settled chunk, in the order the chunks settled, its id the settlement's
+sequence number (so `Last-Event-ID` resumes exactly after it: no gap, no repeat), with the
+job's counts as of that settlement; then one `end` event carrying the final status JSON. The
+`status` snapshot sent on connecting and the `end` event carry no id, so they never move the
+point a reconnect resumes from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from chunking.sqlite_store import SqliteJobStore
+from chunking.status import TERMINAL_STATUSES, ChunkRecord
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    event: str  # "status" | "chunk" | "end"
+    data: dict[str, Any]
+    id: str | None = None
+
+
+@dataclass
+class Counts:
+    chunks_settled: int = 0
+    chunks_succeeded: int = 0
+    chunks_failed: int = 0
+    items_processed: int = 0
+
+    def add(self, chunk: ChunkRecord) -> None:
+        self.chunks_settled += 1
+        self.chunks_succeeded += chunk.state == "succeeded"
+        self.chunks_failed += chunk.state == "failed"
+        self.items_processed += chunk.items if chunk.state == "succeeded" else 0
+
+
+async def job_events(
+    store: SqliteJobStore, job_id: str, after_seq: int = 0, poll_s: float = 0.5
+) -> AsyncIterator[ProgressEvent]:
+    """The job's events after `after_seq` (0: from the start), until the job has ended."""
+    status = await asyncio.to_thread(store.status, job_id)
+    if status is None:
+        return
+    counts = Counts()
+    for chunk in await asyncio.to_thread(store.settled_since, job_id, 0):
+        if chunk.seq is not None and chunk.seq <= after_seq:
+            counts.add(chunk)  # already sent before the reconnect: counted, not repeated
+    yield ProgressEvent("status", status.model_dump(mode="json"))
+    last = after_seq
+    while True:
+        # Read the status first: settlements it already counts are then surely in the list.
+        status = await asyncio.to_thread(store.status, job_id)
+        assert status is not None
+        for chunk in await asyncio.to_thread(store.settled_since, job_id, last):
+            counts.add(chunk)
+            last = chunk.seq or last
+            data = {"chunk_index": chunk.index, "outcome": chunk.state, "error": chunk.error,
+                    "attempts": chunk.attempts, "total_chunks": status.total_chunks,
+                    **counts.__dict__}  # fmt: skip
+            yield ProgressEvent("chunk", data, id=str(chunk.seq))
+        if status.status in TERMINAL_STATUSES:
+            yield ProgressEvent("end", status.model_dump(mode="json"))
+            return
+        await asyncio.sleep(poll_s)
