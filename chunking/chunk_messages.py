@@ -35,7 +35,15 @@ class RangeMessage(BaseModel):
     stop: int = Field(gt=0)
 
 
-QueueMessage = ChunkMessage | RangeMessage
+class CallbackMessage(BaseModel):
+    """Deliver the finished job's completion callback (retried like a chunk, on its own)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["callback"] = "callback"
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+
+
+QueueMessage = ChunkMessage | RangeMessage | CallbackMessage
 _parser: TypeAdapter[QueueMessage] = TypeAdapter(
     Annotated[QueueMessage, Field(discriminator="kind")]
 )

@@ -12,10 +12,22 @@ from pydantic import ValidationError
 from pydantic_core import InitErrorDetails
 
 from chunking import blobs
+from chunking.callbacks import CallbackTargetError, check_target
 from chunking.llm import missing_model_endpoint
 from chunking.llm_input import InputError, validate_input
+from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.status import Path
+
+
+def check_callback(url: str) -> None:
+    settings = get_settings()
+    if not settings.callback_secret:
+        raise spec_error("callback_url", "CALLBACK_SECRET is not set: callbacks are signed", url)
+    try:
+        check_target(url, settings.allow_private_callbacks)
+    except CallbackTargetError as err:
+        raise spec_error("callback_url", str(err), url) from err
 
 
 def spec_error(field: str, message: str, value: object) -> ValidationError:
@@ -26,7 +38,9 @@ def spec_error(field: str, message: str, value: object) -> ValidationError:
 
 
 def prepare_spec(spec: JobSpec, path: Path) -> JobSpec:
-    """The spec to record; raises ValidationError when its input cannot be used. Blocking I/O."""
+    """The spec to record; raises ValidationError when it cannot run. Blocking I/O."""
+    if spec.callback_url is not None:
+        check_callback(spec.callback_url)
     if spec.workload != "llm" or spec.input_uri is None:
         return spec
     uri = spec.input_uri

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     # timeout of wherever the app is hosted.
     inngest_step_budget_s: float = Field(240.0, gt=0, le=7_200)
 
+    # Completion callbacks (JobSpec callback_url): the HMAC-SHA256 key they are signed with,
+    # whether private/loopback targets are allowed, and each delivery's timeout.
+    callback_secret: str | None = None
+    allow_private_callbacks: bool = False
+    callback_timeout_s: float = Field(10.0, gt=0, le=120)
+
     # Cloud path (set by template.yaml in Lambda; by the offline emulation locally).
     job_table: str | None = None
     chunk_queue_url: str | None = None

@@ -61,6 +61,13 @@ class JobSpec(BaseModel):
     item_delay_ms: int = Field(
         default_factory=lambda: get_settings().item_delay_ms, ge=0, le=60_000
     )
+    callback_url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="POSTed the signed summary when the job completes (public http(s) only).",
+    )
     fail_chunks: list[ChunkIndex] = Field(
         default_factory=list, description="Chunk indexes that always fail permanently."
     )

@@ -6,6 +6,7 @@ import inngest
 
 from functions.bad_long_job import bad_long_job
 from functions.process_chunk import process_chunk
+from functions.send_callback import send_callback
 from functions.start_job import start_job
 from functions.trigger_aws_sam_job import trigger_aws_sam_job
 
@@ -14,4 +15,5 @@ ALL_FUNCTIONS: list[inngest.Function] = [  # type: ignore[type-arg]
     start_job,
     process_chunk,
     trigger_aws_sam_job,
+    send_callback,
 ]

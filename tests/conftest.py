@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from chunking.settings import Settings
+from tests.callback_receiver import CallbackReceiver
 from tests.llm_server import FakeModelServer
 from tests.support import FakeInngestApi, ServerThread
 
@@ -85,6 +86,22 @@ def model(
     get_settings.cache_clear()
     fake.calls.clear()
     return fake
+
+
+CALLBACK_SECRET = "test-callback-secret"
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[CallbackReceiver, str]]:
+    from chunking.settings import get_settings
+
+    monkeypatch.setenv("CALLBACK_SECRET", CALLBACK_SECRET)
+    monkeypatch.setenv("ALLOW_PRIVATE_CALLBACKS", "1")  # the receiver listens on loopback
+    get_settings.cache_clear()
+    hook = CallbackReceiver()
+    server = ServerThread(hook.app).start()
+    yield hook, f"{server.url}/hook"
+    server.stop()
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def test_get_serve_endpoint_describes_the_app(app_server: str) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["mode"] == "dev"
-    assert body["function_count"] == 4
+    assert body["function_count"] == 5
 
 
 def test_put_registers_the_four_functions(app_server: str, fake_inngest: FakeInngestApi) -> None:

@@ -13,7 +13,8 @@
 
 Every setting comes from aws/template.yaml and its parameters (`--parameter Key=Value`, as
 `sam deploy --parameter-overrides`). The model parameters (OpenAiBaseUrl, OpenAiModel,
-OpenAiApiKey, LlmPrice*) default to the local settings (.env), so both paths ask the same model.
+OpenAiApiKey, LlmPrice*) and the callback ones (CallbackSecret, AllowPrivateCallbacks) default to
+the local settings (.env), so both paths ask the same model and sign callbacks alike.
 `--worker-timeout` and `--visibility-timeout` shorten time for tests and benchmarks; they
 default to the template's.
 """
@@ -352,7 +353,7 @@ class Emulator:
 
     def start(self) -> None:
         template = load_template()
-        self.parameters = {**model_parameters(), **self.parameters}
+        self.parameters = {**local_parameters(), **self.parameters}
         self.moto = MotoServer(self.moto_port)
         self.moto.start()
         os.environ.update({**CREDENTIALS, "AWS_ENDPOINT_URL": self.moto.url})
@@ -459,8 +460,8 @@ class EmulatorProcess:
         self.stop()
 
 
-def model_parameters() -> dict[str, Any]:
-    """The template's model parameters as the local settings have them (.env, environment)."""
+def local_parameters() -> dict[str, Any]:
+    """The template's model and callback parameters as the local settings (.env) have them."""
     from chunking.settings import get_settings
 
     settings = get_settings()
@@ -470,6 +471,8 @@ def model_parameters() -> dict[str, Any]:
         "OpenAiApiKey": settings.openai_api_key or "",
         "LlmPricePromptPerMtok": settings.llm_price_prompt_per_mtok,
         "LlmPriceCompletionPerMtok": settings.llm_price_completion_per_mtok,
+        "CallbackSecret": settings.callback_secret or "",
+        "AllowPrivateCallbacks": str(settings.allow_private_callbacks).lower(),
     }
 
 

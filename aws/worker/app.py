@@ -7,7 +7,9 @@ The adapter between SQS's delivery model and the core's error taxonomy:
 - the last receive (ApproximateReceiveCount = MAX_RECEIVE_COUNT) settles the chunk failed and
   reports the record failed, so SQS's redrive policy moves it to the DLQ;
 - a chunk still running near the invocation's timeout is stopped and counts as a transient
-  failure, so its outcome is recorded before Lambda kills the run.
+  failure, so its outcome is recorded before Lambda kills the run;
+- the chunk that finishes a job with a callback_url enqueues a callback message, delivered
+  (and retried, or dead-lettered) by the same rules, never inside a chunk's run.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from chunking.chunk_messages import RangeMessage, expand, parse_message
+from chunking.callbacks import send_job_callback
+from chunking.chunk_messages import CallbackMessage, RangeMessage, expand, parse_message
 from chunking.cloud import chunk_queue, dead_letter_queue, job_store
 from chunking.errors import PermanentError, RateLimitedError
 from chunking.runner import attempt_chunk
@@ -74,6 +77,9 @@ async def record_handler(record: SQSRecord) -> str:
         return "dead-lettered"
     log = {"job_id": message.job_id, "receive_count": receive_count}
 
+    if isinstance(message, CallbackMessage):
+        return await deliver_callback(record, message.job_id, receive_count, log)
+
     if isinstance(message, RangeMessage):
         parts = expand(message)
         chunk_queue().send(parts)
@@ -111,6 +117,9 @@ async def record_handler(record: SQSRecord) -> str:
         logger.info(
             "job finished", extra={**log, "summary": summary and summary.model_dump(mode="json")}
         )
+        job = job_store().get_job(message.job_id)
+        if job is not None and job.spec.callback_url is not None:
+            chunk_queue().send([CallbackMessage(job_id=message.job_id)])
     if outcome.outcome == "failed":
         if last_attempt:
             # Visible again at once, so the redrive policy moves it to the DLQ on the next
@@ -119,6 +128,24 @@ async def record_handler(record: SQSRecord) -> str:
             raise RetryLater(outcome.error)
         dead_letter(record, outcome.error or "permanent failure")
     return outcome.outcome
+
+
+async def deliver_callback(
+    record: SQSRecord, job_id: str, receive_count: int, log: dict[str, Any]
+) -> str:
+    try:
+        result = await send_job_callback(job_store(), job_id)
+    except PermanentError as err:
+        logger.error("callback refused: dead-lettered", extra={**log, "error": str(err)})
+        dead_letter(record, str(err))
+        return "dead-lettered"
+    except Exception as err:
+        delay = err.retry_after_s if isinstance(err, RateLimitedError) else backoff_s(receive_count)
+        logger.warning("callback failed", extra={**log, "error": str(err), "retry_in_s": delay})
+        chunk_queue().delay(record.receipt_handle, delay)
+        raise RetryLater(str(err)) from err
+    logger.info("callback", extra={**log, "result": result})
+    return result
 
 
 @logger.inject_lambda_context

@@ -95,9 +95,11 @@ def test_parameters_and_outputs(template: dict[str, Any]) -> None:
     assert set(template["Parameters"]) == {
         "TotalItems", "ChunkSize", "ItemDelayMs", "MaxReceiveCount", "WorkerConcurrency",
         "WorkerBatchSize", "OpenAiBaseUrl", "OpenAiModel", "OpenAiApiKey",
-        "LlmPricePromptPerMtok", "LlmPriceCompletionPerMtok",
+        "LlmPricePromptPerMtok", "LlmPriceCompletionPerMtok", "CallbackSecret",
+        "AllowPrivateCallbacks",
     }  # fmt: skip
     assert template["Parameters"]["OpenAiApiKey"]["NoEcho"] is True
+    assert template["Parameters"]["CallbackSecret"]["NoEcho"] is True
     assert {"ApiUrl", "StartUrl", "ApiKeyId", "ChunkQueueUrl", "ChunkDeadLetterQueueUrl",
             "JobTableName", "DataBucketName"} <= set(template["Outputs"])  # fmt: skip
     # The functions see the parameters under the names the core's settings read.

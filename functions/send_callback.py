@@ -1,0 +1,45 @@
+"""demo/job_completed -> the job's callback_url: the signed summary, retried in its own run.
+
+A function of its own, so a slow or failing receiver never holds up a chunk: Inngest retries the
+"post-callback" step with backoff, waits out a 429's Retry-After, and gives up at once on an
+answer that retrying cannot change (a 4xx, or a target that is no longer allowed).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import inngest
+
+from chunking.callbacks import send_job_callback
+from chunking.errors import PermanentError, RateLimitedError
+from functions.client import inngest_client
+from functions.deps import get_store
+from functions.events import JOB_COMPLETED
+
+CALLBACK_RETRIES = 5
+
+
+async def post_callback(job_id: str) -> str:
+    try:
+        return await send_job_callback(get_store(), job_id)
+    except PermanentError as err:
+        raise inngest.NonRetriableError(str(err)) from err
+    except RateLimitedError as err:
+        raise inngest.RetryAfterError(
+            str(err), retry_after=timedelta(seconds=err.retry_after_s)
+        ) from err
+
+
+@inngest_client.create_function(
+    fn_id="send-callback",
+    name="Send a job's completion callback",
+    trigger=inngest.TriggerEvent(event=JOB_COMPLETED),
+    retries=CALLBACK_RETRIES,
+)
+async def send_callback(ctx: inngest.Context) -> str:
+    job_id = ctx.event.data.get("job_id")
+    if not isinstance(job_id, str):
+        raise inngest.NonRetriableError(f"{JOB_COMPLETED} without a job_id")
+    result: str = await ctx.step.run("post-callback", post_callback, job_id)
+    return result
