@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from chunking.settings import Settings
@@ -101,6 +102,17 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[CallbackReceiver
     hook = CallbackReceiver()
     server = ServerThread(hook.app).start()
     yield hook, f"{server.url}/hook"
+    server.stop()
+
+
+@pytest.fixture
+def api(fake_inngest: FakeInngestApi) -> Iterator[httpx.Client]:
+    """The app served over HTTP on a free port, its events going to the Inngest stand-in."""
+    from main import app
+
+    server = ServerThread(app).start()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http
     server.stop()
 
 

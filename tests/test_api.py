@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,23 +10,13 @@ import pytest
 from functions.events import PROCESS_CHUNK, START_JOB
 from functions.process_chunk import process_chunk
 from functions.start_job import start_job
-from tests.support import FakeInngestApi, ServerThread, replay
+from tests.support import FakeInngestApi, replay
 
 CONTRACT_KEYS = {
     "job_id", "path", "status", "total_items", "chunk_size", "total_chunks", "chunks_succeeded",
     "chunks_failed", "items_processed", "attempts", "retries", "created_at", "started_at",
     "finished_at", "duration_s", "chunk_latency_ms", "failed_chunks",
 }  # fmt: skip
-
-
-@pytest.fixture
-def api(fake_inngest: FakeInngestApi) -> Iterator[httpx.Client]:
-    from main import app
-
-    server = ServerThread(app).start()
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        yield http
-    server.stop()
 
 
 def test_post_job_records_it_queued_then_sends_start(

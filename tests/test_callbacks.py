@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import httpx
 import inngest
@@ -19,7 +18,7 @@ from functions.process_chunk import process_chunk
 from functions.send_callback import CALLBACK_RETRIES, send_callback
 from tests.callback_receiver import CallbackReceiver
 from tests.conftest import CALLBACK_SECRET as SECRET
-from tests.support import FakeInngestApi, ServerThread, replay
+from tests.support import FakeInngestApi, replay
 
 
 @pytest.mark.parametrize(
@@ -47,16 +46,6 @@ def test_signature_verifies_only_the_same_body_key_and_a_recent_time() -> None:
     assert not verify(body, header, "another-secret")
     assert not verify(body, signature(body, SECRET, now - 600), SECRET)  # replayed later
     assert not verify(body, "garbage", SECRET)
-
-
-@pytest.fixture
-def api(fake_inngest: FakeInngestApi) -> Iterator[httpx.Client]:
-    from main import app
-
-    server = ServerThread(app).start()
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        yield http
-    server.stop()
 
 
 def run_job(api: httpx.Client, fake_inngest: FakeInngestApi, spec: dict[str, object]) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,7 @@ from functions.process_chunk import process_chunk
 from functions.start_job import start_job
 from tests.conftest import MODEL_RETRY_AFTER_S
 from tests.llm_server import FakeModelServer
-from tests.support import FakeInngestApi, ServerThread, replay, spy_run_errors, trigger
-
-
-@pytest.fixture
-def api(fake_inngest: FakeInngestApi, model: FakeModelServer) -> Iterator[httpx.Client]:
-    from main import app
-
-    server = ServerThread(app).start()
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        yield http
-    server.stop()
+from tests.support import FakeInngestApi, replay, spy_run_errors, trigger
 
 
 def write_input(path: Path, lines: list[dict[str, Any]]) -> str:
@@ -90,7 +79,7 @@ def test_an_llm_job_runs_end_to_end_and_reports_tokens_cost_and_output(
 
 
 def test_bad_input_is_refused_with_its_line_and_nothing_is_recorded(
-    api: httpx.Client, fake_inngest: FakeInngestApi, tmp_path: Path
+    api: httpx.Client, fake_inngest: FakeInngestApi, model: FakeModelServer, tmp_path: Path
 ) -> None:
     uri = tmp_path / "bad.jsonl"
     uri.write_text('{"id": 1, "prompt": "fine"}\n{"id": 2, "prompt": "cut off\n')
