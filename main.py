@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -22,8 +23,9 @@ from chunking.store import JobConflictError
 from functions import ALL_FUNCTIONS
 from functions.client import inngest_client
 from functions.deps import get_store
-from functions.events import start_job_event
+from functions.events import job_cancelled_event, start_job_event
 
+logger = logging.getLogger("long_jobs")
 app = FastAPI(title="Long jobs, chunked", version="0.1.0")
 inngest.fast_api.serve(app, inngest_client, ALL_FUNCTIONS)
 
@@ -74,6 +76,28 @@ async def get_job(job_id: str) -> JobStatus:
     if job_status is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with job_id {job_id!r}")
     return job_status
+
+
+@app.post("/jobs/{job_id}/cancel", response_model=JobStatus)
+async def cancel_job(job_id: str) -> JobStatus:
+    """Chunks not yet started will not run; running ones finish. 409 if the job has ended."""
+    store = get_store()
+    job = await asyncio.to_thread(store.get_job, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with job_id {job_id!r}")
+    if not await asyncio.to_thread(store.cancel_job, job_id) and job.state != "cancelled":
+        current = await asyncio.to_thread(store.status, job_id)
+        ended = current.status if current else job.state
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job {job_id} has ended ({ended})")
+    try:
+        # The store already says cancelled, and every chunk checks it before it starts; the
+        # event lets Inngest drop the waiting runs without starting them at all.
+        await inngest_client.send(job_cancelled_event(job_id))
+    except Exception as err:
+        logger.warning("demo/job_cancelled not sent (chunks still see the cancel): %s", err)
+    cancelled = await asyncio.to_thread(store.status, job_id)
+    assert cancelled is not None
+    return cancelled
 
 
 async def existing_job(job_id: str) -> str:

@@ -185,6 +185,14 @@ class DynamoJobStore:
             failed="failed", error=error, now=_now(), queued="queued", running="running",
         )  # fmt: skip
 
+    def cancel_job(self, job_id: str) -> bool:
+        return self._update(
+            job_id, JOB_SK,
+            "SET #state = :cancelled, finished_at = :now",
+            "#state IN (:queued, :running)",
+            cancelled="cancelled", now=_now(), queued="queued", running="running",
+        )  # fmt: skip
+
     def requeue_job(self, job_id: str) -> bool:
         return self._update(
             job_id, JOB_SK,

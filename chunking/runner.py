@@ -19,7 +19,7 @@ from chunking.status import JobRecord
 from chunking.store import JobStore
 from chunking.workloads import after_job_finished, before_settle, run_chunk
 
-Outcome = Literal["succeeded", "failed", "duplicate"]
+Outcome = Literal["succeeded", "failed", "duplicate", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -115,14 +115,19 @@ async def attempt_chunk(
     early enough for the outcome to be recorded before the platform kills the run.
     Raises PermanentError (before anything is recorded) when the job or chunk does not exist.
     """
-    job = await _job(store, job_id)
+    # Read fresh (not from the cache): the job may have been cancelled since the last chunk.
+    job = await asyncio.to_thread(store.get_job, job_id)
     if job is None:
         raise PermanentError(f"job_id {job_id!r}: no such job in the job store")
+    _remember(job)
     try:
         chunk = chunk_at(job.spec.total_items, job.spec.chunk_size, index)
     except IndexError as err:
         raise PermanentError(f"job {job_id!r}: {err}") from err
 
+    if job.state == "cancelled":
+        # Not started, so it never will: nothing is run, counted or recorded for it.
+        return AttemptOutcome(job_id, index, "cancelled", None, False, False)
     attempt = await asyncio.to_thread(store.begin_attempt, job_id, index)
     if attempt is None:  # a duplicate delivery of a settled chunk: never run or count it twice
         current = await asyncio.to_thread(store.get_job, job_id)

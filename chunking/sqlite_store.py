@@ -188,6 +188,15 @@ class SqliteJobStore:
                 (error, _now().isoformat(), job_id),
             )
 
+    def cancel_job(self, job_id: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?"
+                " WHERE job_id = ? AND state IN ('queued', 'running')",
+                (_now().isoformat(), job_id),
+            )
+        return cur.rowcount == 1
+
     def requeue_job(self, job_id: str) -> bool:
         with self._tx() as db:
             cur = db.execute(

@@ -96,6 +96,7 @@ class JobStatus(BaseModel):
     total_chunks: int
     chunks_succeeded: int
     chunks_failed: int
+    chunks_cancelled: int = 0  # a cancelled job's chunks that never ran (and never will)
     items_processed: int
     attempts: int
     retries: int
@@ -166,6 +167,7 @@ def build_status(
         job = replace(job, state="running", finished_at=None)
     succeeded = [c for c in chunks if c.state == "succeeded"]
     failed = sorted((c for c in chunks if c.state == "failed"), key=lambda c: c.index)
+    running = sum(c.state == "running" for c in chunks)  # cancelling lets these finish
     latencies = sorted(c.latency_ms for c in chunks if c.latency_ms is not None)
     attempts = sum(c.attempts for c in chunks)
     end = job.finished_at or (now if job.started_at else None)
@@ -178,6 +180,11 @@ def build_status(
         total_chunks=job.total_chunks,
         chunks_succeeded=len(succeeded),
         chunks_failed=len(failed),
+        chunks_cancelled=(
+            job.total_chunks - len(succeeded) - len(failed) - running
+            if job.state == "cancelled"
+            else 0
+        ),
         items_processed=sum(c.items for c in succeeded),
         attempts=attempts,
         retries=sum(max(c.attempts - 1, 0) for c in chunks),

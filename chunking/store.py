@@ -44,6 +44,13 @@ class JobStore(Protocol):
         """Mark a job that could not start as failed, with the reason."""
         ...
 
+    def cancel_job(self, job_id: str) -> bool:
+        """Cancel a queued or running job: its chunks not yet started will not run.
+
+        False when the job had already ended (or was already cancelled): nothing changes.
+        """
+        ...
+
     def requeue_job(self, job_id: str) -> bool:
         """Put a job that failed before it started back to `queued`; False if it had started."""
         ...

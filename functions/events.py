@@ -12,6 +12,12 @@ START_JOB = "demo/start_job"
 PROCESS_CHUNK = "demo/process_chunk"
 TRIGGER_AWS_SAM_JOB = "demo/trigger_aws_sam_job"
 JOB_COMPLETED = "demo/job_completed"
+JOB_CANCELLED = "demo/job_cancelled"
+
+# Inngest cancels a waiting or running run of a job's functions when this event names its job.
+CANCEL_ON_JOB_CANCELLED = inngest.Cancel(
+    event=JOB_CANCELLED, if_exp="async.data.job_id == event.data.job_id"
+)
 
 
 # Explicit event ids make every send idempotent: Inngest drops an event whose id it has
@@ -30,6 +36,10 @@ def chunk_event(job_id: str, chunk_index: int) -> inngest.Event:
         id=f"{job_id}-chunk-{chunk_index}",
         data={"job_id": job_id, "chunk_index": chunk_index},
     )
+
+
+def job_cancelled_event(job_id: str) -> inngest.Event:
+    return inngest.Event(name=JOB_CANCELLED, id=f"{job_id}-cancelled", data={"job_id": job_id})
 
 
 def job_completed_event(summary: dict[str, Any]) -> inngest.Event:

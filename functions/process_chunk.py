@@ -16,7 +16,7 @@ from chunking.settings import get_settings
 from chunking.spec import JOB_ID_PATTERN
 from functions.client import inngest_client
 from functions.deps import get_store
-from functions.events import PROCESS_CHUNK, job_completed_event
+from functions.events import CANCEL_ON_JOB_CANCELLED, PROCESS_CHUNK, job_completed_event
 
 settings = get_settings()
 
@@ -90,6 +90,7 @@ async def record_run_failure(ctx: inngest.Context) -> None:
     trigger=inngest.TriggerEvent(event=PROCESS_CHUNK),
     retries=settings.chunk_retries,
     concurrency=[inngest.Concurrency(limit=settings.chunk_concurrency)],
+    cancel=[CANCEL_ON_JOB_CANCELLED],
     on_failure=record_run_failure,
 )
 async def process_chunk(ctx: inngest.Context) -> dict[str, Any]:

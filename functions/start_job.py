@@ -16,7 +16,7 @@ from chunking.status import Path
 from chunking.store import JobConflictError
 from functions.client import inngest_client
 from functions.deps import get_store, spec_from_event
-from functions.events import START_JOB, chunk_event
+from functions.events import CANCEL_ON_JOB_CANCELLED, START_JOB, chunk_event
 
 
 async def create_or_adopt_job(spec_data: dict[str, Any], path: Path = "local") -> dict[str, Any]:
@@ -42,6 +42,9 @@ async def send_chunk_events(job_id: str, first: int, stop: int) -> int:
     Inngest replays the function once per step, so the events are built here, inside the
     step, rather than in the function body: replays of a 100-batch fan-out then stay cheap.
     """
+    job = await asyncio.to_thread(get_store().get_job, job_id)
+    if job is not None and job.state == "cancelled":
+        return 0  # cancelled while fanning out: the rest is never sent
     await inngest_client.send([chunk_event(job_id, i) for i in range(first, stop)])
     return stop - first
 
@@ -67,6 +70,7 @@ async def fail_started_job(ctx: inngest.Context) -> None:
     name="Start a chunked job",
     trigger=inngest.TriggerEvent(event=START_JOB),
     retries=3,
+    cancel=[CANCEL_ON_JOB_CANCELLED],
     on_failure=fail_started_job,
 )
 async def start_job(ctx: inngest.Context) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def test_get_serve_endpoint_describes_the_app(app_server: str) -> None:
     assert body["function_count"] == 5
 
 
-def test_put_registers_the_four_functions(app_server: str, fake_inngest: FakeInngestApi) -> None:
+def test_put_registers_the_functions(app_server: str, fake_inngest: FakeInngestApi) -> None:
     response = httpx.put(f"{app_server}/api/inngest")
     assert response.status_code == 200, response.text
     [registration] = fake_inngest.registrations
@@ -57,11 +57,17 @@ def test_put_registers_the_four_functions(app_server: str, fake_inngest: FakeInn
     assert trigger_of("start-job") == "demo/start_job"
     assert trigger_of("process-chunk") == "demo/process_chunk"
     assert trigger_of("trigger-aws-sam-job") == "demo/trigger_aws_sam_job"
+    assert trigger_of("send-callback") == "demo/job_completed"
+    assert step_of("send-callback")["retries"]["attempts"] == 5
     assert step_of("bad-long-job")["retries"]["attempts"] == 0
     assert step_of("start-job")["retries"]["attempts"] == 3
     assert step_of("process-chunk")["retries"]["attempts"] == 3  # CHUNK_RETRIES
     assert step_of("trigger-aws-sam-job")["retries"]["attempts"] == 3
     assert functions[f"{APP_ID}-process-chunk"]["concurrency"] == [{"limit": 10}]
+    # A job's demo/job_cancelled cancels its waiting chunk runs and its fan-out.
+    cancel = [{"event": "demo/job_cancelled", "if": "async.data.job_id == event.data.job_id"}]
+    assert functions[f"{APP_ID}-process-chunk"]["cancel"] == cancel
+    assert functions[f"{APP_ID}-start-job"]["cancel"] == cancel
     # Failure handlers keep every failed run visible in the job store.
     assert f"{APP_ID}-process-chunk-failure" in functions
     assert f"{APP_ID}-start-job-failure" in functions

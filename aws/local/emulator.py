@@ -334,6 +334,11 @@ def api_app(
             status, timeouts[1], request, "/jobs/{job_id}", f"/jobs/{job_id}", {"job_id": job_id}
         )
 
+    @app.post(f"/{STAGE}/jobs/{{job_id}}/cancel")
+    async def cancel_job(job_id: str, request: Request) -> Response:
+        resource, path = "/jobs/{job_id}/cancel", f"/jobs/{job_id}/cancel"
+        return await call(starter, timeouts[0], request, resource, path, {"job_id": job_id})
+
     @app.get("/_emulator")
     async def emulator_state() -> dict[str, Any]:
         """Not part of the stack: the event source's counters and worker processes."""

@@ -1,4 +1,5 @@
-"""Starter Lambda, POST /start: validate the JobSpec, record the job, enqueue its chunks."""
+"""Starter Lambda: POST /start validates the JobSpec, records the job and enqueues its chunks;
+POST /jobs/{job_id}/cancel cancels it (workers then drop its chunks that have not started)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,22 @@ def start() -> Response[str]:
         )  # fmt: skip
     logger.info("job accepted", extra={"total_chunks": job.total_chunks})
     return reply(202, accepted(job, "job accepted"))
+
+
+@app.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str) -> Response[str]:
+    logger.append_keys(job_id=job_id)
+    store = job_store()
+    job = store.get_job(job_id)
+    if job is None:
+        return reply(404, {"message": f"no job with job_id {job_id!r}"})
+    if not store.cancel_job(job_id) and job.state != "cancelled":
+        ended = store.status(job_id)
+        return reply(409, {"message": f"job {job_id} has ended ({ended and ended.status})"})
+    logger.info("job cancelled")
+    status = store.status(job_id)
+    assert status is not None
+    return reply(200, status.model_dump(mode="json"))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

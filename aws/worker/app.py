@@ -81,6 +81,10 @@ async def record_handler(record: SQSRecord) -> str:
         return await deliver_callback(record, message.job_id, receive_count, log)
 
     if isinstance(message, RangeMessage):
+        job = job_store().get_job(message.job_id)
+        if job is not None and job.state == "cancelled":
+            logger.info("range of a cancelled job dropped", extra=log)
+            return "cancelled"
         parts = expand(message)
         chunk_queue().send(parts)
         span = {"first": message.first, "stop": message.stop, "messages": len(parts)}

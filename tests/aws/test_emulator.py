@@ -208,3 +208,24 @@ def test_compare_runs_the_cloud_column_and_says_why_the_local_one_did_not(
     assert (tmp_path / "compare-200-50.png").stat().st_size > 0
     out = capsys.readouterr().out
     assert "local: not run" in out and "est. AWS cost" in out
+
+
+def test_cancel_through_the_api_stops_the_rest_and_the_accounting_adds_up(
+    emulator: Running,
+) -> None:
+    spec = {"total_items": 2000, "chunk_size": 10, "item_delay_ms": 50}  # 200 chunks of 0.5 s
+    job_id = emulator.start(spec).json()["job_id"]
+    wait_for(lambda: emulator.status(job_id)["chunks_succeeded"] > 0, timeout=20)
+    response = httpx.post(f"{emulator.api}/Prod/jobs/{job_id}/cancel",
+                          headers={"x-api-key": API_KEY}, timeout=30)  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+
+    def settled() -> bool:
+        s = emulator.status(job_id)
+        return bool(s["chunks_succeeded"] + s["chunks_failed"] + s["chunks_cancelled"] == 200)
+
+    wait_for(settled, timeout=30)  # the chunks that were running finish
+    final = emulator.status(job_id)
+    assert final["status"] == "cancelled" and final["chunks_cancelled"] > 0
+    assert final["attempts"] == final["chunks_succeeded"] + final["chunks_failed"]

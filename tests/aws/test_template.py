@@ -63,6 +63,7 @@ def test_both_routes_require_an_api_key(template: dict[str, Any]) -> None:
                 assert props["Auth"]["ApiKeyRequired"] is True
     assert routes == {
         ("post", "/start"): "StarterFunction",
+        ("post", "/jobs/{job_id}/cancel"): "StarterFunction",
         ("get", "/jobs/{job_id}"): "StatusFunction",
     }
 

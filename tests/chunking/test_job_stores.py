@@ -269,3 +269,32 @@ def test_an_llm_job_ends_when_its_output_is_written(store: JobStore) -> None:
     store.set_output_uri("llm", "data/outputs/llm/output.jsonl")
     status = store.status("llm")
     assert status is not None and status.status == "succeeded" and status.finished_at is not None
+
+
+def test_a_cancelled_job_counts_the_chunks_that_never_ran(store: JobStore) -> None:
+    job_id = started_job(store, total=100, size=10)
+    for index in range(3):
+        store.begin_attempt(job_id, index)
+        store.settle_chunk(job_id, index, succeeded=index != 1, items=10, error="x")
+    store.begin_attempt(job_id, 3)  # running when the cancel comes: it may finish
+    assert store.cancel_job(job_id)
+    assert not store.cancel_job(job_id)  # once
+    status = store.status(job_id)
+    assert status is not None and status.finished_at is not None
+    assert (status.status, status.chunks_succeeded, status.chunks_failed) == ("cancelled", 2, 1)
+    assert status.chunks_cancelled == 6  # 10 - 3 settled - 1 still running
+    assert not store.settle_chunk(job_id, 3, succeeded=True, items=10).job_finished
+    status = store.status(job_id)
+    assert status is not None
+    assert (status.chunks_succeeded, status.chunks_failed, status.chunks_cancelled) == (3, 1, 6)
+    total = status.chunks_succeeded + status.chunks_failed + status.chunks_cancelled
+    assert total == status.total_chunks and status.status == "cancelled"
+
+
+def test_an_ended_job_cannot_be_cancelled(store: JobStore) -> None:
+    job_id = started_job(store, total=10, size=10)
+    store.begin_attempt(job_id, 0)
+    store.settle_chunk(job_id, 0, succeeded=True, items=10)
+    assert not store.cancel_job(job_id)
+    status = store.status(job_id)
+    assert status is not None and (status.status, status.chunks_cancelled) == ("succeeded", 0)
