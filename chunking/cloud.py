@@ -27,11 +27,29 @@ def chunk_queue() -> SqsQueue:
 
 
 @lru_cache
+def high_priority_queue() -> SqsQueue:
+    return SqsQueue(_required("HIGH_PRIORITY_QUEUE_URL", get_settings().high_priority_queue_url))
+
+
+def queue_for(priority: str) -> SqsQueue:
+    """High-priority jobs' chunks have a queue (and worker concurrency) of their own."""
+    return high_priority_queue() if priority == "high" else chunk_queue()
+
+
+def queue_of(event_source_arn: str) -> SqsQueue:
+    """The queue a received message came from (its ARN ends with the queue's name)."""
+    name = event_source_arn.rsplit(":", 1)[-1]
+    high = get_settings().high_priority_queue_url
+    return high_priority_queue() if high and high.rsplit("/", 1)[-1] == name else chunk_queue()
+
+
+@lru_cache
 def dead_letter_queue() -> SqsQueue:
     return SqsQueue(_required("CHUNK_DLQ_URL", get_settings().chunk_dlq_url))
 
 
 def reset() -> None:
     """Forget the cached clients (tests, and the emulator between stacks)."""
-    for cached in (job_store, chunk_queue, dead_letter_queue, blobs.s3_client):
+    for cached in (job_store, chunk_queue, high_priority_queue, dead_letter_queue,
+                   blobs.s3_client):  # fmt: skip
         cached.cache_clear()

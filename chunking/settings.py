@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     inngest_event_key: str | None = None
     chunk_retries: int = Field(3, ge=0, le=20)
     chunk_concurrency: int = Field(10, ge=1, le=1_000)
+    # At most this many of one tenant's chunks at once, so one big tenant cannot take them all.
+    tenant_chunk_concurrency: int = Field(5, ge=1, le=1_000)
     bad_job_timeout_s: float = Field(5.0, gt=0)
 
     # Local job store, and how often GET /jobs/{id}/events looks for news in it.
@@ -67,6 +69,7 @@ class Settings(BaseSettings):
     # Cloud path (set by template.yaml in Lambda; by the offline emulation locally).
     job_table: str | None = None
     chunk_queue_url: str | None = None
+    high_priority_queue_url: str | None = None
     chunk_dlq_url: str | None = None
     max_receive_count: int = Field(3, ge=1, le=1_000)
 

@@ -11,6 +11,7 @@ from chunking.settings import get_settings
 
 MAX_CHUNKS = 100_000
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+Priority = Literal["high", "normal", "low"]
 
 ChunkIndex = Annotated[int, Field(ge=0)]
 
@@ -60,6 +61,14 @@ class JobSpec(BaseModel):
     )
     item_delay_ms: int = Field(
         default_factory=lambda: get_settings().item_delay_ms, ge=0, le=60_000
+    )
+    priority: Priority = Field(
+        "normal", description="high runs ahead of waiting normal and low chunks (both paths)."
+    )
+    tenant: str = Field(
+        "default",
+        pattern=JOB_ID_PATTERN,
+        description="Whose job: each tenant's chunks share one concurrency limit (local path).",
     )
     callback_url: str | None = Field(
         None,

@@ -13,10 +13,16 @@ from chunking.api_errors import describe
 from chunking.errors import PermanentError, RateLimitedError
 from chunking.runner import attempt_chunk, settle
 from chunking.settings import get_settings
-from chunking.spec import JOB_ID_PATTERN
+from chunking.spec import JOB_ID_PATTERN, Priority
 from functions.client import inngest_client
 from functions.deps import get_store
-from functions.events import CANCEL_ON_JOB_CANCELLED, PROCESS_CHUNK, job_completed_event
+from functions.events import (
+    CANCEL_ON_JOB_CANCELLED,
+    PRIORITY_EXPRESSION,
+    PROCESS_CHUNK,
+    TENANT_KEY,
+    job_completed_event,
+)
 
 settings = get_settings()
 
@@ -25,6 +31,9 @@ class ChunkRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     chunk_index: int = Field(ge=0)
+    # Read by Inngest (priority, per-tenant concurrency), not by the chunk itself.
+    priority: Priority = "normal"
+    tenant: str = Field("default", pattern=JOB_ID_PATTERN)
 
 
 def parse_chunk_ref(data: object) -> ChunkRef:
@@ -89,7 +98,11 @@ async def record_run_failure(ctx: inngest.Context) -> None:
     name="Process one chunk",
     trigger=inngest.TriggerEvent(event=PROCESS_CHUNK),
     retries=settings.chunk_retries,
-    concurrency=[inngest.Concurrency(limit=settings.chunk_concurrency)],
+    concurrency=[
+        inngest.Concurrency(limit=settings.chunk_concurrency),
+        inngest.Concurrency(limit=settings.tenant_chunk_concurrency, key=TENANT_KEY),
+    ],
+    priority=inngest.Priority(run=PRIORITY_EXPRESSION),
     cancel=[CANCEL_ON_JOB_CANCELLED],
     on_failure=record_run_failure,
 )

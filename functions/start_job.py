@@ -36,7 +36,9 @@ async def create_or_adopt_job(spec_data: dict[str, Any], path: Path = "local") -
     return {"job_id": job_id, "total_chunks": job.total_chunks, "started": started}
 
 
-async def send_chunk_events(job_id: str, first: int, stop: int) -> int:
+async def send_chunk_events(
+    job_id: str, first: int, stop: int, priority: str = "normal", tenant: str = "default"
+) -> int:
     """Send one batch of chunk events; returns how many were sent.
 
     Inngest replays the function once per step, so the events are built here, inside the
@@ -45,7 +47,9 @@ async def send_chunk_events(job_id: str, first: int, stop: int) -> int:
     job = await asyncio.to_thread(get_store().get_job, job_id)
     if job is not None and job.state == "cancelled":
         return 0  # cancelled while fanning out: the rest is never sent
-    await inngest_client.send([chunk_event(job_id, i) for i in range(first, stop)])
+    await inngest_client.send(
+        [chunk_event(job_id, i, priority, tenant) for i in range(first, stop)]
+    )
     return stop - first
 
 
@@ -85,6 +89,7 @@ async def start_job(ctx: inngest.Context) -> dict[str, Any]:
     send_steps = 0
     for send_steps, indexes in enumerate(fan_out_batches(total_chunks), start=1):
         await ctx.step.run(
-            f"fan-out-{send_steps}", send_chunk_events, job_id, indexes.start, indexes.stop
-        )
+            f"fan-out-{send_steps}", send_chunk_events, job_id, indexes.start, indexes.stop,
+            spec.priority, spec.tenant,
+        )  # fmt: skip
     return {"job_id": job_id, "total_chunks": total_chunks, "send_steps": send_steps}

@@ -63,7 +63,12 @@ def test_put_registers_the_functions(app_server: str, fake_inngest: FakeInngestA
     assert step_of("start-job")["retries"]["attempts"] == 3
     assert step_of("process-chunk")["retries"]["attempts"] == 3  # CHUNK_RETRIES
     assert step_of("trigger-aws-sam-job")["retries"]["attempts"] == 3
-    assert functions[f"{APP_ID}-process-chunk"]["concurrency"] == [{"limit": 10}]
+    chunk_fn = functions[f"{APP_ID}-process-chunk"]
+    # CHUNK_CONCURRENCY in all, TENANT_CHUNK_CONCURRENCY per tenant; high jobs first.
+    assert chunk_fn["concurrency"] == [{"limit": 10}, {"limit": 5, "key": "event.data.tenant"}]
+    assert chunk_fn["priority"] == {
+        "run": "event.data.priority == 'high' ? 600 : (event.data.priority == 'low' ? -600 : 0)"
+    }
     # A job's demo/job_cancelled cancels its waiting chunk runs and its fan-out.
     cancel = [{"event": "demo/job_cancelled", "if": "async.data.job_id == event.data.job_id"}]
     assert functions[f"{APP_ID}-process-chunk"]["cancel"] == cancel

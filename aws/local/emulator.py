@@ -300,7 +300,7 @@ def api_app(
     status: Callable[..., Any],
     api_key: str,
     timeouts: tuple[float, float],
-    poller: SqsEventSourcePoller,
+    pollers: list[SqsEventSourcePoller],
 ) -> FastAPI:
     """API Gateway's part: routes, the API key check, proxy events in and out."""
     app = FastAPI(title="Cloud path emulator", docs_url=None, redoc_url=None)
@@ -341,8 +341,9 @@ def api_app(
 
     @app.get("/_emulator")
     async def emulator_state() -> dict[str, Any]:
-        """Not part of the stack: the event source's counters and worker processes."""
-        return poller.snapshot()
+        """Not part of the stack: the event sources' counters and worker processes."""
+        main, *others = pollers
+        return {**main.snapshot(), "other_sources": [p.snapshot() for p in others]}
 
     return app
 
@@ -380,7 +381,13 @@ class Emulator:
         self.poller = SqsEventSourcePoller(
             boto3.client("sqs"), self.stack.queue_url, worker, self.event_source
         )
+        # High-priority jobs' queue: the same function, its own event source and concurrency.
+        high = sqs_event_source(template, "WorkerFunction", self.parameters, "HighPriorityChunks")
+        self.high_poller = SqsEventSourcePoller(
+            boto3.client("sqs"), self.stack.high_queue_url, worker, high
+        )
         self.poller.start()
+        self.high_poller.start()
 
         # The API's functions run in this process; their environment is the template's.
         starter, status = config("StarterFunction"), config("StatusFunction")
@@ -393,7 +400,8 @@ class Emulator:
         get_settings.cache_clear()
         cloud.reset()
         app = api_app(starter_handler, status_handler, self.api_key,
-                      (starter.timeout_s, status.timeout_s), self.poller)  # fmt: skip
+                      (starter.timeout_s, status.timeout_s),
+                      [self.poller, self.high_poller])  # fmt: skip
         self.api = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.api_port, log_level="warning")
         )
@@ -402,6 +410,7 @@ class Emulator:
         while not self.api.started:
             if not self.api_thread.is_alive():
                 self.poller.stop()
+                self.high_poller.stop()
                 self.moto.stop()
                 raise SystemExit(f"the emulator's API could not listen on :{self.api_port}")
             time.sleep(0.02)
@@ -414,6 +423,7 @@ class Emulator:
         self.api.should_exit = True
         self.api_thread.join(timeout=10)
         self.poller.stop()
+        self.high_poller.stop()
         self.moto.stop()
 
 

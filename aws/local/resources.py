@@ -67,12 +67,14 @@ class LocalStack:
     dlq_url: str
     max_receive_count: int
     bucket_name: str
+    high_queue_url: str
 
     def environment(self) -> dict[str, str]:
         """The variables template.yaml gives the functions, pointing at these resources."""
         return {
             "JOB_TABLE": self.table_name,
             "CHUNK_QUEUE_URL": self.queue_url,
+            "HIGH_PRIORITY_QUEUE_URL": self.high_queue_url,
             "CHUNK_DLQ_URL": self.dlq_url,
             "MAX_RECEIVE_COUNT": str(self.max_receive_count),
             "LLM_OUTPUT_URI": f"s3://{self.bucket_name}/outputs",
@@ -81,7 +83,8 @@ class LocalStack:
     def ref(self, logical_id: str) -> str:
         """What `!Ref` of one of these resources gives in CloudFormation."""
         refs = {"JobTable": self.table_name, "ChunkQueue": self.queue_url,
-                "ChunkDeadLetterQueue": self.dlq_url, "DataBucket": self.bucket_name}  # fmt: skip
+                "ChunkDeadLetterQueue": self.dlq_url, "DataBucket": self.bucket_name,
+                "HighPriorityChunkQueue": self.high_queue_url}  # fmt: skip
         return refs[logical_id]
 
 
@@ -137,13 +140,15 @@ class EventSourceConfig:
 
 
 def sqs_event_source(
-    template: dict[str, Any], logical_id: str, overrides: dict[str, Any] | None = None
+    template: dict[str, Any],
+    logical_id: str,
+    overrides: dict[str, Any] | None = None,
+    event_name: str = "Chunks",
 ) -> EventSourceConfig:
-    [event] = [
-        e["Properties"]
-        for e in template["Resources"][logical_id]["Properties"]["Events"].values()
-        if e["Type"] == "SQS"
-    ]
+    """One of a function's SQS event sources (by its name under Events)."""
+    source = template["Resources"][logical_id]["Properties"]["Events"][event_name]
+    assert source["Type"] == "SQS", f"{logical_id}.{event_name} is not an SQS event"
+    event = source["Properties"]
     return EventSourceConfig(
         batch_size=int(resolve(template, event["BatchSize"], overrides)),
         batching_window_s=float(event.get("MaximumBatchingWindowInSeconds", 0)),
@@ -187,16 +192,24 @@ def create_resources(
     ]
     redrive = resources["ChunkQueue"]["Properties"]["RedrivePolicy"]
     max_receive = int(resolve(template, redrive["maxReceiveCount"], overrides))
-    queue_url = sqs.create_queue(
-        QueueName=f"{prefix}-chunks",
-        Attributes={
-            **queue_attributes("ChunkQueue"),
-            **({"VisibilityTimeout": str(visibility_timeout_s)} if visibility_timeout_s else {}),
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}
-            ),
-        },
-    )["QueueUrl"]
+
+    def chunk_queue(logical_id: str, name: str) -> str:
+        url: str = sqs.create_queue(
+            QueueName=name,
+            Attributes={
+                **queue_attributes(logical_id),
+                **(
+                    {"VisibilityTimeout": str(visibility_timeout_s)} if visibility_timeout_s else {}
+                ),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}
+                ),
+            },
+        )["QueueUrl"]
+        return url
+
+    queue_url = chunk_queue("ChunkQueue", f"{prefix}-chunks")
+    high_queue_url = chunk_queue("HighPriorityChunkQueue", f"{prefix}-chunks-high")
 
     table = resources["JobTable"]["Properties"]
     table_name = f"{prefix}-jobs"
@@ -213,4 +226,4 @@ def create_resources(
 
         s3 = boto3.client("s3")
     s3.create_bucket(Bucket=bucket_name)
-    return LocalStack(table_name, queue_url, dlq_url, max_receive, bucket_name)
+    return LocalStack(table_name, queue_url, dlq_url, max_receive, bucket_name, high_queue_url)

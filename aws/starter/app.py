@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from chunking.api_errors import describe, field_errors
 from chunking.chunk_messages import initial_messages
-from chunking.cloud import chunk_queue, job_store
+from chunking.cloud import job_store, queue_for
 from chunking.prepare import prepare_spec
 from chunking.spec import JobSpec, new_job_id
 from chunking.status import JobRecord
@@ -77,7 +77,7 @@ def start() -> Response[str]:
     # Running before enqueueing: a fast worker may settle every chunk before we return.
     store.start_job(job_id)
     try:
-        chunk_queue().send(initial_messages(job_id, job.total_chunks))
+        queue_for(job.spec.priority).send(initial_messages(job_id, job.total_chunks))
     except Exception as err:
         logger.exception("could not enqueue the job's chunks")
         store.fail_job(job_id, f"could not enqueue chunks: {err}")

@@ -30,10 +30,11 @@ from pydantic import ValidationError
 
 from chunking.callbacks import send_job_callback
 from chunking.chunk_messages import CallbackMessage, RangeMessage, expand, parse_message
-from chunking.cloud import chunk_queue, dead_letter_queue, job_store
+from chunking.cloud import chunk_queue, dead_letter_queue, job_store, queue_of
 from chunking.errors import PermanentError, RateLimitedError
 from chunking.runner import attempt_chunk
 from chunking.settings import get_settings
+from chunking.sqs_queue import SqsQueue
 
 logger = Logger()
 # Report a batch whose every record failed as item failures too, not as a function error:
@@ -76,9 +77,11 @@ async def record_handler(record: SQSRecord) -> str:
         dead_letter(record, f"not a chunk or range message: {err}")
         return "dead-lettered"
     log = {"job_id": message.job_id, "receive_count": receive_count}
+    # Backoff, Retry-After and range expansion go to the queue the message came from.
+    source = queue_of(record.event_source_arn)
 
     if isinstance(message, CallbackMessage):
-        return await deliver_callback(record, message.job_id, receive_count, log)
+        return await deliver_callback(record, source, message.job_id, receive_count, log)
 
     if isinstance(message, RangeMessage):
         job = job_store().get_job(message.job_id)
@@ -86,7 +89,7 @@ async def record_handler(record: SQSRecord) -> str:
             logger.info("range of a cancelled job dropped", extra=log)
             return "cancelled"
         parts = expand(message)
-        chunk_queue().send(parts)
+        source.send(parts)
         span = {"first": message.first, "stop": message.stop, "messages": len(parts)}
         logger.info("range expanded", extra={**log, **span})
         return "expanded"
@@ -107,12 +110,12 @@ async def record_handler(record: SQSRecord) -> str:
         return "dead-lettered"
     except RateLimitedError as err:
         logger.warning("rate limited", extra={**log, "retry_after_s": err.retry_after_s})
-        chunk_queue().delay(record.receipt_handle, err.retry_after_s)
+        source.delay(record.receipt_handle, err.retry_after_s)
         raise RetryLater(str(err)) from err
     except Exception as err:
         delay = backoff_s(receive_count)
         logger.warning("transient failure", extra={**log, "error": str(err), "retry_in_s": delay})
-        chunk_queue().delay(record.receipt_handle, delay)
+        source.delay(record.receipt_handle, delay)
         raise RetryLater(str(err)) from err
 
     logger.info(f"chunk {outcome.outcome}", extra={**log, "error": outcome.error})
@@ -128,14 +131,14 @@ async def record_handler(record: SQSRecord) -> str:
         if last_attempt:
             # Visible again at once, so the redrive policy moves it to the DLQ on the next
             # receive rather than after a whole visibility timeout.
-            chunk_queue().delay(record.receipt_handle, 0)
+            source.delay(record.receipt_handle, 0)
             raise RetryLater(outcome.error)
         dead_letter(record, outcome.error or "permanent failure")
     return outcome.outcome
 
 
 async def deliver_callback(
-    record: SQSRecord, job_id: str, receive_count: int, log: dict[str, Any]
+    record: SQSRecord, source: SqsQueue, job_id: str, receive_count: int, log: dict[str, Any]
 ) -> str:
     try:
         result = await send_job_callback(job_store(), job_id)
@@ -146,7 +149,7 @@ async def deliver_callback(
     except Exception as err:
         delay = err.retry_after_s if isinstance(err, RateLimitedError) else backoff_s(receive_count)
         logger.warning("callback failed", extra={**log, "error": str(err), "retry_in_s": delay})
-        chunk_queue().delay(record.receipt_handle, delay)
+        source.delay(record.receipt_handle, delay)
         raise RetryLater(str(err)) from err
     logger.info("callback", extra={**log, "result": result})
     return result

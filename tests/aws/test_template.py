@@ -37,6 +37,18 @@ def test_chunk_queue_redrives_to_the_dlq_after_max_receive_count(template: dict[
     assert resource(template, "ChunkDeadLetterQueue")["MessageRetentionPeriod"] == 14 * 24 * 3600
 
 
+def test_high_priority_chunks_have_their_own_queue_and_worker_share(
+    template: dict[str, Any],
+) -> None:
+    high = resource(template, "HighPriorityChunkQueue")
+    assert high["RedrivePolicy"] == resource(template, "ChunkQueue")["RedrivePolicy"]
+    assert high["VisibilityTimeout"] >= 6 * function_timeout(template, "WorkerFunction")
+    event = resource(template, "WorkerFunction")["Events"]["HighPriorityChunks"]["Properties"]
+    assert event["Queue"] == {"Fn::GetAtt": ["HighPriorityChunkQueue", "Arn"]}
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert event["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "HighPriorityWorkerConcurrency"}
+
+
 def test_worker_reports_partial_batch_failures(template: dict[str, Any]) -> None:
     event = resource(template, "WorkerFunction")["Events"]["Chunks"]
     assert event["Type"] == "SQS"
@@ -97,7 +109,7 @@ def test_parameters_and_outputs(template: dict[str, Any]) -> None:
         "TotalItems", "ChunkSize", "ItemDelayMs", "MaxReceiveCount", "WorkerConcurrency",
         "WorkerBatchSize", "OpenAiBaseUrl", "OpenAiModel", "OpenAiApiKey",
         "LlmPricePromptPerMtok", "LlmPriceCompletionPerMtok", "CallbackSecret",
-        "AllowPrivateCallbacks",
+        "AllowPrivateCallbacks", "HighPriorityWorkerConcurrency",
     }  # fmt: skip
     assert template["Parameters"]["OpenAiApiKey"]["NoEcho"] is True
     assert template["Parameters"]["CallbackSecret"]["NoEcho"] is True

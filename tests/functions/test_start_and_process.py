@@ -190,3 +190,10 @@ def test_chunk_of_unknown_job_fails_without_retry() -> None:
     result = trigger(process_chunk, PROCESS_CHUNK, {"job_id": "ghost", "chunk_index": 0})
     assert isinstance(result.error, inngest.NonRetriableError)
     assert "'ghost': no such job" in str(result.error)
+
+
+def test_chunk_events_carry_the_jobs_priority_and_tenant(fake_inngest: FakeInngestApi) -> None:
+    start(total_items=30, chunk_size=10, priority="high", tenant="acme")
+    events = fake_inngest.named(PROCESS_CHUNK)
+    assert {(e["data"]["priority"], e["data"]["tenant"]) for e in events} == {("high", "acme")}
+    assert all(r.status is mocked.Status.COMPLETED for r in run_chunks(fake_inngest))
