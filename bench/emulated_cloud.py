@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.emulated_cloud efficiency   # 40 chunks of 250 ms, 8 in flight
     .venv/bin/python -m bench.emulated_cloud sweep        # chunk size 10, 50, 200, 1000
     .venv/bin/python -m bench.emulated_cloud load         # POST /start, 50 clients, 2,000 calls
+    .venv/bin/python -m bench.emulated_cloud fairness     # a high job beside a 2,000-chunk low one
 
 Wall time is the job's own (finished_at - created_at in its status JSON), so polling does not
 add to it. Worker processes are warmed by one job first, as a busy Lambda function's are.
@@ -163,10 +164,40 @@ def load(clients: int, requests: int) -> None:
           f"missing {len(missing)}")  # fmt: skip
 
 
+def fairness(runs: int, low_chunk_ms: int) -> None:
+    """A 10-chunk high-priority job, alone and while a 2,000-chunk low-priority job runs."""
+    high = {"total_items": 500, "chunk_size": 50, "item_delay_ms": 5, "priority": "high"}
+    low = {"total_items": 2_000, "chunk_size": 1, "item_delay_ms": low_chunk_ms,
+           "priority": "low"}  # fmt: skip
+    with EmulatorProcess(*EIGHT_IN_FLIGHT) as emulator:
+        headers = {"x-api-key": emulator.api_key}
+        run_job(emulator, high)  # warm the worker processes of both event sources
+        alone = [wall_s(run_job(emulator, high)) for _ in range(runs)]
+        response = httpx.post(f"{emulator.api}/Prod/start", json=low, headers=headers, timeout=30)
+        response.raise_for_status()
+        big = response.json()["status_url"]
+        while httpx.get(big, headers=headers, timeout=30).json()["chunks_succeeded"] < 50:
+            time.sleep(0.2)
+        beside = []
+        for _ in range(runs):
+            status = run_job(emulator, high)
+            assert status["status"] == "succeeded"
+            beside.append(wall_s(status))
+        progress = httpx.get(big, headers=headers, timeout=30).json()
+        httpx.post(f"{big}/cancel", headers=headers, timeout=30)  # done measuring: stop it
+    ratio = statistics.median(beside) / statistics.median(alone)
+    print(f"high job: 10 chunks of 250 ms; low job: 2,000 chunks of {low_chunk_ms} ms, first")
+    print(f"high alone (s):       {', '.join(f'{w:.3f}' for w in alone)}")
+    print(f"high beside low (s):  {', '.join(f'{w:.3f}' for w in beside)}")
+    print(f"low job meanwhile: {progress['chunks_succeeded']} of 2,000 chunks done, still running")
+    print(f"median beside / median alone = {ratio:.2f} (target <= 2)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("benchmark", choices=["efficiency", "sweep", "load"])
+    parser.add_argument("benchmark", choices=["efficiency", "sweep", "load", "fairness"])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--low-chunk-ms", type=int, default=1000, help="fairness: low job chunks")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=2_000)
     args = parser.parse_args()
@@ -174,6 +205,8 @@ def main() -> None:
         efficiency(args.runs)
     elif args.benchmark == "sweep":
         sweep()
+    elif args.benchmark == "fairness":
+        fairness(args.runs, args.low_chunk_ms)
     else:
         load(args.clients, args.requests)
 
