@@ -27,17 +27,19 @@ class Item:
     prompt: str
 
 
-def _lines(uri: str) -> Iterator[str]:
+def _lines(uri: str) -> Iterator[tuple[int, str]]:
+    """(line number in the file, line) of each non-blank line: blank lines are not items."""
     try:
-        yield from (line for line in blobs.read_lines(uri) if line.strip())
+        lines = enumerate(blobs.read_lines(uri), start=1)
+        yield from ((number, line) for number, line in lines if line.strip())
     except UnicodeDecodeError as err:
         raise InputError(f"input_uri {uri!r}: not UTF-8 text ({err.reason})") from err
     except OSError as err:
         raise InputError(f"input_uri {uri!r}: {err}") from err
 
 
-def _item(index: int, line: str, template: str | None) -> Item:
-    where = f"line {index + 1}"
+def _item(index: int, number: int, line: str, template: str | None) -> Item:
+    where = f"line {number}"
     try:
         data = json.loads(line)
     except json.JSONDecodeError as err:
@@ -62,11 +64,11 @@ def validate_input(uri: str, template: str | None) -> int:
     """Check every line and that ids are unique; returns the number of items."""
     seen: dict[str, int] = {}
     count = 0
-    for index, line in enumerate(_lines(uri)):
-        item = _item(index, line, template)
+    for index, (number, line) in enumerate(_lines(uri)):
+        item = _item(index, number, line, template)
         if item.id in seen:
-            raise InputError(f"line {index + 1}: id {item.id!r} is also on line {seen[item.id]}")
-        seen[item.id] = index + 1
+            raise InputError(f"line {number}: id {item.id!r} is also on line {seen[item.id]}")
+        seen[item.id] = number
         count += 1
     if count == 0:
         raise InputError(f"input_uri {uri!r}: the file has no items")
@@ -75,6 +77,5 @@ def validate_input(uri: str, template: str | None) -> int:
 
 def read_items(uri: str, template: str | None, start: int, stop: int) -> list[Item]:
     """Items start <= index < stop, in file order."""
-    return [
-        _item(index, line, template) for index, line in islice(enumerate(_lines(uri)), start, stop)
-    ]
+    items = islice(enumerate(_lines(uri)), start, stop)
+    return [_item(index, number, line, template) for index, (number, line) in items]

@@ -52,3 +52,14 @@ def test_bad_input_names_the_line(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         validate_input(str(tmp_path / "nope.jsonl"), None)
+
+
+def test_errors_name_the_files_own_line_numbers_past_blank_lines(tmp_path: Path) -> None:
+    uri = write(tmp_path, {"id": "a", "prompt": "x"}, "", "   ", "{broken")
+    with pytest.raises(InputError, match="line 4: not valid JSON"):
+        validate_input(uri, None)
+    uri = write(tmp_path, {"id": "a", "prompt": "x"}, "", {"id": "a", "prompt": "y"})
+    with pytest.raises(InputError, match="line 3: id 'a' is also on line 1"):
+        validate_input(uri, None)
+    uri = write(tmp_path, "", {"id": "a", "prompt": "x"}, "", {"id": "b", "prompt": "y"})
+    assert [(i.index, i.id) for i in read_items(uri, None, 0, 9)] == [(0, "a"), (1, "b")]
