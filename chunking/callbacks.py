@@ -86,7 +86,8 @@ async def deliver(
 ) -> int:
     """POST the signed summary once; returns the HTTP status of a 2xx answer."""
     try:
-        check_target(url, allow_private)
+        # A DNS lookup blocks: off the event loop, which the local path's chunks share.
+        await asyncio.to_thread(check_target, url, allow_private)
     except CallbackTargetError as err:
         raise PermanentError(f"callback_url refused: {err}") from err
     body = json.dumps(summary, separators=(",", ":"), sort_keys=True).encode()
