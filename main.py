@@ -85,10 +85,13 @@ async def cancel_job(job_id: str) -> JobStatus:
     job = await asyncio.to_thread(store.get_job, job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with job_id {job_id!r}")
-    if not await asyncio.to_thread(store.cancel_job, job_id) and job.state != "cancelled":
-        current = await asyncio.to_thread(store.status, job_id)
-        ended = current.status if current else job.state
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job {job_id} has ended ({ended})")
+    if not await asyncio.to_thread(store.cancel_job, job_id):
+        current = await asyncio.to_thread(store.status, job_id)  # re-read: it may have raced
+        if current is None or current.status != "cancelled":
+            ended = current.status if current else "gone"
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, detail=f"job {job_id} has ended ({ended})"
+            )
     try:
         # The store already says cancelled, and every chunk checks it before it starts; the
         # event lets Inngest drop the waiting runs without starting them at all.

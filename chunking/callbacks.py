@@ -32,23 +32,32 @@ from chunking.store import JobStore
 
 SIGNATURE_HEADER = "X-Signature"
 TOLERANCE_S = 300  # how old a signed timestamp a receiver accepts
+REPLY_MAX = 4096  # bytes of a receiver's answer read (for the error message)
 
 
 class CallbackTargetError(ValueError):
     """The callback URL is not one we may call."""
 
 
+class CallbackUnresolvedError(CallbackTargetError):
+    """The host does not resolve (now): refused at submission, retried at delivery."""
+
+
 def check_target(url: str, allow_private: bool) -> None:
     """Raise CallbackTargetError unless `url` is http(s) to a host that resolves to public IPs."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port  # .port raises for one out of range
+    except ValueError as err:
+        raise CallbackTargetError(f"{url!r} is not a valid URL ({err})") from err
+    if parts.scheme not in ("http", "https") or not host:
         raise CallbackTargetError(f"{url!r} is not an http(s) URL with a host")
     if allow_private:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as err:
-        raise CallbackTargetError(f"{parts.hostname!r} does not resolve ({err})") from err
+        raise CallbackUnresolvedError(f"{host!r} does not resolve ({err})") from err
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if not address.is_global or address.is_multicast:
@@ -88,6 +97,8 @@ async def deliver(
     try:
         # A DNS lookup blocks: off the event loop, which the local path's chunks share.
         await asyncio.to_thread(check_target, url, allow_private)
+    except CallbackUnresolvedError as err:  # a DNS hiccup is worth another try
+        raise TransientError(f"callback_url: {err}") from err
     except CallbackTargetError as err:
         raise PermanentError(f"callback_url refused: {err}") from err
     body = json.dumps(summary, separators=(",", ":"), sort_keys=True).encode()
@@ -97,11 +108,22 @@ async def deliver(
         "X-Callback-Id": f"{summary['job_id']}-completed",
     }
     try:
-        async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as http:
-            response = await http.post(url, content=body, headers=headers)
-    except httpx.HTTPError as err:
+        # One deadline for the whole exchange, and at most REPLY_MAX bytes of the answer read:
+        # a receiver cannot hold a delivery open, or feed it, for ever.
+        async with (
+            asyncio.timeout(timeout_s),
+            httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as http,
+            http.stream("POST", url, content=body, headers=headers) as response,
+        ):
+            reply = b""
+            async for part in response.aiter_bytes():
+                reply += part
+                if len(reply) >= REPLY_MAX:
+                    break
+    except (httpx.HTTPError, TimeoutError) as err:
         raise TransientError(f"callback to {url}: {type(err).__name__}: {err}") from err
-    what = f"callback to {url} answered {response.status_code}: {response.text[:200]}"
+    text = reply[:200].decode("utf-8", "replace")
+    what = f"callback to {url} answered {response.status_code}: {text}"
     if response.status_code == 429:
         raise RateLimitedError(what, retry_after_s(response.headers))
     if response.status_code >= 500:

@@ -230,6 +230,7 @@ class DynamoJobStore:
         items: int = 0,
         latency_ms: float | None = None,
         error: str | None = None,
+        begun_only: bool = False,
     ) -> Settlement:
         job_key = {"job_id": {"S": job_id}, "sk": {"S": JOB_SK}}
         try:
@@ -241,7 +242,9 @@ class DynamoJobStore:
                     "SET #state = :state, #items = :items, latency_ms = :latency, "
                     "#error = :error, chunk_index = :index, "
                     "attempts = if_not_exists(attempts, :zero)",
-                    "attribute_not_exists(sk) OR #state = :running",
+                    "#state = :running"
+                    if begun_only
+                    else "attribute_not_exists(sk) OR #state = :running",
                     state="succeeded" if succeeded else "failed",
                     items=items if succeeded else 0,
                     latency=None if latency_ms is None else Decimal(str(latency_ms)),

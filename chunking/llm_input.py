@@ -34,8 +34,9 @@ def _lines(uri: str) -> Iterator[tuple[int, str]]:
         yield from ((number, line) for number, line in lines if line.strip())
     except UnicodeDecodeError as err:
         raise InputError(f"input_uri {uri!r}: not UTF-8 text ({err.reason})") from err
-    except OSError as err:
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
         raise InputError(f"input_uri {uri!r}: {err}") from err
+    # Any other OSError (S3 throttling, a 5xx, a reset) propagates: it is worth a retry.
 
 
 def _item(index: int, number: int, line: str, template: str | None) -> Item:

@@ -63,7 +63,11 @@ async def job_events(
                     "attempts": chunk.attempts, "total_chunks": status.total_chunks,
                     **counts.__dict__}  # fmt: skip
             yield ProgressEvent("chunk", data, id=str(chunk.seq))
-        if status.status in TERMINAL_STATUSES:
+        # A cancelled job's running chunks still finish: the stream waits for them.
+        accounted = status.chunks_succeeded + status.chunks_failed + status.chunks_cancelled
+        if status.status in TERMINAL_STATUSES and (
+            status.status != "cancelled" or accounted == status.total_chunks
+        ):
             yield ProgressEvent("end", status.model_dump(mode="json"))
             return
         await asyncio.sleep(poll_s)

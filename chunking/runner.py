@@ -43,6 +43,7 @@ async def settle(
     error: str | None = None,
     items: int = 0,
     latency_ms: float | None = None,
+    begun_only: bool = False,
 ) -> AttemptOutcome:
     """Record a chunk's outcome (once, whatever the deliveries), after what it leaves behind."""
     job = await _job(store, job_id)
@@ -56,6 +57,7 @@ async def settle(
         items=items,
         latency_ms=None if latency_ms is None else round(latency_ms, 3),
         error=error,
+        begun_only=begun_only,
     )
     if settlement.job_finished:
         await finish_job(store, job_id)
@@ -126,7 +128,11 @@ async def attempt_chunk(
         raise PermanentError(f"job {job_id!r}: {err}") from err
 
     if job.state == "cancelled":
-        # Not started, so it never will: nothing is run, counted or recorded for it.
+        # Not started, so it never will. A chunk begun before the cancel and now back for a
+        # retry (or redriven) would stay "running" for ever: it is recorded failed instead,
+        # so the job's accounting adds up. One never begun is not recorded: it is cancelled.
+        reason = "cancelled: the job was cancelled before this chunk's retry"
+        await settle(store, job_id, index, error=reason, begun_only=True)
         return AttemptOutcome(job_id, index, "cancelled", None, False, False)
     attempt = await asyncio.to_thread(store.begin_attempt, job_id, index)
     if attempt is None:  # a duplicate delivery of a settled chunk: never run or count it twice

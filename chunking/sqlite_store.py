@@ -236,6 +236,7 @@ class SqliteJobStore:
         items: int = 0,
         latency_ms: float | None = None,
         error: str | None = None,
+        begun_only: bool = False,
     ) -> Settlement:
         state = "succeeded" if succeeded else "failed"
         values: tuple[Any, ...] = (state, items if succeeded else 0, latency_ms, error)
@@ -245,7 +246,7 @@ class SqliteJobStore:
                 " WHERE job_id = ? AND chunk_index = ? AND state = 'running'",
                 (*values, job_id, chunk_index),
             )
-            if cur.rowcount == 0:
+            if cur.rowcount == 0 and not begun_only:
                 # A chunk settled without an attempt (one that never ran) starts at 0 attempts.
                 cur = db.execute(
                     "INSERT OR IGNORE INTO chunks"

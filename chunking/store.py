@@ -71,8 +71,12 @@ class JobStore(Protocol):
         items: int = 0,
         latency_ms: float | None = None,
         error: str | None = None,
+        begun_only: bool = False,
     ) -> Settlement:
-        """Record a chunk's outcome once per (job_id, chunk_index), whatever the deliveries."""
+        """Record a chunk's outcome once per (job_id, chunk_index), whatever the deliveries.
+
+        `begun_only`: record it only for a chunk whose attempt has begun (never create one).
+        """
         ...
 
     def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:

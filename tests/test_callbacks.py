@@ -25,7 +25,8 @@ from tests.support import FakeInngestApi, replay
     "url",
     ["http://127.0.0.1:9000/hook", "http://localhost/hook", "http://10.1.2.3/x",
      "http://169.254.169.254/latest/meta-data", "http://[::1]/x", "http://192.168.0.7/x",
-     "http://no-such-host.invalid/x", "ftp://example.com/x"],
+     "http://no-such-host.invalid/x", "ftp://example.com/x", "http://example.com:99999/x",
+     "http://[::1"],
 )  # fmt: skip
 def test_non_public_or_odd_targets_are_refused(url: str) -> None:
     with pytest.raises(CallbackTargetError):

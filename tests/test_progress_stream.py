@@ -118,3 +118,22 @@ def test_compare_follows_the_local_path_by_its_event_stream(api: httpx.Client) -
     assert not follower.is_alive()
     assert run.done and run.wall_s is not None
     assert (run.status["status"], run.status["chunks_succeeded"]) == ("succeeded", 5)
+
+
+def test_a_cancelled_jobs_stream_ends_once_its_running_chunks_have_finished(
+    api: httpx.Client,
+) -> None:
+    job_id = running_job(chunks=4)
+    settle(0)
+    get_store().begin_attempt(job_id, 1)  # running when the cancel comes
+    get_store().cancel_job(job_id)
+    later = threading.Timer(0.3, get_store().settle_chunk, args=(job_id, 1),
+                            kwargs={"succeeded": True, "items": 10})  # fmt: skip
+    later.start()
+    events = read(api, job_id)
+    later.join()
+    assert [e.event for e in events] == ["status", "chunk", "chunk", "end"]
+    final = events[-1].json()
+    assert (final["status"], final["chunks_succeeded"], final["chunks_cancelled"]) == (
+        "cancelled", 2, 2,
+    )  # fmt: skip

@@ -97,9 +97,11 @@ def cancel(job_id: str) -> Response[str]:
     job = store.get_job(job_id)
     if job is None:
         return reply(404, {"message": f"no job with job_id {job_id!r}"})
-    if not store.cancel_job(job_id) and job.state != "cancelled":
-        ended = store.status(job_id)
-        return reply(409, {"message": f"job {job_id} has ended ({ended and ended.status})"})
+    if not store.cancel_job(job_id):
+        current = store.status(job_id)  # re-read: a concurrent cancel may have won
+        if current is None or current.status != "cancelled":
+            ended = current.status if current else "gone"
+            return reply(409, {"message": f"job {job_id} has ended ({ended})"})
     logger.info("job cancelled")
     status = store.status(job_id)
     assert status is not None

@@ -298,3 +298,25 @@ def test_an_ended_job_cannot_be_cancelled(store: JobStore) -> None:
     assert not store.cancel_job(job_id)
     status = store.status(job_id)
     assert status is not None and (status.status, status.chunks_cancelled) == ("succeeded", 0)
+
+
+def test_a_chunk_begun_before_the_cancel_is_recorded_when_it_comes_back(store: JobStore) -> None:
+    import asyncio
+
+    from chunking.runner import attempt_chunk, forget_jobs
+
+    forget_jobs()
+    job_id = started_job(store, total=40, size=10)
+    store.begin_attempt(job_id, 0)  # attempt 1 failed transiently: waiting for its retry
+    store.begin_attempt(job_id, 1)
+    store.settle_chunk(job_id, 1, succeeded=True, items=10)
+    assert store.cancel_job(job_id)
+    loop = asyncio.get_event_loop()
+    for index in (0, 2, 3):  # the retry of chunk 0, and two chunks never begun
+        outcome = loop.run_until_complete(attempt_chunk(store, job_id, index, last_attempt=False))
+        assert outcome.outcome == "cancelled"
+    status = store.status(job_id)
+    assert status is not None
+    assert (status.chunks_succeeded, status.chunks_failed, status.chunks_cancelled) == (1, 1, 2)
+    assert "cancelled" in status.failed_chunks[0].error
+    assert not store.settle_chunk(job_id, 2, succeeded=False, begun_only=True).recorded
