@@ -8,6 +8,8 @@ entrypoint reports them exactly as it reports a malformed body.
 
 from __future__ import annotations
 
+from pathlib import Path as FsPath
+
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails
 
@@ -47,6 +49,11 @@ def prepare_spec(spec: JobSpec, path: Path) -> JobSpec:
     if path == "cloud" and not blobs.is_s3(uri):
         message = "the cloud path reads its input from S3: upload the file, pass s3://bucket/key"
         raise spec_error("input_uri", message, uri)
+    if not blobs.is_s3(uri):
+        root = get_settings().llm_input_root.resolve()
+        if not FsPath(uri).resolve().is_relative_to(root):
+            message = f"local inputs must be under LLM_INPUT_ROOT ({root}); {uri!r} is not"
+            raise spec_error("input_uri", message, uri)
     if problem := missing_model_endpoint():
         raise spec_error("workload", f"no model to call: {problem}", spec.workload)
     try:

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     llm_price_completion_per_mtok: float = Field(0.60, ge=0)
     # Longest any one model call may take; a call also never outlives what its run has left.
     llm_call_timeout_s: float = Field(60.0, gt=0, le=900)
+    # The only folder (and below) a local llm input_uri may name: the API reads no other file.
+    llm_input_root: Path = Path(".")
     # Where the llm workload writes its outputs: a local folder or an s3:// prefix.
     llm_output_uri: str = "data/outputs"
     # What one process-chunk step may spend (its run ends after it): keep it under the request

@@ -57,6 +57,7 @@ def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     db = tmp_path / "jobs.sqlite3"
     monkeypatch.setenv("JOB_DB_PATH", str(db))
     monkeypatch.setenv("LLM_OUTPUT_URI", str(tmp_path / "outputs"))
+    monkeypatch.setenv("LLM_INPUT_ROOT", str(tmp_path))
     get_settings.cache_clear()
     get_store.cache_clear()
     yield db

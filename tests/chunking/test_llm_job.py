@@ -80,9 +80,10 @@ def test_prepare_refuses_what_cannot_run(model: FakeModelServer, tmp_path: Path)
     (tmp_path / "text.jsonl").write_text('{"id": "a", "text": "no template"}\n')
     spec = {"workload": "llm", "input_uri": str(tmp_path / "text.jsonl")}
     assert "no prompt_template" in errors_of(spec)["input_uri"]
-    assert (
-        "no such file" in errors_of({"workload": "llm", "input_uri": "missing.jsonl"})["input_uri"]
-    )
+    missing = {"workload": "llm", "input_uri": str(tmp_path / "missing.jsonl")}
+    assert "no such file" in errors_of(missing)["input_uri"]
+    outside = errors_of({"workload": "llm", "input_uri": "/etc/passwd"})["input_uri"]
+    assert "must be under LLM_INPUT_ROOT" in outside
     good = write_input(tmp_path / "good.jsonl", [{"id": "a", "prompt": "p"}])
     assert (
         "counted from the input"
