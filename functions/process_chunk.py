@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Any
 
 import inngest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chunking.api_errors import describe
-from chunking.errors import PermanentError, RateLimitedError
 from chunking.runner import attempt_chunk, settle
 from chunking.settings import get_settings
 from chunking.spec import JOB_ID_PATTERN, Priority
 from functions.client import inngest_client
-from functions.deps import get_store
+from functions.deps import get_store, inngest_retries
 from functions.events import (
     CANCEL_ON_JOB_CANCELLED,
     PRIORITY_EXPRESSION,
@@ -48,18 +46,12 @@ def parse_chunk_ref(data: object) -> ChunkRef:
 async def run_chunk_step(job_id: str, index: int, platform_attempt: int) -> dict[str, Any]:
     """The "run-chunk" step: the core's attempt, its errors mapped to Inngest's retries."""
     last_attempt = platform_attempt >= settings.chunk_retries
-    try:
+    # PermanentError here means the job or chunk does not exist: nothing to record.
+    with inngest_retries():
         outcome = await attempt_chunk(
             get_store(), job_id, index,
             last_attempt=last_attempt, budget_s=get_settings().inngest_step_budget_s,
         )  # fmt: skip
-    except PermanentError as err:  # the job or chunk does not exist: nothing to record
-        raise inngest.NonRetriableError(str(err)) from err
-    except RateLimitedError as err:
-        raise inngest.RetryAfterError(
-            str(err), retry_after=timedelta(seconds=err.retry_after_s)
-        ) from err
-    # Any other error propagates: Inngest retries the step with backoff.
     return outcome.as_dict()
 
 

@@ -7,28 +7,19 @@ answer that retrying cannot change (a 4xx, or a target that is no longer allowed
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import inngest
 
 from chunking.callbacks import send_job_callback
-from chunking.errors import PermanentError, RateLimitedError
 from functions.client import inngest_client
-from functions.deps import get_store
+from functions.deps import get_store, inngest_retries
 from functions.events import JOB_COMPLETED
 
 CALLBACK_RETRIES = 5
 
 
 async def post_callback(job_id: str) -> str:
-    try:
+    with inngest_retries():
         return await send_job_callback(get_store(), job_id)
-    except PermanentError as err:
-        raise inngest.NonRetriableError(str(err)) from err
-    except RateLimitedError as err:
-        raise inngest.RetryAfterError(
-            str(err), retry_after=timedelta(seconds=err.retry_after_s)
-        ) from err
 
 
 @inngest_client.create_function(

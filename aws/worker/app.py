@@ -68,6 +68,18 @@ def dead_letter(record: SQSRecord, reason: str) -> None:
     )
 
 
+def retry_later(
+    record: SQSRecord, source: SqsQueue, err: Exception, what: str, log: dict[str, Any]
+) -> RetryLater:
+    """Hide the message for the wait the error asks for (a rate limit's Retry-After, else an
+    exponential backoff by receive count); SQS then delivers it again."""
+    receive_count = int(record.attributes.approximate_receive_count)
+    delay = err.retry_after_s if isinstance(err, RateLimitedError) else backoff_s(receive_count)
+    logger.warning(what, extra={**log, "error": str(err), "retry_in_s": delay})
+    source.delay(record.receipt_handle, delay)
+    return RetryLater(str(err))
+
+
 async def record_handler(record: SQSRecord) -> str:
     receive_count = int(record.attributes.approximate_receive_count)
     try:
@@ -81,7 +93,7 @@ async def record_handler(record: SQSRecord) -> str:
     source = queue_of(record.event_source_arn)
 
     if isinstance(message, CallbackMessage):
-        return await deliver_callback(record, source, message.job_id, receive_count, log)
+        return await deliver_callback(record, source, message.job_id, log)
 
     if isinstance(message, RangeMessage):
         job = job_store().get_job(message.job_id)
@@ -108,15 +120,8 @@ async def record_handler(record: SQSRecord) -> str:
         logger.error("unknown job or chunk: dead-lettered", extra={**log, "error": str(err)})
         dead_letter(record, str(err))
         return "dead-lettered"
-    except RateLimitedError as err:
-        logger.warning("rate limited", extra={**log, "retry_after_s": err.retry_after_s})
-        source.delay(record.receipt_handle, err.retry_after_s)
-        raise RetryLater(str(err)) from err
-    except Exception as err:
-        delay = backoff_s(receive_count)
-        logger.warning("transient failure", extra={**log, "error": str(err), "retry_in_s": delay})
-        source.delay(record.receipt_handle, delay)
-        raise RetryLater(str(err)) from err
+    except Exception as err:  # transient or rate-limited
+        raise retry_later(record, source, err, "chunk attempt failed", log) from err
 
     logger.info(f"chunk {outcome.outcome}", extra={**log, "error": outcome.error})
     if outcome.job_finished:
@@ -138,7 +143,7 @@ async def record_handler(record: SQSRecord) -> str:
 
 
 async def deliver_callback(
-    record: SQSRecord, source: SqsQueue, job_id: str, receive_count: int, log: dict[str, Any]
+    record: SQSRecord, source: SqsQueue, job_id: str, log: dict[str, Any]
 ) -> str:
     try:
         result = await send_job_callback(job_store(), job_id)
@@ -147,10 +152,7 @@ async def deliver_callback(
         dead_letter(record, str(err))
         return "dead-lettered"
     except Exception as err:
-        delay = err.retry_after_s if isinstance(err, RateLimitedError) else backoff_s(receive_count)
-        logger.warning("callback failed", extra={**log, "error": str(err), "retry_in_s": delay})
-        source.delay(record.receipt_handle, delay)
-        raise RetryLater(str(err)) from err
+        raise retry_later(record, source, err, "callback failed", log) from err
     logger.info("callback", extra={**log, "result": result})
     return result
 
