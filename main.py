@@ -19,7 +19,7 @@ from chunking.progress import job_events
 from chunking.settings import get_settings
 from chunking.spec import JobSpec, new_job_id
 from chunking.status import JobStatus
-from chunking.store import JobConflictError
+from chunking.store import JobConflictError, JobEndedError, request_cancel
 from functions import ALL_FUNCTIONS
 from functions.client import inngest_client
 from functions.deps import get_store
@@ -81,25 +81,18 @@ async def get_job(job_id: str) -> JobStatus:
 @app.post("/jobs/{job_id}/cancel", response_model=JobStatus)
 async def cancel_job(job_id: str) -> JobStatus:
     """Chunks not yet started will not run; running ones finish. 409 if the job has ended."""
-    store = get_store()
-    job = await asyncio.to_thread(store.get_job, job_id)
-    if job is None:
+    try:
+        cancelled = await asyncio.to_thread(request_cancel, get_store(), job_id)
+    except JobEndedError as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from err
+    if cancelled is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with job_id {job_id!r}")
-    if not await asyncio.to_thread(store.cancel_job, job_id):
-        current = await asyncio.to_thread(store.status, job_id)  # re-read: it may have raced
-        if current is None or current.status != "cancelled":
-            ended = current.status if current else "gone"
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, detail=f"job {job_id} has ended ({ended})"
-            )
     try:
         # The store already says cancelled, and every chunk checks it before it starts; the
         # event lets Inngest drop the waiting runs without starting them at all.
         await inngest_client.send(job_cancelled_event(job_id))
     except Exception as err:
         logger.warning("demo/job_cancelled not sent (chunks still see the cancel): %s", err)
-    cancelled = await asyncio.to_thread(store.status, job_id)
-    assert cancelled is not None
     return cancelled
 
 

@@ -18,7 +18,7 @@ from chunking.cloud import job_store, queue_for
 from chunking.prepare import prepare_spec
 from chunking.spec import JobSpec, new_job_id
 from chunking.status import JobRecord
-from chunking.store import JobConflictError
+from chunking.store import JobConflictError, JobEndedError, request_cancel
 
 logger = Logger()
 app = APIGatewayRestResolver()
@@ -93,18 +93,13 @@ def start() -> Response[str]:
 @app.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> Response[str]:
     logger.append_keys(job_id=job_id)
-    store = job_store()
-    job = store.get_job(job_id)
-    if job is None:
+    try:
+        status = request_cancel(job_store(), job_id)
+    except JobEndedError as err:
+        return reply(409, {"message": str(err)})
+    if status is None:
         return reply(404, {"message": f"no job with job_id {job_id!r}"})
-    if not store.cancel_job(job_id):
-        current = store.status(job_id)  # re-read: a concurrent cancel may have won
-        if current is None or current.status != "cancelled":
-            ended = current.status if current else "gone"
-            return reply(409, {"message": f"job {job_id} has ended ({ended})"})
     logger.info("job cancelled")
-    status = store.status(job_id)
-    assert status is not None
     return reply(200, status.model_dump(mode="json"))
 
 
