@@ -138,8 +138,8 @@ async def attempt_chunk(
     if attempt is None:  # a duplicate delivery of a settled chunk: never run or count it twice
         current = await asyncio.to_thread(store.get_job, job_id)
         finished = current is not None and current.settled_by == index
-        if finished:  # the delivery that finished the job may have died before its results
-            await finish_job(store, job_id)
+        if finished and current is not None:  # the finishing delivery may have died first
+            await asyncio.to_thread(after_job_finished, store, current)
         return AttemptOutcome(job_id, index, "duplicate", None, False, finished)
 
     started = time.perf_counter()

@@ -21,16 +21,28 @@ def start(spec: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return response["statusCode"], json.loads(response["body"])
 
 
+def run_job_with_callback(
+    stack: LocalStack,
+    sqs: Any,
+    receiver: tuple[CallbackReceiver, str],
+    answers: list[int],
+    chunks: int,
+) -> tuple[CallbackReceiver, dict[str, Any]]:
+    """A job of `chunks` chunks with the receiver as its callback_url, run to the end."""
+    hook, url = receiver
+    hook.answers = answers
+    spec = {"total_items": 10 * chunks, "chunk_size": 10, "item_delay_ms": 0, "callback_url": url}
+    code, body = start(spec)
+    assert code == 202, body
+    SqsEventSource(sqs, stack.queue_url, worker).drain()
+    return hook, body
+
+
 def test_the_finished_job_calls_back_after_the_receiver_recovers(
     stack: LocalStack, sqs: Any, receiver: tuple[CallbackReceiver, str]
 ) -> None:
-    hook, url = receiver
-    hook.answers = [502]
-    source = SqsEventSource(sqs, stack.queue_url, worker)
-    code, body = start({"total_items": 20, "chunk_size": 10, "item_delay_ms": 0,
-                        "callback_url": url})  # fmt: skip
-    assert code == 202, body
-    source.drain()  # the chunks, then the callback: 502, retried after its backoff, then 200
+    # The chunks, then the callback: 502, retried after its backoff, then 200.
+    hook, body = run_job_with_callback(stack, sqs, receiver, answers=[502], chunks=2)
     assert len(hook.deliveries) == 2
     first, delivery = hook.deliveries
     assert first.headers["x-callback-id"] == delivery.headers["x-callback-id"]
@@ -45,13 +57,7 @@ def test_the_finished_job_calls_back_after_the_receiver_recovers(
 def test_a_refusing_receiver_sends_the_callback_to_the_dlq_at_once(
     stack: LocalStack, sqs: Any, receiver: tuple[CallbackReceiver, str]
 ) -> None:
-    hook, url = receiver
-    hook.answers = [404]
-    source = SqsEventSource(sqs, stack.queue_url, worker)
-    code, body = start({"total_items": 10, "chunk_size": 10, "item_delay_ms": 0,
-                        "callback_url": url})  # fmt: skip
-    assert code == 202, body
-    source.drain()
+    hook, body = run_job_with_callback(stack, sqs, receiver, answers=[404], chunks=1)
     [dead] = queue_bodies(sqs, stack.dlq_url)
     assert dead["body"] == {"kind": "callback", "job_id": body["job_id"]}
     assert "404" in dead["attributes"]["error"]["StringValue"]
