@@ -1,14 +1,14 @@
 """Complete a JobSpec from what it points at, before a job is recorded: the entrypoints' step.
 
-For the llm workload the input is read once, whole: every line is checked (a bad one is refused
+For the llm workload the input is read once, whole (at most LLM_INPUT_MAX_BYTES; a local one
+only under LLM_INPUT_ROOT, see chunking.llm_input): every line is checked (a bad one is refused
 with its line number), the items are counted (`total_items`), and the model endpoint must be
 configured. Problems are raised as a pydantic ValidationError naming the field, so every
-entrypoint reports them exactly as it reports a malformed body.
+entrypoint reports them exactly as it reports a malformed body; an input on an S3 that does not
+answer raises InputUnavailableError (not the caller's fault).
 """
 
 from __future__ import annotations
-
-from pathlib import Path as FsPath
 
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails
@@ -49,14 +49,10 @@ def prepare_spec(spec: JobSpec, path: Path) -> JobSpec:
     if path == "cloud" and not blobs.is_s3(uri):
         message = "the cloud path reads its input from S3: upload the file, pass s3://bucket/key"
         raise spec_error("input_uri", message, uri)
-    if not blobs.is_s3(uri):
-        root = get_settings().llm_input_root.resolve()
-        if not FsPath(uri).resolve().is_relative_to(root):
-            message = f"local inputs must be under LLM_INPUT_ROOT ({root}); {uri!r} is not"
-            raise spec_error("input_uri", message, uri)
     if problem := missing_model_endpoint():
         raise spec_error("workload", f"no model to call: {problem}", spec.workload)
     try:
+        # Where a local input may be, and how much is read, is checked as it is read.
         count = validate_input(uri, spec.prompt_template)
     except InputError as err:
         raise spec_error("input_uri", str(err), uri) from err

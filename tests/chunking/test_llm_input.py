@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from chunking.llm_input import InputError, read_items, validate_input
+from chunking import blobs
+from chunking.llm_input import MAX_LINE_BYTES, InputError, read_items, validate_input
 
 
 def write(tmp_path: Path, *lines: object) -> str:
@@ -63,3 +64,22 @@ def test_errors_name_the_files_own_line_numbers_past_blank_lines(tmp_path: Path)
         validate_input(uri, None)
     uri = write(tmp_path, "", {"id": "a", "prompt": "x"}, "", {"id": "b", "prompt": "y"})
     assert [(i.index, i.id) for i in read_items(uri, None, 0, 9)] == [(0, "a"), (1, "b")]
+
+
+def test_lines_are_split_on_newlines_across_read_blocks(tmp_path: Path) -> None:
+    # Lines longer than a read block, CRLF endings, and a last line without a newline.
+    prompts = [f"{i}" * (blobs.READ_BLOCK_BYTES + 7 * i) for i in range(1, 4)]
+    lines = [json.dumps({"id": i, "prompt": p}) for i, p in enumerate(prompts)]
+    path = tmp_path / "input.jsonl"
+    path.write_bytes(("\r\n".join(lines)).encode())
+    assert validate_input(str(path), None) == 3
+    assert [i.prompt for i in read_items(str(path), None, 0, 9)] == prompts
+
+
+def test_a_line_of_exactly_the_bound_is_an_item(tmp_path: Path) -> None:
+    head = '{"id": 1, "prompt": "'
+    line = head + "x" * (MAX_LINE_BYTES - len(head) - 2) + '"}'
+    assert len(line) == MAX_LINE_BYTES
+    assert validate_input(write(tmp_path, line), None) == 1
+    with pytest.raises(InputError, match=f"line 1: longer than {MAX_LINE_BYTES} bytes"):
+        validate_input(write(tmp_path, line[:-2] + 'x"}'), None)
