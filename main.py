@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import inngest.fast_api
-from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from chunking.api_errors import BodyError, parse_json_body, preview, safe_detail
+from chunking.llm_input import InputUnavailableError
 from chunking.prepare import prepare_spec
 from chunking.progress import job_events
 from chunking.settings import get_settings
@@ -24,10 +28,45 @@ from functions import ALL_FUNCTIONS
 from functions.client import inngest_client
 from functions.deps import get_store
 from functions.events import job_cancelled_event, start_job_event
+from guards import (
+    BodyLimit,
+    InngestSignatureWindow,
+    no_cross_site,
+    require_api_key,
+    require_json,
+)
 
 logger = logging.getLogger("long_jobs")
+settings = get_settings()
 app = FastAPI(title="Long jobs, chunked", version="0.1.0")
-inngest.fast_api.serve(app, inngest_client, ALL_FUNCTIONS)
+# The URL a sync registers comes from settings, never from a request's Host; in production an
+# unsigned sync is refused (the SDK's default would accept one).
+inngest.fast_api.serve(
+    app,
+    inngest_client,
+    ALL_FUNCTIONS,
+    serve_origin=settings.inngest_serve_origin,
+    serve_path=settings.inngest_serve_path,
+    enable_unauthed_sync=False,
+)
+if not settings.inngest_dev_mode:
+    app.add_middleware(
+        InngestSignatureWindow,
+        serve_path=settings.inngest_serve_path,
+        signing_keys=(inngest_client.signing_key, inngest_client.signing_key_fallback),
+    )
+app.add_middleware(BodyLimit, prefix="/jobs")
+app.add_middleware(
+    TrustedHostMiddleware,
+    allowed_hosts=[h.strip() for h in settings.allowed_hosts.split(",") if h.strip()],
+)
+jobs = APIRouter(dependencies=[Depends(require_api_key), Depends(no_cross_site)])
+
+
+@app.exception_handler(RequestValidationError)
+async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
+    # FastAPI's own handler echoes every input whole, and fails on one JSON cannot carry.
+    return JSONResponse({"detail": safe_detail(list(err.errors()))}, status_code=422)
 
 
 @app.get("/healthz")
@@ -36,16 +75,40 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@app.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=None)
-async def create_job(
-    request: Request, spec: Annotated[JobSpec | None, Body()] = None
-) -> dict[str, Any] | JSONResponse:
-    """Record the job as `queued`, then send `demo/start_job`: its status URL answers at once."""
+def as_request_error(err: ValidationError) -> RequestValidationError:
+    errors = err.errors(include_url=False, include_context=False)
+    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
+
+
+@jobs.post(
+    "/jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=None,
+    dependencies=[Depends(require_json)],
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"schema": JobSpec.model_json_schema()}}}
+    },
+)
+async def create_job(request: Request) -> dict[str, Any] | JSONResponse:
+    """Record the job as `queued`, then send `demo/start_job`: its status URL answers at once.
+
+    The body is a JobSpec (every field optional); the cloud path's POST /start reads it alike.
+    """
     try:
-        spec = await asyncio.to_thread(prepare_spec, spec or JobSpec(), "local")
-    except ValidationError as err:  # e.g. a bad line in the llm input: 422 like any bad body
-        errors = err.errors(include_url=False, include_context=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from err
+        payload = parse_json_body(await request.body())
+    except BodyError as err:
+        if err.status != status.HTTP_400_BAD_REQUEST:
+            raise HTTPException(err.status, detail=str(err)) from err
+        # This API's way for a body it cannot read: a 422 as FastAPI's own JSON errors.
+        problem = {"type": "json_invalid", "loc": ("body",), "msg": str(err)}
+        raise RequestValidationError([problem]) from err
+    try:
+        spec = JobSpec.model_validate(payload or {})
+        spec = await asyncio.to_thread(prepare_spec, spec, "local")
+    except ValidationError as err:  # a bad field, or e.g. a bad line in the llm input
+        raise as_request_error(err) from err
+    except InputUnavailableError as err:  # the input's store did not answer: not the caller's
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(err)) from err
     store = get_store()
     job_id = spec.job_id or new_job_id()
     try:
@@ -70,7 +133,7 @@ async def create_job(
     return {**body, "status": "queued"}
 
 
-@app.get("/jobs/{job_id}", response_model=JobStatus)
+@jobs.get("/jobs/{job_id}", response_model=JobStatus)
 async def get_job(job_id: str) -> JobStatus:
     job_status = await asyncio.to_thread(get_store().status, job_id)
     if job_status is None:
@@ -78,7 +141,7 @@ async def get_job(job_id: str) -> JobStatus:
     return job_status
 
 
-@app.post("/jobs/{job_id}/cancel", response_model=JobStatus)
+@jobs.post("/jobs/{job_id}/cancel", response_model=JobStatus)
 async def cancel_job(job_id: str) -> JobStatus:
     """Chunks not yet started will not run; running ones finish. 409 if the job has ended."""
     try:
@@ -106,25 +169,33 @@ async def existing_job(job_id: str) -> str:
 def resume_point(last_event_id: Annotated[str | None, Header()] = None) -> int:
     if last_event_id is None:
         return 0
-    if not last_event_id.isdigit():
+    # Ids are settlement numbers (at most one per chunk): ASCII digits, and not many of them.
+    if not re.fullmatch(r"[0-9]{1,10}", last_event_id):
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
-            detail=f"Last-Event-ID {last_event_id!r} is not an id this stream sent (a number)",
+            detail=f"Last-Event-ID {preview(last_event_id)} is not an id this stream sent "
+            "(a number of at most 10 digits)",
         )
     return int(last_event_id)
 
 
-@app.get("/jobs/{job_id}/events", response_class=EventSourceResponse)
+@jobs.get("/jobs/{job_id}/events", response_class=EventSourceResponse)
 async def job_progress(
     job_id: Annotated[str, Depends(existing_job)], after: Annotated[int, Depends(resume_point)]
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: `chunk` per settled chunk (resumable with Last-Event-ID), `end` last."""
     poll_s = get_settings().sse_poll_interval_s
-    async for event in job_events(get_store(), job_id, after, poll_s):
-        yield ServerSentEvent(event=event.event, data=event.data, id=event.id)
+    try:
+        async for event in job_events(get_store(), job_id, after, poll_s):
+            yield ServerSentEvent(event=event.event, data=event.data, id=event.id)
+    except Exception as err:
+        # After the 200 an exception would cut the stream mid-event: end it with a reason
+        # instead; the client reconnects with Last-Event-ID and misses nothing.
+        logger.exception("progress stream of job %s stopped", job_id)
+        yield ServerSentEvent(event="error", data={"message": f"stream stopped: {err}"})
 
 
-@app.get("/jobs", response_model=list[JobStatus])
+@jobs.get("/jobs", response_model=list[JobStatus])
 async def list_jobs(limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[JobStatus]:
     """The most recent jobs, newest first."""
 
@@ -134,3 +205,6 @@ async def list_jobs(limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[Job
         return [s for s in found if s is not None]
 
     return await asyncio.to_thread(statuses)
+
+
+app.include_router(jobs)

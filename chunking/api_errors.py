@@ -1,17 +1,119 @@
-"""Validation errors as the APIs report them: one entry per problem, each naming its field."""
+"""Request bodies and validation errors as both APIs read and report them.
+
+- `parse_json_body`: the one reading of a JSON request body, with the same limits on both paths
+  (size, UTF-8, nesting, digits, no NaN/Infinity); raises BodyError with the HTTP status.
+- `field_errors` / `describe`: one entry per problem, each naming its field. Bounded: at most
+  MAX_ERRORS entries, and no entry echoes more than a short prefix of what was sent, so a body
+  with a million bad values cannot make a response over Lambda's 6 MB limit, and an input that
+  JSON cannot carry (NaN, a lone surrogate) never breaks the error response itself.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import reprlib
+from typing import Any
+
 from pydantic import ValidationError
+
+# The largest request body either API reads (API Gateway allows 10 MB; a JobSpec needs far less).
+MAX_BODY_BYTES = 1_048_576
+MAX_ERRORS = 20
+MAX_MESSAGE_CHARS = 300
+
+_preview = reprlib.Repr()  # Python 3.11's takes no arguments: set the bounds one by one
+_preview.maxlevel, _preview.maxlist, _preview.maxdict = 2, 5, 5
+_preview.maxstring, _preview.maxother, _preview.maxlong = 60, 60, 40
+
+
+class BodyError(ValueError):
+    """The request body cannot be read as a JSON object; `status` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _reject_constant(name: str) -> Any:
+    raise BodyError(400, f"body is not valid JSON: {name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: valid JSON, but no number a field can hold
+        raise BodyError(400, f"body has a number out of range: {bounded(text, 40)}")
+    return value
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is empty (every field then has its default)."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise BodyError(413, f"body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BodyError(400, f"body is not UTF-8 text (byte {err.start})") from err
+    if not text.strip():
+        return None
+    try:
+        payload = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except BodyError:
+        raise
+    except RecursionError as err:
+        raise BodyError(400, "body is not a JobSpec: JSON nested too deeply") from err
+    except json.JSONDecodeError as err:
+        raise BodyError(400, f"body is not valid JSON: {err.msg} (char {err.pos})") from err
+    except ValueError as err:  # Python refuses integers of more than 4,300 digits
+        raise BodyError(400, "body is not valid JSON: a number has too many digits") from err
+    if not isinstance(payload, dict):
+        raise BodyError(400, "body must be a JSON object (a JobSpec)")
+    return payload
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` cut to `limit` characters, lone surrogates escaped (JSON and UTF-8 can carry it)."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def preview(value: Any) -> str:
+    """A short, always-serialisable picture of a value someone sent."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return bounded(_preview.repr(value), 100)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return bounded(".".join(str(p) for p in loc), 100) or "(body)"
 
 
 def field_errors(err: ValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
-        for e in err.errors()
-    ]
+    errors = err.errors(include_url=False, include_context=False, include_input=False)
+    shown = [{"field": _field(e["loc"]), "message": bounded(e["msg"])} for e in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        more = len(errors) - MAX_ERRORS
+        shown.append({"field": "(body)", "message": f"and {more} more problems not shown"})
+    return shown
 
 
 def describe(err: ValidationError) -> str:
     """One line: `total_items: Input should be ...; chunk_size: ...`."""
     return "; ".join(f"{e['field']}: {e['message']}" for e in field_errors(err))
+
+
+def safe_detail(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FastAPI's 422 `detail` entries, bounded and serialisable (inputs previewed, no ctx)."""
+    shown: list[dict[str, Any]] = [
+        {
+            "type": e.get("type"),
+            "loc": [p if isinstance(p, int) else bounded(str(p), 100) for p in e.get("loc", ())],
+            "msg": bounded(str(e.get("msg", ""))),
+            **({"input": preview(e["input"])} if "input" in e else {}),
+        }
+        for e in errors[:MAX_ERRORS]
+    ]
+    if len(errors) > MAX_ERRORS:
+        more = len(errors) - MAX_ERRORS
+        shown.append({"type": "truncated", "loc": ["body"], "msg": f"and {more} more problems"})
+    return shown

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Inngest allows 1,000 steps per run; each poll of the cloud job costs two (poll + sleep).
@@ -32,6 +33,15 @@ class Settings(BaseSettings):
     # At most this many of one tenant's chunks at once, so one big tenant cannot take them all.
     tenant_chunk_concurrency: int = Field(5, ge=1, le=1_000)
     bad_job_timeout_s: float = Field(5.0, gt=0)
+    # Where Inngest reaches this app (scheme://host[:port]) and the serve path: what a sync
+    # registers. Never taken from request headers; required in production (INNGEST_DEV=0).
+    inngest_serve_origin: str | None = None
+    inngest_serve_path: str = "/api/inngest"
+
+    # Local /jobs API: the key every /jobs route requires in `x-api-key` (unset: open, say so),
+    # and the Host header values the app answers to (comma-separated; "*" for any).
+    api_key: str | None = None
+    allowed_hosts: str = "localhost,127.0.0.1"
 
     # Local job store, and how often GET /jobs/{id}/events looks for news in it.
     job_db_path: Path = Path("data/jobs.sqlite3")
@@ -52,10 +62,16 @@ class Settings(BaseSettings):
     # USD per million tokens, for the estimated cost in the status JSON.
     llm_price_prompt_per_mtok: float = Field(0.15, ge=0)
     llm_price_completion_per_mtok: float = Field(0.60, ge=0)
+    # Cloud path: names of SSM SecureString parameters holding the model's API key and the
+    # callback secret, read at run time (Powertools Parameters, cached) instead of the plain
+    # values above, which are then left unset.
+    openai_api_key_parameter: str | None = None
     # Longest any one model call may take; a call also never outlives what its run has left.
     llm_call_timeout_s: float = Field(60.0, gt=0, le=900)
     # The only folder (and below) a local llm input_uri may name: the API reads no other file.
     llm_input_root: Path = Path(".")
+    # Largest llm input (bytes) checked line by line at submission, inside the request.
+    llm_input_max_bytes: int = Field(64 * 2**20, ge=1)
     # Where the llm workload writes its outputs: a local folder or an s3:// prefix.
     llm_output_uri: str = "data/outputs"
     # What one process-chunk step may spend (its run ends after it): keep it under the request
@@ -65,6 +81,7 @@ class Settings(BaseSettings):
     # Completion callbacks (JobSpec callback_url): the HMAC-SHA256 key they are signed with,
     # whether private/loopback targets are allowed, and each delivery's timeout.
     callback_secret: str | None = None
+    callback_secret_parameter: str | None = None
     allow_private_callbacks: bool = False
     callback_timeout_s: float = Field(10.0, gt=0, le=120)
 
@@ -74,6 +91,34 @@ class Settings(BaseSettings):
     high_priority_queue_url: str | None = None
     chunk_dlq_url: str | None = None
     max_receive_count: int = Field(3, ge=1, le=1_000)
+
+    @field_validator("inngest_serve_origin")
+    @classmethod
+    def _origin_only(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"https?://[^/?#\s]+", value.rstrip("/")):
+            raise ValueError(f"{value!r} is not an origin: give scheme://host[:port], no path")
+        return value.rstrip("/") if value else None
+
+    @model_validator(mode="after")
+    def _production_is_pinned(self) -> Settings:
+        # In production the URL a sync registers must not come from a request's headers, and
+        # no call may run unsigned: refuse to start without what that takes.
+        if not self.inngest_dev_mode:
+            missing = [
+                name
+                for name, value in (
+                    ("INNGEST_SIGNING_KEY", self.inngest_signing_key),
+                    ("INNGEST_SERVE_ORIGIN", self.inngest_serve_origin),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"INNGEST_DEV=0 (production) needs {' and '.join(missing)}: the signing key "
+                    "from your Inngest environment, and the public origin Inngest reaches this "
+                    "app at (e.g. https://jobs.example.com)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _polls_fit_in_one_run(self) -> Settings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from chunking.settings import get_settings
 
@@ -14,6 +14,22 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 Priority = Literal["high", "normal", "low"]
 
 ChunkIndex = Annotated[int, Field(ge=0)]
+# Failure injection is for demos and tests: a bound keeps every spec far inside one DynamoDB
+# item (400 KB) and one request body (1 MB), the same on both paths.
+MAX_INJECTED_CHUNKS = 10_000
+
+
+def _unicode_text(value: str) -> str:
+    # JSON's "\ud800" decodes to a lone surrogate: no UTF-8 store or event can carry it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        message = f"is not valid Unicode text (character {err.start} is a lone surrogate)"
+        raise ValueError(message) from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode_text)]
 
 
 def new_job_id() -> str:
@@ -40,20 +56,20 @@ class JobSpec(BaseModel):
     )
     chunk_size: int = Field(default_factory=lambda: get_settings().chunk_size, ge=1, le=100_000)
     workload: Literal["simulate", "llm"] = "simulate"
-    input_uri: str | None = Field(
+    input_uri: Text | None = Field(
         None,
         min_length=1,
         max_length=1024,
         validate_default=True,
         description="llm: the JSONL input, a local path or s3://bucket/key (cloud: s3 only).",
     )
-    prompt_template: str | None = Field(
+    prompt_template: Text | None = Field(
         None,
         min_length=1,
         max_length=20_000,
         description="llm: wraps each item's `text`; `{text}` marks where it goes.",
     )
-    model: str | None = Field(
+    model: Text | None = Field(
         None, min_length=1, max_length=200, description="llm: the model; default OPENAI_MODEL."
     )
     max_tokens: int | None = Field(
@@ -70,7 +86,7 @@ class JobSpec(BaseModel):
         pattern=JOB_ID_PATTERN,
         description="Whose job: each tenant's chunks share one concurrency limit (local path).",
     )
-    callback_url: str | None = Field(
+    callback_url: Text | None = Field(
         None,
         min_length=1,
         max_length=2048,
@@ -78,10 +94,13 @@ class JobSpec(BaseModel):
         description="POSTed the signed summary when the job completes (public http(s) only).",
     )
     fail_chunks: list[ChunkIndex] = Field(
-        default_factory=list, description="Chunk indexes that always fail permanently."
+        default_factory=list,
+        max_length=MAX_INJECTED_CHUNKS,
+        description="Chunk indexes that always fail permanently.",
     )
     flaky_chunks: dict[ChunkIndex, Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=dict,
+        max_length=MAX_INJECTED_CHUNKS,
         description="Chunk index -> how many attempts fail transiently before one succeeds.",
     )
 
@@ -134,7 +153,12 @@ class JobSpec(BaseModel):
         chunks = chunk_count(total, size)
         bad = sorted(i for i in value if i >= chunks)
         if bad:
-            raise ValueError(f"chunk indexes {bad} are out of range: this job has {chunks} chunks")
+            shown = ", ".join(map(str, bad[:10])) + (
+                f" and {len(bad) - 10} more" if bad[10:] else ""
+            )
+            raise ValueError(
+                f"chunk indexes {shown} are out of range: this job has {chunks} chunks"
+            )
         return value
 
     @property

@@ -7,10 +7,14 @@ they do. The real SDK talks to it over HTTP.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -151,3 +155,54 @@ def drive_over_http(
             steps[op["id"]] = {"data": op.get("data")}
             stack.append(op["id"])
     raise AssertionError(f"{fn_id} did not finish in {max_calls} calls")
+
+
+class AppProcess:
+    """The real app in its own process, in production mode (INNGEST_DEV=0) with a signing key,
+    its registrations going to `inngest_url`; its log (stderr) is kept for the test to read."""
+
+    SERVE_ORIGIN = "https://jobs.example.com"
+
+    def __init__(
+        self, tmp_path: Path, signing_key: str, inngest_url: str | None = None, **env: str
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / f"app-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "INNGEST_DEV": "0",
+            "INNGEST_SIGNING_KEY": signing_key,
+            "INNGEST_SERVE_ORIGIN": self.SERVE_ORIGIN,
+            "JOB_DB_PATH": str(tmp_path / f"prod-{self.port}.sqlite3"),
+            **({"INNGEST_BASE_URL": inngest_url} if inngest_url else {}),
+            **env,
+        }
+
+    def __enter__(self) -> AppProcess:
+        self.log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port),
+             "--log-level", "warning"],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the app exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                return httpx.get(f"{self.url}/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, timeout=30)
+        return self
+
+    def logged(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def __exit__(self, *_: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()

@@ -46,7 +46,8 @@ def test_post_job_records_it_queued_then_sends_start(
 
 
 def test_empty_body_uses_the_configured_defaults(api: httpx.Client) -> None:
-    response = api.post("/jobs")
+    # An empty body, declared JSON: a bodiless POST with no content type is refused (415).
+    response = api.post("/jobs", headers={"content-type": "application/json"})
     assert response.status_code == 202, response.text
     status = api.get(response.json()["status_url"]).json()
     assert (status["total_items"], status["chunk_size"], status["total_chunks"]) == (500, 50, 10)

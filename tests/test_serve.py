@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +11,7 @@ import httpx
 import pytest
 from inngest._internal.net import sign_request
 
-from tests.support import FakeInngestApi, ServerThread, drive_over_http, free_port, wait_for
+from tests.support import AppProcess, FakeInngestApi, ServerThread, drive_over_http
 
 APP_ID = "long-jobs"
 SIGNING_KEY = "signkey-test-" + "ab" * 32
@@ -113,40 +110,8 @@ def test_transient_chunk_failure_is_left_to_retry(app_server: str) -> None:
 @pytest.fixture
 def production_app(tmp_path: Path) -> Iterator[str]:
     """The real app, started as a user would in production: dev mode off, a signing key set."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "INNGEST_DEV": "0",
-        "INNGEST_SIGNING_KEY": SIGNING_KEY,
-        "JOB_DB_PATH": str(tmp_path / "prod.sqlite3"),
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "main:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(up, timeout=30)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with AppProcess(tmp_path, SIGNING_KEY) as app:
+        yield app.url
 
 
 def test_unsigned_calls_are_rejected_in_production(production_app: str) -> None:

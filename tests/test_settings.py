@@ -44,5 +44,8 @@ def test_inngest_dev_accepts_a_flag_or_a_url(
     monkeypatch: pytest.MonkeyPatch, value: str, dev: bool, url: str | None
 ) -> None:
     monkeypatch.setenv("INNGEST_DEV", value)
+    # Production mode needs these to start at all (tests/test_inngest_signing.py).
+    monkeypatch.setenv("INNGEST_SIGNING_KEY", "signkey-prod-00")
+    monkeypatch.setenv("INNGEST_SERVE_ORIGIN", "https://jobs.example.com")
     settings = Settings()
     assert (settings.inngest_dev_mode, settings.inngest_dev_url) == (dev, url)

@@ -67,7 +67,8 @@ def sent(spec: JobSpec) -> dict[str, Any]:
 
 
 def start_local(spec: JobSpec, app_url: str, dev_server_url: str) -> PathRun:
-    run = PathRun("local")
+    api_key = get_settings().api_key  # the local API's, when it is set (see the README)
+    run = PathRun("local", headers={"x-api-key": api_key} if api_key else {})
     try:
         httpx.get(f"{app_url}/healthz", timeout=5).raise_for_status()
     except httpx.HTTPError:
@@ -82,7 +83,7 @@ def start_local(spec: JobSpec, app_url: str, dev_server_url: str) -> PathRun:
         )
         return run
     run.started = time.monotonic()
-    response = httpx.post(f"{app_url}/jobs", json=sent(spec), timeout=30)
+    response = httpx.post(f"{app_url}/jobs", json=sent(spec), headers=run.headers, timeout=30)
     if response.status_code != 202:
         run.not_run = f"POST /jobs answered {response.status_code}: {response.text[:300]}"
         return run
@@ -124,7 +125,7 @@ def follow_events(run: PathRun, stop: threading.Event) -> None:
     assert run.status_url
     last_id: str | None = None
     while not run.done and not stop.is_set():
-        headers = {"Last-Event-ID": last_id} if last_id else {}
+        headers = {**run.headers, **({"Last-Event-ID": last_id} if last_id else {})}
         try:
             with (
                 httpx.Client(timeout=httpx.Timeout(30, read=None)) as http,

@@ -7,6 +7,7 @@ real. Used by the tests, the benchmarks and the offline emulation.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import time
@@ -45,7 +46,7 @@ def api_event(
     method: str,
     path: str,
     *,
-    body: str | None = None,
+    body: str | bytes | None = None,
     resource: str | None = None,
     path_parameters: dict[str, str] | None = None,
     api_key: str = "test-api-key",
@@ -53,6 +54,14 @@ def api_event(
     domain: str = DOMAIN,
     proto: str = "https",
 ) -> dict[str, Any]:
+    encoded = False
+    if isinstance(body, bytes):
+        # As API Gateway does with a body that is not UTF-8 text: pass it base64-encoded.
+        raw = body
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            body, encoded = base64.b64encode(raw).decode("ascii"), True
     headers = {"Host": domain, "X-Forwarded-Proto": proto, "x-api-key": api_key,
                "Content-Type": "application/json", "User-Agent": "pytest"}  # fmt: skip
     resource = resource or path
@@ -84,12 +93,12 @@ def api_event(
             "apiId": API_ID,
         },
         "body": body,
-        "isBase64Encoded": False,
+        "isBase64Encoded": encoded,
     }
 
 
-def post_start(body: str | dict[str, Any] | None) -> dict[str, Any]:
-    text = body if isinstance(body, str) or body is None else json.dumps(body)
+def post_start(body: str | bytes | dict[str, Any] | None) -> dict[str, Any]:
+    text = body if isinstance(body, (str, bytes)) or body is None else json.dumps(body)
     return api_event("POST", "/start", body=text)
 
 

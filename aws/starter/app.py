@@ -3,6 +3,7 @@ POST /jobs/{job_id}/cancel cancels it (workers then drop its chunks that have no
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -12,9 +13,10 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from chunking.api_errors import describe, field_errors
+from chunking.api_errors import BodyError, describe, field_errors, parse_json_body
 from chunking.chunk_messages import initial_messages
 from chunking.cloud import job_store, queue_for
+from chunking.llm_input import InputUnavailableError
 from chunking.prepare import prepare_spec
 from chunking.spec import JobSpec, new_job_id
 from chunking.status import JobRecord
@@ -47,21 +49,29 @@ def accepted(job: JobRecord, message: str) -> dict[str, Any]:
     }
 
 
+def raw_body() -> bytes:
+    """The request body's bytes: API Gateway base64-encodes a body that is not UTF-8 text."""
+    event = app.current_event
+    body = event.body or ""
+    if event.is_base64_encoded:
+        return base64.b64decode(body)
+    return body.encode("utf-8", "surrogatepass")
+
+
 @app.post("/start")
 def start() -> Response[str]:
-    raw = app.current_event.body or ""
     try:
-        payload = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as err:
-        return reply(400, {"message": f"body is not valid JSON: {err}"})
-    if not isinstance(payload, dict):
-        return reply(400, {"message": "body must be a JSON object (a JobSpec)"})
+        payload = parse_json_body(raw_body())
+    except BodyError as err:
+        return reply(err.status, {"message": str(err)})
     try:
-        spec = prepare_spec(JobSpec.model_validate(payload), "cloud")
+        spec = prepare_spec(JobSpec.model_validate(payload or {}), "cloud")
     except ValidationError as err:
         return reply(
             400, {"message": f"invalid JobSpec: {describe(err)}", "errors": field_errors(err)}
         )
+    except InputUnavailableError as err:  # S3 did not answer: not the caller's fault
+        return reply(503, {"message": str(err)})
 
     job_id = spec.job_id or new_job_id()
     logger.append_keys(job_id=job_id)

@@ -1,0 +1,218 @@
+"""The local app's guards, in front of its routes.
+
+- `InngestSignatureWindow`: in production mode, every call to the Inngest serve endpoint that
+  runs code or syncs (POST, PUT) must carry a signature that is valid, at most five minutes
+  from now (Inngest's signing spec) and not seen before. The SDK checks the HMAC but not the
+  time, so without this a captured request could be replayed for ever.
+- `BodyLimit`: a /jobs request body over MAX_BODY_BYTES is refused (413) while it arrives,
+  before anything is parsed or held whole.
+- `require_api_key`, `require_json`, `no_cross_site`: the /jobs routes' dependencies.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import urllib.parse
+from collections import OrderedDict
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi.security import APIKeyHeader
+from inngest._internal import net, server_lib
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chunking.api_errors import MAX_BODY_BYTES
+from chunking.settings import get_settings
+
+logger = logging.getLogger("long_jobs.guards")
+
+SIGNATURE_MAX_AGE_S = 300  # Inngest's signing spec: refuse a timestamp further than 5 min away
+SEEN_SIGNATURES_MAX = 100_000  # bounded memory; each lives for twice the window at most
+# Inngest sends a run's event and step state in the body: generous, but not unbounded.
+INNGEST_MAX_BODY_BYTES = 64 * 2**20
+
+
+async def _send_json(send: Send, status_code: int, body: dict[str, str]) -> None:
+    raw = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    await send({"type": "http.response.start", "status": status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": raw})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it is over `limit` bytes."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return bytes(body)
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body already read, then the real channel (a streaming response waits on it to learn
+    that the client went away)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
+
+
+class SeenSignatures:
+    """Signatures accepted in the last two windows: the same signed request is run once.
+
+    Per process: with several replicas or workers, a replay to another one is refused only by
+    the timestamp window (see the README's security section).
+    """
+
+    def __init__(self, ttl_s: float = 2 * SIGNATURE_MAX_AGE_S) -> None:
+        self.ttl_s = ttl_s
+        self._expiry: OrderedDict[str, float] = OrderedDict()
+
+    def first_time(self, signature: str, now: float) -> bool:
+        while self._expiry and (
+            next(iter(self._expiry.values())) < now or len(self._expiry) >= SEEN_SIGNATURES_MAX
+        ):
+            self._expiry.popitem(last=False)
+        if signature in self._expiry:
+            return False
+        self._expiry[signature] = now + self.ttl_s
+        return True
+
+
+class InngestSignatureWindow:
+    """Refuse stale, future, timestamp-less and replayed signed calls to the serve endpoint."""
+
+    def __init__(
+        self, app: ASGIApp, serve_path: str, signing_keys: tuple[str | None, str | None]
+    ) -> None:
+        self.app = app
+        self.serve_path = serve_path
+        self.signing_key, self.signing_key_fallback = signing_keys
+        self.seen = SeenSignatures()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.serve_path:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        signature_header = headers.get(server_lib.HeaderKey.SIGNATURE.value)
+        if scope["method"] not in ("POST", "PUT") and signature_header is None:
+            await self.app(scope, receive, send)  # unsigned introspection: the SDK limits it
+            return
+        now = time.time()
+        # What the header alone tells is checked before a byte of the body is read.
+        problem = self.header_refusal(signature_header, now)
+        body = b""
+        if problem is None:
+            read = await _read_body(receive, INNGEST_MAX_BODY_BYTES)
+            problem = "body too large" if read is None else None
+            body = read or b""
+        if problem is None:
+            problem = self.body_refusal(body, headers, now)
+        if problem is not None:
+            client = scope.get("client") or ("?", 0)
+            logger.warning(
+                "refused %s %s from %s: %s", scope["method"], self.serve_path, client[0], problem
+            )
+            await _send_json(send, 401, {"message": "Unauthorized"})
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    @staticmethod
+    def _fields(header: str) -> tuple[str, str]:
+        fields = urllib.parse.parse_qs(header)
+        return fields.get("t", [""])[0], fields.get("s", [""])[0]
+
+    def header_refusal(self, header: str | None, now: float) -> str | None:
+        """Why the signature header alone is refused (no secrets in it), or None."""
+        if header is None:
+            return "no signature"
+        t, s = self._fields(header)
+        if not t.isascii() or not t.isdigit() or len(t) > 12 or not s:
+            return "malformed signature header (needs t=<unix seconds>&s=<hex>)"
+        age = now - int(t)
+        if abs(age) > SIGNATURE_MAX_AGE_S:
+            return f"signature timestamp {age:+.0f} s from now, outside ±{SIGNATURE_MAX_AGE_S} s"
+        return None
+
+    def body_refusal(self, body: bytes, headers: dict[str, str], now: float) -> str | None:
+        """Why a fresh-looking call is refused: a bad HMAC (the SDK's own check), or a replay."""
+        verified = net.validate_request_sig(
+            body=body,
+            headers=headers,
+            mode=server_lib.ServerKind.CLOUD,
+            signing_key=self.signing_key,
+            signing_key_fallback=self.signing_key_fallback,
+        )
+        if isinstance(verified, Exception):
+            return f"signature does not verify ({type(verified).__name__})"
+        _, s = self._fields(headers[server_lib.HeaderKey.SIGNATURE.value])
+        if not self.seen.first_time(s, now):
+            return "signature already used (a replayed request)"
+        return None
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes under `prefix` with 413, counting as they come."""
+
+    def __init__(self, app: ASGIApp, prefix: str, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.prefix, self.limit = app, prefix, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        too_big = {"detail": f"request body over {self.limit} bytes: refused"}
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _send_json(send, 413, too_big)
+                return
+        body = await _read_body(receive, self.limit)
+        if body is None:
+            await _send_json(send, 413, too_big)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+_api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
+
+
+def require_api_key(key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+    """With API_KEY set, every /jobs route needs it in `x-api-key` (as the cloud path's API)."""
+    expected = get_settings().api_key
+    if not expected:
+        return
+    if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="missing or wrong x-api-key")
+
+
+def no_cross_site(request: Request, sec_fetch_site: Annotated[str | None, Header()] = None) -> None:
+    """A browser says where a request comes from: a page of another site may not change jobs
+    (no cancel or submit by a link or a form elsewhere). Clients other than browsers send
+    no Sec-Fetch-Site and are not affected."""
+    if request.method not in ("GET", "HEAD") and sec_fetch_site in ("cross-site", "same-site"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="cross-site requests are refused")
+
+
+def require_json(content_type: Annotated[str | None, Header()] = None) -> None:
+    """POST /jobs takes JSON only: a form or a bodiless POST from another site is no JobSpec."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=f"Content-Type must be application/json (got {media_type or 'none'!r})",
+        )

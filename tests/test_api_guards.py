@@ -1,0 +1,206 @@
+"""The local /jobs API refuses what it must, with a 4xx naming why, and records nothing then.
+
+Over real HTTP (the app on a free port), as an attacker or a careless client would send it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import FakeInngestApi
+
+JSON = {"content-type": "application/json"}
+
+
+def assert_nothing_recorded(api: httpx.Client, fake_inngest: FakeInngestApi) -> None:
+    assert api.get("/jobs").json() == []
+    assert fake_inngest.events == []
+
+
+def post_raw(api: httpx.Client, body: bytes, headers: dict[str, str] | None = None) -> Any:
+    return api.post("/jobs", content=body, headers={**JSON, **(headers or {})})
+
+
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [
+        (b'{"total_items": NaN}', "NaN"),
+        (b'{"total_items": Infinity}', "Infinity"),
+        (b'{"total_items": -Infinity}', "-Infinity"),
+        (b'{"total_items": 1e400}', "out of range"),
+        (b'{"total_items": ' + b"9" * 5000 + b"}", "too many digits"),
+        (b"[" * 10_000 + b"]" * 10_000, "nested too deeply"),
+        (b'{"total_items": 10, "tenant": "\xff\xfe"}', "not UTF-8"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"total_items": ', "not valid JSON"),
+    ],
+)
+def test_bodies_json_cannot_carry_are_a_422_naming_the_problem(
+    api: httpx.Client, fake_inngest: FakeInngestApi, body: bytes, names: str
+) -> None:
+    response = post_raw(api, body)
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["body"] and names in problem["msg"], problem
+    assert_nothing_recorded(api, fake_inngest)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ('{"tenant": "a\\ud800"}', "tenant"),
+        ('{"prompt_template": "x {text} \\ud800", "workload": "llm"}', "prompt_template"),
+        ('{"callback_url": "https://x.example/\\udfff"}', "callback_url"),
+        ('{"total_items": 100, "chunk_size": 1, "fail_chunks": [' + "100," * 20_000 + "1]}",
+         "fail_chunks"),
+        ('{"total_items": 100000, "chunk_size": 1, "flaky_chunks": {'
+         + ",".join(f'"{i}": 1' for i in range(10_001)) + "}}", "flaky_chunks"),
+    ],
+)  # fmt: skip
+def test_fields_that_no_store_can_hold_are_a_422_naming_the_field(
+    api: httpx.Client, fake_inngest: FakeInngestApi, spec: str, field: str
+) -> None:
+    response = post_raw(api, spec.encode())
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert any(field in entry["loc"] for entry in detail), detail
+    assert_nothing_recorded(api, fake_inngest)
+
+
+def test_an_error_never_echoes_more_than_a_bounded_prefix(
+    api: httpx.Client, fake_inngest: FakeInngestApi
+) -> None:
+    # 10,000 bad entries (the most a list may have): one error each, each echoing its input.
+    body = b'{"fail_chunks": [' + b"-1," * 9_999 + b"-1]}"
+    response = post_raw(api, body)
+    assert response.status_code == 422
+    assert len(response.content) < 10_000
+    detail = response.json()["detail"]
+    assert detail[-1]["msg"].startswith("and ") and "more problems" in detail[-1]["msg"]
+    assert_nothing_recorded(api, fake_inngest)
+
+
+def test_a_body_over_one_megabyte_is_a_413_before_it_is_parsed(
+    api: httpx.Client, fake_inngest: FakeInngestApi
+) -> None:
+    big = json.dumps({"fail_chunks": list(range(300_000))}).encode()
+    assert len(big) > 1_048_576
+    assert post_raw(api, big).status_code == 413
+
+    def chunks() -> Any:  # no Content-Length: counted as it arrives
+        for i in range(0, len(big), 65_536):
+            yield big[i : i + 65_536]
+
+    streamed = api.post("/jobs", content=chunks(), headers=JSON)
+    assert streamed.status_code == 413
+    assert_nothing_recorded(api, fake_inngest)
+
+
+def test_post_jobs_takes_json_only(api: httpx.Client, fake_inngest: FakeInngestApi) -> None:
+    # What a page of another site can send without asking (no preflight): all refused.
+    assert api.post("/jobs").status_code == 415
+    form = api.post("/jobs", data={"total_items": "10"})
+    assert form.status_code == 415 and "application/json" in form.json()["detail"]
+    text = api.post("/jobs", content=b"{}", headers={"content-type": "text/plain"})
+    assert text.status_code == 415
+    assert_nothing_recorded(api, fake_inngest)
+    # A JSON content type with an empty body is the configured defaults, as before.
+    assert api.post("/jobs", headers=JSON).status_code == 202
+
+
+def test_a_browser_request_from_another_site_cannot_change_jobs(
+    api: httpx.Client, fake_inngest: FakeInngestApi
+) -> None:
+    created = api.post("/jobs", json={"total_items": 10, "chunk_size": 5}).json()
+    fake_inngest.reset()
+    cross = {"sec-fetch-site": "cross-site"}
+    assert api.post("/jobs", json={}, headers=cross).status_code == 403
+    cancel = api.post(f"/jobs/{created['job_id']}/cancel", headers=cross)
+    assert cancel.status_code == 403
+    assert api.get(f"/jobs/{created['job_id']}").json()["status"] == "queued"
+    assert fake_inngest.events == []
+    # Reading is not changing: the same browser may still look.
+    assert api.get("/jobs", headers=cross).status_code == 200
+
+
+def test_api_key_guards_every_jobs_route_when_set(
+    api: httpx.Client, fake_inngest: FakeInngestApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chunking.settings import get_settings
+
+    job_id = api.post("/jobs", json={"total_items": 10, "chunk_size": 5}).json()["job_id"]
+    monkeypatch.setenv("API_KEY", "s3cret-key")
+    get_settings.cache_clear()
+    routes = [("GET", "/jobs"), ("GET", f"/jobs/{job_id}"), ("GET", f"/jobs/{job_id}/events"),
+              ("POST", f"/jobs/{job_id}/cancel"), ("POST", "/jobs")]  # fmt: skip
+    for method, path in routes:
+        for headers in ({}, {"x-api-key": "wrong"}, {"x-api-key": "s3cret-key-but-longer"}):
+            response = api.request(method, path, json={}, headers=headers)
+            assert response.status_code == 401, (method, path, headers, response.text)
+    assert api.get(f"/jobs/{job_id}").json() == {"detail": "missing or wrong x-api-key"}
+    assert len(fake_inngest.named("demo/start_job")) == 1  # only the first, keyless-era job
+    good = {"x-api-key": "s3cret-key"}
+    assert api.get(f"/jobs/{job_id}", headers=good).json()["status"] == "queued"
+    assert api.post("/jobs", json={"total_items": 10}, headers=good).status_code == 202
+    # Health and the Inngest endpoint (which has its own signing) stay as they are.
+    assert api.get("/healthz").status_code == 200
+    assert api.get("/api/inngest").status_code == 200
+
+
+def test_a_foreign_host_header_is_refused(api: httpx.Client) -> None:
+    # DNS rebinding: a page on evil.example whose name now points at 127.0.0.1.
+    assert api.get("/jobs", headers={"host": "evil.example"}).status_code == 400
+    assert api.get("/jobs", headers={"host": "localhost:8000"}).status_code == 200
+
+
+def raw_get(url: str, path: str, header: bytes) -> bytes:
+    """A GET with a header httpx would not send (non-ASCII bytes), over a plain socket."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".encode()
+            + header + b"\r\n\r\n"
+        )  # fmt: skip
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+@pytest.mark.parametrize(
+    "value", ["²".encode("latin-1"), b"9" * 5000, b"99999999999999999999", b"-1", b"1e3", b" "]
+)
+def test_last_event_id_must_be_a_small_number(api: httpx.Client, value: bytes) -> None:
+    job_id = api.post("/jobs", json={"total_items": 10, "chunk_size": 5}).json()["job_id"]
+    reply = raw_get(str(api.base_url), f"/jobs/{job_id}/events", b"Last-Event-ID: " + value)
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:300]
+    assert b"Last-Event-ID" in reply
+
+
+def test_a_stream_that_fails_after_its_200_ends_with_an_error_event(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chunking.sqlite_store import SqliteJobStore
+
+    job_id = api.post("/jobs", json={"total_items": 10, "chunk_size": 5}).json()["job_id"]
+    calls = 0
+    real = SqliteJobStore.settled_since
+
+    def flaky(self: SqliteJobStore, job: str, after: int) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise RuntimeError("disk I/O error")
+        return real(self, job, after)
+
+    monkeypatch.setattr(SqliteJobStore, "settled_since", flaky)
+    with api.stream("GET", f"/jobs/{job_id}/events") as response:
+        assert response.status_code == 200
+        text = "".join(response.iter_text())
+    assert "event: status" in text
+    assert "event: error" in text and "disk I/O error" in text
