@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from chunking import secrets
 from chunking.errors import PermanentError, RateLimitedError, TransientError
 from chunking.llm import retry_after_s
 from chunking.settings import get_settings
@@ -215,11 +216,12 @@ async def send_job_callback(store: JobStore, job_id: str) -> str:
     summary = await asyncio.to_thread(store.status, job_id)
     assert summary is not None
     settings = get_settings()
-    if not settings.callback_secret:
+    secret = await asyncio.to_thread(secrets.callback_secret)  # an SSM read when not cached
+    if not secret:
         raise PermanentError("CALLBACK_SECRET is not set: callbacks are always signed")
     code = await deliver(
         job.spec.callback_url, summary.model_dump(mode="json"),
-        secret=settings.callback_secret, allow_private=settings.allow_private_callbacks,
+        secret=secret, allow_private=settings.allow_private_callbacks,
         timeout_s=settings.callback_timeout_s,
     )  # fmt: skip
     return f"delivered ({code})"

@@ -19,6 +19,7 @@ from typing import Any
 
 import openai
 
+from chunking import secrets
 from chunking.errors import PermanentError, RateLimitedError, TransientError
 from chunking.settings import get_settings
 
@@ -65,11 +66,17 @@ def _describe(err: openai.APIStatusError) -> str:
 
 
 def missing_model_endpoint() -> str | None:
-    """Why no model can be called with these settings, or None when one can."""
-    settings = get_settings()
-    if settings.openai_api_key or settings.openai_base_url:
+    """Why no model can be called with these settings, or None when one can.
+
+    Tells from configuration alone, reading no secret: the starter, which checks jobs before
+    recording them, is not allowed to read the key.
+    """
+    if secrets.model_key_configured() or get_settings().openai_base_url:
         return None
-    return "OPENAI_API_KEY is not set (or set OPENAI_BASE_URL to an OpenAI-compatible server)"
+    return (
+        "OPENAI_API_KEY is not set (nor OPENAI_API_KEY_PARAMETER; or set OPENAI_BASE_URL to an "
+        "OpenAI-compatible server)"
+    )
 
 
 class LlmClient:
@@ -81,7 +88,7 @@ class LlmClient:
             raise PermanentError(problem)
         return cls(
             # Local servers (Ollama, vLLM) ignore the key, but the SDK insists on one.
-            api_key=settings.openai_api_key or "unused",
+            api_key=secrets.openai_api_key() or "unused",
             base_url=settings.openai_base_url or None,
             model=model or settings.openai_model,
             max_tokens=max_tokens,

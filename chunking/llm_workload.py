@@ -56,7 +56,9 @@ async def run_llm_chunk(
             f"the input has changed since the job started: chunk {chunk.index} expected items "
             f"{chunk.start}..{chunk.end - 1} but the file has {chunk.start + len(items)} items"
         )
-    async with LlmClient.from_settings(spec.model, spec.max_tokens) as client:
+    # Off the event loop: the key may be an SSM read (chunking.secrets) when not cached.
+    client = await asyncio.to_thread(LlmClient.from_settings, spec.model, spec.max_tokens)
+    async with client:
         return await answer_items(
             store, client, job_id, chunk.index, items,
             budget_s=budget_s, call_timeout_s=get_settings().llm_call_timeout_s,

@@ -204,3 +204,49 @@ def test_a_stream_that_fails_after_its_200_ends_with_an_error_event(
         text = "".join(response.iter_text())
     assert "event: status" in text
     assert "event: error" in text and "disk I/O error" in text
+
+
+@pytest.fixture
+def unreachable_s3(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from chunking import blobs
+    from tests.support import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    blobs.s3_client.cache_clear()
+    yield
+    blobs.s3_client.cache_clear()
+
+
+def test_an_input_on_an_s3_that_does_not_answer_is_a_503_saying_so(
+    api: httpx.Client, fake_inngest: FakeInngestApi, model: Any, unreachable_s3: None
+) -> None:
+    spec = {"workload": "llm", "input_uri": "s3://data/in.jsonl", "prompt_template": "{text}"}
+    response = api.post("/jobs", json=spec)
+    assert response.status_code == 503, response.text
+    assert "S3 could not be reached" in response.json()["detail"]
+    assert_nothing_recorded(api, fake_inngest)
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("nul byte", lambda root: f"{root}/a\x00b.jsonl"),
+        ("name over 255 bytes", lambda root: f"{root}/{'x' * 300}.jsonl"),
+        ("symlink loop", lambda root: _loop(root)),
+    ],
+)
+def test_input_paths_no_file_can_have_are_a_422_naming_input_uri(
+    api: httpx.Client, fake_inngest: FakeInngestApi, model: Any, tmp_path: Any, name: str,
+    make: Any,
+) -> None:  # fmt: skip
+    spec = {"workload": "llm", "input_uri": make(tmp_path), "prompt_template": "{text}"}
+    response = api.post("/jobs", json=spec)
+    assert response.status_code == 422, f"{name}: {response.text}"
+    assert "input_uri" in response.json()["detail"][0]["loc"], name
+    assert_nothing_recorded(api, fake_inngest)
+
+
+def _loop(root: Any) -> str:
+    (root / "loop-a").symlink_to(root / "loop-b")
+    (root / "loop-b").symlink_to(root / "loop-a")
+    return str(root / "loop-a")

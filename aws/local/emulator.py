@@ -12,9 +12,11 @@
   redrive policy (maxReceiveCount) moves them to the DLQ.
 
 Every setting comes from aws/template.yaml and its parameters (`--parameter Key=Value`, as
-`sam deploy --parameter-overrides`). The model parameters (OpenAiBaseUrl, OpenAiModel,
-OpenAiApiKey, LlmPrice*) and the callback ones (CallbackSecret, AllowPrivateCallbacks) default to
-the local settings (.env), so both paths ask the same model and sign callbacks alike.
+`sam deploy --parameter-overrides`). The model parameters (OpenAiBaseUrl, OpenAiModel, LlmPrice*)
+and the callback one (AllowPrivateCallbacks) default to the local settings (.env), so both paths
+ask the same model and sign callbacks alike. The local OPENAI_API_KEY and CALLBACK_SECRET go
+into moto's SSM as SecureStrings, and the template gets their names (OpenAiApiKeyParameter,
+CallbackSecretParameter): the functions see names, never values, as deployed.
 `--worker-timeout` and `--visibility-timeout` shorten time for tests and benchmarks; they
 default to the template's.
 """
@@ -61,6 +63,7 @@ from aws.local.resources import (
 REPO = Path(__file__).resolve().parents[2]
 STAGE = "Prod"
 DEFAULT_API_KEY = "local-dev-key"
+API_GATEWAY_MAX_BODY = 10 * 2**20  # API Gateway refuses larger payloads before any Lambda runs
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
 
@@ -311,7 +314,9 @@ def api_app(
     ) -> Response:  # fmt: skip
         if request.headers.get("x-api-key") != api_key:
             return JSONResponse({"message": "Forbidden"}, status_code=403)
-        body = (await request.body()).decode() or None
+        if int(request.headers.get("content-length") or 0) > API_GATEWAY_MAX_BODY:
+            return JSONResponse({"message": "Request Too Long"}, status_code=413)
+        body = await request.body() or None
         event = api_event(
             request.method, path, body=body, resource=resource, path_parameters=path_parameters,
             api_key=api_key, stage=STAGE, domain=request.headers.get("host", "127.0.0.1"),
@@ -363,6 +368,9 @@ class Emulator:
         self.moto = MotoServer(self.moto_port)
         self.moto.start()
         os.environ.update({**CREDENTIALS, "AWS_ENDPOINT_URL": self.moto.url})
+        put_local_secrets(boto3.client("ssm"), self.parameters)
+        # From here the functions (in-process, or spawned from this process) get names only.
+        os.environ.update(NO_PLAIN_SECRETS)
         self.stack: LocalStack = create_resources(
             boto3.client("dynamodb"), boto3.client("sqs"), overrides=self.parameters,
             template=template, visibility_timeout_s=self.visibility_timeout_s,
@@ -370,8 +378,7 @@ class Emulator:
         shared = {**CREDENTIALS, "AWS_ENDPOINT_URL": self.moto.url}
 
         def config(logical_id: str) -> FunctionConfig:
-            fn = function_config(template, logical_id, self.stack, self.parameters)
-            return replace(fn, environment={**fn.environment, **shared})
+            return emulated_function(template, logical_id, self.stack, self.parameters, shared)
 
         worker = config("WorkerFunction")
         if self.worker_timeout_s:
@@ -475,6 +482,26 @@ class EmulatorProcess:
         self.stop()
 
 
+# Where the emulator keeps the local secrets in moto's SSM, as the README's deploy steps do.
+LOCAL_SECRET_PARAMETERS = {
+    "OpenAiApiKeyParameter": "/long-jobs/openai-api-key",
+    "CallbackSecretParameter": "/long-jobs/callback-secret",
+}
+# Blank, and so unset for the settings: neither this process's environment nor .env may hand a
+# function a plaintext secret that the deployed functions would not have.
+NO_PLAIN_SECRETS = {"OPENAI_API_KEY": "", "CALLBACK_SECRET": ""}
+
+
+def local_secrets() -> dict[str, str]:
+    """The local settings' secrets, by the template parameter that names their SSM parameter."""
+    from chunking.settings import get_settings
+
+    settings = get_settings()
+    values = {"OpenAiApiKeyParameter": settings.openai_api_key,
+              "CallbackSecretParameter": settings.callback_secret}  # fmt: skip
+    return {parameter: value for parameter, value in values.items() if value}
+
+
 def local_parameters() -> dict[str, Any]:
     """The template's model and callback parameters as the local settings (.env) have them."""
     from chunking.settings import get_settings
@@ -483,12 +510,27 @@ def local_parameters() -> dict[str, Any]:
     return {
         "OpenAiBaseUrl": settings.openai_base_url or "",
         "OpenAiModel": settings.openai_model,
-        "OpenAiApiKey": settings.openai_api_key or "",
         "LlmPricePromptPerMtok": settings.llm_price_prompt_per_mtok,
         "LlmPriceCompletionPerMtok": settings.llm_price_completion_per_mtok,
-        "CallbackSecret": settings.callback_secret or "",
         "AllowPrivateCallbacks": str(settings.allow_private_callbacks).lower(),
+        **{parameter: LOCAL_SECRET_PARAMETERS[parameter] for parameter in local_secrets()},
     }
+
+
+def put_local_secrets(ssm: Any, parameters: dict[str, Any]) -> None:
+    """Store the local secrets as SecureStrings under the names the template parameters give."""
+    for parameter, value in local_secrets().items():
+        if name := parameters.get(parameter):
+            ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
+
+
+def emulated_function(
+    template: dict[str, Any], logical_id: str, stack: LocalStack, parameters: dict[str, Any],
+    shared: dict[str, str],
+) -> FunctionConfig:  # fmt: skip
+    """A function as the emulator runs it: the template's environment, pointed at moto."""
+    fn = function_config(template, logical_id, stack, parameters)
+    return replace(fn, environment={**fn.environment, **shared, **NO_PLAIN_SECRETS})
 
 
 def _free_port() -> int:
