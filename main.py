@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from chunking.api_errors import BodyError, parse_json_body, preview, safe_detail
-from chunking.llm_input import InputUnavailableError
 from chunking.prepare import prepare_spec
 from chunking.progress import job_events
 from chunking.settings import get_settings
@@ -35,6 +34,7 @@ from guards import (
     require_api_key,
     require_json,
 )
+from workloads.llm.input import InputUnavailableError
 
 logger = logging.getLogger("long_jobs")
 settings = get_settings()

@@ -1,7 +1,7 @@
 """Complete a JobSpec from what it points at, before a job is recorded: the entrypoints' step.
 
 For the llm workload the input is read once, whole (at most LLM_INPUT_MAX_BYTES; a local one
-only under LLM_INPUT_ROOT, see chunking.llm_input): every line is checked (a bad one is refused
+only under LLM_INPUT_ROOT, see workloads.llm.input): every line is checked (a bad one is refused
 with its line number), the items are counted (`total_items`), and the model endpoint must be
 configured. Problems are raised as a pydantic ValidationError naming the field, so every
 entrypoint reports them exactly as it reports a malformed body; an input on an S3 that does not
@@ -13,13 +13,14 @@ from __future__ import annotations
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails
 
-from chunking import blobs, secrets
+from chunking import secrets
 from chunking.callbacks import CallbackTargetError, check_target
-from chunking.llm import missing_model_endpoint
-from chunking.llm_input import InputError, validate_input
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.status import Path
+from workloads.llm import blobs
+from workloads.llm.client import missing_model_endpoint
+from workloads.llm.input import InputError, validate_input
 
 
 def check_callback(url: str) -> None:

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from chunking.sqlite_store import SqliteJobStore
 from chunking.status import TERMINAL_STATUSES, ChunkRecord
+from stores.sqlite import SqliteJobStore
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from chunking.errors import PermanentError
 from chunking.planning import chunk_at
 from chunking.status import JobRecord
 from chunking.store import JobStore
-from chunking.workloads import after_job_finished, before_settle, run_chunk
+from workloads import after_job_finished, before_settle, run_chunk
 
 Outcome = Literal["succeeded", "failed", "duplicate", "cancelled"]
 

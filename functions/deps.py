@@ -14,7 +14,7 @@ from chunking.api_errors import describe
 from chunking.errors import PermanentError, RateLimitedError
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
-from chunking.sqlite_store import SqliteJobStore
+from stores.sqlite import SqliteJobStore
 
 
 @lru_cache

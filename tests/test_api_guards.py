@@ -185,7 +185,7 @@ def test_last_event_id_must_be_a_small_number(api: httpx.Client, value: bytes) -
 def test_a_stream_that_fails_after_its_200_ends_with_an_error_event(
     api: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chunking.sqlite_store import SqliteJobStore
+    from stores.sqlite import SqliteJobStore
 
     job_id = api.post("/jobs", json={"total_items": 10, "chunk_size": 5}).json()["job_id"]
     calls = 0
@@ -208,8 +208,8 @@ def test_a_stream_that_fails_after_its_200_ends_with_an_error_event(
 
 @pytest.fixture
 def unreachable_s3(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from chunking import blobs
     from tests.support import free_port
+    from workloads.llm import blobs
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
     blobs.s3_client.cache_clear()

@@ -1,4 +1,4 @@
-"""chunking.llm through the real openai SDK, against the local OpenAI-compatible test server."""
+"""workloads.llm.client through the real openai SDK, against the local OpenAI-compatible server."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from chunking.errors import PermanentError, RateLimitedError, TransientError
-from chunking.llm import Completion, LlmClient, retry_after_s
 from tests.llm_server import FakeModelServer
 from tests.support import ServerThread
+from workloads.llm.client import Completion, LlmClient, retry_after_s
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from typing import Any
 
 import boto3
 
-from chunking.dynamo_store import DynamoJobStore
+from stores.dynamodb import DynamoJobStore
 
 EMULATOR_ENDPOINT = "http://127.0.0.1:5000"
 EMULATOR_NAMES = {"queue": "long-jobs-chunks", "dlq": "long-jobs-dlq", "table": "long-jobs-jobs",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from chunking.chunk_messages import ChunkMessage, parse_message
+from cloud.messages import ChunkMessage, parse_message
 from tools.aws_target import CloudTarget, add_target_arguments, resolve_target
 
 HIDE_S = 60  # while one run handles a message, nobody else sees it

@@ -399,9 +399,9 @@ class Emulator:
         # The API's functions run in this process; their environment is the template's.
         starter, status = config("StarterFunction"), config("StatusFunction")
         os.environ.update({**starter.environment, **status.environment})
+        import cloud
         from aws.starter.app import lambda_handler as starter_handler
         from aws.status.app import lambda_handler as status_handler
-        from chunking import cloud
         from chunking.settings import get_settings
 
         get_settings.cache_clear()

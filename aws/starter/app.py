@@ -14,13 +14,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from chunking.api_errors import BodyError, describe, field_errors, parse_json_body
-from chunking.chunk_messages import initial_messages
-from chunking.cloud import job_store, queue_for
-from chunking.llm_input import InputUnavailableError
 from chunking.prepare import prepare_spec
 from chunking.spec import JobSpec, new_job_id
 from chunking.status import JobRecord
 from chunking.store import JobConflictError, JobEndedError, request_cancel
+from cloud import job_store, queue_for
+from cloud.messages import initial_messages
+from workloads.llm.input import InputUnavailableError
 
 logger = Logger()
 app = APIGatewayRestResolver()

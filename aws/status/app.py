@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from chunking.cloud import job_store
+from cloud import job_store
 
 logger = Logger()
 app = APIGatewayRestResolver()

@@ -29,12 +29,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from chunking.callbacks import send_job_callback
-from chunking.chunk_messages import CallbackMessage, RangeMessage, expand, parse_message
-from chunking.cloud import chunk_queue, dead_letter_queue, job_store, queue_of
 from chunking.errors import PermanentError, RateLimitedError
 from chunking.runner import attempt_chunk
 from chunking.settings import get_settings
-from chunking.sqs_queue import SqsQueue
+from cloud import chunk_queue, dead_letter_queue, job_store, queue_of
+from cloud.messages import CallbackMessage, RangeMessage, expand, parse_message
+from cloud.sqs_queue import SqsQueue
 
 logger = Logger()
 # Report a batch whose every record failed as item failures too, not as a function error:

@@ -17,7 +17,8 @@ import boto3
 from moto import mock_aws
 
 BUILD, REPO = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
-FROM_LAYER = ("chunking", "pydantic", "pydantic_core", "pydantic_settings", "aws_lambda_powertools")
+FROM_LAYER = ("chunking", "workloads", "stores", "cloud", "pydantic", "pydantic_core",
+              "pydantic_settings", "aws_lambda_powertools")  # fmt: skip
 
 
 def load(name: str, path: Path) -> ModuleType:

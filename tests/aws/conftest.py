@@ -10,8 +10,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+import cloud
 from aws.local.resources import LocalStack, create_resources
-from chunking import cloud
 from chunking.settings import get_settings
 
 

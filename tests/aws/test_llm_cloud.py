@@ -9,12 +9,12 @@ from typing import Any
 import boto3
 import pytest
 
+import cloud
 from aws.local.lambda_events import SqsEventSource, get_status, lambda_context, post_start
 from aws.local.resources import LocalStack
 from aws.starter.app import lambda_handler as starter
 from aws.status.app import lambda_handler as status_handler
 from aws.worker.app import lambda_handler as worker
-from chunking import cloud
 from tests.aws.conftest import queue_bodies, visible_count
 from tests.llm_server import FakeModelServer
 

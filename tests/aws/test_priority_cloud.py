@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import cloud
 from aws.local.lambda_events import SqsEventSource, lambda_context, post_start
 from aws.local.resources import LocalStack
 from aws.starter.app import lambda_handler as starter
 from aws.worker.app import lambda_handler as worker
-from chunking import cloud
 from tests.aws.conftest import visible_count
 
 

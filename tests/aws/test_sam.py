@@ -57,9 +57,12 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_sam_build_produces_self_contained_artifacts(build_dir: Path) -> None:
     layer = build_dir / "CoreLayer/python"
-    for package in ("chunking", "pydantic", "pydantic_core", "pydantic_settings",
-                    "aws_lambda_powertools", "openai", "jiter"):  # fmt: skip
+    for package in ("chunking", "workloads", "stores", "cloud", "pydantic", "pydantic_core",
+                    "pydantic_settings", "aws_lambda_powertools", "openai", "jiter"):  # fmt: skip
         assert (layer / package).is_dir(), f"{package} missing from the layer"
+    # What Lambda runs, and nothing of the local path's.
+    assert (layer / "stores/dynamodb.py").is_file()
+    assert not (layer / "stores/sqlite.py").exists()
     # Wheels for Lambda's platform, whatever machine built them.
     [core_so] = list((layer / "pydantic_core").glob("_pydantic_core*.so"))
     assert "x86_64-linux-gnu" in core_so.name and "311" in core_so.name

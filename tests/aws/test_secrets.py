@@ -294,7 +294,7 @@ def test_the_plain_setting_wins_and_reads_nothing(
 def test_nothing_configured_is_none_and_configuredness_never_reads(
     ssm: tuple[Any, Counter[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chunking.llm import missing_model_endpoint
+    from workloads.llm.client import missing_model_endpoint
 
     _, calls = ssm
     get_settings.cache_clear()
@@ -343,7 +343,7 @@ def test_an_unreadable_parameter_names_itself_and_never_shows_a_value(
 def test_the_llm_client_gets_its_key_from_the_parameter(
     ssm: tuple[Any, Counter[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chunking.llm import LlmClient
+    from workloads.llm.client import LlmClient
 
     client, _ = ssm
     client.put_parameter(Name="/t/model", Value=MODEL_KEY, Type="SecureString")

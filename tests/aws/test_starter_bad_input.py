@@ -16,8 +16,8 @@ import pytest
 from aws.local.lambda_events import lambda_context, post_start
 from aws.local.resources import LocalStack
 from aws.starter.app import lambda_handler as starter
-from chunking.dynamo_store import JOB_SK
 from chunking.spec import MAX_INJECTED_CHUNKS
+from stores.dynamodb import JOB_SK
 from tests.aws.conftest import visible_count
 
 
@@ -125,9 +125,9 @@ def test_the_emulated_api_passes_bad_bytes_on_as_api_gateway_does() -> None:
 def test_an_input_on_an_s3_that_does_not_answer_is_a_503_saying_so(
     stack: LocalStack, sqs: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chunking import blobs
     from chunking.settings import get_settings
     from tests.support import free_port
+    from workloads.llm import blobs
 
     monkeypatch.setenv("OPENAI_API_KEY_PARAMETER", "/long-jobs/openai-api-key")
     get_settings.cache_clear()

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+import cloud
 from aws.local.lambda_events import SqsEventSource, lambda_context, post_start
 from aws.local.resources import LocalStack
 from aws.starter.app import lambda_handler as starter
 from aws.worker.app import backoff_s
 from aws.worker.app import lambda_handler as worker
-from chunking import cloud
-from chunking.chunk_messages import ChunkMessage
+from cloud.messages import ChunkMessage
 from tests.aws.conftest import queue_bodies, visible_count
 
 

@@ -24,22 +24,22 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from pydantic import ValidationError
 
-from chunking import blobs
 from chunking.api_errors import field_errors
-from chunking.llm_input import (
+from chunking.prepare import prepare_spec
+from chunking.runner import AttemptOutcome, attempt_chunk
+from chunking.settings import get_settings
+from chunking.spec import JobSpec
+from stores.sqlite import SqliteJobStore
+from tests.llm_server import FakeModelServer
+from tests.support import free_port
+from workloads.llm import blobs
+from workloads.llm.input import (
     MAX_LINE_BYTES,
     InputError,
     InputUnavailableError,
     read_items,
     validate_input,
 )
-from chunking.prepare import prepare_spec
-from chunking.runner import AttemptOutcome, attempt_chunk
-from chunking.settings import get_settings
-from chunking.spec import JobSpec
-from chunking.sqlite_store import SqliteJobStore
-from tests.llm_server import FakeModelServer
-from tests.support import free_port
 
 SECRET = "SECRET outside the root"
 

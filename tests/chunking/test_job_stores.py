@@ -11,10 +11,10 @@ import pytest
 from moto import mock_aws
 
 from aws.local.resources import create_resources
-from chunking.dynamo_store import DynamoJobStore
 from chunking.spec import JobSpec
-from chunking.sqlite_store import SqliteJobStore
 from chunking.store import JobConflictError, JobStore
+from stores.dynamodb import DynamoJobStore
+from stores.sqlite import SqliteJobStore
 
 CONTRACT_KEYS = {
     "job_id", "path", "status", "total_items", "chunk_size", "total_chunks", "chunks_succeeded",

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from chunking import blobs
-from chunking.llm_input import MAX_LINE_BYTES, InputError, read_items, validate_input
+from workloads.llm import blobs
+from workloads.llm.input import MAX_LINE_BYTES, InputError, read_items, validate_input
 
 
 def write(tmp_path: Path, *lines: object) -> str:

@@ -12,17 +12,17 @@ import pytest
 from moto import mock_aws
 from pydantic import ValidationError
 
-from chunking import blobs
 from chunking.api_errors import field_errors
 from chunking.errors import RateLimitedError
-from chunking.llm_outputs import chunk_output_uri
 from chunking.prepare import prepare_spec
 from chunking.runner import AttemptOutcome, attempt_chunk
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
-from chunking.sqlite_store import SqliteJobStore
+from stores.sqlite import SqliteJobStore
 from tests.conftest import MODEL_RETRY_AFTER_S
 from tests.llm_server import FakeModelServer
+from workloads.llm import blobs
+from workloads.llm.outputs import chunk_output_uri
 
 
 def write_input(path: Path, lines: list[dict[str, object]]) -> str:

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from chunking.errors import RateLimitedError, TransientError
-from chunking.llm import LlmClient
-from chunking.llm_input import Item
-from chunking.llm_workload import LlmChunkResult, answer_items
 from chunking.spec import JobSpec
-from chunking.sqlite_store import SqliteJobStore
+from stores.sqlite import SqliteJobStore
 from tests.conftest import MODEL_RETRY_AFTER_S
 from tests.llm_server import FakeModelServer
+from workloads.llm.client import LlmClient
+from workloads.llm.input import Item
+from workloads.llm.workload import LlmChunkResult, answer_items
 
 
 @pytest.fixture

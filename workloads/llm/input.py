@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 
-from chunking import blobs
 from chunking.settings import get_settings
+from workloads.llm import blobs
 
 MAX_LINE_BYTES = 2**20  # one item's line; a longer one is refused having read this much of it
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from chunking import blobs
 from chunking.settings import get_settings
 from chunking.status import ItemResult
 from chunking.store import JobStore
+from workloads.llm import blobs
 
 MERGED_NAME = "output.jsonl"
 

@@ -17,13 +17,13 @@ import time
 from dataclasses import dataclass
 
 from chunking.errors import PermanentError, TransientError
-from chunking.llm import LlmClient, ModelEndpointError
-from chunking.llm_input import InputError, Item, read_items
 from chunking.planning import Chunk
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.status import ItemResult
 from chunking.store import JobStore
+from workloads.llm.client import LlmClient, ModelEndpointError
+from workloads.llm.input import InputError, Item, read_items
 
 MIN_CALL_S = 1.0  # below this, a call cannot finish: stop and let the retry have the time
 

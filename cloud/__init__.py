@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from chunking import blobs
-from chunking.dynamo_store import DynamoJobStore
 from chunking.settings import get_settings
-from chunking.sqs_queue import SqsQueue
+from cloud.sqs_queue import SqsQueue
+from stores.dynamodb import DynamoJobStore
+from workloads.llm import blobs
 
 
 def _required(name: str, value: str | None) -> str:

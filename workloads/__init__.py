@@ -6,13 +6,13 @@ import asyncio
 from dataclasses import dataclass
 
 from chunking.errors import PermanentError, TransientError
-from chunking.llm_outputs import merge_outputs, write_chunk_output
-from chunking.llm_workload import run_llm_chunk
 from chunking.planning import Chunk
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.status import JobRecord
 from chunking.store import JobStore
+from workloads.llm.outputs import merge_outputs, write_chunk_output
+from workloads.llm.workload import run_llm_chunk
 
 SETTLE_MARGIN_S = 5.0  # of an llm attempt's budget, kept for writing its outputs and outcome
 
