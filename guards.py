@@ -176,7 +176,7 @@ class BodyLimit:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
-        too_big = {"detail": f"request body over {self.limit} bytes: refused"}
+        too_big = {"message": f"request body over {self.limit} bytes: refused"}
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await _send_json(send, 413, too_big)

@@ -14,19 +14,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from chunking.api_errors import BodyError, parse_json_body, preview, safe_detail
-from chunking.prepare import prepare_spec
+import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
+from chunking import lifecycle
+from chunking.api_errors import BodyError, field_errors, invalid_spec, parse_json_body, preview
+from chunking.errors import InputUnavailableError
 from chunking.progress import job_events
 from chunking.settings import get_settings
-from chunking.spec import JobSpec, new_job_id
-from chunking.status import JobStatus
+from chunking.spec import JobSpec
+from chunking.status import JobRecord, JobStatus
 from chunking.store import JobConflictError, JobEndedError, request_cancel
 from functions import ALL_FUNCTIONS
 from functions.client import inngest_client
 from functions.deps import get_store
-from functions.events import job_cancelled_event, start_job_event
+from functions.events import START_JOB, job_cancelled_event, start_job_event
 from guards import (
     BodyLimit,
     InngestSignatureWindow,
@@ -34,7 +37,6 @@ from guards import (
     require_api_key,
     require_json,
 )
-from workloads.llm.input import InputUnavailableError
 
 logger = logging.getLogger("long_jobs")
 settings = get_settings()
@@ -63,21 +65,25 @@ app.add_middleware(
 jobs = APIRouter(dependencies=[Depends(require_api_key), Depends(no_cross_site)])
 
 
+# One error contract with the cloud API: {"message"} (and "errors": [{field, message}] for bad
+# input), 400 for a request that cannot run. FastAPI's own 422 echoes every input whole, and
+# fails on an input JSON cannot carry.
 @app.exception_handler(RequestValidationError)
 async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
-    # FastAPI's own handler echoes every input whole, and fails on one JSON cannot carry.
-    return JSONResponse({"detail": safe_detail(list(err.errors()))}, status_code=422)
+    errors = field_errors(list(err.errors()))
+    message = "invalid request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return JSONResponse({"message": message, "errors": errors}, status_code=400)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse({"message": err.detail}, status_code=err.status_code, headers=err.headers)
 
 
 @app.get("/healthz")
 async def healthz() -> dict[str, str]:
     await asyncio.to_thread(get_store().list_jobs, 1)  # proves the job store answers
     return {"status": "ok"}
-
-
-def as_request_error(err: ValidationError) -> RequestValidationError:
-    errors = err.errors(include_url=False, include_context=False)
-    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
 
 
 @jobs.post(
@@ -95,42 +101,28 @@ async def create_job(request: Request) -> dict[str, Any] | JSONResponse:
     The body is a JobSpec (every field optional); the cloud path's POST /start reads it alike.
     """
     try:
-        payload = parse_json_body(await request.body())
+        spec = JobSpec.model_validate(parse_json_body(await request.body()) or {})
+        submission = await asyncio.to_thread(
+            lifecycle.submit, get_store(), spec, "local", send_start_event,
+            what=f"send {START_JOB} to Inngest",
+        )  # fmt: skip
     except BodyError as err:
-        if err.status != status.HTTP_400_BAD_REQUEST:
-            raise HTTPException(err.status, detail=str(err)) from err
-        # This API's way for a body it cannot read: a 422 as FastAPI's own JSON errors.
-        problem = {"type": "json_invalid", "loc": ("body",), "msg": str(err)}
-        raise RequestValidationError([problem]) from err
-    try:
-        spec = JobSpec.model_validate(payload or {})
-        spec = await asyncio.to_thread(prepare_spec, spec, "local")
+        return JSONResponse({"message": str(err)}, status_code=err.status)
     except ValidationError as err:  # a bad field, or e.g. a bad line in the llm input
-        raise as_request_error(err) from err
-    except InputUnavailableError as err:  # the input's store did not answer: not the caller's
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(err)) from err
-    store = get_store()
-    job_id = spec.job_id or new_job_id()
-    try:
-        job, created = await asyncio.to_thread(store.create_job, job_id, spec, "local")
+        return JSONResponse(invalid_spec(err), status_code=status.HTTP_400_BAD_REQUEST)
     except JobConflictError as err:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from err
-    body = {"job_id": job_id, "status_url": str(request.url_for("get_job", job_id=job_id))}
-    if not created and not await asyncio.to_thread(store.requeue_job, job_id):
-        # Same job_id and spec as before: an idempotent retry, nothing new is sent.
+    except (InputUnavailableError, lifecycle.EnqueueError) as err:  # not the caller's fault
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(err)) from err
+    job = submission.job
+    body = {"job_id": job.job_id, "status_url": str(request.url_for("get_job", job_id=job.job_id))}
+    if not submission.enqueued:  # the same job_id and spec as before: nothing new was sent
         return JSONResponse({**body, "status": job.state}, status_code=status.HTTP_200_OK)
-    try:
-        await inngest_client.send(
-            start_job_event(job.spec.model_dump(mode="json"), resend=not created)
-        )
-    except Exception as err:
-        reason = f"could not send demo/start_job to Inngest: {err}"
-        await asyncio.to_thread(store.fail_job, job_id, reason)
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail=f"{reason}. The job is marked failed; retry with the same job_id.",
-        ) from err
     return {**body, "status": "queued"}
+
+
+def send_start_event(job: JobRecord, again: bool) -> None:
+    inngest_client.send_sync(start_job_event(job.spec.model_dump(mode="json"), resend=again))
 
 
 @jobs.get("/jobs/{job_id}", response_model=JobStatus)

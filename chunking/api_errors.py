@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import reprlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -88,9 +89,17 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return bounded(".".join(str(p) for p in loc), 100) or "(body)"
 
 
-def field_errors(err: ValidationError) -> list[dict[str, str]]:
-    errors = err.errors(include_url=False, include_context=False, include_input=False)
-    shown = [{"field": _field(e["loc"]), "message": bounded(e["msg"])} for e in errors[:MAX_ERRORS]]
+def field_errors(err: ValidationError | Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """`{field, message}` per problem, at most MAX_ERRORS of them (then how many more)."""
+    errors = (
+        err.errors(include_url=False, include_context=False, include_input=False)
+        if isinstance(err, ValidationError)
+        else err
+    )
+    shown = [
+        {"field": _field(tuple(e["loc"])), "message": bounded(str(e["msg"]))}
+        for e in errors[:MAX_ERRORS]
+    ]
     if len(errors) > MAX_ERRORS:
         more = len(errors) - MAX_ERRORS
         shown.append({"field": "(body)", "message": f"and {more} more problems not shown"})
@@ -102,18 +111,6 @@ def describe(err: ValidationError) -> str:
     return "; ".join(f"{e['field']}: {e['message']}" for e in field_errors(err))
 
 
-def safe_detail(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """FastAPI's 422 `detail` entries, bounded and serialisable (inputs previewed, no ctx)."""
-    shown: list[dict[str, Any]] = [
-        {
-            "type": e.get("type"),
-            "loc": [p if isinstance(p, int) else bounded(str(p), 100) for p in e.get("loc", ())],
-            "msg": bounded(str(e.get("msg", ""))),
-            **({"input": preview(e["input"])} if "input" in e else {}),
-        }
-        for e in errors[:MAX_ERRORS]
-    ]
-    if len(errors) > MAX_ERRORS:
-        more = len(errors) - MAX_ERRORS
-        shown.append({"type": "truncated", "loc": ["body"], "msg": f"and {more} more problems"})
-    return shown
+def invalid_spec(err: ValidationError) -> dict[str, Any]:
+    """The body of both APIs' 400 for a JobSpec that cannot run (the README's error contract)."""
+    return {"message": f"invalid JobSpec: {describe(err)}", "errors": field_errors(err)}

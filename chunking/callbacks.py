@@ -33,10 +33,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from chunking import secrets
-from chunking.errors import PermanentError, RateLimitedError, TransientError
+from chunking.errors import PermanentError, RateLimitedError, TransientError, retry_after_s
 from chunking.settings import get_settings
 from chunking.store import JobStore
-from workloads.llm.client import retry_after_s
 
 SIGNATURE_HEADER = "X-Signature"
 TOLERANCE_S = 300  # how old a signed timestamp a receiver accepts

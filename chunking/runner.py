@@ -13,11 +13,11 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from chunking import lifecycle, workload
 from chunking.errors import PermanentError
 from chunking.planning import chunk_at
 from chunking.status import JobRecord
 from chunking.store import JobStore
-from workloads import after_job_finished, before_settle, run_chunk
 
 Outcome = Literal["succeeded", "failed", "duplicate", "cancelled"]
 
@@ -48,7 +48,7 @@ async def settle(
     """Record a chunk's outcome (once, whatever the deliveries), after what it leaves behind."""
     job = await _job(store, job_id)
     if job is not None:
-        await asyncio.to_thread(before_settle, store, job, index)
+        await asyncio.to_thread(workload.of(job.spec).before_settle, store, job, index)
     settlement = await asyncio.to_thread(
         store.settle_chunk,
         job_id,
@@ -60,7 +60,7 @@ async def settle(
         begun_only=begun_only,
     )
     if settlement.job_finished:
-        await finish_job(store, job_id)
+        await asyncio.to_thread(lifecycle.finish, store, job_id)
     return AttemptOutcome(
         job_id=job_id,
         chunk_index=index,
@@ -94,13 +94,6 @@ async def _job(store: JobStore, job_id: str) -> JobRecord | None:
     if job is not None:
         _remember(job)
     return job
-
-
-async def finish_job(store: JobStore, job_id: str) -> None:
-    """The job has ended: leave its results behind (re-run safely on a redelivery)."""
-    job = await asyncio.to_thread(store.get_job, job_id)  # fresh: output_uri may be set
-    if job is not None:
-        await asyncio.to_thread(after_job_finished, store, job)
 
 
 async def attempt_chunk(
@@ -138,14 +131,14 @@ async def attempt_chunk(
     if attempt is None:  # a duplicate delivery of a settled chunk: never run or count it twice
         current = await asyncio.to_thread(store.get_job, job_id)
         finished = current is not None and current.settled_by == index
-        if finished and current is not None:  # the finishing delivery may have died first
-            await asyncio.to_thread(after_job_finished, store, current)
+        if finished:  # the finishing delivery may have died before the job's results were left
+            await asyncio.to_thread(lifecycle.finish, store, job_id)
         return AttemptOutcome(job_id, index, "duplicate", None, False, finished)
 
     started = time.perf_counter()
     try:
         async with asyncio.timeout(budget_s):
-            result = await run_chunk(store, job, chunk, attempt, budget_s)
+            result = await workload.of(job.spec).run_chunk(store, job, chunk, attempt, budget_s)
     except PermanentError as err:
         return await settle(store, job_id, index, error=f"permanent: {err}")
     except Exception as err:  # transient, rate-limited, or a bug: all worth a retry

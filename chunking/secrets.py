@@ -13,15 +13,10 @@ Only the worker may read them. The starter asks only whether they are configured
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from chunking.errors import PermanentError, TransientError
 from chunking.settings import get_settings
-
-MAX_AGE_S = 300
-# SSM answers that another attempt cannot change: the deployment needs fixing (then redrive).
-NOT_READABLE_CODES = frozenset(
-    {"ParameterNotFound", "ParameterVersionNotFound", "AccessDeniedException",
-     "ValidationException", "InvalidKeyId", "KMSAccessDeniedException"}
-)  # fmt: skip
 
 
 class SecretNotReadableError(PermanentError):
@@ -66,25 +61,21 @@ def _secret(plain: str | None, parameter: str | None, setting: str) -> str | Non
     return read_parameter(parameter, setting) if parameter else None
 
 
+ParameterReader = Callable[[str, str], str]
+_reader: ParameterReader | None = None
+
+
+def use_parameter_reader(reader: ParameterReader) -> None:
+    """Where `*_PARAMETER` names are read: the cloud path plugs in SSM (cloud.parameters)."""
+    global _reader
+    _reader = reader
+
+
 def read_parameter(name: str, setting: str) -> str:
-    """A SecureString's decrypted value, cached MAX_AGE_S. Errors name it, never hold a value."""
-    # Lazily: the local path never needs boto3 or Powertools to get here.
-    from aws_lambda_powertools.utilities.parameters import GetParameterError, get_parameter
-
-    try:
-        return get_parameter(name, decrypt=True, max_age=MAX_AGE_S)
-    except GetParameterError as err:
-        # Powertools wraps the SDK's error; its code says whether trying again can help.
-        code = _error_code(err.__cause__ or err.__context__)
-        what = f"SSM parameter {name!r} ({setting}) could not be read: {code or 'no answer'}"
-        if code in NOT_READABLE_CODES:
-            raise SecretNotReadableError(what) from err
-        raise SecretReadFailedError(what) from err
-
-
-def _error_code(error: BaseException | None) -> str | None:
-    response = getattr(error, "response", None)  # botocore's ClientError
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        return str(code) if code else None
-    return type(error).__name__ if error is not None else None
+    """The named parameter's value, through the reader the process was given."""
+    if _reader is None:
+        raise SecretNotReadableError(
+            f"{setting} names {name!r}, but this process reads no parameters (only the cloud "
+            "path does): set the secret itself instead"
+        )
+    return _reader(name, setting)

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from chunking import workload
 from chunking.settings import get_settings
 
 MAX_CHUNKS = 100_000
@@ -17,6 +18,9 @@ ChunkIndex = Annotated[int, Field(ge=0)]
 # Failure injection is for demos and tests: a bound keeps every spec far inside one DynamoDB
 # item (400 KB) and one request body (1 MB), the same on both paths.
 MAX_INJECTED_CHUNKS = 10_000
+# Fields that belong to one workload (chunking.workload: each says which are its own).
+WORKLOAD_FIELDS = ("input_uri", "prompt_template", "model", "max_tokens", "fail_chunks",
+                   "flaky_chunks")  # fmt: skip
 
 
 def _unicode_text(value: str) -> str:
@@ -55,7 +59,9 @@ class JobSpec(BaseModel):
         default_factory=lambda: get_settings().total_items, ge=1, le=10_000_000
     )
     chunk_size: int = Field(default_factory=lambda: get_settings().chunk_size, ge=1, le=100_000)
-    workload: Literal["simulate", "llm"] = "simulate"
+    workload: str = Field(
+        "simulate", description="What each chunk does: simulate, or llm (see the README)."
+    )
     input_uri: Text | None = Field(
         None,
         min_length=1,
@@ -65,15 +71,24 @@ class JobSpec(BaseModel):
     )
     prompt_template: Text | None = Field(
         None,
+        validate_default=True,
         min_length=1,
         max_length=20_000,
         description="llm: wraps each item's `text`; `{text}` marks where it goes.",
     )
     model: Text | None = Field(
-        None, min_length=1, max_length=200, description="llm: the model; default OPENAI_MODEL."
+        None,
+        validate_default=True,
+        min_length=1,
+        max_length=200,
+        description="llm: the model; default OPENAI_MODEL.",
     )
     max_tokens: int | None = Field(
-        None, ge=1, le=1_000_000, description="llm: most completion tokens per item."
+        None,
+        validate_default=True,
+        ge=1,
+        le=1_000_000,
+        description="llm: most completion tokens per item.",
     )
     item_delay_ms: int = Field(
         default_factory=lambda: get_settings().item_delay_ms, ge=0, le=60_000
@@ -116,24 +131,40 @@ class JobSpec(BaseModel):
             )
         return chunk_size
 
+    @field_validator("workload")
+    @classmethod
+    def _known_workload(cls, name: str) -> str:
+        if name not in workload.names():
+            raise ValueError(f"{name!r} is no workload: use one of {', '.join(workload.names())}")
+        return name
+
+    @field_validator(*WORKLOAD_FIELDS)
+    @classmethod
+    def _for_its_workload(cls, value: object, info: ValidationInfo) -> object:
+        """A workload's own fields: set only for it, and there when it needs them."""
+        name, field = info.data.get("workload"), info.field_name
+        if name is None or field is None:
+            return value  # the workload field already failed: its error says why
+        chosen = workload.named(name)
+        if value not in (None, [], {}) and field not in chosen.fields:
+            owner = workload.owner_of(field)
+            raise ValueError(f"{field} applies to the {owner} workload only (only the {owner} "
+                             f"workload reads it)")  # fmt: skip
+        if value is None and field in chosen.required:
+            raise ValueError(chosen.required[field])
+        return value
+
     @field_validator("input_uri")
     @classmethod
-    def _input_for_llm_only(cls, value: str | None, info: ValidationInfo) -> str | None:
-        llm = info.data.get("workload") == "llm"
-        if llm and value is None:
-            raise ValueError("the llm workload needs an input_uri (a JSONL file, one item a line)")
-        if not llm and value is not None:
-            raise ValueError("only the llm workload reads an input_uri")
+    def _names_an_object(cls, value: str | None) -> str | None:
         if value is not None and value.startswith("s3://") and "/" not in value[5:].strip("/"):
             raise ValueError(f"{value!r} names no object: use s3://bucket/key")
         return value
 
-    @field_validator("prompt_template", "model", "max_tokens")
+    @field_validator("prompt_template")
     @classmethod
-    def _llm_only(cls, value: object, info: ValidationInfo) -> object:
-        if value is not None and info.data.get("workload") != "llm":
-            raise ValueError(f"{info.field_name} applies to the llm workload only")
-        if info.field_name == "prompt_template" and "{text}" not in str(value or "{text}"):
+    def _has_a_place_for_the_text(cls, value: str | None) -> str | None:
+        if value is not None and "{text}" not in value:
             raise ValueError("must contain {text}, where each item's text goes")
         return value
 
@@ -142,11 +173,6 @@ class JobSpec(BaseModel):
     def _indexes_in_range(
         cls, value: list[int] | dict[int, int], info: ValidationInfo
     ) -> list[int] | dict[int, int]:
-        if value and info.data.get("workload") == "llm":
-            raise ValueError(
-                "failure injection applies to the simulate workload only "
-                "(an llm job's failures come from its model)"
-            )
         total, size = info.data.get("total_items"), info.data.get("chunk_size")
         if total is None or size is None:
             return value  # the size fields already failed; their errors say why

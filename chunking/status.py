@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from chunking import workload
 from chunking.spec import JobSpec
 
 Path = Literal["local", "cloud"]
@@ -161,8 +162,8 @@ def build_status(
     now: datetime,
     usage: Usage | None = None,
 ) -> JobStatus:
-    if job.state == "finished" and job.spec.workload == "llm" and job.output_uri is None:
-        # Every chunk has settled but the merged output is not written yet: a client that
+    if job.state == "finished" and workload.of(job.spec).produces_output and not job.output_uri:
+        # Every chunk has settled but the job's output is not written yet: a client that
         # waits for a final status must find the output there, so the job is still running.
         job = replace(job, state="running", finished_at=None)
     succeeded = [c for c in chunks if c.state == "succeeded"]

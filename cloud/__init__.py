@@ -1,13 +1,18 @@
-"""The cloud path's process-wide objects (job table, queues), built once per Lambda container."""
+"""The cloud path's process-wide objects (job table, queues), built once per Lambda container,
+and its secrets reader (SSM), plugged into the core when any cloud handler imports this."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
+from chunking import secrets
 from chunking.settings import get_settings
+from cloud.parameters import read_parameter
 from cloud.sqs_queue import SqsQueue
 from stores.dynamodb import DynamoJobStore
 from workloads.llm import blobs
+
+secrets.use_parameter_reader(read_parameter)
 
 
 def _required(name: str, value: str | None) -> str:

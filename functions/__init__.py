@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inngest
 
+import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from functions.bad_long_job import bad_long_job
 from functions.process_chunk import process_chunk
 from functions.send_callback import send_callback

@@ -8,10 +8,10 @@ from typing import Any
 import inngest
 from pydantic import ValidationError
 
+from chunking import lifecycle
 from chunking.api_errors import describe
 from chunking.planning import fan_out_batches
-from chunking.prepare import prepare_spec
-from chunking.spec import JobSpec, new_job_id
+from chunking.spec import JobSpec
 from chunking.status import Path
 from chunking.store import JobConflictError
 from functions.client import inngest_client
@@ -21,19 +21,15 @@ from functions.events import CANCEL_ON_JOB_CANCELLED, START_JOB, chunk_event
 
 async def create_or_adopt_job(spec_data: dict[str, Any], path: Path = "local") -> dict[str, Any]:
     """Create the job, or adopt the `queued` one that `POST /jobs` wrote; start it once."""
+    # The job id is generated inside this step, so a replay of the function sees the same id.
     try:
-        spec = await asyncio.to_thread(prepare_spec, JobSpec.model_validate(spec_data), path)
+        spec = JobSpec.model_validate(spec_data)
+        job, started = await asyncio.to_thread(lifecycle.adopt, get_store(), spec, path)
     except ValidationError as err:  # a bad input file is never worth a retry
         raise inngest.NonRetriableError(f"invalid JobSpec: {describe(err)}") from err
-    # Generated inside a step, so a replay of the function sees the same id.
-    job_id = spec.job_id or new_job_id()
-    store = get_store()
-    try:
-        job, _ = await asyncio.to_thread(store.create_job, job_id, spec, path)
     except JobConflictError as err:
         raise inngest.NonRetriableError(str(err)) from err
-    started = await asyncio.to_thread(store.start_job, job_id)
-    return {"job_id": job_id, "total_chunks": job.total_chunks, "started": started}
+    return {"job_id": job.job_id, "total_chunks": job.total_chunks, "started": started}
 
 
 async def send_chunk_events(

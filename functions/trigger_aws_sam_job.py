@@ -11,6 +11,7 @@ from urllib.parse import urljoin
 import httpx
 import inngest
 
+from chunking.errors import retry_after_s
 from chunking.settings import get_settings
 from chunking.spec import new_job_id
 from chunking.status import TERMINAL_STATUSES
@@ -28,10 +29,9 @@ def _raise_for_status(response: httpx.Response) -> None:
     """4xx: our request is wrong, retrying cannot help. 429 waits; 5xx raises to be retried."""
     where = f"{response.request.method} {response.request.url}"
     if response.status_code == 429:
-        retry_after = response.headers.get("retry-after", "")
-        seconds = int(retry_after) if retry_after.isdigit() else 10
         raise inngest.RetryAfterError(
-            f"{where} was rate-limited", retry_after=timedelta(seconds=seconds)
+            f"{where} was rate-limited",
+            retry_after=timedelta(seconds=retry_after_s(response.headers)),
         )
     if 400 <= response.status_code < 500:
         raise inngest.NonRetriableError(

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from chunking.settings import Settings
 from tests.callback_receiver import CallbackReceiver
 from tests.llm_server import FakeModelServer

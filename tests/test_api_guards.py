@@ -40,13 +40,12 @@ def post_raw(api: httpx.Client, body: bytes, headers: dict[str, str] | None = No
         (b'{"total_items": ', "not valid JSON"),
     ],
 )
-def test_bodies_json_cannot_carry_are_a_422_naming_the_problem(
+def test_bodies_json_cannot_carry_are_a_400_naming_the_problem(
     api: httpx.Client, fake_inngest: FakeInngestApi, body: bytes, names: str
 ) -> None:
     response = post_raw(api, body)
-    assert response.status_code == 422, response.text
-    [problem] = response.json()["detail"]
-    assert problem["loc"] == ["body"] and names in problem["msg"], problem
+    assert response.status_code == 400, response.text
+    assert names in response.json()["message"]
     assert_nothing_recorded(api, fake_inngest)
 
 
@@ -62,13 +61,13 @@ def test_bodies_json_cannot_carry_are_a_422_naming_the_problem(
          + ",".join(f'"{i}": 1' for i in range(10_001)) + "}}", "flaky_chunks"),
     ],
 )  # fmt: skip
-def test_fields_that_no_store_can_hold_are_a_422_naming_the_field(
+def test_fields_that_no_store_can_hold_are_a_400_naming_the_field(
     api: httpx.Client, fake_inngest: FakeInngestApi, spec: str, field: str
 ) -> None:
     response = post_raw(api, spec.encode())
-    assert response.status_code == 422, response.text
-    detail = response.json()["detail"]
-    assert any(field in entry["loc"] for entry in detail), detail
+    assert response.status_code == 400, response.text
+    errors = response.json()["errors"]
+    assert field in [e["field"] for e in errors], errors
     assert_nothing_recorded(api, fake_inngest)
 
 
@@ -78,10 +77,10 @@ def test_an_error_never_echoes_more_than_a_bounded_prefix(
     # 10,000 bad entries (the most a list may have): one error each, each echoing its input.
     body = b'{"fail_chunks": [' + b"-1," * 9_999 + b"-1]}"
     response = post_raw(api, body)
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert len(response.content) < 10_000
-    detail = response.json()["detail"]
-    assert detail[-1]["msg"].startswith("and ") and "more problems" in detail[-1]["msg"]
+    errors = response.json()["errors"]
+    assert errors[-1]["message"].startswith("and ") and "more problems" in errors[-1]["message"]
     assert_nothing_recorded(api, fake_inngest)
 
 
@@ -105,7 +104,7 @@ def test_post_jobs_takes_json_only(api: httpx.Client, fake_inngest: FakeInngestA
     # What a page of another site can send without asking (no preflight): all refused.
     assert api.post("/jobs").status_code == 415
     form = api.post("/jobs", data={"total_items": "10"})
-    assert form.status_code == 415 and "application/json" in form.json()["detail"]
+    assert form.status_code == 415 and "application/json" in form.json()["message"]
     text = api.post("/jobs", content=b"{}", headers={"content-type": "text/plain"})
     assert text.status_code == 415
     assert_nothing_recorded(api, fake_inngest)
@@ -142,7 +141,7 @@ def test_api_key_guards_every_jobs_route_when_set(
         for headers in ({}, {"x-api-key": "wrong"}, {"x-api-key": "s3cret-key-but-longer"}):
             response = api.request(method, path, json={}, headers=headers)
             assert response.status_code == 401, (method, path, headers, response.text)
-    assert api.get(f"/jobs/{job_id}").json() == {"detail": "missing or wrong x-api-key"}
+    assert api.get(f"/jobs/{job_id}").json() == {"message": "missing or wrong x-api-key"}
     assert len(fake_inngest.named("demo/start_job")) == 1  # only the first, keyless-era job
     good = {"x-api-key": "s3cret-key"}
     assert api.get(f"/jobs/{job_id}", headers=good).json()["status"] == "queued"
@@ -223,7 +222,7 @@ def test_an_input_on_an_s3_that_does_not_answer_is_a_503_saying_so(
     spec = {"workload": "llm", "input_uri": "s3://data/in.jsonl", "prompt_template": "{text}"}
     response = api.post("/jobs", json=spec)
     assert response.status_code == 503, response.text
-    assert "S3 could not be reached" in response.json()["detail"]
+    assert "S3 could not be reached" in response.json()["message"]
     assert_nothing_recorded(api, fake_inngest)
 
 
@@ -235,14 +234,14 @@ def test_an_input_on_an_s3_that_does_not_answer_is_a_503_saying_so(
         ("symlink loop", lambda root: _loop(root)),
     ],
 )
-def test_input_paths_no_file_can_have_are_a_422_naming_input_uri(
+def test_input_paths_no_file_can_have_are_a_400_naming_input_uri(
     api: httpx.Client, fake_inngest: FakeInngestApi, model: Any, tmp_path: Any, name: str,
     make: Any,
 ) -> None:  # fmt: skip
     spec = {"workload": "llm", "input_uri": make(tmp_path), "prompt_template": "{text}"}
     response = api.post("/jobs", json=spec)
-    assert response.status_code == 422, f"{name}: {response.text}"
-    assert "input_uri" in response.json()["detail"][0]["loc"], name
+    assert response.status_code == 400, f"{name}: {response.text}"
+    assert response.json()["errors"][0]["field"] == "input_uri", name
     assert_nothing_recorded(api, fake_inngest)
 
 

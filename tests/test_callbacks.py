@@ -117,13 +117,13 @@ def test_private_targets_are_refused_at_submission(
     monkeypatch.setenv("CALLBACK_SECRET", SECRET)
     get_settings.cache_clear()
     response = api.post("/jobs", json={"callback_url": "http://169.254.169.254/latest"})
-    assert response.status_code == 422
-    [error] = response.json()["detail"]
-    assert error["loc"] == ["body", "callback_url"] and "link-local" in error["msg"]
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "callback_url" and "link-local" in error["message"]
     monkeypatch.delenv("CALLBACK_SECRET")
     get_settings.cache_clear()
     response = api.post("/jobs", json={"callback_url": "https://93.184.216.34/hook"})
-    assert response.status_code == 422 and "CALLBACK_SECRET" in response.text
+    assert response.status_code == 400 and "CALLBACK_SECRET" in response.text
     assert fake_inngest.events == []
 
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from chunking.errors import PermanentError, RateLimitedError, TransientError
+from chunking.errors import PermanentError, RateLimitedError, TransientError, retry_after_s
 from tests.llm_server import FakeModelServer
 from tests.support import ServerThread
-from workloads.llm.client import Completion, LlmClient, retry_after_s
+from workloads.llm.client import Completion, LlmClient
 
 
 @pytest.fixture(scope="module")

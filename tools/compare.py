@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from chunking.api_errors import describe
 from chunking.settings import get_settings
 from chunking.spec import JobSpec

@@ -13,14 +13,15 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from chunking.api_errors import BodyError, describe, field_errors, parse_json_body
-from chunking.prepare import prepare_spec
-from chunking.spec import JobSpec, new_job_id
+import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
+from chunking.api_errors import BodyError, invalid_spec, parse_json_body
+from chunking.errors import InputUnavailableError
+from chunking.lifecycle import EnqueueError, submit
+from chunking.spec import JobSpec
 from chunking.status import JobRecord
 from chunking.store import JobConflictError, JobEndedError, request_cancel
 from cloud import job_store, queue_for
 from cloud.messages import initial_messages
-from workloads.llm.input import InputUnavailableError
 
 logger = Logger()
 app = APIGatewayRestResolver()
@@ -61,43 +62,31 @@ def raw_body() -> bytes:
 @app.post("/start")
 def start() -> Response[str]:
     try:
-        payload = parse_json_body(raw_body())
+        spec = JobSpec.model_validate(parse_json_body(raw_body()) or {})
+        submission = submit(job_store(), spec, "cloud", enqueue_chunks, what="enqueue chunks")
     except BodyError as err:
         return reply(err.status, {"message": str(err)})
-    try:
-        spec = prepare_spec(JobSpec.model_validate(payload or {}), "cloud")
     except ValidationError as err:
-        return reply(
-            400, {"message": f"invalid JobSpec: {describe(err)}", "errors": field_errors(err)}
-        )
-    except InputUnavailableError as err:  # S3 did not answer: not the caller's fault
-        return reply(503, {"message": str(err)})
-
-    job_id = spec.job_id or new_job_id()
-    logger.append_keys(job_id=job_id)
-    store = job_store()
-    try:
-        job, created = store.create_job(job_id, spec, "cloud")
+        return reply(400, invalid_spec(err))
     except JobConflictError as err:
         return reply(409, {"message": str(err)})
-    if not created and not store.requeue_job(job_id):
-        # The same job_id and spec again: an idempotent retry, nothing is enqueued twice.
-        return reply(200, accepted(job, f"job {job_id} already exists ({job.state})"))
-
-    # Running before enqueueing: a fast worker may settle every chunk before we return.
-    store.start_job(job_id)
-    try:
-        queue_for(job.spec.priority).send(initial_messages(job_id, job.total_chunks))
-    except Exception as err:
+    except InputUnavailableError as err:  # S3 did not answer: not the caller's fault
+        return reply(503, {"message": str(err)})
+    except EnqueueError as err:
         logger.exception("could not enqueue the job's chunks")
-        store.fail_job(job_id, f"could not enqueue chunks: {err}")
-        return reply(
-            503,
-            {"message": f"could not enqueue chunks: {err}. The job is marked failed; "
-                        "retry with the same job_id.", "job_id": job_id},
-        )  # fmt: skip
+        return reply(503, {"message": str(err), "job_id": err.job_id})
+    job = submission.job
+    logger.append_keys(job_id=job.job_id)
+    if not submission.enqueued:  # the same job_id and spec again: nothing is enqueued twice
+        return reply(200, accepted(job, f"job {job.job_id} already exists ({job.state})"))
     logger.info("job accepted", extra={"total_chunks": job.total_chunks})
     return reply(202, accepted(job, "job accepted"))
+
+
+def enqueue_chunks(job: JobRecord, again: bool) -> None:
+    # Running before enqueueing: a fast worker may settle every chunk before we return.
+    job_store().start_job(job.job_id)
+    queue_for(job.spec.priority).send(initial_messages(job.job_id, job.total_chunks))
 
 
 @app.post("/jobs/<job_id>/cancel")

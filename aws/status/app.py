@@ -10,6 +10,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from cloud import job_store
 
 logger = Logger()

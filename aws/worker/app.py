@@ -28,6 +28,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
+import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from chunking.callbacks import send_job_callback
 from chunking.errors import PermanentError, RateLimitedError
 from chunking.runner import attempt_chunk

@@ -23,6 +23,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+import cloud.parameters  # importing cloud plugs the SSM reader in, as every handler does
 from aws.local.emulator import (
     LOCAL_SECRET_PARAMETERS,
     emulated_function,
@@ -265,7 +266,9 @@ def test_reads_the_decrypted_securestring_once_then_from_the_cache(
     assert secrets.callback_secret() == SIGNING_KEY
     assert secrets.callback_secret() == SIGNING_KEY
     assert calls["GetParameter"] == 2
-    assert 60 <= secrets.MAX_AGE_S <= 900  # a few minutes: rotation shows up without a deploy
+    assert (
+        60 <= cloud.parameters.MAX_AGE_S <= 900
+    )  # a few minutes: rotation shows up without a deploy
 
 
 def test_a_rotated_value_is_read_once_the_cache_has_expired(
@@ -274,7 +277,7 @@ def test_a_rotated_value_is_read_once_the_cache_has_expired(
     client, calls = ssm
     client.put_parameter(Name="/t/callback", Value="old-value", Type="SecureString")
     configure(monkeypatch, CALLBACK_SECRET_PARAMETER="/t/callback")
-    monkeypatch.setattr(secrets, "MAX_AGE_S", 0)
+    monkeypatch.setattr(cloud.parameters, "MAX_AGE_S", 0)
     assert secrets.callback_secret() == "old-value"
     client.put_parameter(Name="/t/callback", Value="new-value", Type="SecureString", Overwrite=True)
     assert secrets.callback_secret() == "new-value"

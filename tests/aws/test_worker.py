@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from typing import Any
 
@@ -74,8 +73,8 @@ def test_rate_limit_waits_the_time_asked_for(
     source: SqsEventSource, sqs: Any, stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from chunking.errors import RateLimitedError
+    from workloads.simulate import Simulate
 
-    runner = importlib.import_module("chunking.runner")
     delays: list[float] = []
     real_delay = cloud.chunk_queue().delay
 
@@ -86,7 +85,7 @@ def test_rate_limit_waits_the_time_asked_for(
         delays.append(seconds)
         real_delay(receipt, seconds)
 
-    monkeypatch.setattr(runner, "run_chunk", rate_limited)
+    monkeypatch.setattr(Simulate, "run_chunk", rate_limited)
     monkeypatch.setattr(cloud.chunk_queue(), "delay", spy_delay)
     job_id = start({"total_items": 10, "chunk_size": 10})
     messages, failed = source.poll_once()

@@ -8,7 +8,7 @@ import pytest
 from chunking.errors import PermanentError, TransientError
 from chunking.planning import chunk_at
 from chunking.spec import JobSpec
-from workloads import simulate
+from workloads.simulate import simulate
 
 
 def run(spec: JobSpec, index: int, attempt: int = 1) -> int:

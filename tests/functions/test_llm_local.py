@@ -84,12 +84,12 @@ def test_bad_input_is_refused_with_its_line_and_nothing_is_recorded(
     uri = tmp_path / "bad.jsonl"
     uri.write_text('{"id": 1, "prompt": "fine"}\n{"id": 2, "prompt": "cut off\n')
     response = api.post("/jobs", json={"workload": "llm", "input_uri": str(uri)})
-    assert response.status_code == 422
-    [error] = response.json()["detail"]
-    assert error["loc"] == ["body", "input_uri"]
-    assert "line 2: not valid JSON" in error["msg"]
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "input_uri"
+    assert "line 2: not valid JSON" in error["message"]
     response = api.post("/jobs", json={"workload": "llm"})
-    assert response.status_code == 422 and "input_uri" in response.text
+    assert response.status_code == 400 and "input_uri" in response.text
     assert fake_inngest.events == [] and api.get("/jobs").json() == []
 
     # The same input sent straight to demo/start_job (e.g. from the Dev Server UI).

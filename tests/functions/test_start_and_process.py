@@ -7,7 +7,6 @@ keeps them; each captured chunk event is then delivered to process_chunk as Inng
 from __future__ import annotations
 
 import datetime
-import importlib
 from typing import Any
 
 import inngest
@@ -161,18 +160,20 @@ def test_rate_limited_chunk_asks_inngest_to_wait(
     fake_inngest: FakeInngestApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from chunking.errors import RateLimitedError
+    from workloads.simulate import Simulate
 
-    module = importlib.import_module("chunking.runner")
-    original = module.run_chunk
+    original = Simulate.run_chunk
     calls: list[int] = []
 
-    async def rate_limited_once(store: Any, job: Any, chunk: Any, attempt: int, *rest: Any) -> Any:
+    async def rate_limited_once(
+        self: Any, store: Any, job: Any, chunk: Any, attempt: int, *rest: Any
+    ) -> Any:
         calls.append(attempt)
         if attempt == 1:
             raise RateLimitedError("429 from the model", retry_after_s=30)
-        return await original(store, job, chunk, attempt, *rest)
+        return await original(self, store, job, chunk, attempt, *rest)
 
-    monkeypatch.setattr(module, "run_chunk", rate_limited_once)
+    monkeypatch.setattr(Simulate, "run_chunk", rate_limited_once)
     job_id = start(total_items=10, chunk_size=10)
     errors = spy_run_errors(process_chunk, monkeypatch)
     [event] = fake_inngest.named(PROCESS_CHUNK)

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from typing import Any
 
 import openai
 
 from chunking import secrets
-from chunking.errors import PermanentError, RateLimitedError, TransientError
+from chunking.errors import PermanentError, RateLimitedError, TransientError, retry_after_s
 from chunking.settings import get_settings
 
-DEFAULT_RETRY_AFTER_S = 10.0
 ENDPOINT_STATUSES = (401, 403, 404)
 
 
@@ -37,25 +34,6 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
-
-
-def retry_after_s(headers: Any) -> float:
-    """Seconds to wait, from `retry-after-ms`, or `retry-after` in seconds or as an HTTP date."""
-    if value := headers.get("retry-after-ms"):
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return DEFAULT_RETRY_AFTER_S
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return DEFAULT_RETRY_AFTER_S
 
 
 def _describe(err: openai.APIStatusError) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 
+from chunking.errors import InputUnavailableError as InputUnavailableError
 from chunking.settings import get_settings
 from workloads.llm import blobs
 
@@ -25,10 +26,6 @@ MAX_LINE_BYTES = 2**20  # one item's line; a longer one is refused having read t
 
 class InputError(ValueError):
     """The input file cannot be used; the message names the line and what is wrong."""
-
-
-class InputUnavailableError(OSError):
-    """The input's store (S3) did not answer: not the caller's fault, worth trying again."""
 
 
 @dataclass(frozen=True)

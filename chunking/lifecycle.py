@@ -1,0 +1,82 @@
+"""A job's life, written once for both APIs and the Inngest functions: submit, adopt, finish.
+
+Adapters only translate: `main.py` and `aws/starter` turn what these raise into HTTP answers,
+`functions/` into Inngest's retry signals, `aws/worker` into SQS delivery. Blocking I/O: the
+local path calls them through `asyncio.to_thread`. (Cancel: `chunking.store.request_cancel`.)
+
+- `submit`: the spec is completed from what it points at (`prepare_spec`), the job recorded
+  `queued` under its id (new, or the caller's idempotency key), then enqueued by the caller's
+  `enqueue`. The same id and spec again is a repeat: nothing is enqueued twice. Another spec
+  under that id is a JobConflictError. If enqueueing fails the job is marked failed, so its
+  status says why, and EnqueueError is raised: the caller may retry with the same id.
+- `adopt`: the job's first durable unit (Inngest's start-job) takes the job that `submit`
+  recorded, or records it if the event came from elsewhere, and starts it once.
+- `finish`: what a finished job leaves behind, re-run safely on a redelivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chunking import workload
+from chunking.prepare import prepare_spec
+from chunking.spec import JobSpec, new_job_id
+from chunking.status import JobRecord, Path
+from chunking.store import JobStore
+
+
+class EnqueueError(Exception):
+    """The job was recorded but could not be enqueued: it is marked failed; retry the submit."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"{reason}. The job is marked failed; retry with the same job_id.")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: JobRecord
+    enqueued: bool  # False: the same job_id and spec again, nothing new was sent
+
+
+def submit(
+    store: JobStore,
+    spec: JobSpec,
+    path: Path,
+    enqueue: Callable[[JobRecord, bool], None],
+    *,
+    what: str = "enqueue the job",
+) -> Submission:
+    """Prepare, record and enqueue a job; raises ValidationError, JobConflictError,
+    InputUnavailableError (the input's store did not answer) or EnqueueError.
+
+    `enqueue(job, again)` starts the job's first durable unit; `again` when the job was
+    recorded before and failed to start (a new send, not a duplicate to drop)."""
+    spec = prepare_spec(spec, path)
+    job_id = spec.job_id or new_job_id()
+    job, created = store.create_job(job_id, spec, path)
+    if not created and not store.requeue_job(job_id):
+        return Submission(job, enqueued=False)  # an idempotent repeat
+    try:
+        enqueue(job, not created)
+    except Exception as err:
+        reason = f"could not {what}: {err}"
+        store.fail_job(job_id, reason)
+        raise EnqueueError(job_id, reason) from err
+    return Submission(job, enqueued=True)
+
+
+def adopt(store: JobStore, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
+    """The job `submit` recorded (or a new one for this spec), started: (job, started now)."""
+    spec = prepare_spec(spec, path)
+    job_id = spec.job_id or new_job_id()
+    job, _ = store.create_job(job_id, spec, path)
+    return job, store.start_job(job_id)
+
+
+def finish(store: JobStore, job_id: str) -> None:
+    """The job has ended: let its workload leave its results behind (idempotent)."""
+    job = store.get_job(job_id)  # fresh: what an earlier finish wrote (output_uri) shows
+    if job is not None:
+        workload.of(job.spec).after_job_finished(store, job)
