@@ -10,11 +10,12 @@ run:  ## install and run the app (+ the Inngest Dev Server where npx can start i
 test:  ## install the dev requirements and run the tests (pytest options in ARGS="...")
 	bash scripts/test.sh $(ARGS)
 
-lint:  ## ruff (lint + format check) and mypy
+lint:  ## ruff (lint + format check), mypy, and the import contracts (pyproject.toml)
 	bash scripts/bootstrap.sh requirements-dev.txt
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy .
+	.venv/bin/lint-imports
 
 aws-local:  ## the cloud path offline: SAM stack emulated on moto, API on :3000 (ARGS="--parameter K=V")
 	bash scripts/bootstrap.sh requirements.txt

@@ -7,9 +7,6 @@ from dataclasses import dataclass
 
 from chunking.spec import chunk_count
 
-# Inngest accepts up to 1,000 events per send; 100,000 chunks then fit in 100 send steps.
-FAN_OUT_BATCH = 1_000
-
 
 @dataclass(frozen=True)
 class Chunk:
@@ -36,7 +33,7 @@ def plan(total_items: int, chunk_size: int) -> Iterator[Chunk]:
         yield chunk_at(total_items, chunk_size, index)
 
 
-def fan_out_batches(total_chunks: int, batch: int = FAN_OUT_BATCH) -> Iterator[range]:
-    """Chunk index ranges of at most `batch` indexes, one per send step."""
+def fan_out_batches(total_chunks: int, batch: int) -> Iterator[range]:
+    """Chunk index ranges of at most `batch` indexes (the orchestrator's limit per send)."""
     for lo in range(0, total_chunks, batch):
         yield range(lo, min(lo + batch, total_chunks))

@@ -7,6 +7,9 @@ from typing import Any
 
 import inngest
 
+# Inngest accepts up to 1,000 events per send; 100,000 chunks then fit in 100 send steps.
+FAN_OUT_BATCH = 1_000
+
 BAD_LONG_JOB = "demo/bad_long_job"
 START_JOB = "demo/start_job"
 PROCESS_CHUNK = "demo/process_chunk"

@@ -16,7 +16,7 @@ from chunking.status import Path
 from chunking.store import JobConflictError
 from functions.client import inngest_client
 from functions.deps import get_store, spec_from_event
-from functions.events import CANCEL_ON_JOB_CANCELLED, START_JOB, chunk_event
+from functions.events import CANCEL_ON_JOB_CANCELLED, FAN_OUT_BATCH, START_JOB, chunk_event
 
 
 async def create_or_adopt_job(spec_data: dict[str, Any], path: Path = "local") -> dict[str, Any]:
@@ -83,7 +83,7 @@ async def start_job(ctx: inngest.Context) -> dict[str, Any]:
         # Already started by an earlier event with this job_id: one job, one fan-out.
         return {"job_id": job_id, "total_chunks": total_chunks, "duplicate": True}
     send_steps = 0
-    for send_steps, indexes in enumerate(fan_out_batches(total_chunks), start=1):
+    for send_steps, indexes in enumerate(fan_out_batches(total_chunks, FAN_OUT_BATCH), start=1):
         await ctx.step.run(
             f"fan-out-{send_steps}", send_chunk_events, job_id, indexes.start, indexes.stop,
             spec.priority, spec.tenant,

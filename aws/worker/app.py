@@ -14,7 +14,6 @@ The adapter between SQS's delivery model and the core's error taxonomy:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -34,7 +33,7 @@ from chunking.errors import PermanentError, RateLimitedError
 from chunking.runner import attempt_chunk
 from chunking.settings import get_settings
 from cloud import chunk_queue, dead_letter_queue, job_store, queue_of
-from cloud.messages import CallbackMessage, RangeMessage, expand, parse_message
+from cloud.messages import CallbackMessage, ChunkMessage, RangeMessage, expand, parse_message
 from cloud.sqs_queue import SqsQueue
 
 logger = Logger()
@@ -46,7 +45,6 @@ BACKOFF_BASE_S = 2
 BACKOFF_MAX_S = 300
 # Time kept back from the invocation's remaining time to record outcomes before Lambda's kill.
 MARGIN_MAX_S = 5.0
-_deadline = float("inf")  # monotonic time by which this invocation's chunks must stop
 
 
 class RetryLater(Exception):
@@ -81,66 +79,90 @@ def retry_later(
     return RetryLater(str(err))
 
 
-async def record_handler(record: SQSRecord) -> str:
-    receive_count = int(record.attributes.approximate_receive_count)
+async def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> str:
+    """One record: a chunk to attempt, a range to expand, or a callback to deliver."""
     try:
         message = parse_message(record.body)
     except ValidationError as err:
         logger.error("not a chunk message: dead-lettered", extra={"message_id": record.message_id})
         dead_letter(record, f"not a chunk or range message: {err}")
         return "dead-lettered"
-    log = {"job_id": message.job_id, "receive_count": receive_count}
+    log = {"job_id": message.job_id, "receive_count": receive_count(record)}
     # Backoff, Retry-After and range expansion go to the queue the message came from.
     source = queue_of(record.event_source_arn)
-
     if isinstance(message, CallbackMessage):
         return await deliver_callback(record, source, message.job_id, log)
-
     if isinstance(message, RangeMessage):
-        job = job_store().get_job(message.job_id)
-        if job is not None and job.state == "cancelled":
-            logger.info("range of a cancelled job dropped", extra=log)
-            return "cancelled"
-        parts = expand(message)
-        source.send(parts)
-        span = {"first": message.first, "stop": message.stop, "messages": len(parts)}
-        logger.info("range expanded", extra={**log, **span})
-        return "expanded"
-
+        return expand_range(message, source, log)
     log["chunk_index"] = message.chunk_index
-    last_attempt = receive_count >= get_settings().max_receive_count
+    return await run_chunk(record, source, message, deadline_s(lambda_context), log)
+
+
+def receive_count(record: SQSRecord) -> int:
+    return int(record.attributes.approximate_receive_count)
+
+
+def deadline_s(context: LambdaContext) -> float:
+    """Seconds a chunk may run: what the invocation has left, less a margin to record it."""
+    remaining_s = context.get_remaining_time_in_millis() / 1000
+    return max(0.1, remaining_s - min(MARGIN_MAX_S, 0.2 * remaining_s))
+
+
+def expand_range(message: RangeMessage, source: SqsQueue, log: dict[str, Any]) -> str:
+    job = job_store().get_job(message.job_id)
+    if job is not None and job.state == "cancelled":
+        logger.info("range of a cancelled job dropped", extra=log)
+        return "cancelled"
+    parts = expand(message)
+    source.send(parts)
+    span = {"first": message.first, "stop": message.stop, "messages": len(parts)}
+    logger.info("range expanded", extra={**log, **span})
+    return "expanded"
+
+
+async def run_chunk(
+    record: SQSRecord, source: SqsQueue, message: ChunkMessage, budget_s: float,
+    log: dict[str, Any],
+) -> str:  # fmt: skip
+    last_attempt = receive_count(record) >= get_settings().max_receive_count
     try:
         outcome = await attempt_chunk(
-            job_store(),
-            message.job_id,
-            message.chunk_index,
-            last_attempt=last_attempt,
-            budget_s=max(0.1, _deadline - time.monotonic()),
-        )
+            job_store(), message.job_id, message.chunk_index,
+            last_attempt=last_attempt, budget_s=budget_s,
+        )  # fmt: skip
     except PermanentError as err:  # no such job or chunk: nothing to record, keep the message
         logger.error("unknown job or chunk: dead-lettered", extra={**log, "error": str(err)})
         dead_letter(record, str(err))
         return "dead-lettered"
     except Exception as err:  # transient or rate-limited
         raise retry_later(record, source, err, "chunk attempt failed", log) from err
-
     logger.info(f"chunk {outcome.outcome}", extra={**log, "error": outcome.error})
     if outcome.job_finished:
-        summary = job_store().status(message.job_id)
-        logger.info(
-            "job finished", extra={**log, "summary": summary and summary.model_dump(mode="json")}
-        )
-        job = job_store().get_job(message.job_id)
-        if job is not None and job.spec.callback_url is not None:
-            chunk_queue().send([CallbackMessage(job_id=message.job_id)])
+        announce_finished(message.job_id, log)
     if outcome.outcome == "failed":
-        if last_attempt:
-            # Visible again at once, so the redrive policy moves it to the DLQ on the next
-            # receive rather than after a whole visibility timeout.
-            source.delay(record.receipt_handle, 0)
-            raise RetryLater(outcome.error)
-        dead_letter(record, outcome.error or "permanent failure")
+        report_failed(record, source, outcome.error, last_attempt)
     return outcome.outcome
+
+
+def announce_finished(job_id: str, log: dict[str, Any]) -> None:
+    """Log the finished job's summary; a callback, if it asked for one, is its own message."""
+    summary = job_store().status(job_id)
+    logger.info(
+        "job finished", extra={**log, "summary": summary and summary.model_dump(mode="json")}
+    )
+    job = job_store().get_job(job_id)
+    if job is not None and job.spec.callback_url is not None:
+        chunk_queue().send([CallbackMessage(job_id=job_id)])
+
+
+def report_failed(record: SQSRecord, source: SqsQueue, error: str | None, last: bool) -> None:
+    """A failed chunk's message ends in the DLQ: now if permanent, by redrive on the last try."""
+    if last:
+        # Visible again at once, so the redrive policy moves it to the DLQ on the next
+        # receive rather than after a whole visibility timeout.
+        source.delay(record.receipt_handle, 0)
+        raise RetryLater(error)
+    dead_letter(record, error or "permanent failure")
 
 
 async def deliver_callback(
@@ -160,9 +182,7 @@ async def deliver_callback(
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    global _deadline
-    remaining_s = context.get_remaining_time_in_millis() / 1000
-    _deadline = time.monotonic() + remaining_s - min(MARGIN_MAX_S, 0.2 * remaining_s)
+    # Powertools hands `context` to record_handler (its lambda_context parameter).
     return async_process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

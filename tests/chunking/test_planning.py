@@ -6,6 +6,7 @@ import random
 import pytest
 
 from chunking.planning import chunk_at, fan_out_batches, plan
+from functions.events import FAN_OUT_BATCH
 
 
 @pytest.mark.parametrize(
@@ -36,11 +37,11 @@ def test_chunk_at_rejects_indexes_outside_the_plan() -> None:
 
 
 def test_largest_job_fans_out_in_100_batches_of_1000() -> None:
-    batches = list(fan_out_batches(100_000))
+    batches = list(fan_out_batches(100_000, FAN_OUT_BATCH))
     assert len(batches) == 100
     assert all(len(b) == 1000 for b in batches)
     assert [i for b in batches for i in b] == list(range(100_000))
 
 
 def test_partial_last_batch() -> None:
-    assert [len(b) for b in fan_out_batches(2_500)] == [1000, 1000, 500]
+    assert [len(b) for b in fan_out_batches(2_500, FAN_OUT_BATCH)] == [1000, 1000, 500]
