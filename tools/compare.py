@@ -300,7 +300,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     settings = get_settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, help=f"default {settings.total_items}; llm: counted")
@@ -322,37 +322,43 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in Prices().__dict__.items():
         parser.add_argument(f"--price-{name.replace('_', '-')}", type=float, default=value)
     add_target_arguments(parser)
-    args = parser.parse_args(argv)
-    console = Console()
-    try:
-        extra = json.loads(args.spec)
-        sizes = {"total_items": args.items, "chunk_size": args.chunk_size,
-                 "item_delay_ms": args.item_delay_ms}  # fmt: skip
-        if not (isinstance(extra, dict) and extra.get("workload") == "llm"):
-            sizes["total_items"] = args.items or settings.total_items
-            if args.item_delay_ms is None:
-                sizes["item_delay_ms"] = settings.item_delay_ms
-        # The servers count an llm input's items (and check it): send only what was given.
-        given = {k: v for k, v in sizes.items() if v is not None}
-        spec = JobSpec.model_validate({**given, **extra})
-    except (ValidationError, json.JSONDecodeError) as err:
-        detail = describe(err) if isinstance(err, ValidationError) else f"--spec: {err}"
-        console.print(f"[red]invalid job: {detail}[/red]")
-        return 2
+    return parser.parse_args(argv)
+
+
+def job_spec(args: argparse.Namespace) -> JobSpec:
+    """The job to run on both paths; raises ValidationError or JSONDecodeError."""
+    settings = get_settings()
+    extra = json.loads(args.spec)
+    sizes = {"total_items": args.items, "chunk_size": args.chunk_size,
+             "item_delay_ms": args.item_delay_ms}  # fmt: skip
+    if not (isinstance(extra, dict) and extra.get("workload") == "llm"):
+        sizes["total_items"] = args.items or settings.total_items
+        if args.item_delay_ms is None:
+            sizes["item_delay_ms"] = settings.item_delay_ms
+    # The servers count an llm input's items (and check it): send only what was given.
+    given = {k: v for k, v in sizes.items() if v is not None}
+    spec = JobSpec.model_validate({**given, **extra})
     if spec.input_uri and not spec.input_uri.startswith("s3://"):
         # The app may run elsewhere than this shell's folder.
         spec = spec.model_copy(update={"input_uri": str(Path(spec.input_uri).resolve())})
+    return spec
 
+
+def start_both(spec: JobSpec, args: argparse.Namespace) -> list[PathRun]:
     runs = [start_local(spec, args.local_url, args.dev_server_url)]
     if not args.cloud_url:
         runs.append(PathRun("cloud", not_run="AWS_START_URL is not set"))
-    else:
-        try:
-            runs.append(start_cloud(cloud_input(spec, args), args.cloud_url, args.api_key))
-        except Exception as err:  # no bucket, no credentials, emulator down: say so
-            runs.append(PathRun("cloud", not_run=f"could not upload the input: {err}"))
-    wait(runs, args.timeout, console)
-    local, cloud = runs
+        return runs
+    try:
+        runs.append(start_cloud(cloud_input(spec, args), args.cloud_url, args.api_key))
+    except Exception as err:  # no bucket, no credentials, emulator down: say so
+        runs.append(PathRun("cloud", not_run=f"could not upload the input: {err}"))
+    return runs
+
+
+def make_report(
+    spec: JobSpec, local: PathRun, cloud: PathRun, args: argparse.Namespace
+) -> dict[str, Any]:
     report: dict[str, Any] = {
         "spec": {"workload": spec.workload, **sent(spec)},
         "local": figures(local),
@@ -366,12 +372,34 @@ def main(argv: list[str] | None = None) -> int:
             memory_mb=args.lambda_memory_mb, prices=prices,
         ).as_dict()  # fmt: skip
         report["dlq_messages"] = dead_letters(args)
-    render(report, console)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    return report
+
+
+def write_report(report: dict[str, Any], spec: JobSpec, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
     name = Path(spec.input_uri).stem if spec.input_uri else str(spec.total_items)
-    stem = args.out_dir / f"compare-{name}-{spec.chunk_size}"
+    stem = out_dir / f"compare-{name}-{spec.chunk_size}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
     chart(report, stem.with_suffix(".png"))
+    return stem
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the same job on both paths, wait for both, then show and write the comparison."""
+    args = parse_args(argv)
+    console = Console()
+    try:
+        spec = job_spec(args)
+    except (ValidationError, json.JSONDecodeError) as err:
+        detail = describe(err) if isinstance(err, ValidationError) else f"--spec: {err}"
+        console.print(f"[red]invalid job: {detail}[/red]")
+        return 2
+    runs = start_both(spec, args)
+    wait(runs, args.timeout, console)
+    local, cloud = runs
+    report = make_report(spec, local, cloud, args)
+    render(report, console)
+    stem = write_report(report, spec, args.out_dir)
     console.print(f"wrote {stem}.json and {stem}.png")
     return 0 if all(r.not_run is None for r in runs) else 1
 
