@@ -1,4 +1,5 @@
-"""A job's progress as a stream of events (the local API's `GET /jobs/{job_id}/events`).
+"""A job's progress as a stream of events (the local API's `GET /jobs/{job_id}/events`), read
+from any JobStore.
 
 One `chunk` event per settled chunk, in the order the chunks settled, its id the settlement's
 sequence number (so `Last-Event-ID` resumes exactly after it: no gap, no repeat), with the
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chunking.status import TERMINAL_STATUSES, ChunkRecord
-from stores.sqlite import SqliteJobStore
+from chunking.store import JobStore
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Counts:
 
 
 async def job_events(
-    store: SqliteJobStore, job_id: str, after_seq: int = 0, poll_s: float = 0.5
+    store: JobStore, job_id: str, after_seq: int = 0, poll_s: float = 0.5
 ) -> AsyncIterator[ProgressEvent]:
     """The job's events after `after_seq` (0: from the start), until the job has ended."""
     status = await asyncio.to_thread(store.status, job_id)

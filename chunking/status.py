@@ -42,7 +42,7 @@ class ChunkRecord:
     items: int = 0
     latency_ms: float | None = None  # of the attempt that settled the chunk
     error: str | None = None
-    seq: int | None = None  # local store: the order in which the job's chunks settled
+    seq: int | None = None  # the settlement's number: the order in which the job's chunks settled
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,14 @@ class JobStore(Protocol):
 
     def chunks(self, job_id: str) -> list[ChunkRecord]: ...
 
+    def settled_since(self, job_id: str, after_seq: int) -> list[ChunkRecord]:
+        """The chunks settled after settlement number `after_seq`, in the order they settled.
+
+        Each settlement takes the job's next number (`ChunkRecord.seq`, from 1), never reused: a
+        reopened chunk leaves the list until it settles again, under a new number.
+        """
+        ...
+
     def status(self, job_id: str) -> JobStatus | None: ...
 
 

@@ -1,37 +1,35 @@
 """DynamoDB job store: the cloud path's JobStore, one table with a job item and chunk items.
 
-Keys: `job_id` (partition) and `sk` ("JOB", or "CHUNK#000042" per chunk). Job items also carry
-`gsi1pk` = "JOB" so the sparse index `by_created` lists recent jobs without scanning chunks.
-Every decision that could race (first outcome of a chunk, finishing the job) is a conditional
-write, so redeliveries and concurrent workers never count anything twice.
+Keys: `job_id` (partition) and `sk`: "JOB"; "CHUNK#000042" per chunk; "ITEM#000042#000000420"
+per kept item result; "SETTLED#000000007" per settlement, naming the chunk that settled under
+that number (the progress stream reads what settled after a number without reading the rest).
+Job items also carry `gsi1pk` = "JOB" so the sparse index `by_created` lists recent jobs without
+scanning chunks. Every decision that could race (first outcome of a chunk and its number,
+finishing the job) is a conditional write, so redeliveries and concurrent workers never count
+anything twice. The decisions themselves are `stores.base`'s; this module states them in
+DynamoDB's terms.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import re
+import time
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from chunking.settings import get_settings
-from chunking.spec import JobSpec
-from chunking.status import (
-    ChunkRecord,
-    ItemResult,
-    JobRecord,
-    JobStatus,
-    Path,
-    build_status,
-    usage_from,
-)
-from chunking.store import JobConflictError, Settlement
+from stores.base import BaseJobStore, Field, JobGuard, Row
 
 JOB_SK = "JOB"
+SETTLED = "SETTLED#"
 LIST_INDEX = "by_created"
+BATCH_GET_MAX = 100  # keys per BatchGetItem
+# Tries at numbering one settlement while other settlements of the job take the next number.
+NUMBERING_TRIES = 50
 _ser, _de = TypeSerializer(), TypeDeserializer()
 
 
@@ -43,16 +41,26 @@ def item_prefix(chunk_index: int) -> str:
     return f"ITEM#{chunk_index:06d}#"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+def settled_sk(seq: int) -> str:
+    return f"{SETTLED}{seq:09d}"
 
 
-def _ts(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+def _attribute(value: Any) -> dict[str, Any]:
+    value = Decimal(str(value)) if isinstance(value, float) else value  # floats: not in DynamoDB
+    return cast(dict[str, Any], _ser.serialize(value))
+
+
+def _attributes(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _attribute(v) for k, v in item.items()}
 
 
 def _values(**values: Any) -> dict[str, Any]:
-    return {f":{k}": _ser.serialize(v) for k, v in values.items()}
+    return {f":{k}": _attribute(v) for k, v in values.items()}
+
+
+def _names(*expressions: str) -> dict[str, str]:
+    """Every `#name` in the expressions stands for the attribute `name` (reserved or not)."""
+    return {name: name[1:] for text in expressions for name in re.findall(r"#\w+", text)}
 
 
 def _item(raw: dict[str, Any]) -> dict[str, Any]:
@@ -63,101 +71,91 @@ def _condition_failed(err: ClientError) -> bool:
     return bool(err.response["Error"]["Code"] == "ConditionalCheckFailedException")
 
 
-# Names that DynamoDB reserves, always written through placeholders.
-NAMES = {"#state": "state", "#error": "error", "#items": "items"}
+def _cancelled_by(err: ClientError) -> list[str]:
+    """Why each action of a cancelled transaction failed ("None": it did not); [] otherwise."""
+    if err.response["Error"]["Code"] != "TransactionCanceledException":
+        return []
+    return [reason.get("Code", "None") for reason in err.response.get("CancellationReasons", [])]
 
 
-class DynamoJobStore:
+def _assignments(changes: Mapping[str, Field], *also: str) -> tuple[str, dict[str, Field]]:
+    """Changes as an update expression (SET what has a value, REMOVE what is cleared; `also`:
+    more SET clauses), and the values it names."""
+    sets = [f"#{field} = :{field}" for field, value in changes.items() if value is not None]
+    removes = [f"#{field}" for field, value in changes.items() if value is None]
+    clauses = [f"SET {', '.join([*sets, *also])}"] if sets or also else []
+    clauses += [f"REMOVE {', '.join(removes)}"] if removes else []
+    return " ".join(clauses), {f: v for f, v in changes.items() if v is not None}
+
+
+def _condition(guard: JobGuard) -> tuple[str, dict[str, Field]]:
+    """The guard as a condition expression on the job item, and the values it names."""
+    states: dict[str, Field] = {f"when{i}": state for i, state in enumerate(guard.states)}
+    condition = guard.express(
+        in_states=f"#state IN ({', '.join(':' + name for name in states)})",
+        failed_unstarted="(#state = :when_failed AND attribute_not_exists(#started_at))",
+        exists="attribute_exists(job_id)",
+        all_settled="#chunks_settled >= #total_chunks",
+    )
+    return condition, {**states, **({"when_failed": "failed"} if guard.failed_unstarted else {})}
+
+
+class DynamoJobStore(BaseJobStore):
     """JobStore on one DynamoDB table (see the module docstring for the layout)."""
 
     def __init__(self, table_name: str, client: Any | None = None) -> None:
         self.table = table_name
         self.db = client or boto3.client("dynamodb")
 
+    @staticmethod
+    def _key(job_id: str, sk: str) -> dict[str, Any]:
+        return {"job_id": {"S": job_id}, "sk": {"S": sk}}
+
     def _update_op(
         self, job_id: str, sk: str, expression: str, condition: str | None = None, **values: Any
     ) -> dict[str, Any]:
         """The arguments of one UpdateItem (alone, or inside a transaction)."""
-        text = expression + (condition or "")
-        names = {k: v for k, v in NAMES.items() if k in text}
         op: dict[str, Any] = {
             "TableName": self.table,
-            "Key": {"job_id": {"S": job_id}, "sk": {"S": sk}},
+            "Key": self._key(job_id, sk),
             "UpdateExpression": expression,
         }
         if condition:
             op["ConditionExpression"] = condition
         if values:
             op["ExpressionAttributeValues"] = _values(**values)
-        if names:
+        if names := _names(expression, condition or ""):
             op["ExpressionAttributeNames"] = names
         return op
 
-    def _transact(self, *updates: dict[str, Any]) -> None:
-        """UpdateItems that all happen or none does."""
-        self.db.transact_write_items(TransactItems=[{"Update": op} for op in updates])
-
-    def _update(self, job_id: str, sk: str, expression: str, condition: str, **values: Any) -> bool:
-        """A conditional UpdateItem; False when the condition did not hold."""
+    @staticmethod
+    def _applied(write: Callable[..., Any], **args: Any) -> bool:
+        """Make a conditional write; False when its condition did not hold."""
         try:
-            self.db.update_item(**self._update_op(job_id, sk, expression, condition, **values))
+            write(**args)
         except ClientError as err:
             if _condition_failed(err):
                 return False
             raise
         return True
 
-    @staticmethod
-    def _job(item: dict[str, Any]) -> JobRecord:
-        settled_by = item.get("settled_by")
-        return JobRecord(
-            job_id=item["job_id"],
-            path=item["path"],
-            spec=JobSpec.model_validate_json(item["spec"]),
-            state=item["state"],
-            total_chunks=int(item["total_chunks"]),
-            created_at=datetime.fromisoformat(item["created_at"]),
-            started_at=_ts(item.get("started_at")),
-            finished_at=_ts(item.get("finished_at")),
-            error=item.get("error"),
-            settled_by=None if settled_by is None else int(settled_by),
-            output_uri=item.get("output_uri"),
+    def _put(self, item: Mapping[str, Any], condition: str) -> bool:
+        item = _attributes(item)
+        return self._applied(
+            self.db.put_item, TableName=self.table, Item=item, ConditionExpression=condition
         )
 
-    def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
-        spec_json = spec.model_copy(update={"job_id": job_id}).model_dump_json()
-        item = {
-            "job_id": job_id, "sk": JOB_SK, "gsi1pk": JOB_SK, "path": path, "spec": spec_json,
-            "state": "queued", "total_chunks": spec.total_chunks, "chunks_settled": 0,
-            "created_at": _now(),
-        }  # fmt: skip
-        try:
-            self.db.put_item(
-                TableName=self.table,
-                Item={k: _ser.serialize(v) for k, v in item.items()},
-                ConditionExpression="attribute_not_exists(job_id)",
-            )
-            return self._job(item), True
-        except ClientError as err:
-            if not _condition_failed(err):
-                raise
-        job = self.get_job(job_id)
-        assert job is not None  # the condition failed because it exists
-        if job.spec.model_dump_json() != spec_json or job.path != path:
-            raise JobConflictError(
-                f"job_id {job_id!r} is already used by a different job; choose another job_id"
-            )
-        return job, False
+    # --- reads (all consistent: a decision never rests on a stale read) ---
 
-    def get_job(self, job_id: str) -> JobRecord | None:
-        found = self.db.get_item(
-            TableName=self.table,
-            Key={"job_id": {"S": job_id}, "sk": {"S": JOB_SK}},
-            ConsistentRead=True,
-        )
-        return self._job(_item(found["Item"])) if "Item" in found else None
+    def _job_row(self, job_id: str, *fields: str) -> Row | None:
+        args: dict[str, Any] = {"ConsistentRead": True}
+        if fields:
+            args["ProjectionExpression"] = ", ".join(f"#{field}" for field in fields)
+            args["ExpressionAttributeNames"] = _names(args["ProjectionExpression"])
+        found = self.db.get_item(TableName=self.table, Key=self._key(job_id, JOB_SK), **args)
+        return _item(found["Item"]) if "Item" in found else None
 
-    def list_jobs(self, limit: int) -> list[JobRecord]:
+    def _recent_job_rows(self, limit: int) -> list[Row]:
         found = self.db.query(
             TableName=self.table,
             IndexName=LIST_INDEX,
@@ -166,236 +164,157 @@ class DynamoJobStore:
             ScanIndexForward=False,
             Limit=limit,
         )
-        return [self._job(_item(raw)) for raw in found["Items"]]
+        return [_item(raw) for raw in found["Items"]]
 
-    def start_job(self, job_id: str) -> bool:
-        return self._update(
-            job_id, JOB_SK,
-            "SET #state = :running, started_at = :now REMOVE #error",
-            "#state = :queued OR (#state = :failed AND attribute_not_exists(started_at))",
-            running="running", now=_now(), queued="queued", failed="failed",
-        )  # fmt: skip
+    def _query(self, job_id: str, sk_condition: str, **values: Any) -> list[Row]:
+        """A job's rows whose sort key meets `sk_condition`, in sort-key order."""
+        pages = self.db.get_paginator("query").paginate(
+            TableName=self.table,
+            KeyConditionExpression=f"job_id = :job AND {sk_condition}",
+            ExpressionAttributeValues=_values(job=job_id, **values),
+            ConsistentRead=True,
+        )
+        return [_item(raw) for page in pages for raw in page["Items"]]
 
-    def fail_job(self, job_id: str, error: str) -> None:
-        # started_at is removed: the job never properly started, so it may be requeued.
-        self._update(
-            job_id, JOB_SK,
-            "SET #state = :failed, #error = :error, finished_at = :now REMOVE started_at",
-            "#state IN (:queued, :running)",
-            failed="failed", error=error, now=_now(), queued="queued", running="running",
-        )  # fmt: skip
+    def _chunk_rows(self, job_id: str) -> list[Row]:
+        return self._query(job_id, "begins_with(sk, :prefix)", prefix="CHUNK#")
 
-    def cancel_job(self, job_id: str) -> bool:
-        return self._update(
-            job_id, JOB_SK,
-            "SET #state = :cancelled, finished_at = :now",
-            "#state IN (:queued, :running)",
-            cancelled="cancelled", now=_now(), queued="queued", running="running",
-        )  # fmt: skip
+    def _item_rows(self, job_id: str, chunk_index: int | None) -> list[Row]:
+        prefix = "ITEM#" if chunk_index is None else item_prefix(chunk_index)
+        return self._query(job_id, "begins_with(sk, :prefix)", prefix=prefix)
 
-    def requeue_job(self, job_id: str) -> bool:
-        return self._update(
-            job_id, JOB_SK,
-            "SET #state = :queued REMOVE #error, finished_at",
-            "#state = :failed AND attribute_not_exists(started_at)",
-            queued="queued", failed="failed",
-        )  # fmt: skip
+    def _settled_rows(self, job_id: str, after_seq: int) -> list[Row]:
+        # "~" sorts after every digit: the range is every settlement numbered after after_seq.
+        first, last = settled_sk(after_seq + 1), SETTLED + "~"
+        markers = self._query(job_id, "sk BETWEEN :first AND :last", first=first, last=last)
+        indexes = dict.fromkeys(int(marker["chunk_index"]) for marker in markers)
+        chunks = self._get_rows(job_id, [chunk_sk(index) for index in indexes])
+        # A reopened chunk no longer holds its old number: only its current one is listed.
+        settled = [row for row in chunks if row.get("seq") is not None and row["seq"] > after_seq]
+        return sorted(settled, key=lambda row: int(row["seq"]))
+
+    def _get_rows(self, job_id: str, sks: list[str]) -> list[Row]:
+        """The job's rows with these sort keys (those that exist), in no particular order."""
+        rows: list[Row] = []
+        for start in range(0, len(sks), BATCH_GET_MAX):
+            keys = [self._key(job_id, sk) for sk in sks[start : start + BATCH_GET_MAX]]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for backoff_s in (0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6):
+                time.sleep(backoff_s)  # only before retrying keys DynamoDB left unprocessed
+                found = self.db.batch_get_item(RequestItems=request)
+                rows += [_item(raw) for raw in found["Responses"].get(self.table, [])]
+                if not (request := found.get("UnprocessedKeys") or {}):
+                    break
+            else:
+                raise RuntimeError(f"job {job_id}: DynamoDB left keys unread after retries")
+        return rows
+
+    # --- conditional writes ---
+
+    def _insert_job(self, row: Mapping[str, Field]) -> bool:
+        item = {**row, "sk": JOB_SK, "gsi1pk": JOB_SK}
+        return self._put(item, "attribute_not_exists(job_id)")
+
+    def _insert_item(self, job_id: str, row: Mapping[str, Field]) -> bool:
+        sk = f"{item_prefix(int(row['chunk_index'] or 0))}{int(row['item_index'] or 0):09d}"
+        return self._put({"job_id": job_id, "sk": sk, **row}, "attribute_not_exists(sk)")
+
+    def _update_job(self, job_id: str, guard: JobGuard, changes: Mapping[str, Field]) -> bool:
+        expression, values = _assignments(changes)
+        condition, guard_values = _condition(guard)
+        op = self._update_op(job_id, JOB_SK, expression, condition, **values, **guard_values)
+        return self._applied(self.db.update_item, **op)
 
     def begin_attempt(self, job_id: str, chunk_index: int) -> int | None:
+        op = self._update_op(
+            job_id, chunk_sk(chunk_index),
+            "SET #state = if_not_exists(#state, :running), #chunk_index = :index"
+            " ADD #attempts :one",
+            "attribute_not_exists(sk) OR #state = :running",
+            running="running", index=chunk_index, one=1,
+        )  # fmt: skip
         try:
-            found = self.db.update_item(
-                TableName=self.table,
-                Key={"job_id": {"S": job_id}, "sk": {"S": chunk_sk(chunk_index)}},
-                UpdateExpression=(
-                    "SET #state = if_not_exists(#state, :running), chunk_index = :index "
-                    "ADD attempts :one"
-                ),
-                ConditionExpression="attribute_not_exists(sk) OR #state = :running",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues=_values(running="running", index=chunk_index, one=1),
-                ReturnValues="UPDATED_NEW",
-            )
+            found = self.db.update_item(**op, ReturnValues="UPDATED_NEW")
         except ClientError as err:
             if _condition_failed(err):
                 return None  # already settled
             raise
         return int(_item(found["Attributes"])["attempts"])
 
-    def settle_chunk(
-        self,
-        job_id: str,
-        chunk_index: int,
-        *,
-        succeeded: bool,
-        items: int = 0,
-        latency_ms: float | None = None,
-        error: str | None = None,
-        begun_only: bool = False,
-    ) -> Settlement:
-        job_key = {"job_id": {"S": job_id}, "sk": {"S": JOB_SK}}
-        try:
-            # The chunk's first outcome and the job's counter move together or not at all.
-            self._transact(
-                self._update_op(
-                    job_id,
-                    chunk_sk(chunk_index),
-                    "SET #state = :state, #items = :items, latency_ms = :latency, "
-                    "#error = :error, chunk_index = :index, "
-                    "attempts = if_not_exists(attempts, :zero)",
-                    "#state = :running"
-                    if begun_only
-                    else "attribute_not_exists(sk) OR #state = :running",
-                    state="succeeded" if succeeded else "failed",
-                    items=items if succeeded else 0,
-                    latency=None if latency_ms is None else Decimal(str(latency_ms)),
-                    error=error,
-                    index=chunk_index,
-                    zero=0,
-                    running="running",
-                ),
-                self._update_op(
-                    job_id,
-                    JOB_SK,
-                    "ADD chunks_settled :one",
-                    "attribute_exists(job_id)",
-                    one=1,
-                ),
-            )
-            recorded = True
-        except ClientError as err:
-            reasons = err.response.get("CancellationReasons", [])
-            if err.response["Error"]["Code"] != "TransactionCanceledException" or not reasons:
-                raise
-            if reasons[0].get("Code") != "ConditionalCheckFailed":
-                raise  # not a duplicate: e.g. the job does not exist
-            recorded = False
-        # One read tells whether the job may finish now. Tried on duplicates too: a job
-        # restarted after its chunks settled still finishes.
-        found = self.db.get_item(
-            TableName=self.table,
-            Key=job_key,
-            ConsistentRead=True,
-            ProjectionExpression="#state, chunks_settled, total_chunks, settled_by",
-            ExpressionAttributeNames={"#state": "state"},
-        ).get("Item")
-        job = _item(found) if found else {}
-        if job.get("state") == "running" and job["chunks_settled"] >= job["total_chunks"]:
-            finished = self._update(
-                job_id, JOB_SK,
-                "SET #state = :finished, finished_at = :now, settled_by = :index",
-                "#state = :running AND chunks_settled >= total_chunks",
-                finished="finished", now=_now(), index=chunk_index, running="running",
-            )  # fmt: skip
-            if finished:
-                return Settlement(recorded=recorded, job_finished=True)
-            job = _item(
-                self.db.get_item(TableName=self.table, Key=job_key, ConsistentRead=True)["Item"]
-            )
-        settled_by = job.get("settled_by")
-        finished = settled_by is not None and int(settled_by) == chunk_index
-        return Settlement(recorded=recorded, job_finished=finished)
+    def _record_outcome(
+        self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
+    ) -> bool:
+        # Already settled? Refused. Never begun? Refused too when begun_only.
+        may_settle = "#state = :running"
+        if not begun_only:
+            may_settle = f"attribute_not_exists(sk) OR {may_settle}"
+        for _ in range(NUMBERING_TRIES):
+            # The job's next number, taken only if no settlement took it meanwhile: numbers
+            # become visible in order, so the stream never passes over a late one.
+            seq = self._last_seq(job_id) + 1
+            try:
+                self.db.transact_write_items(
+                    TransactItems=self._settlement(job_id, chunk_index, outcome, may_settle, seq)
+                )
+                return True
+            except ClientError as err:
+                chunk, job, *_ = [*_cancelled_by(err), "None", "None"]
+                if chunk == "ConditionalCheckFailed":
+                    return False  # settled (or never begun): refused by the chunk's condition
+                if job != "ConditionalCheckFailed" and "TransactionConflict" not in (chunk, job):
+                    raise  # not a race for the number
+        raise RuntimeError(f"job {job_id}: chunk {chunk_index} lost {NUMBERING_TRIES} races")
+
+    def _last_seq(self, job_id: str) -> int:
+        """The job's last settlement number; raises when there is no such job."""
+        row = self._job_row(job_id, "events_seq")
+        if row is None:
+            raise LookupError(f"job {job_id}: no such job in the job table")
+        return int(row.get("events_seq") or 0)
+
+    def _settlement(
+        self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], may_settle: str, seq: int
+    ) -> list[dict[str, Any]]:
+        """One transaction: the chunk's outcome under number `seq` (if `may_settle` holds), the
+        job's count and last number (if still `seq - 1`), and the number's marker."""
+        changes = {**outcome, "chunk_index": chunk_index, "seq": seq}
+        expression, values = _assignments(changes, "#attempts = if_not_exists(#attempts, :zero)")
+        settle = self._update_op(
+            job_id, chunk_sk(chunk_index), expression, may_settle,
+            **values, running="running", zero=0,
+        )  # fmt: skip
+        count = self._update_op(
+            job_id, JOB_SK,
+            "SET #events_seq = :seq ADD #chunks_settled :one",
+            "attribute_exists(job_id)"
+            " AND (attribute_not_exists(#events_seq) OR #events_seq = :last)",
+            seq=seq, one=1, last=seq - 1,
+        )  # fmt: skip
+        marker = {"job_id": job_id, "sk": settled_sk(seq), "chunk_index": chunk_index}
+        put = {"TableName": self.table, "Item": _attributes(marker)}
+        return [{"Update": settle}, {"Update": count}, {"Put": put}]
 
     def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
         try:
-            self._transact(
-                self._update_op(
-                    job_id,
-                    chunk_sk(chunk_index),
-                    "SET #state = :running REMOVE #error, latency_ms",
-                    "#state = :failed",
-                    running="running",
-                    failed="failed",
-                ),
-                self._update_op(
-                    job_id,
-                    JOB_SK,
-                    "ADD chunks_settled :minus REMOVE finished_at, settled_by, output_uri",
-                    minus=-1,
-                ),
-            )
+            self.db.transact_write_items(
+                TransactItems=[
+                    {"Update": self._update_op(
+                        job_id, chunk_sk(chunk_index),
+                        "SET #state = :running REMOVE #error, #latency_ms, #seq",
+                        "#state = :failed",
+                        running="running", failed="failed",
+                    )},
+                    {"Update": self._update_op(
+                        job_id, JOB_SK,
+                        "ADD #chunks_settled :minus REMOVE #finished_at, #settled_by, #output_uri",
+                        minus=-1,
+                    )},
+                ]
+            )  # fmt: skip
         except ClientError as err:
             if err.response["Error"]["Code"] == "TransactionCanceledException":
                 return False
             raise
         # A finished job runs again; one that failed to start, or was cancelled, stays so.
-        self._update(
-            job_id, JOB_SK,
-            "SET #state = :running",
-            "#state = :finished",
-            running="running", finished="finished",
-        )  # fmt: skip
+        self._update_job(job_id, JobGuard(states=("finished",)), {"state": "running"})
         return True
-
-    def set_output_uri(self, job_id: str, uri: str) -> None:
-        self._update(job_id, JOB_SK, "SET output_uri = :uri", "attribute_exists(job_id)", uri=uri)
-
-    def record_item(self, job_id: str, result: ItemResult) -> bool:
-        item = {
-            "job_id": job_id, "sk": f"{item_prefix(result.chunk_index)}{result.index:09d}",
-            "item_index": result.index, "chunk_index": result.chunk_index, "id": result.id,
-            "output": result.output, "error": result.error,
-            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "latency_ms": None if result.latency_ms is None else Decimal(str(result.latency_ms)),
-        }  # fmt: skip
-        try:
-            self.db.put_item(
-                TableName=self.table,
-                Item={k: _ser.serialize(v) for k, v in item.items()},
-                ConditionExpression="attribute_not_exists(sk)",
-            )
-        except ClientError as err:
-            if _condition_failed(err):
-                return False
-            raise
-        return True
-
-    def _rows(self, job_id: str, prefix: str) -> Iterator[dict[str, Any]]:
-        """A job's rows whose sort key starts with `prefix`, in sort-key order."""
-        for page in self.db.get_paginator("query").paginate(
-            TableName=self.table,
-            KeyConditionExpression="job_id = :job AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues=_values(job=job_id, prefix=prefix),
-            ConsistentRead=True,
-        ):
-            yield from (_item(raw) for raw in page["Items"])
-
-    def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:
-        return self._items(job_id, item_prefix(chunk_index))
-
-    def _items(self, job_id: str, prefix: str) -> list[ItemResult]:
-        results = []
-        for item in self._rows(job_id, prefix):
-            latency = item.get("latency_ms")
-            results.append(
-                ItemResult(
-                    index=int(item["item_index"]), chunk_index=int(item["chunk_index"]),
-                    id=item["id"], output=item.get("output"), error=item.get("error"),
-                    prompt_tokens=int(item["prompt_tokens"]),
-                    completion_tokens=int(item["completion_tokens"]),
-                    latency_ms=None if latency is None else float(latency),
-                )
-            )  # fmt: skip
-        return results
-
-    def chunks(self, job_id: str) -> list[ChunkRecord]:
-        records = []
-        for item in self._rows(job_id, "CHUNK#"):
-            latency = item.get("latency_ms")
-            records.append(
-                ChunkRecord(
-                    index=int(item["chunk_index"]),
-                    state=item["state"],
-                    attempts=int(item.get("attempts", 0)),
-                    items=int(item.get("items", 0)),
-                    latency_ms=None if latency is None else float(latency),
-                    error=item.get("error"),
-                )
-            )
-        return records
-
-    def status(self, job_id: str) -> JobStatus | None:
-        job = self.get_job(job_id)
-        if job is None:
-            return None
-        usage = usage_from(self._items(job_id, "ITEM#"), get_settings().llm_prices)
-        return build_status(job, self.chunks(job_id), datetime.now(UTC), usage)

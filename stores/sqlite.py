@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path as FsPath
 from typing import Any
 
-from chunking.settings import get_settings
-from chunking.spec import JobSpec
-from chunking.status import (
-    ChunkRecord,
-    ItemResult,
-    JobRecord,
-    JobStatus,
-    Path,
-    build_status,
-    usage_from,
-)
-from chunking.store import JobConflictError, Settlement
+from stores.base import BaseJobStore, Field, JobGuard, Row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -75,15 +63,33 @@ ADDED_COLUMNS = [
 ]
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+# Made after _migrate: a file from before `seq` existed has no column to index until then.
+SEQ_INDEX = "CREATE INDEX IF NOT EXISTS chunks_by_seq ON chunks (job_id, seq)"
 
 
-def _ts(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+def _where(guard: JobGuard) -> tuple[str, list[Field]]:
+    """The guard as a WHERE clause on the jobs table, and its parameters."""
+    where = guard.express(
+        in_states=f"state IN ({', '.join('?' * len(guard.states))})",
+        failed_unstarted="(state = 'failed' AND started_at IS NULL)",
+        exists="1",
+        all_settled="chunks_settled >= total_chunks",
+    )
+    return where, list(guard.states)
 
 
-class SqliteJobStore:
+def _assignments(changes: Mapping[str, Field]) -> str:
+    return ", ".join(f"{field} = ?" for field in changes)
+
+
+def _insert_or_ignore(db: sqlite3.Connection, table: str, row: Mapping[str, Field]) -> bool:
+    """Insert the row unless its primary key exists; True when inserted."""
+    columns, marks = ", ".join(row), ", ".join("?" * len(row))
+    sql = f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})"
+    return db.execute(sql, (*row.values(),)).rowcount == 1
+
+
+class SqliteJobStore(BaseJobStore):
     """JobStore on one SQLite file; safe to share between threads."""
 
     def __init__(self, path: FsPath | str) -> None:
@@ -100,6 +106,7 @@ class SqliteJobStore:
                 columns = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
                 if column not in columns:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+            db.execute(SEQ_INDEX)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -125,84 +132,55 @@ class SqliteJobStore:
             raise
         conn.execute("COMMIT")
 
-    @staticmethod
-    def _job(row: sqlite3.Row) -> JobRecord:
-        return JobRecord(
-            job_id=row["job_id"],
-            path=row["path"],
-            spec=JobSpec.model_validate_json(row["spec"]),
-            state=row["state"],
-            total_chunks=row["total_chunks"],
-            created_at=datetime.fromisoformat(row["created_at"]),
-            started_at=_ts(row["started_at"]),
-            finished_at=_ts(row["finished_at"]),
-            error=row["error"],
-            settled_by=row["settled_by"],
-            output_uri=row["output_uri"],
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        with self._tx("DEFERRED"):
+            yield
+
+    def _select(self, sql: str, *params: Any) -> list[Row]:
+        return [dict(row) for row in self._conn().execute(sql, params).fetchall()]
+
+    # --- reads ---
+
+    def _job_row(self, job_id: str, *fields: str) -> Row | None:
+        rows = self._select(f"SELECT {', '.join(fields) or '*'} FROM jobs WHERE job_id = ?", job_id)
+        return rows[0] if rows else None
+
+    def _recent_job_rows(self, limit: int) -> list[Row]:
+        return self._select("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", limit)
+
+    def _chunk_rows(self, job_id: str) -> list[Row]:
+        return self._select("SELECT * FROM chunks WHERE job_id = ? ORDER BY chunk_index", job_id)
+
+    def _settled_rows(self, job_id: str, after_seq: int) -> list[Row]:
+        return self._select(
+            "SELECT * FROM chunks WHERE job_id = ? AND seq > ? ORDER BY seq", job_id, after_seq
         )
 
-    def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
-        spec_json = spec.model_copy(update={"job_id": job_id}).model_dump_json()
+    def _item_rows(self, job_id: str, chunk_index: int | None) -> list[Row]:
+        if chunk_index is None:
+            return self._select("SELECT * FROM items WHERE job_id = ? ORDER BY item_index", job_id)
+        return self._select(
+            "SELECT * FROM items WHERE job_id = ? AND chunk_index = ? ORDER BY item_index",
+            job_id, chunk_index,
+        )  # fmt: skip
+
+    # --- conditional writes ---
+
+    def _insert_job(self, row: Mapping[str, Field]) -> bool:
+        with self._tx() as db:
+            return _insert_or_ignore(db, "jobs", row)
+
+    def _insert_item(self, job_id: str, row: Mapping[str, Field]) -> bool:
+        with self._tx() as db:
+            return _insert_or_ignore(db, "items", {"job_id": job_id, **row})
+
+    def _update_job(self, job_id: str, guard: JobGuard, changes: Mapping[str, Field]) -> bool:
+        where, params = _where(guard)
         with self._tx() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO jobs (job_id, path, spec, state, total_chunks, created_at)"
-                " VALUES (?, ?, ?, 'queued', ?, ?)",
-                (job_id, path, spec_json, spec.total_chunks, _now().isoformat()),
-            )
-            created = cur.rowcount == 1
-            row = db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        job = self._job(row)
-        if not created and (job.spec.model_dump_json() != spec_json or job.path != path):
-            raise JobConflictError(
-                f"job_id {job_id!r} is already used by a different job; choose another job_id"
-            )
-        return job, created
-
-    def get_job(self, job_id: str) -> JobRecord | None:
-        row = self._conn().execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return self._job(row) if row else None
-
-    def list_jobs(self, limit: int) -> list[JobRecord]:
-        rows = (
-            self._conn()
-            .execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
-            .fetchall()
-        )
-        return [self._job(r) for r in rows]
-
-    def start_job(self, job_id: str) -> bool:
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE jobs SET state = 'running', started_at = ?, error = NULL WHERE job_id = ?"
-                " AND (state = 'queued' OR (state = 'failed' AND started_at IS NULL))",
-                (_now().isoformat(), job_id),
-            )
-        return cur.rowcount == 1
-
-    def fail_job(self, job_id: str, error: str) -> None:
-        with self._tx() as db:
-            db.execute(
-                # started_at is cleared: the job never properly started, so it may be requeued.
-                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ?, started_at = NULL"
-                " WHERE job_id = ? AND state IN ('queued', 'running')",
-                (error, _now().isoformat(), job_id),
-            )
-
-    def cancel_job(self, job_id: str) -> bool:
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE jobs SET state = 'cancelled', finished_at = ?"
-                " WHERE job_id = ? AND state IN ('queued', 'running')",
-                (_now().isoformat(), job_id),
-            )
-        return cur.rowcount == 1
-
-    def requeue_job(self, job_id: str) -> bool:
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE jobs SET state = 'queued', error = NULL, finished_at = NULL"
-                " WHERE job_id = ? AND state = 'failed' AND started_at IS NULL",
-                (job_id,),
+                f"UPDATE jobs SET {_assignments(changes)} WHERE job_id = ? AND ({where})",
+                (*changes.values(), job_id, *params),
             )
         return cur.rowcount == 1
 
@@ -227,57 +205,50 @@ class SqliteJobStore:
             )
             return int(row["attempts"]) + 1
 
-    def settle_chunk(
-        self,
-        job_id: str,
-        chunk_index: int,
-        *,
-        succeeded: bool,
-        items: int = 0,
-        latency_ms: float | None = None,
-        error: str | None = None,
-        begun_only: bool = False,
-    ) -> Settlement:
-        state = "succeeded" if succeeded else "failed"
-        values: tuple[Any, ...] = (state, items if succeeded else 0, latency_ms, error)
+    def _record_outcome(
+        self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
+    ) -> bool:
+        key = (job_id, chunk_index)
         with self._tx() as db:
-            cur = db.execute(
-                "UPDATE chunks SET state = ?, items = ?, latency_ms = ?, error = ?"
-                " WHERE job_id = ? AND chunk_index = ? AND state = 'running'",
-                (*values, job_id, chunk_index),
+            # Already settled? Neither write applies. Never begun? Settled all the same,
+            # unless begun_only (its job was cancelled: a chunk never begun never will be).
+            recorded = self._settle_running(db, key, outcome) or (
+                not begun_only and self._settle_unbegun(db, key, outcome)
             )
-            if cur.rowcount == 0 and not begun_only:
-                # A chunk settled without an attempt (one that never ran) starts at 0 attempts.
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO chunks"
-                    " (job_id, chunk_index, state, attempts, items, latency_ms, error)"
-                    " VALUES (?, ?, ?, 0, ?, ?, ?)",
-                    (job_id, chunk_index, *values),
-                )
-            recorded = cur.rowcount == 1
             if recorded:
-                # Each settlement gets the job's next sequence number: the progress stream's
-                # event ids, never reused (a reopened chunk settles under a new one).
-                [seq] = db.execute(
-                    "UPDATE jobs SET chunks_settled = chunks_settled + 1,"
-                    " events_seq = events_seq + 1 WHERE job_id = ? RETURNING events_seq",
-                    (job_id,),
-                ).fetchone()
-                db.execute(
-                    "UPDATE chunks SET seq = ? WHERE job_id = ? AND chunk_index = ?",
-                    (seq, job_id, chunk_index),
-                )
-            # Tried on duplicates too: a job restarted after its chunks settled still finishes.
-            cur = db.execute(
-                "UPDATE jobs SET state = 'finished', finished_at = ?, settled_by = ?"
-                " WHERE job_id = ? AND state = 'running' AND chunks_settled >= total_chunks",
-                (_now().isoformat(), chunk_index, job_id),
-            )
-            if cur.rowcount == 1:
-                return Settlement(recorded=recorded, job_finished=True)
-            job = db.execute("SELECT settled_by FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-            finished = job is not None and job["settled_by"] == chunk_index
-            return Settlement(recorded=recorded, job_finished=finished)
+                self._number_settlement(db, key)
+        return recorded
+
+    @staticmethod
+    def _settle_running(
+        db: sqlite3.Connection, key: tuple[str, int], outcome: Mapping[str, Field]
+    ) -> bool:
+        """Settle a chunk whose attempt has begun; False if it is settled (or unknown)."""
+        cur = db.execute(
+            f"UPDATE chunks SET {_assignments(outcome)}"
+            " WHERE job_id = ? AND chunk_index = ? AND state = 'running'",
+            (*outcome.values(), *key),
+        )
+        return cur.rowcount == 1
+
+    @staticmethod
+    def _settle_unbegun(
+        db: sqlite3.Connection, key: tuple[str, int], outcome: Mapping[str, Field]
+    ) -> bool:
+        """Settle a chunk that never ran: it starts at 0 attempts. False if it has a row."""
+        row = {"job_id": key[0], "chunk_index": key[1], "attempts": 0, **outcome}
+        return _insert_or_ignore(db, "chunks", row)
+
+    @staticmethod
+    def _number_settlement(db: sqlite3.Connection, key: tuple[str, int]) -> None:
+        """Count the settlement on the job and give it the job's next sequence number: the
+        progress stream's event ids, never reused (a reopened chunk settles under a new one)."""
+        [seq] = db.execute(
+            "UPDATE jobs SET chunks_settled = chunks_settled + 1, events_seq = events_seq + 1"
+            " WHERE job_id = ? RETURNING events_seq",
+            (key[0],),
+        ).fetchone()
+        db.execute("UPDATE chunks SET seq = ? WHERE job_id = ? AND chunk_index = ?", (seq, *key))
 
     def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
         with self._tx() as db:
@@ -288,6 +259,7 @@ class SqliteJobStore:
             )
             if cur.rowcount == 0:
                 return False
+            # A finished job runs again; one that failed to start, or was cancelled, stays so.
             db.execute(
                 "UPDATE jobs SET chunks_settled = chunks_settled - 1, state = CASE state"
                 " WHEN 'finished' THEN 'running' ELSE state END,"
@@ -295,68 +267,3 @@ class SqliteJobStore:
                 (job_id,),
             )
         return True
-
-    def set_output_uri(self, job_id: str, uri: str) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET output_uri = ? WHERE job_id = ?", (uri, job_id))
-
-    def record_item(self, job_id: str, result: ItemResult) -> bool:
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO items (job_id, item_index, chunk_index, id, output, error,"
-                " prompt_tokens, completion_tokens, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, result.index, result.chunk_index, result.id, result.output, result.error,
-                 result.prompt_tokens, result.completion_tokens, result.latency_ms),
-            )  # fmt: skip
-        return cur.rowcount == 1
-
-    def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:
-        return self._items(job_id, chunk_index)
-
-    def _items(self, job_id: str, chunk_index: int | None = None) -> list[ItemResult]:
-        """A chunk's item results, or the whole job's."""
-        sql = "SELECT * FROM items WHERE job_id = ?"
-        args: list[str | int] = [job_id]
-        if chunk_index is not None:
-            sql, args = sql + " AND chunk_index = ?", [job_id, chunk_index]
-        rows = self._conn().execute(sql + " ORDER BY item_index", args).fetchall()
-        return [
-            ItemResult(
-                index=r["item_index"], chunk_index=r["chunk_index"], id=r["id"],
-                output=r["output"], error=r["error"], prompt_tokens=r["prompt_tokens"],
-                completion_tokens=r["completion_tokens"], latency_ms=r["latency_ms"],
-            )
-            for r in rows
-        ]  # fmt: skip
-
-    def chunks(self, job_id: str) -> list[ChunkRecord]:
-        return self._chunks("SELECT * FROM chunks WHERE job_id = ? ORDER BY chunk_index", (job_id,))
-
-    def settled_since(self, job_id: str, after_seq: int) -> list[ChunkRecord]:
-        """The chunks settled after `after_seq`, in the order they settled (their `seq`)."""
-        return self._chunks(
-            "SELECT * FROM chunks WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after_seq)
-        )
-
-    def _chunks(self, sql: str, params: tuple[Any, ...]) -> list[ChunkRecord]:
-        rows = self._conn().execute(sql, params).fetchall()
-        return [
-            ChunkRecord(
-                index=r["chunk_index"],
-                state=r["state"],
-                attempts=r["attempts"],
-                items=r["items"],
-                latency_ms=r["latency_ms"],
-                error=r["error"],
-                seq=r["seq"],
-            )
-            for r in rows
-        ]
-
-    def status(self, job_id: str) -> JobStatus | None:
-        with self._tx("DEFERRED"):
-            job = self.get_job(job_id)
-            chunks = self.chunks(job_id) if job else []
-            items = self._items(job_id) if job else []
-        usage = usage_from(items, get_settings().llm_prices)
-        return build_status(job, chunks, _now(), usage) if job else None

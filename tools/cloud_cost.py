@@ -23,8 +23,9 @@ class Prices:
     api_request: float = 3.50 / 1e6
 
 
-# Writes per chunk attempt: begin (1), outcome + job counter in a transaction (2 x 2), finish (1).
-WRITES_PER_ATTEMPT = 6
+# Writes per chunk attempt: begin (1), outcome + job counter + settlement row (its number, for
+# the progress stream) in a transaction (3 x 2), finish (1).
+WRITES_PER_ATTEMPT = 8
 CHUNK_ITEM_BYTES = 200  # a chunk item in the job table, roughly
 
 

@@ -1,19 +1,17 @@
-"""The JobStore contract, held by both implementations: SQLite (local) and DynamoDB (cloud)."""
+"""The JobStore contract, held by both implementations: SQLite (local) and DynamoDB (cloud).
+
+The `store` fixture (tests/chunking/conftest.py) runs each test on both.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from aws.local.resources import create_resources
 from chunking.spec import JobSpec
 from chunking.store import JobConflictError, JobStore
-from stores.dynamodb import DynamoJobStore
 from stores.sqlite import SqliteJobStore
 
 CONTRACT_KEYS = {
@@ -21,18 +19,6 @@ CONTRACT_KEYS = {
     "chunks_failed", "items_processed", "attempts", "retries", "created_at", "started_at",
     "finished_at", "duration_s", "chunk_latency_ms", "failed_chunks",
 }  # fmt: skip
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    if request.param == "sqlite":
-        yield SqliteJobStore(tmp_path / "store.sqlite3")
-        return
-    request.getfixturevalue("aws_env")
-    request.getfixturevalue("atomic_moto")
-    with mock_aws():
-        stack = create_resources(boto3.client("dynamodb"), boto3.client("sqs"))
-        yield DynamoJobStore(stack.table_name)
 
 
 def started_job(store: JobStore, total: int = 100, size: int = 10) -> str:
@@ -153,6 +139,49 @@ def test_many_threads_settling_the_same_chunks_count_once(store: JobStore) -> No
     # (so a lost announcement can be repeated); never to any other chunk.
     reported = [index for index, done in finished if done]
     assert reported and set(reported) == {job.settled_by}
+
+
+def test_many_threads_settling_take_consecutive_numbers_once_per_chunk(store: JobStore) -> None:
+    job_id = started_job(store, total=200, size=10)
+
+    def deliver(index: int) -> None:
+        store.begin_attempt(job_id, index)
+        store.settle_chunk(job_id, index, succeeded=True, items=10)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(deliver, [i for i in range(20) for _ in range(3)]))
+    settled = store.settled_since(job_id, 0)
+    assert [c.seq for c in settled] == list(range(1, 21))
+    assert sorted(c.index for c in settled) == list(range(20))
+
+
+def test_settlements_are_numbered_in_order_and_never_reused(store: JobStore) -> None:
+    job_id = started_job(store, total=40, size=10)
+    for index, ok in ((2, True), (0, True), (0, False), (1, False), (3, True)):
+        store.begin_attempt(job_id, index)
+        store.settle_chunk(job_id, index, succeeded=ok, items=10, error=None if ok else "boom")
+    settled = store.settled_since(job_id, 0)  # the duplicate of chunk 0 took no number
+    assert [(c.index, c.seq, c.state) for c in settled] == [
+        (2, 1, "succeeded"), (0, 2, "succeeded"), (1, 3, "failed"), (3, 4, "succeeded"),
+    ]  # fmt: skip
+    assert [c.index for c in store.settled_since(job_id, 2)] == [1, 3]
+    assert store.settled_since(job_id, 4) == []
+    assert {c.index: c.seq for c in store.chunks(job_id)} == {0: 2, 1: 3, 2: 1, 3: 4}
+    assert store.reopen_chunk(job_id, 1)  # it leaves the list, until it settles again
+    assert [c.seq for c in store.settled_since(job_id, 0)] == [1, 2, 4]
+    assert store.begin_attempt(job_id, 1) == 2
+    assert store.settle_chunk(job_id, 1, succeeded=True, items=10).job_finished
+    assert [(c.index, c.seq, c.attempts) for c in store.settled_since(job_id, 3)] == [
+        (3, 4, 1), (1, 5, 2),
+    ]  # fmt: skip
+
+
+def test_stored_times_are_timezone_aware(store: JobStore) -> None:
+    job_id = started_job(store, total=10, size=10)
+    store.settle_chunk(job_id, 0, succeeded=True, items=10)
+    job = store.get_job(job_id)
+    assert job is not None and job.finished_at is not None and job.started_at is not None
+    assert all(t.utcoffset() is not None for t in (job.created_at, job.started_at, job.finished_at))
 
 
 def test_reopened_chunk_runs_again_and_the_job_finishes_anew(store: JobStore) -> None:

@@ -1,0 +1,309 @@
+"""What every job store does the same way, written once: the JobStore protocol over primitives.
+
+In the manner of kombu's virtual transport and Powertools' BasePersistenceLayer, the decisions
+live here (a repeated job_id with the same spec is the same job, another spec a conflict; which
+state a job may move from and what changes; when the last settled chunk finishes the job; how
+stored fields become records; the status assembly; the clock). A store supplies only its reads
+and its conditional writes, each stated in its own terms (SQL, DynamoDB expressions), over rows
+with the same field names: the columns of `stores.sqlite`, the attributes of `stores.dynamodb`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from chunking.settings import get_settings
+from chunking.spec import JobSpec
+from chunking.status import (
+    ChunkRecord,
+    ItemResult,
+    JobRecord,
+    JobState,
+    JobStatus,
+    Path,
+    build_status,
+    usage_from,
+)
+from chunking.store import JobConflictError, Settlement
+
+Row = Mapping[str, Any]  # a stored row: absent and null fields alike read as None
+Field = str | int | float | None  # a stored value; None clears the field
+
+
+@dataclass(frozen=True)
+class JobGuard:
+    """When a job's row may change: its state is one of `states`, or (`failed_unstarted`) it
+    failed before it ever started; with `all_settled`, only once every chunk has settled.
+    Neither states nor failed_unstarted: whatever its state, as long as the job exists."""
+
+    states: tuple[JobState, ...] = ()
+    failed_unstarted: bool = False
+    all_settled: bool = False
+
+    def express(
+        self, *, in_states: str, failed_unstarted: str, exists: str, all_settled: str
+    ) -> str:
+        """The guard as a condition, from a store's own words for its parts (SQL, DynamoDB)."""
+        alternatives = [in_states] if self.states else []
+        alternatives += [failed_unstarted] if self.failed_unstarted else []
+        condition = " OR ".join(alternatives) or exists
+        return f"({condition}) AND {all_settled}" if self.all_settled else condition
+
+
+ANY_STATE = JobGuard()
+ACTIVE = JobGuard(states=("queued", "running"))
+NOT_STARTED = JobGuard(states=("queued",), failed_unstarted=True)
+FAILED_BEFORE_START = JobGuard(failed_unstarted=True)
+COMPLETE = JobGuard(states=("running",), all_settled=True)
+# The job-row fields that say whether it may finish, and which chunk finished it.
+PROGRESS_FIELDS = ("state", "chunks_settled", "total_chunks", "settled_by")
+
+
+def stored_time(moment: datetime) -> str:
+    """How every store keeps a time: ISO 8601 with its offset (sorts as text, reads back)."""
+    return moment.isoformat()
+
+
+def read_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)  # DynamoDB's numbers arrive as Decimal
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def job_record(row: Row) -> JobRecord:
+    created_at = read_time(row["created_at"])
+    assert created_at is not None  # every job row has one
+    return JobRecord(
+        job_id=row["job_id"],
+        path=row["path"],
+        spec=JobSpec.model_validate_json(row["spec"]),
+        state=row["state"],
+        total_chunks=int(row["total_chunks"]),
+        created_at=created_at,
+        started_at=read_time(row.get("started_at")),
+        finished_at=read_time(row.get("finished_at")),
+        error=row.get("error"),
+        settled_by=_int(row.get("settled_by")),
+        output_uri=row.get("output_uri"),
+    )
+
+
+def chunk_record(row: Row) -> ChunkRecord:
+    return ChunkRecord(
+        index=int(row["chunk_index"]),
+        state=row["state"],
+        attempts=int(row.get("attempts") or 0),
+        items=int(row.get("items") or 0),
+        latency_ms=_float(row.get("latency_ms")),
+        error=row.get("error"),
+        seq=_int(row.get("seq")),
+    )
+
+
+def item_result(row: Row) -> ItemResult:
+    return ItemResult(
+        index=int(row["item_index"]),
+        chunk_index=int(row["chunk_index"]),
+        id=row["id"],
+        output=row.get("output"),
+        error=row.get("error"),
+        prompt_tokens=int(row.get("prompt_tokens") or 0),
+        completion_tokens=int(row.get("completion_tokens") or 0),
+        latency_ms=_float(row.get("latency_ms")),
+    )
+
+
+def item_row(result: ItemResult) -> dict[str, Field]:
+    return {
+        "item_index": result.index, "chunk_index": result.chunk_index, "id": result.id,
+        "output": result.output, "error": result.error, "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens, "latency_ms": result.latency_ms,
+    }  # fmt: skip
+
+
+class BaseJobStore(ABC):
+    """The JobStore protocol, given a store's primitives (the abstract methods below)."""
+
+    # --- the primitives: reads ---
+
+    @abstractmethod
+    def _job_row(self, job_id: str, *fields: str) -> Row | None:
+        """The job's row (only `fields`, when named), or None when there is no such job."""
+
+    @abstractmethod
+    def _recent_job_rows(self, limit: int) -> list[Row]:
+        """The newest jobs' rows, newest first."""
+
+    @abstractmethod
+    def _chunk_rows(self, job_id: str) -> list[Row]:
+        """The job's chunk rows, in chunk order."""
+
+    @abstractmethod
+    def _settled_rows(self, job_id: str, after_seq: int) -> list[Row]:
+        """The chunk rows whose settlement is numbered after `after_seq`, in that order."""
+
+    @abstractmethod
+    def _item_rows(self, job_id: str, chunk_index: int | None) -> list[Row]:
+        """A chunk's item rows (or, with None, the whole job's), in item order."""
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Several reads that must agree (a store without read transactions reads each fresh)."""
+        yield
+
+    # --- the primitives: conditional writes ---
+
+    @abstractmethod
+    def _insert_job(self, row: Mapping[str, Field]) -> bool:
+        """Insert the job's row unless its job_id exists; True when inserted."""
+
+    @abstractmethod
+    def _update_job(self, job_id: str, guard: JobGuard, changes: Mapping[str, Field]) -> bool:
+        """Apply `changes` to the job's row if `guard` holds (atomically); True when applied."""
+
+    @abstractmethod
+    def _record_outcome(
+        self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
+    ) -> bool:
+        """Settle a running chunk (or one never begun, unless `begun_only`) with `outcome`,
+        count it on the job and give it the job's next settlement number (`seq`), all at once.
+        False, and nothing written, when the chunk was already settled or never begun."""
+
+    @abstractmethod
+    def _insert_item(self, job_id: str, row: Mapping[str, Field]) -> bool:
+        """Keep an item's row unless one exists for its index; True when kept."""
+
+    @abstractmethod
+    def begin_attempt(self, job_id: str, chunk_index: int) -> int | None: ...
+
+    @abstractmethod
+    def reopen_chunk(self, job_id: str, chunk_index: int) -> bool: ...
+
+    # --- the protocol, written once ---
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def _now_stored(self) -> str:
+        return stored_time(self.now())
+
+    def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
+        spec_json = spec.model_copy(update={"job_id": job_id}).model_dump_json()
+        row: dict[str, Field] = {
+            "job_id": job_id, "path": path, "spec": spec_json, "state": "queued",
+            "total_chunks": spec.total_chunks, "chunks_settled": 0,
+            "created_at": self._now_stored(),
+        }  # fmt: skip
+        if self._insert_job(row):
+            return job_record(row), True
+        job = self.get_job(job_id)
+        assert job is not None  # the insert was refused because it exists
+        if job.spec.model_dump_json() != spec_json or job.path != path:
+            raise JobConflictError(
+                f"job_id {job_id!r} is already used by a different job; choose another job_id"
+            )
+        return job, False  # the same job again: an idempotent repeat
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        row = self._job_row(job_id)
+        return job_record(row) if row else None
+
+    def list_jobs(self, limit: int) -> list[JobRecord]:
+        return [job_record(row) for row in self._recent_job_rows(limit)]
+
+    def start_job(self, job_id: str) -> bool:
+        changes = {"state": "running", "started_at": self._now_stored(), "error": None}
+        return self._update_job(job_id, NOT_STARTED, changes)
+
+    def fail_job(self, job_id: str, error: str) -> None:
+        # started_at is cleared: the job never properly started, so it may be requeued.
+        changes = {"state": "failed", "error": error, "finished_at": self._now_stored(),
+                   "started_at": None}  # fmt: skip
+        self._update_job(job_id, ACTIVE, changes)
+
+    def cancel_job(self, job_id: str) -> bool:
+        changes = {"state": "cancelled", "finished_at": self._now_stored()}
+        return self._update_job(job_id, ACTIVE, changes)
+
+    def requeue_job(self, job_id: str) -> bool:
+        changes = {"state": "queued", "error": None, "finished_at": None}
+        return self._update_job(job_id, FAILED_BEFORE_START, changes)
+
+    def set_output_uri(self, job_id: str, uri: str) -> None:
+        self._update_job(job_id, ANY_STATE, {"output_uri": uri})
+
+    def settle_chunk(
+        self,
+        job_id: str,
+        chunk_index: int,
+        *,
+        succeeded: bool,
+        items: int = 0,
+        latency_ms: float | None = None,
+        error: str | None = None,
+        begun_only: bool = False,
+    ) -> Settlement:
+        outcome: dict[str, Field] = {
+            "state": "succeeded" if succeeded else "failed",
+            "items": items if succeeded else 0,
+            "latency_ms": latency_ms,
+            "error": error,
+        }
+        # Already settled? Or (begun_only: its job was cancelled) never begun? The store's
+        # conditional write refuses both, and counts nothing; otherwise it records the outcome.
+        recorded = self._record_outcome(job_id, chunk_index, outcome, begun_only=begun_only)
+        # Did it finish the job? Asked of duplicates too: a job restarted after its chunks
+        # settled still finishes.
+        finished = self._finishes(job_id, chunk_index)
+        return Settlement(recorded=recorded, job_finished=finished)
+
+    def _finishes(self, job_id: str, chunk_index: int) -> bool:
+        """Finish the job if every chunk has settled; True if `chunk_index` is what finished it
+        (now, or before: a redelivery of the finishing chunk is told again, to announce it)."""
+        # One read first: most settlements do not finish the job, and a refused conditional
+        # write costs more than a read (DynamoDB bills it as a write).
+        progress = self._job_row(job_id, *PROGRESS_FIELDS)
+        all_settled = progress and int(progress["chunks_settled"]) >= int(progress["total_chunks"])
+        if progress and progress["state"] == "running" and all_settled:
+            changes: dict[str, Field] = {
+                "state": "finished",
+                "finished_at": self._now_stored(),
+                "settled_by": chunk_index,
+            }
+            if self._update_job(job_id, COMPLETE, changes):
+                return True
+            progress = self._job_row(job_id, *PROGRESS_FIELDS)  # another delivery finished it
+        return progress is not None and _int(progress.get("settled_by")) == chunk_index
+
+    def record_item(self, job_id: str, result: ItemResult) -> bool:
+        return self._insert_item(job_id, item_row(result))
+
+    def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:
+        return [item_result(row) for row in self._item_rows(job_id, chunk_index)]
+
+    def chunks(self, job_id: str) -> list[ChunkRecord]:
+        return [chunk_record(row) for row in self._chunk_rows(job_id)]
+
+    def settled_since(self, job_id: str, after_seq: int) -> list[ChunkRecord]:
+        return [chunk_record(row) for row in self._settled_rows(job_id, after_seq)]
+
+    def status(self, job_id: str) -> JobStatus | None:
+        with self._snapshot():
+            job = self.get_job(job_id)
+            if job is None:
+                return None
+            chunks = self.chunks(job_id)
+            items = [item_result(row) for row in self._item_rows(job_id, None)]
+        usage = usage_from(items, get_settings().llm_prices)
+        return build_status(job, chunks, self.now(), usage)
