@@ -25,7 +25,7 @@ from chunking.progress import job_events
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.status import JobRecord, JobStatus
-from chunking.store import JobConflictError, JobEndedError, request_cancel
+from chunking.store import JobConflictError, JobEndedError
 from functions import ALL_FUNCTIONS
 from functions.client import inngest_client
 from functions.deps import get_store
@@ -137,7 +137,7 @@ async def get_job(job_id: str) -> JobStatus:
 async def cancel_job(job_id: str) -> JobStatus:
     """Chunks not yet started will not run; running ones finish. 409 if the job has ended."""
     try:
-        cancelled = await asyncio.to_thread(request_cancel, get_store(), job_id)
+        cancelled = await asyncio.to_thread(lifecycle.cancel, get_store(), job_id)
     except JobEndedError as err:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from err
     if cancelled is None:

@@ -1,8 +1,9 @@
-"""A job's life, written once for both APIs and the Inngest functions: submit, adopt, finish.
+"""A job's life, written once for both APIs and the Inngest functions: submit, adopt, cancel,
+finish.
 
 Adapters only translate: `main.py` and `aws/starter` turn what these raise into HTTP answers,
 `functions/` into Inngest's retry signals, `aws/worker` into SQS delivery. Blocking I/O: the
-local path calls them through `asyncio.to_thread`. (Cancel: `chunking.store.request_cancel`.)
+local path calls them through `asyncio.to_thread`.
 
 - `submit`: the spec is completed from what it points at (`prepare_spec`), the job recorded
   `queued` under its id (new, or the caller's idempotency key), then enqueued by the caller's
@@ -11,6 +12,7 @@ local path calls them through `asyncio.to_thread`. (Cancel: `chunking.store.requ
   status says why, and EnqueueError is raised: the caller may retry with the same id.
 - `adopt`: the job's first durable unit (Inngest's start-job) takes the job that `submit`
   recorded, or records it if the event came from elsewhere, and starts it once.
+- `cancel`: chunks not yet started never run; running ones finish (JobEndedError if it ended).
 - `finish`: what a finished job leaves behind, re-run safely on a redelivery.
 """
 
@@ -22,8 +24,8 @@ from dataclasses import dataclass
 from chunking import workload
 from chunking.prepare import prepare_spec
 from chunking.spec import JobSpec, new_job_id
-from chunking.status import JobRecord, Path
-from chunking.store import JobStore
+from chunking.status import JobRecord, JobStatus, Path
+from chunking.store import JobEndedError, JobStore
 
 
 class EnqueueError(Exception):
@@ -73,6 +75,20 @@ def adopt(store: JobStore, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
     job_id = spec.job_id or new_job_id()
     job, _ = store.create_job(job_id, spec, path)
     return job, store.start_job(job_id)
+
+
+def cancel(store: JobStore, job_id: str) -> JobStatus | None:
+    """Cancel a job, idempotently: its status after, or None if there is no such job.
+
+    Raises JobEndedError if it had ended. Both APIs' cancel endpoints call this (blocking I/O).
+    """
+    if store.get_job(job_id) is None:
+        return None
+    if not store.cancel_job(job_id):
+        current = store.status(job_id)  # re-read: a concurrent cancel may have won
+        if current is None or current.status != "cancelled":
+            raise JobEndedError(f"job {job_id} has ended ({current.status if current else 'gone'})")
+    return store.status(job_id)
 
 
 def finish(store: JobStore, job_id: str) -> None:

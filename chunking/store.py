@@ -114,17 +114,3 @@ class JobStore(Protocol):
         ...
 
     def status(self, job_id: str) -> JobStatus | None: ...
-
-
-def request_cancel(store: JobStore, job_id: str) -> JobStatus | None:
-    """Cancel a job, idempotently: its status after, or None if there is no such job.
-
-    Raises JobEndedError if it had ended. Both APIs' cancel endpoints call this (blocking I/O).
-    """
-    if store.get_job(job_id) is None:
-        return None
-    if not store.cancel_job(job_id):
-        current = store.status(job_id)  # re-read: a concurrent cancel may have won
-        if current is None or current.status != "cancelled":
-            raise JobEndedError(f"job {job_id} has ended ({current.status if current else 'gone'})")
-    return store.status(job_id)

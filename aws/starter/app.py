@@ -17,9 +17,10 @@ import workloads  # noqa: F401 - registers the workloads with the core, as every
 from chunking.api_errors import BodyError, invalid_spec, parse_json_body
 from chunking.errors import InputUnavailableError
 from chunking.lifecycle import EnqueueError, submit
+from chunking.lifecycle import cancel as cancel_job
 from chunking.spec import JobSpec
 from chunking.status import JobRecord
-from chunking.store import JobConflictError, JobEndedError, request_cancel
+from chunking.store import JobConflictError, JobEndedError
 from cloud import job_store, queue_for
 from cloud.messages import initial_messages
 
@@ -93,7 +94,7 @@ def enqueue_chunks(job: JobRecord, again: bool) -> None:
 def cancel(job_id: str) -> Response[str]:
     logger.append_keys(job_id=job_id)
     try:
-        status = request_cancel(job_store(), job_id)
+        status = cancel_job(job_store(), job_id)
     except JobEndedError as err:
         return reply(409, {"message": str(err)})
     if status is None:
