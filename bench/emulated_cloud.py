@@ -23,6 +23,7 @@ import boto3
 import httpx
 
 from aws.local.emulator import EmulatorProcess
+from aws.local.resources import NAMES
 from chunking.status import TERMINAL_STATUSES
 from tools.cloud_cost import estimate
 
@@ -148,7 +149,7 @@ def load(clients: int, requests: int) -> None:
         )  # fmt: skip
         stored: set[str] = set()
         for page in dynamodb.get_paginator("scan").paginate(
-            TableName="long-jobs-jobs", FilterExpression="sk = :job",
+            TableName=NAMES["JobTable"], FilterExpression="sk = :job",
             ExpressionAttributeValues={":job": {"S": "JOB"}}, ProjectionExpression="job_id",
         ):  # fmt: skip
             stored.update(item["job_id"]["S"] for item in page["Items"])

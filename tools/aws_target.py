@@ -9,11 +9,10 @@ from typing import Any
 
 import boto3
 
+from aws.local.resources import NAMES
 from stores.dynamodb import DynamoJobStore
 
 EMULATOR_ENDPOINT = "http://127.0.0.1:5000"
-EMULATOR_NAMES = {"queue": "long-jobs-chunks", "dlq": "long-jobs-dlq", "table": "long-jobs-jobs",
-                  "bucket": "long-jobs-data"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,9 +53,9 @@ def resolve_target(args: argparse.Namespace) -> CloudTarget:
             os.environ.setdefault(name, value)
     sqs = boto3.client("sqs", endpoint_url=endpoint)
     return CloudTarget(
-        sqs.get_queue_url(QueueName=EMULATOR_NAMES["queue"])["QueueUrl"],
-        sqs.get_queue_url(QueueName=EMULATOR_NAMES["dlq"])["QueueUrl"],
-        EMULATOR_NAMES["table"],
+        sqs.get_queue_url(QueueName=NAMES["ChunkQueue"])["QueueUrl"],
+        sqs.get_queue_url(QueueName=NAMES["ChunkDeadLetterQueue"])["QueueUrl"],
+        NAMES["JobTable"],
         endpoint,
-        EMULATOR_NAMES["bucket"],
+        NAMES["DataBucket"],
     )

@@ -1,14 +1,14 @@
-"""Lambda events as AWS builds them, and an SQS event source, for running the handlers locally.
+"""Lambda events and contexts as AWS builds them, for running the handlers locally.
 
 API Gateway events follow the REST API proxy format (v1). SQS events are built from messages
 really received from the queue (moto here), so receipt handles and ApproximateReceiveCount are
-real. Used by the tests, the benchmarks and the offline emulation.
+real (aws/local/sqs_event_source.py receives them). Used by the tests, the benchmarks and the
+offline emulation.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import time
 import uuid
@@ -137,79 +137,4 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
     }
 
 
-Handler = Callable[[dict[str, Any], Any], Any]
-
-
-class SqsEventSource:
-    """Receives batches like Lambda's SQS poller, invokes the worker, deletes what succeeded.
-
-    Failed records stay in the queue; `drain` then makes them visible at once, standing in for
-    the wait (visibility timeout, backoff) that would pass in real time.
-    """
-
-    def __init__(
-        self,
-        sqs: Any,
-        queue_url: str,
-        handler: Handler,
-        batch_size: int = 10,
-        timeout_s: float = 60,
-    ) -> None:
-        self.sqs, self.queue_url, self.handler = sqs, queue_url, handler
-        self.batch_size, self.timeout_s = batch_size, timeout_s
-        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        self.invocations = 0
-        self.failed_receipts: list[str] = []
-
-    def receive(self) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = self.sqs.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=self.batch_size,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        ).get("Messages", [])
-        return messages
-
-    def invoke(self, messages: list[dict[str, Any]]) -> set[str]:
-        """Run the handler on these messages; returns the ids it reported as failed."""
-        self.invocations += 1
-        response = self.handler(sqs_event(messages, self.queue_arn), lambda_context(self.timeout_s))
-        failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
-        for m in messages:
-            if m["MessageId"] in failed:
-                self.failed_receipts.append(m["ReceiptHandle"])
-            else:
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
-        return failed
-
-    def poll_once(self) -> tuple[list[dict[str, Any]], set[str]]:
-        messages = self.receive()
-        return (messages, self.invoke(messages)) if messages else ([], set())
-
-    def fast_forward(self) -> None:
-        """Make failed messages visible now, as if their backoff had passed."""
-        for receipt in self.failed_receipts:
-            # A message already moved to the DLQ by the redrive policy has no receipt here.
-            with contextlib.suppress(self.sqs.exceptions.ClientError):
-                self.sqs.change_message_visibility(
-                    QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=0
-                )
-        self.failed_receipts.clear()
-
-    def drain(self, max_polls: int = 10_000) -> None:
-        for _ in range(max_polls):
-            messages, _ = self.poll_once()
-            if not messages:
-                self.fast_forward()
-                if not self.receive_peek():
-                    return
-        raise AssertionError("the queue did not drain")
-
-    def receive_peek(self) -> bool:
-        attributes = self.sqs.get_queue_attributes(
-            QueueUrl=self.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]) > 0
+Handler = Callable[[dict[str, Any], Any], Any]  # a Lambda handler: (event, context) -> response

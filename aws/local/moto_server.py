@@ -3,7 +3,7 @@
 The real services make each call atomic (a conditional write either wins or not); moto's
 threaded server does not, so concurrent workers could both win. A lock restores that. The
 emulation never long-polls, so the lock is never held while waiting. Its own process gives
-moto, the emulation's busiest part, a whole interpreter.
+moto, the emulation's busiest part, a whole interpreter; `MotoServer` starts it.
 
     python -m aws.local.moto_server --port 5000
 """
@@ -11,10 +11,54 @@ moto, the emulation's busiest part, a whole interpreter.
 from __future__ import annotations
 
 import argparse
+import socket
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 from werkzeug.serving import WSGIRequestHandler, make_server
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class MotoServer:
+    """This module in a subprocess, on `port` (0: a free one)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aws.local.moto_server", "--port", str(self.port)], cwd=REPO
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"moto server exited ({self.proc.returncode}): is :{self.port} free?"
+                )
+            try:
+                httpx.get(f"{self.url}/moto-api/", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"moto server did not answer on {self.url}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -1,63 +1,40 @@
-"""Create the stack's queues, job table and data bucket as aws/template.yaml defines them.
+"""The stack's queues, job table and data bucket, as aws/template.yaml defines them; their names.
 
-For the offline emulation and the tests: the properties (visibility timeout, redrive policy,
-retention, keys and indexes) are read from the template, so local runs cannot drift from what
-`sam deploy` creates.
+Every SQS queue, DynamoDB table and S3 bucket of the translated template is created from its
+properties as one deploy resolves them (aws/local/template.py): visibility timeout, retention,
+redrive policy, keys and indexes cannot drift from what `sam deploy` creates. A resource is
+created the first time something refers to it, so the DLQ exists before the queue whose
+redrive policy names its ARN, as CloudFormation orders them.
+
+The resources' names live here, and only here: CloudFormation would call the chunk queue
+<stack>-ChunkQueue-<random>; the emulator gives each a fixed name, which tools/, bench/ and the
+tests import from `NAMES`.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import yaml
+from aws.local.intrinsics import STACK_NAME
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
+if TYPE_CHECKING:  # imported when needed: tools/ read NAMES without loading SAM's translator
+    from aws.local.template import StackTemplate
 
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that reads CloudFormation's short tags (!Ref, !GetAtt, !Sub, ...)."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        assert isinstance(node, yaml.MappingNode)
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    with path.open() as f:
-        template: dict[str, Any] = yaml.load(f, Loader=_CfnLoader)
-    return template
-
-
-def parameter(template: dict[str, Any], name: str, overrides: dict[str, Any] | None = None) -> Any:
-    if overrides and name in overrides:
-        return overrides[name]
-    return template["Parameters"][name]["Default"]
-
-
-def resolve(template: dict[str, Any], value: Any, overrides: dict[str, Any] | None = None) -> Any:
-    """Resolve a `{"Ref": Parameter}` to the parameter's value; other values pass through."""
-    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in template["Parameters"]:
-        return parameter(template, value["Ref"], overrides)
-    return value
+# Logical id in aws/template.yaml -> the name the emulator creates it under.
+NAMES = {
+    "ChunkQueue": "long-jobs-chunks",
+    "HighPriorityChunkQueue": "long-jobs-chunks-high",
+    "ChunkDeadLetterQueue": "long-jobs-dlq",
+    "JobTable": "long-jobs-jobs",
+    "DataBucket": "long-jobs-data",
+}
+# CreateTable takes these properties of an AWS::DynamoDB::Table as CloudFormation spells them.
+TABLE_PROPERTIES = ("BillingMode", "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes",
+                    "LocalSecondaryIndexes", "ProvisionedThroughput",
+                    "StreamSpecification")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,6 +45,8 @@ class LocalStack:
     max_receive_count: int
     bucket_name: str
     high_queue_url: str
+    # (logical id, attribute) -> what Fn::GetAtt gives, e.g. ("ChunkQueue", "Arn").
+    attributes: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def environment(self) -> dict[str, str]:
         """The variables template.yaml gives the functions, pointing at these resources."""
@@ -87,143 +66,115 @@ class LocalStack:
                 "HighPriorityChunkQueue": self.high_queue_url}  # fmt: skip
         return refs[logical_id]
 
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        return self.attributes[(logical_id, attribute)]
 
-@dataclass(frozen=True)
-class FunctionConfig:
-    logical_id: str
-    code_dir: Path
-    handler: str  # "module.function", as Lambda reads it
-    timeout_s: float
-    environment: dict[str, str]
-
-
-def function_config(
-    template: dict[str, Any],
-    logical_id: str,
-    stack: LocalStack,
-    overrides: dict[str, Any] | None = None,
-) -> FunctionConfig:
-    """A function's handler, code, timeout and environment (Globals merged, Refs resolved)."""
-    defaults = template["Globals"]["Function"]
-    props = template["Resources"][logical_id]["Properties"]
-    env: dict[str, str] = {}
-    for source in (defaults, props):
-        for name, value in source.get("Environment", {}).get("Variables", {}).items():
-            value = resolve(template, value, overrides)
-            if isinstance(value, dict) and "Ref" in value:
-                value = stack.ref(value["Ref"])
-            elif isinstance(value, dict) and "Fn::Sub" in value:
-                value = re.sub(
-                    r"\$\{(\w+)\}",
-                    lambda m: (
-                        str(resolve(template, {"Ref": m[1]}, overrides))
-                        if m[1] in template["Parameters"]
-                        else stack.ref(m[1])
-                    ),
-                    value["Fn::Sub"],
-                )
-            env[name] = str(value)
-    return FunctionConfig(
-        logical_id=logical_id,
-        code_dir=TEMPLATE.parent / props["CodeUri"],
-        handler=props["Handler"],
-        timeout_s=float(props.get("Timeout", defaults["Timeout"])),
-        environment=env,
-    )
-
-
-@dataclass(frozen=True)
-class EventSourceConfig:
-    batch_size: int
-    batching_window_s: float
-    max_concurrency: int
-
-
-def sqs_event_source(
-    template: dict[str, Any],
-    logical_id: str,
-    overrides: dict[str, Any] | None = None,
-    event_name: str = "Chunks",
-) -> EventSourceConfig:
-    """One of a function's SQS event sources (by its name under Events)."""
-    source = template["Resources"][logical_id]["Properties"]["Events"][event_name]
-    assert source["Type"] == "SQS", f"{logical_id}.{event_name} is not an SQS event"
-    event = source["Properties"]
-    return EventSourceConfig(
-        batch_size=int(resolve(template, event["BatchSize"], overrides)),
-        batching_window_s=float(event.get("MaximumBatchingWindowInSeconds", 0)),
-        max_concurrency=int(
-            resolve(template, event["ScalingConfig"]["MaximumConcurrency"], overrides)
-        ),
-    )
+    def url_of_queue(self, arn: str) -> str:
+        """The URL of the queue with this ARN (an event source mapping names its queue so)."""
+        [logical_id] = [logical_id for (logical_id, attribute), value in self.attributes.items()
+                        if attribute == "Arn" and value == arn]  # fmt: skip
+        return self.get_att(logical_id, "QueueUrl")
 
 
 def create_resources(
     dynamodb: Any,
     sqs: Any,
     *,
-    prefix: str = "long-jobs",
     overrides: dict[str, Any] | None = None,
-    template: dict[str, Any] | None = None,
+    template: StackTemplate | None = None,
     visibility_timeout_s: int | None = None,
     s3: Any | None = None,
 ) -> LocalStack:
-    """Create the DLQ, the chunk queue, the job table and the bucket with boto3 (moto or real).
+    """Create the queues, the table and the bucket with boto3 (moto or real).
 
-    `overrides` are template parameters, as `sam deploy --parameter-overrides` takes them.
-    `visibility_timeout_s` replaces the chunk queue's (tests and benchmarks shorten time).
+    `overrides` are template parameters, as `sam deploy --parameter-overrides` takes them (or
+    give the `template` of a deploy). `visibility_timeout_s` replaces the chunk queues' (tests
+    and benchmarks shorten time).
     """
-    template = template or load_template()
-    resources = template["Resources"]
+    if template is None:
+        from aws.local.template import StackTemplate
 
-    def queue_attributes(logical_id: str) -> dict[str, str]:
-        props = resources[logical_id]["Properties"]
-        attributes = {}
-        for key in ("VisibilityTimeout", "MessageRetentionPeriod", "SqsManagedSseEnabled"):
-            if key in props:
-                attributes[key] = str(resolve(template, props[key], overrides)).lower()
-        return attributes
-
-    dlq_url = sqs.create_queue(
-        QueueName=f"{prefix}-dlq", Attributes=queue_attributes("ChunkDeadLetterQueue")
-    )["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    redrive = resources["ChunkQueue"]["Properties"]["RedrivePolicy"]
-    max_receive = int(resolve(template, redrive["maxReceiveCount"], overrides))
-
-    def chunk_queue(logical_id: str, name: str) -> str:
-        url: str = sqs.create_queue(
-            QueueName=name,
-            Attributes={
-                **queue_attributes(logical_id),
-                **(
-                    {"VisibilityTimeout": str(visibility_timeout_s)} if visibility_timeout_s else {}
-                ),
-                "RedrivePolicy": json.dumps(
-                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}
-                ),
-            },
-        )["QueueUrl"]
-        return url
-
-    queue_url = chunk_queue("ChunkQueue", f"{prefix}-chunks")
-    high_queue_url = chunk_queue("HighPriorityChunkQueue", f"{prefix}-chunks-high")
-
-    table = resources["JobTable"]["Properties"]
-    table_name = f"{prefix}-jobs"
-    dynamodb.create_table(
-        TableName=table_name,
-        BillingMode=table["BillingMode"],
-        AttributeDefinitions=table["AttributeDefinitions"],
-        KeySchema=table["KeySchema"],
-        GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
-    )
-    bucket_name = f"{prefix}-data"
+        template = StackTemplate(overrides)
     if s3 is None:
         import boto3
 
         s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=bucket_name)
-    return LocalStack(table_name, queue_url, dlq_url, max_receive, bucket_name, high_queue_url)
+    creating = _Creating(template, dynamodb, sqs, s3, visibility_timeout_s)
+    for logical_id in creating.types:
+        creating.ref(logical_id)
+    refs = creating.refs
+    redrive = creating.properties["ChunkQueue"]["RedrivePolicy"]
+    return LocalStack(
+        refs["JobTable"], refs["ChunkQueue"], refs["ChunkDeadLetterQueue"],
+        int(redrive["maxReceiveCount"]), refs["DataBucket"], refs["HighPriorityChunkQueue"],
+        attributes=creating.attributes,
+    )  # fmt: skip
+
+
+class _Creating:
+    """The stack's resources as the resolver sees them, each created on its first Ref/GetAtt."""
+
+    def __init__(
+        self, template: StackTemplate, dynamodb: Any, sqs: Any, s3: Any,
+        visibility_timeout_s: int | None,
+    ) -> None:  # fmt: skip
+        self.template, self.dynamodb, self.sqs, self.s3 = template, dynamodb, sqs, s3
+        self.visibility_timeout_s = visibility_timeout_s
+        creators: dict[str, Callable[[str, dict[str, Any]], tuple[str, dict[str, str]]]] = {
+            "AWS::SQS::Queue": self._queue,
+            "AWS::DynamoDB::Table": self._table,
+            "AWS::S3::Bucket": self._bucket,
+        }
+        self.types = {logical_id: creators[resource_type] for resource_type in creators
+                      for logical_id in template.resources(resource_type)}  # fmt: skip
+        self.resolver = template.resolver(self)
+        self.refs: dict[str, str] = {}
+        self.attributes: dict[tuple[str, str], str] = {}
+        self.properties: dict[str, dict[str, Any]] = {}
+
+    def ref(self, logical_id: str) -> str:
+        if logical_id not in self.refs:
+            self._create(logical_id)
+        return self.refs[logical_id]
+
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        self.ref(logical_id)
+        return self.attributes[(logical_id, attribute)]
+
+    def _create(self, logical_id: str) -> None:
+        if logical_id not in self.types:
+            raise ValueError(f"the emulator creates no {logical_id}")
+        resource = self.template.cfn["Resources"][logical_id]
+        props = self.properties[logical_id] = self.resolver.resolve(resource.get("Properties", {}))
+        name = NAMES.get(logical_id, f"{STACK_NAME}-{logical_id}")
+        self.refs[logical_id], attributes = self.types[logical_id](name, props)
+        self.attributes.update({(logical_id, key): value for key, value in attributes.items()})
+
+    def _queue(self, name: str, props: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        attributes = {key: _attribute(value) for key, value in props.items()
+                      if key not in ("QueueName", "Tags")}  # fmt: skip
+        if self.visibility_timeout_s and "RedrivePolicy" in props:  # the queues work is retried on
+            attributes["VisibilityTimeout"] = str(self.visibility_timeout_s)
+        url: str = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        return url, {"Arn": arn, "QueueName": name, "QueueUrl": url}
+
+    def _table(self, name: str, props: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        # Encryption at rest (SSESpecification) is not emulated: moto stores data in memory.
+        settings = {key: props[key] for key in TABLE_PROPERTIES if key in props}
+        table = self.dynamodb.create_table(TableName=name, **settings)["TableDescription"]
+        return name, {"Arn": table["TableArn"]}
+
+    def _bucket(self, name: str, props: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        # Encryption, public access block, ownership and lifecycle rules are not emulated.
+        self.s3.create_bucket(Bucket=name)
+        return name, {"Arn": f"arn:aws:s3:::{name}", "DomainName": f"{name}.s3.amazonaws.com"}
+
+
+def _attribute(value: Any) -> str:
+    """A CloudFormation property value as an SQS queue attribute (strings, policies as JSON)."""
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -31,18 +31,19 @@ def load(name: str, path: Path) -> ModuleType:
 
 
 def main() -> None:
-    # Test scaffolding only, loaded by file path so the repo never lands on sys.path.
-    resources = load("stack_resources", REPO / "aws/local/resources.py")
-    events = load("lambda_events", REPO / "aws/local/lambda_events.py")
+    # Test scaffolding only, loaded by file path so the repo never lands on sys.path: under
+    # their own names, each after the modules it imports.
+    local = {name: load(f"aws.local.{name}", REPO / f"aws/local/{name}.py")
+             for name in ("lambda_events", "intrinsics", "sqs_event_source", "template",
+                          "resources")}  # fmt: skip
+    resources, events = local["resources"], local["lambda_events"]
     atomic = load("atomic_calls", REPO / "tests/aws/atomic_calls.py")
     from botocore.client import BaseClient
 
     real_call = getattr(BaseClient, "_make_api_call")  # noqa: B009 - private, typed away
     setattr(BaseClient, "_make_api_call", atomic.one_at_a_time(real_call))  # noqa: B010
     with mock_aws():
-        stack = resources.create_resources(
-            boto3.client("dynamodb"), boto3.client("sqs"), template=resources.load_template()
-        )
+        stack = resources.create_resources(boto3.client("dynamodb"), boto3.client("sqs"))
         import os
 
         os.environ.update(stack.environment())
@@ -53,7 +54,8 @@ def main() -> None:
         spec = {"total_items": 500, "chunk_size": 50, "item_delay_ms": 0, "fail_chunks": [3]}
         started = starter.lambda_handler(events.post_start(spec), events.lambda_context())
         job_id = json.loads(started["body"])["job_id"]
-        events.SqsEventSource(boto3.client("sqs"), stack.queue_url, worker.lambda_handler).drain()
+        source = local["sqs_event_source"].SqsEventSource
+        source(boto3.client("sqs"), stack.queue_url, worker.lambda_handler).drain()
         answer = status.lambda_handler(events.get_status(job_id), events.lambda_context())
 
     origins = {name: str(Path(sys.modules[name].__file__ or "").resolve()) for name in FROM_LAYER}

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws.local.lambda_events import SqsEventSource, lambda_context, post_start
+from aws.local.lambda_events import lambda_context, post_start
 from aws.local.resources import LocalStack
+from aws.local.sqs_event_source import SqsEventSource
 from aws.starter.app import lambda_handler as starter
 from aws.worker.app import lambda_handler as worker
 from chunking.callbacks import verify

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import cloud
-from aws.local.lambda_events import SqsEventSource, api_event, lambda_context, post_start
+from aws.local.lambda_events import api_event, lambda_context, post_start
 from aws.local.resources import LocalStack
+from aws.local.sqs_event_source import SqsEventSource
 from aws.starter.app import lambda_handler as starter
 from aws.worker.app import lambda_handler as worker
 from tests.aws.conftest import queue_bodies, visible_count

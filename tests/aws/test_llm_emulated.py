@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
-from aws.local.emulator import REPO
+from aws.local.resources import NAMES
+from aws.local.template import REPO
 from tests.aws.test_emulator import API_KEY, Running, running_emulator
 from tests.llm_server import FakeModelServer
+
+BUCKET = NAMES["DataBucket"]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +38,8 @@ def test_llm_job_reads_s3_through_the_emulator_and_writes_its_merged_output(
     lines = [{"id": f"e{i}", "prompt": f"emulated {i}"} for i in range(7)]
     lines[5] = {"id": "e5", "prompt": "[500x1] emulated 5"}  # one 5xx: retried with backoff
     body = "".join(json.dumps(line) + "\n" for line in lines)
-    s3.put_object(Bucket="long-jobs-data", Key="inputs/emulated.jsonl", Body=body.encode())
-    spec = {"workload": "llm", "input_uri": "s3://long-jobs-data/inputs/emulated.jsonl",
+    s3.put_object(Bucket=BUCKET, Key="inputs/emulated.jsonl", Body=body.encode())
+    spec = {"workload": "llm", "input_uri": f"s3://{BUCKET}/inputs/emulated.jsonl",
             "chunk_size": 3}  # fmt: skip
     response = emulator.start(spec)
     assert response.status_code == 202, response.text
@@ -46,8 +49,8 @@ def test_llm_job_reads_s3_through_the_emulator_and_writes_its_merged_output(
         "succeeded", 3, 7,
     )  # fmt: skip
     assert status["retries"] == 1 and status["usage"]["prompt_tokens"] == 6 * 2 + 3
-    key = status["output_uri"].removeprefix("s3://long-jobs-data/")
-    rows = s3.get_object(Bucket="long-jobs-data", Key=key)["Body"].read().decode().splitlines()
+    key = status["output_uri"].removeprefix(f"s3://{BUCKET}/")
+    rows = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode().splitlines()
     assert [json.loads(r)["id"] for r in rows] == [f"e{i}" for i in range(7)]
     assert model.calls["emulated 3"] == 1 and model.calls["[500x1] emulated 5"] == 2
 
@@ -72,6 +75,6 @@ def test_compare_uploads_a_local_llm_input_and_shows_tokens_and_model_cost(
         0,
     )
     assert cloud["prompt_tokens"] > 0 and cloud["model_cost_usd"] > 0
-    assert cloud["output_uri"].startswith("s3://long-jobs-data/outputs/")
+    assert cloud["output_uri"].startswith(f"s3://{BUCKET}/outputs/")
     out = capsys.readouterr().out
     assert "prompt tokens" in out and "est. model cost" in out

@@ -24,13 +24,10 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 import cloud.parameters  # importing cloud plugs the SSM reader in, as every handler does
-from aws.local.emulator import (
-    LOCAL_SECRET_PARAMETERS,
-    emulated_function,
-    local_parameters,
-    put_local_secrets,
-)
-from aws.local.resources import TEMPLATE, LocalStack, load_template
+from aws.local.emulator import emulated_function
+from aws.local.local_secrets import LOCAL_SECRET_PARAMETERS, local_parameters, put_local_secrets
+from aws.local.resources import NAMES, LocalStack
+from aws.local.template import TEMPLATE, StackTemplate, load_template
 from chunking import secrets
 from chunking.errors import PermanentError, TransientError
 from chunking.settings import get_settings
@@ -369,8 +366,9 @@ def test_the_emulated_functions_get_names_and_the_secrets_go_to_ssm(
     assert {p: parameters[p] for p in SECRET_PARAMETERS} == LOCAL_SECRET_PARAMETERS
     assert MODEL_KEY not in str(parameters) and SIGNING_KEY not in str(parameters)
     stack = LocalStack("jobs", "q", "dlq", 3, "bucket", "q-high")
+    deploy = StackTemplate(parameters)
     for logical_id in FUNCTIONS:
-        env = emulated_function(template, logical_id, stack, parameters, {}).environment
+        env = emulated_function(deploy, logical_id, stack, {}).environment
         assert MODEL_KEY not in str(env) and SIGNING_KEY not in str(env), logical_id
         # Blank, so neither the emulator's own environment nor .env reaches the function.
         assert env["OPENAI_API_KEY"] == env["CALLBACK_SECRET"] == ""
@@ -429,8 +427,8 @@ def test_an_emulated_llm_job_calls_the_model_with_the_key_from_ssm_alone(
     keys, _ = keyed_model
     s3 = boto3.client("s3", endpoint_url=running.moto)
     body = "".join(json.dumps({"id": f"s{i}", "prompt": f"secret {i}"}) + "\n" for i in range(4))
-    s3.put_object(Bucket="long-jobs-data", Key="inputs/secrets.jsonl", Body=body.encode())
-    spec = {"workload": "llm", "input_uri": "s3://long-jobs-data/inputs/secrets.jsonl",
+    s3.put_object(Bucket=NAMES["DataBucket"], Key="inputs/secrets.jsonl", Body=body.encode())
+    spec = {"workload": "llm", "input_uri": f"s3://{NAMES['DataBucket']}/inputs/secrets.jsonl",
             "chunk_size": 2}  # fmt: skip
     response = running.start(spec)
     assert response.status_code == 202, response.text

@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from aws.local.lambda_events import lambda_context, post_start
-from aws.local.resources import LocalStack
+from aws.local.resources import NAMES, LocalStack
 from aws.starter.app import lambda_handler as starter
 from chunking.spec import MAX_INJECTED_CHUNKS
 from stores.dynamodb import JOB_SK
@@ -135,7 +135,7 @@ def test_an_input_on_an_s3_that_does_not_answer_is_a_503_saying_so(
     broken = f"http://127.0.0.1:{free_port()}"
     client = functools.lru_cache(lambda: boto3.client("s3", endpoint_url=broken))
     monkeypatch.setattr(blobs, "s3_client", client)
-    spec = {"workload": "llm", "input_uri": "s3://long-jobs-data/in.jsonl",
+    spec = {"workload": "llm", "input_uri": f"s3://{NAMES['DataBucket']}/in.jsonl",
             "prompt_template": "{text}"}  # fmt: skip
     code, answer, _ = start(spec)
     assert code == 503, answer

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aws.local.resources import load_template
+from aws.local.template import load_template
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from aws.local.emulator import InvocationFailed, WorkerProcess
-from aws.local.resources import FunctionConfig
+from aws.local.sqs_event_source import InvocationFailed
+from aws.local.template import FunctionConfig
+from aws.local.worker_process import WorkerProcess
 
 HANDLERS = Path(__file__).parent / "handlers"
 
