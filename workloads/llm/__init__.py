@@ -7,12 +7,12 @@ its output file behind, and the finished job its merged output (`outputs`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import ClassVar
 
 from chunking.planning import Chunk
 from chunking.prepare import spec_error
-from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.status import JobRecord, Path
 from chunking.store import JobStore
@@ -63,8 +63,9 @@ class Llm(Workload):
     async def run_chunk(
         self, store: JobStore, job: JobRecord, chunk: Chunk, attempt: int, budget_s: float | None
     ) -> ChunkResult:
-        # It stops itself in time (keeping its answers): leave room to settle.
-        budget = budget_s if budget_s is not None else get_settings().inngest_step_budget_s
+        # It stops itself in time (keeping its answers), leaving room to settle; with no
+        # budget (the caller's platform sets none) only each call's own timeout bounds it.
+        budget = budget_s if budget_s is not None else math.inf
         margin = min(SETTLE_MARGIN_S, budget * 0.1)
         result = await run_llm_chunk(store, job.job_id, job.spec, chunk, budget_s=budget - margin)
         return ChunkResult(items_processed=result.items_processed)
