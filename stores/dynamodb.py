@@ -12,6 +12,7 @@ DynamoDB's terms.
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -248,7 +249,11 @@ class DynamoJobStore(BaseJobStore):
         may_settle = "#state = :running"
         if not begun_only:
             may_settle = f"attribute_not_exists(sk) OR {may_settle}"
-        for _ in range(NUMBERING_TRIES):
+        for tries in range(NUMBERING_TRIES):
+            if tries:
+                # Lost the number to a concurrent settlement: back off a little, jittered, so
+                # settlements of one busy job do not keep colliding.
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**tries)))
             # The job's next number, taken only if no settlement took it meanwhile: numbers
             # become visible in order, so the stream never passes over a late one.
             seq = self._last_seq(job_id) + 1
