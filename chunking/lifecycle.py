@@ -55,9 +55,8 @@ def submit(
 
     `enqueue(job, again)` starts the job's first durable unit; `again` when the job was
     recorded before and failed to start (a new send, not a duplicate to drop)."""
-    spec = prepare_spec(spec, path)
-    job_id = spec.job_id or new_job_id()
-    job, created = store.create_job(job_id, spec, path)
+    job, created = _record(store, prepare_spec(spec, path), path)
+    job_id = job.job_id
     if not created and not store.requeue_job(job_id):
         return Submission(job, enqueued=False)  # an idempotent repeat
     try:
@@ -71,10 +70,18 @@ def submit(
 
 def adopt(store: JobStore, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
     """The job `submit` recorded (or a new one for this spec), started: (job, started now)."""
-    spec = prepare_spec(spec, path)
-    job_id = spec.job_id or new_job_id()
-    job, _ = store.create_job(job_id, spec, path)
-    return job, store.start_job(job_id)
+    recorded = store.get_job(spec.job_id) if spec.job_id else None
+    if recorded is None or recorded.spec.model_dump() != spec.model_dump():
+        # Not the spec an API recorded (e.g. an event sent from the Dev Server UI): prepared
+        # here. A submitted job was prepared once already: its input is not read again.
+        spec = prepare_spec(spec, path)
+    job, _ = _record(store, spec, path)  # the same id with another spec: JobConflictError
+    return job, store.start_job(job.job_id)
+
+
+def _record(store: JobStore, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
+    """Record a prepared spec under its id (or a new one): (job, created now)."""
+    return store.create_job(spec.job_id or new_job_id(), spec, path)
 
 
 def cancel(store: JobStore, job_id: str) -> JobStatus | None:

@@ -134,3 +134,29 @@ def api_status(job_id: str) -> dict[str, Any]:
     assert found is not None
     result: dict[str, Any] = found.model_dump(mode="json")
     return result
+
+
+def test_a_submitted_input_is_read_once_not_again_by_start_job(
+    api: httpx.Client,
+    fake_inngest: FakeInngestApi,
+    model: FakeModelServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import workloads.llm
+    from workloads.llm.input import validate_input
+
+    reads: list[str] = []
+
+    def counted(uri: str, template: str | None) -> int:
+        reads.append(uri)
+        return validate_input(uri, template)
+
+    monkeypatch.setattr(workloads.llm, "validate_input", counted)
+    uri = write_input(tmp_path / "in.jsonl", [{"id": i, "prompt": f"p{i}"} for i in range(3)])
+    response = api.post("/jobs", json={"workload": "llm", "input_uri": uri, "chunk_size": 2})
+    assert response.status_code == 202, response.text
+    [event] = fake_inngest.named(START_JOB)
+    assert replay(start_job, event).status is mocked.Status.COMPLETED
+    assert reads == [uri]  # the request read it; the durable start did not read it again
+    assert len(fake_inngest.named(PROCESS_CHUNK)) == 2
