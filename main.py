@@ -24,7 +24,7 @@ from chunking.errors import InputUnavailableError
 from chunking.progress import job_events
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
-from chunking.status import JobRecord, JobStatus
+from chunking.status import ChunkPage, ChunkQuery, JobRecord, JobStatus, chunk_page
 from chunking.store import JobConflictError, JobEndedError
 from functions import ALL_FUNCTIONS
 from functions.client import inngest_client
@@ -187,14 +187,24 @@ async def job_progress(
         yield ServerSentEvent(event="error", data={"message": f"stream stopped: {err}"})
 
 
+@jobs.get("/jobs/{job_id}/chunks", response_model=ChunkPage)
+async def job_chunks(
+    job_id: Annotated[str, Depends(existing_job)], query: Annotated[ChunkQuery, Query()]
+) -> ChunkPage:
+    """The job's chunks in index order, a page at a time (`after` the last index seen)."""
+    found = await asyncio.to_thread(
+        get_store().chunk_page, job_id, query.state, query.after, query.limit
+    )
+    return chunk_page(job_id, found, query.limit)
+
+
 @jobs.get("/jobs", response_model=list[JobStatus])
 async def list_jobs(limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[JobStatus]:
-    """The most recent jobs, newest first."""
+    """The most recent jobs, newest first: one read of `limit` job rows, nothing more."""
 
     def statuses() -> list[JobStatus]:
         store = get_store()
-        found = (store.status(job.job_id) for job in store.list_jobs(limit))
-        return [s for s in found if s is not None]
+        return [store.status_of(job) for job in store.list_jobs(limit)]
 
     return await asyncio.to_thread(statuses)
 

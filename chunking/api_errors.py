@@ -114,3 +114,8 @@ def describe(err: ValidationError) -> str:
 def invalid_spec(err: ValidationError) -> dict[str, Any]:
     """The body of both APIs' 400 for a JobSpec that cannot run (the README's error contract)."""
     return {"message": f"invalid JobSpec: {describe(err)}", "errors": field_errors(err)}
+
+
+def invalid_query(err: ValidationError) -> dict[str, Any]:
+    """The body of both APIs' 400 for query parameters they cannot use."""
+    return {"message": f"invalid query: {describe(err)}", "errors": field_errors(err)}

@@ -11,21 +11,25 @@ local path calls them through `asyncio.to_thread`.
   under that id is a JobConflictError. If enqueueing fails the job is marked failed, so its
   status says why, and EnqueueError is raised: the caller may retry with the same id.
 - `adopt`: the job's first durable unit (Inngest's start-job) takes the job that `submit`
-  recorded, or records it if the event came from elsewhere, and starts it once.
+  recorded, or records it if the event came from elsewhere.
+- `plan`: in the job's first durable unit (never in a request), its workload counts (and
+  indexes) its items within a budget, paused and resumed as often as that takes; then the job
+  starts, once. What cannot run (a bad input line) fails the job, with the reason.
 - `cancel`: chunks not yet started never run; running ones finish (JobEndedError if it ended).
 - `finish`: what a finished job leaves behind, re-run safely on a redelivery.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from chunking import workload
 from chunking.prepare import prepare_spec
-from chunking.spec import JobSpec, new_job_id
+from chunking.spec import MAX_CHUNKS, JobSpec, chunk_count, new_job_id
 from chunking.status import JobRecord, JobStatus, Path
 from chunking.store import JobEndedError, JobStore
+from chunking.workload import PlanError, PlanPaused
 
 
 class EnqueueError(Exception):
@@ -68,15 +72,53 @@ def submit(
     return Submission(job, enqueued=True)
 
 
-def adopt(store: JobStore, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
-    """The job `submit` recorded (or a new one for this spec), started: (job, started now)."""
+def adopt(store: JobStore, spec: JobSpec, path: Path) -> JobRecord:
+    """The job `submit` recorded (or a new one for this spec)."""
     recorded = store.get_job(spec.job_id) if spec.job_id else None
     if recorded is None or recorded.spec.model_dump() != spec.model_dump():
         # Not the spec an API recorded (e.g. an event sent from the Dev Server UI): prepared
-        # here. A submitted job was prepared once already: its input is not read again.
+        # here. A submitted job was prepared once already.
         spec = prepare_spec(spec, path)
     job, _ = _record(store, spec, path)  # the same id with another spec: JobConflictError
-    return job, store.start_job(job.job_id)
+    return job
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    started: bool  # this call started the job: fan out its `total_chunks` chunks
+    total_chunks: int
+    resume: dict[str, int] | None = None  # paused to respect the budget: plan again with it
+    failed: str | None = None  # the job cannot run, and is marked failed with this reason
+
+
+def plan(
+    store: JobStore, job_id: str, resume: Mapping[str, int] | None, deadline: float | None
+) -> PlanOutcome:
+    """Count the job's items (by `deadline`, a time.monotonic() value) and start it, once.
+
+    Raises InputUnavailableError (retry later) when what it reads does not answer.
+    """
+    job = store.get_job(job_id)
+    if job is None:
+        raise LookupError(f"job {job_id}: no such job in the job store")
+    if job.state != "queued":  # started already (a duplicate), cancelled or failed
+        return PlanOutcome(started=False, total_chunks=job.total_chunks, failed=job.error)
+    try:
+        step = workload.of(job.spec).plan(job, resume, deadline)
+        if isinstance(step, PlanPaused):
+            return PlanOutcome(started=False, total_chunks=0, resume=step.state)
+        chunks = chunk_count(step.total_items, job.spec.chunk_size)
+        if chunks > MAX_CHUNKS:
+            raise PlanError(
+                f"{step.total_items} items with chunk_size={job.spec.chunk_size} make {chunks} "
+                f"chunks; at most {MAX_CHUNKS} are allowed: raise chunk_size to at least "
+                f"{chunk_count(step.total_items, MAX_CHUNKS)}"
+            )
+    except PlanError as err:
+        store.fail_job(job_id, str(err))
+        return PlanOutcome(started=False, total_chunks=0, failed=str(err))
+    store.set_plan(job_id, step.total_items)
+    return PlanOutcome(started=store.start_job(job_id), total_chunks=chunks)
 
 
 def _record(store: JobStore, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
@@ -99,7 +141,9 @@ def cancel(store: JobStore, job_id: str) -> JobStatus | None:
 
 
 def finish(store: JobStore, job_id: str) -> None:
-    """The job has ended: let its workload leave its results behind (idempotent)."""
+    """The job has ended: let its workload leave its results behind (idempotent). The job's
+    finishing unit runs it (its own Inngest function, its own SQS message), with its own
+    budget and retries, never inside the last chunk's run."""
     job = store.get_job(job_id)  # fresh: what an earlier finish wrote (output_uri) shows
     if job is not None:
         workload.of(job.spec).after_job_finished(store, job)

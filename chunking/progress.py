@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from chunking.status import TERMINAL_STATUSES, ChunkRecord
+from chunking.status import TERMINAL_STATUSES
 from chunking.store import JobStore
 
 
@@ -26,20 +26,6 @@ class ProgressEvent:
     id: str | None = None
 
 
-@dataclass
-class Counts:
-    chunks_settled: int = 0
-    chunks_succeeded: int = 0
-    chunks_failed: int = 0
-    items_processed: int = 0
-
-    def add(self, chunk: ChunkRecord) -> None:
-        self.chunks_settled += 1
-        self.chunks_succeeded += chunk.state == "succeeded"
-        self.chunks_failed += chunk.state == "failed"
-        self.items_processed += chunk.items if chunk.state == "succeeded" else 0
-
-
 async def job_events(
     store: JobStore, job_id: str, after_seq: int = 0, poll_s: float = 0.5
 ) -> AsyncIterator[ProgressEvent]:
@@ -47,10 +33,6 @@ async def job_events(
     status = await asyncio.to_thread(store.status, job_id)
     if status is None:
         return
-    counts = Counts()
-    for chunk in await asyncio.to_thread(store.settled_since, job_id, 0):
-        if chunk.seq is not None and chunk.seq <= after_seq:
-            counts.add(chunk)  # already sent before the reconnect: counted, not repeated
     yield ProgressEvent("status", status.model_dump(mode="json"))
     last = after_seq
     while True:
@@ -58,11 +40,13 @@ async def job_events(
         status = await asyncio.to_thread(store.status, job_id)
         assert status is not None
         for chunk in await asyncio.to_thread(store.settled_since, job_id, last):
-            counts.add(chunk)
             last = chunk.seq or last
+            # The job's counts as of this settlement, kept on its row when it settled: a
+            # reconnect resumes without recounting what came before.
+            counts = asdict(chunk.progress) if chunk.progress else {}
             data = {"chunk_index": chunk.index, "outcome": chunk.state, "error": chunk.error,
                     "attempts": chunk.attempts, "total_chunks": status.total_chunks,
-                    **counts.__dict__}  # fmt: skip
+                    **counts}  # fmt: skip
             yield ProgressEvent("chunk", data, id=str(chunk.seq))
         # A cancelled job's running chunks still finish: the stream waits for them.
         accounted = status.chunks_succeeded + status.chunks_failed + status.chunks_cancelled

@@ -2,7 +2,12 @@
 
 Adapters call `attempt_chunk` and translate what it raises into their platform's retry
 mechanism: TransientError and unexpected errors -> retry with backoff, RateLimitedError ->
-retry after the wait asked for, PermanentError -> no retry. Whatever it returns is settled.
+retry after the wait asked for, PermanentError -> no retry. What it returns is settled, except
+`continued`: the chunk stopped to respect its budget having made progress, and the adapter
+starts a new run of it (a continuation: a fresh event or message, which spends no retry).
+Continuations are bounded twice: each one answered something (so at most one per item), and
+at most CHUNK_MAX_CONTINUATIONS of them; past that, running out of budget is a retryable
+failure like any other, bounded by the retries.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from chunking import lifecycle, workload
-from chunking.errors import PermanentError
+from chunking import workload
+from chunking.errors import PermanentError, TransientError
 from chunking.planning import chunk_at
+from chunking.settings import get_settings
 from chunking.status import JobRecord
 from chunking.store import JobStore
+from chunking.workload import OutOfBudget
 
-Outcome = Literal["succeeded", "failed", "duplicate", "cancelled"]
+Outcome = Literal["succeeded", "failed", "duplicate", "cancelled", "continued"]
 
 
 @dataclass(frozen=True)
@@ -45,10 +52,15 @@ async def settle(
     latency_ms: float | None = None,
     begun_only: bool = False,
 ) -> AttemptOutcome:
-    """Record a chunk's outcome (once, whatever the deliveries), after what it leaves behind."""
+    """Record a chunk's outcome (once, whatever the deliveries), after what it leaves behind.
+
+    When it finishes the job (`job_finished`), the adapter starts the job's finishing unit
+    (`lifecycle.finish`, then the completion's announcement): never inside this chunk's run.
+    """
     job = await _job(store, job_id)
+    usage = None
     if job is not None:
-        await asyncio.to_thread(workload.of(job.spec).before_settle, store, job, index)
+        usage = await asyncio.to_thread(workload.of(job.spec).before_settle, store, job, index)
     settlement = await asyncio.to_thread(
         store.settle_chunk,
         job_id,
@@ -58,9 +70,8 @@ async def settle(
         latency_ms=None if latency_ms is None else round(latency_ms, 3),
         error=error,
         begun_only=begun_only,
+        usage=usage,
     )
-    if settlement.job_finished:
-        await asyncio.to_thread(lifecycle.finish, store, job_id)
     return AttemptOutcome(
         job_id=job_id,
         chunk_index=index,
@@ -103,8 +114,11 @@ async def attempt_chunk(
     *,
     last_attempt: bool,
     budget_s: float | None = None,
+    continuation: int = 0,
 ) -> AttemptOutcome:
     """Run one attempt; on the platform's last attempt a retryable failure is settled too.
+
+    `continuation` (n > 0): the n-th run going on where one that ran out of budget stopped.
 
     `budget_s` bounds the workload: past it the attempt fails as a TimeoutError (retryable),
     early enough for the outcome to be recorded before the platform kills the run.
@@ -116,7 +130,7 @@ async def attempt_chunk(
         raise PermanentError(f"job_id {job_id!r}: no such job in the job store")
     _remember(job)
     try:
-        chunk = chunk_at(job.spec.total_items, job.spec.chunk_size, index)
+        chunk = chunk_at(job.total_items, job.spec.chunk_size, index)
     except IndexError as err:
         raise PermanentError(f"job {job_id!r}: {err}") from err
 
@@ -127,18 +141,28 @@ async def attempt_chunk(
         reason = "cancelled: the job was cancelled before this chunk's retry"
         await settle(store, job_id, index, error=reason, begun_only=True)
         return AttemptOutcome(job_id, index, "cancelled", None, False, False)
-    attempt = await asyncio.to_thread(store.begin_attempt, job_id, index)
+    attempt = await asyncio.to_thread(
+        store.begin_attempt, job_id, index, continuation=continuation > 0
+    )
     if attempt is None:  # a duplicate delivery of a settled chunk: never run or count it twice
         current = await asyncio.to_thread(store.get_job, job_id)
+        # The finishing delivery may have died before it started the job's finishing unit:
+        # told again, its adapter starts it (the unit is idempotent).
         finished = current is not None and current.settled_by == index
-        if finished:  # the finishing delivery may have died before the job's results were left
-            await asyncio.to_thread(lifecycle.finish, store, job_id)
         return AttemptOutcome(job_id, index, "duplicate", None, False, finished)
 
     started = time.perf_counter()
     try:
         async with asyncio.timeout(budget_s):
             result = await workload.of(job.spec).run_chunk(store, job, chunk, attempt, budget_s)
+    except OutOfBudget as err:
+        if continuation < get_settings().chunk_max_continuations:
+            return AttemptOutcome(job_id, index, "continued", str(err), False, False)
+        spent = TransientError(f"{err} (and its {continuation} continuations are spent)")
+        if last_attempt:
+            reason = f"gave up after {attempt} attempts: {spent}"
+            return await settle(store, job_id, index, error=reason)
+        raise spent from err
     except PermanentError as err:
         return await settle(store, job_id, index, error=f"permanent: {err}")
     except Exception as err:  # transient, rate-limited, or a bug: all worth a retry

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # What one process-chunk step may spend (its run ends after it): keep it under the request
     # timeout of wherever the app is hosted.
     inngest_step_budget_s: float = Field(240.0, gt=0, le=7_200)
+    # Runs a chunk may go on in after stopping to respect its budget, none spending a retry
+    # (each must have answered something, so a chunk never continues more than its items).
+    chunk_max_continuations: int = Field(50, ge=0, le=10_000)
 
     # Completion callbacks (JobSpec callback_url): the HMAC-SHA256 key they are signed with,
     # whether private/loopback targets are allowed, and each delivery's timeout.

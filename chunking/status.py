@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from chunking import workload
+from chunking.latency import LatencySummary
 from chunking.spec import JobSpec
 
 Path = Literal["local", "cloud"]
@@ -17,6 +17,37 @@ JobState = Literal["queued", "running", "finished", "failed", "cancelled"]
 ChunkState = Literal["running", "succeeded", "failed"]
 JobStatusName = Literal["queued", "running", "succeeded", "partial", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "partial", "failed", "cancelled"})
+
+
+# The first failed chunks a status lists (the total is `chunks_failed`; every one, with its
+# error, is on the chunks endpoint): a status read stays one row however many chunks failed.
+FAILED_HEAD_MAX = 20
+FAILED_ERROR_MAX_CHARS = 1_000
+
+
+class FailedChunk(BaseModel):
+    index: int
+    error: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A job's running totals, kept in its row by the same write that settles a chunk (or
+    begins an attempt): a status is read from the job's row alone, whatever its size."""
+
+    chunks_settled: int = 0
+    chunks_succeeded: int = 0
+    chunks_failed: int = 0
+    chunks_running: int = 0  # begun (or reopened) and not settled
+    chunks_begun: int = 0  # with at least one attempt: retries = attempts - chunks_begun
+    attempts: int = 0
+    items_processed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    items_failed: int = 0
+    latency: LatencySummary = field(default_factory=LatencySummary)
+    failed_head: tuple[FailedChunk, ...] = ()  # the first FAILED_HEAD_MAX to fail
 
 
 @dataclass(frozen=True)
@@ -32,6 +63,19 @@ class JobRecord:
     error: str | None = None  # why the job as a whole failed (e.g. it could not be enqueued)
     settled_by: int | None = None  # the chunk whose outcome finished the job
     output_uri: str | None = None  # llm workload: the merged output, once it is written
+    # Items as planned: the spec's, or (a workload that counts its input) 0 until counted.
+    total_items: int = 0
+    tally: Tally = field(default_factory=Tally)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A job's counts as of one settlement: what the progress stream's `chunk` event carries."""
+
+    chunks_settled: int
+    chunks_succeeded: int
+    chunks_failed: int
+    items_processed: int
 
 
 @dataclass(frozen=True)
@@ -43,6 +87,11 @@ class ChunkRecord:
     latency_ms: float | None = None  # of the attempt that settled the chunk
     error: str | None = None
     seq: int | None = None  # the settlement's number: the order in which the job's chunks settled
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    items_failed: int = 0
+    continuations: int = 0  # runs that went on where one that ran out of budget stopped
+    progress: Progress | None = None  # the job's counts as of this chunk's settlement
 
 
 @dataclass(frozen=True)
@@ -57,25 +106,14 @@ class ItemResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: float | None = None
+    # An output too big to keep in a store's row lives in the data bucket (or folder) instead.
+    output_uri: str | None = None
 
 
 class LatencyMs(BaseModel):
     p50: float | None
     p95: float | None
     max: float | None
-
-
-class FailedChunk(BaseModel):
-    index: int
-    error: str
-    attempts: int
-
-
-class ChunkUsage(BaseModel):
-    index: int
-    prompt_tokens: int
-    completion_tokens: int
-    items_failed: int
 
 
 class Usage(BaseModel):
@@ -85,7 +123,6 @@ class Usage(BaseModel):
     completion_tokens: int
     items_failed: int
     est_cost_usd: float
-    by_chunk: list[ChunkUsage]
 
 
 class JobStatus(BaseModel):
@@ -112,14 +149,6 @@ class JobStatus(BaseModel):
     output_uri: str | None = None  # llm workload: the merged output file, once written
 
 
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of an already sorted list."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return round(sorted_values[rank - 1], 3)
-
-
 def overall_status(
     job: JobRecord, succeeded: int, failed: int, items_failed: int = 0
 ) -> JobStatusName:
@@ -131,64 +160,45 @@ def overall_status(
     return "partial" if succeeded else "failed"
 
 
-def usage_from(items: list[ItemResult], prices_per_mtok: tuple[float, float]) -> Usage | None:
-    """Totals and per-chunk figures from the kept item results; None when there are none."""
-    if not items:
+def usage_of(job: JobRecord, prices_per_mtok: tuple[float, float]) -> Usage | None:
+    """The job's model usage and estimated cost; None for a workload that calls no model."""
+    if not workload.of(job.spec).reports_usage:
         return None
-    by_chunk: dict[int, ChunkUsage] = {}
-    for item in items:
-        empty = ChunkUsage(
-            index=item.chunk_index, prompt_tokens=0, completion_tokens=0, items_failed=0
-        )
-        entry = by_chunk.setdefault(item.chunk_index, empty)
-        entry.prompt_tokens += item.prompt_tokens
-        entry.completion_tokens += item.completion_tokens
-        entry.items_failed += item.error is not None
-    prompt = sum(c.prompt_tokens for c in by_chunk.values())
-    completion = sum(c.completion_tokens for c in by_chunk.values())
+    tally = job.tally
     prompt_price, completion_price = prices_per_mtok
+    cost = (tally.prompt_tokens * prompt_price + tally.completion_tokens * completion_price) / 1e6
     return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        items_failed=sum(c.items_failed for c in by_chunk.values()),
-        est_cost_usd=round((prompt * prompt_price + completion * completion_price) / 1e6, 6),
-        by_chunk=[by_chunk[i] for i in sorted(by_chunk)],
+        prompt_tokens=tally.prompt_tokens,
+        completion_tokens=tally.completion_tokens,
+        items_failed=tally.items_failed,
+        est_cost_usd=round(cost, 6),
     )
 
 
-def build_status(
-    job: JobRecord,
-    chunks: list[ChunkRecord],
-    now: datetime,
-    usage: Usage | None = None,
-) -> JobStatus:
+def build_status(job: JobRecord, now: datetime, prices_per_mtok: tuple[float, float]) -> JobStatus:
+    """The status JSON, from the job's record alone (its tally): no chunk or item is read."""
     if job.state == "finished" and workload.of(job.spec).produces_output and not job.output_uri:
         # Every chunk has settled but the job's output is not written yet: a client that
         # waits for a final status must find the output there, so the job is still running.
         job = replace(job, state="running", finished_at=None)
-    succeeded = [c for c in chunks if c.state == "succeeded"]
-    failed = sorted((c for c in chunks if c.state == "failed"), key=lambda c: c.index)
-    running = sum(c.state == "running" for c in chunks)  # cancelling lets these finish
-    latencies = sorted(c.latency_ms for c in chunks if c.latency_ms is not None)
-    attempts = sum(c.attempts for c in chunks)
+    tally = job.tally
+    usage = usage_of(job, prices_per_mtok)
     end = job.finished_at or (now if job.started_at else None)
+    unsettled = job.total_chunks - tally.chunks_succeeded - tally.chunks_failed
     return JobStatus(
         job_id=job.job_id,
         path=job.path,
-        status=overall_status(job, len(succeeded), len(failed), usage.items_failed if usage else 0),
-        total_items=job.spec.total_items,
+        status=overall_status(job, tally.chunks_succeeded, tally.chunks_failed, tally.items_failed),
+        total_items=job.total_items,
         chunk_size=job.spec.chunk_size,
         total_chunks=job.total_chunks,
-        chunks_succeeded=len(succeeded),
-        chunks_failed=len(failed),
-        chunks_cancelled=(
-            job.total_chunks - len(succeeded) - len(failed) - running
-            if job.state == "cancelled"
-            else 0
-        ),
-        items_processed=sum(c.items for c in succeeded),
-        attempts=attempts,
-        retries=sum(max(c.attempts - 1, 0) for c in chunks),
+        chunks_succeeded=tally.chunks_succeeded,
+        chunks_failed=tally.chunks_failed,
+        # Cancelling lets the running chunks finish: those are not cancelled.
+        chunks_cancelled=unsettled - tally.chunks_running if job.state == "cancelled" else 0,
+        items_processed=tally.items_processed,
+        attempts=tally.attempts,
+        retries=tally.attempts - tally.chunks_begun,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -196,15 +206,51 @@ def build_status(
             round((end - job.started_at).total_seconds(), 3) if job.started_at and end else None
         ),
         chunk_latency_ms=LatencyMs(
-            p50=percentile(latencies, 50),
-            p95=percentile(latencies, 95),
-            max=latencies[-1] if latencies else None,
+            p50=tally.latency.quantile(50),
+            p95=tally.latency.quantile(95),
+            max=tally.latency.max,
         ),
-        failed_chunks=[
-            FailedChunk(index=c.index, error=c.error or "unknown", attempts=c.attempts)
-            for c in failed
-        ],
+        failed_chunks=sorted(tally.failed_head, key=lambda c: c.index),
         error=job.error,
         usage=usage,
         output_uri=job.output_uri,
     )
+
+
+MAX_CHUNK_PAGE = 1_000
+
+
+class ChunkQuery(BaseModel):
+    """`GET /jobs/{job_id}/chunks`' query, on both APIs: chunks above index `after` (in
+    `state`), `limit` of them."""
+
+    model_config = ConfigDict(extra="forbid")
+    state: ChunkState | None = None
+    after: int = Field(-1, ge=-1, le=10_000_000)
+    limit: int = Field(100, ge=1, le=MAX_CHUNK_PAGE)
+
+
+class ChunkInfo(BaseModel):
+    index: int
+    state: ChunkState
+    attempts: int
+    continuations: int
+    items: int
+    latency_ms: float | None
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    items_failed: int
+
+
+class ChunkPage(BaseModel):
+    job_id: str
+    chunks: list[ChunkInfo]
+    next_after: int | None  # pass as `after` for the next page; null on the last one
+
+
+def chunk_page(job_id: str, records: list[ChunkRecord], limit: int) -> ChunkPage:
+    fields = set(ChunkInfo.model_fields)
+    chunks = [ChunkInfo(**{k: v for k, v in vars(c).items() if k in fields}) for c in records]
+    full = len(chunks) == limit
+    return ChunkPage(job_id=job_id, chunks=chunks, next_after=chunks[-1].index if full else None)

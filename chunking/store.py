@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chunking.spec import JobSpec
-from chunking.status import ChunkRecord, ItemResult, JobRecord, JobStatus, Path
+from chunking.status import ChunkRecord, ChunkState, ItemResult, JobRecord, JobStatus, Path
+from chunking.workload import ChunkUsage
 
 
 class JobConflictError(Exception):
@@ -29,8 +30,13 @@ class JobStore(Protocol):
     def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
         """Insert a `queued` job, or return the existing one; the bool says if it was created.
 
+        Its items are the spec's, or 0 until `set_plan` (a workload that counts its input).
         Raises JobConflictError when the job_id exists with a different spec.
         """
+        ...
+
+    def set_plan(self, job_id: str, total_items: int) -> bool:
+        """Record the items (and so the chunks) of a job not started yet; False otherwise."""
         ...
 
     def get_job(self, job_id: str) -> JobRecord | None: ...
@@ -59,10 +65,15 @@ class JobStore(Protocol):
         """Put a job that failed before it started back to `queued`; False if it had started."""
         ...
 
-    def begin_attempt(self, job_id: str, chunk_index: int) -> int | None:
-        """Count an attempt at a chunk and return its number (1-based).
+    def begin_attempt(
+        self, job_id: str, chunk_index: int, *, continuation: bool = False
+    ) -> int | None:
+        """Count an attempt at a chunk (on the job's tally too) and return its number (1-based).
 
-        Returns None when the chunk is already settled: the caller must not run it again.
+        `continuation`: a run going on where one that ran out of budget stopped; it is counted
+        as a continuation, not an attempt, and the current attempt's number is returned.
+        Returns None when the chunk is already settled (or, for a continuation, unknown): the
+        caller must not run it again.
         """
         ...
 
@@ -76,8 +87,10 @@ class JobStore(Protocol):
         latency_ms: float | None = None,
         error: str | None = None,
         begun_only: bool = False,
+        usage: ChunkUsage | None = None,
     ) -> Settlement:
-        """Record a chunk's outcome once per (job_id, chunk_index), whatever the deliveries.
+        """Record a chunk's outcome once per (job_id, chunk_index), whatever the deliveries,
+        and add it to the job's tally in the same write.
 
         `begun_only`: record it only for a chunk whose attempt has begun (never create one).
         """
@@ -103,7 +116,14 @@ class JobStore(Protocol):
         """The results kept for a chunk's items, in item order."""
         ...
 
-    def chunks(self, job_id: str) -> list[ChunkRecord]: ...
+    def chunk_page(
+        self, job_id: str, state: ChunkState | None, after: int, limit: int
+    ) -> list[ChunkRecord]:
+        """Up to `limit` of the job's chunks with an index above `after` (and in `state`, when
+        given), in index order: the chunks endpoint's pages, read in O(limit)."""
+        ...
+
+    def chunk(self, job_id: str, chunk_index: int) -> ChunkRecord | None: ...
 
     def settled_since(self, job_id: str, after_seq: int) -> list[ChunkRecord]:
         """The chunks settled after settlement number `after_seq`, in the order they settled.
@@ -113,4 +133,10 @@ class JobStore(Protocol):
         """
         ...
 
-    def status(self, job_id: str) -> JobStatus | None: ...
+    def status(self, job_id: str) -> JobStatus | None:
+        """The status JSON, from the job's row alone: no chunk or item is read."""
+        ...
+
+    def status_of(self, job: JobRecord) -> JobStatus:
+        """The status JSON of a job already read (e.g. by list_jobs): no read at all."""
+        ...

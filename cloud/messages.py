@@ -23,6 +23,28 @@ class ChunkMessage(BaseModel):
     kind: Literal["chunk"] = "chunk"
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     chunk_index: int = Field(ge=0)
+    # n > 0: the n-th run going on where one that ran out of budget stopped (a fresh message,
+    # so its receive count, and with it the chunk's retries, starts again).
+    continuation: int = Field(0, ge=0)
+
+
+class PlanMessage(BaseModel):
+    """Count (and index) a job's items, then start it: the job's first durable unit when its
+    spec does not say how many items it has. `resume` goes on where the last one stopped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["plan"] = "plan"
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    resume: dict[str, int] | None = None
+
+
+class FinishMessage(BaseModel):
+    """Every chunk of the job has settled: leave its results behind (the llm workload's merged
+    output), then announce it. Idempotent, so a redelivery is harmless."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["finish"] = "finish"
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
 
 
 class RangeMessage(BaseModel):
@@ -43,7 +65,7 @@ class CallbackMessage(BaseModel):
     job_id: str = Field(pattern=JOB_ID_PATTERN)
 
 
-QueueMessage = ChunkMessage | RangeMessage | CallbackMessage
+QueueMessage = ChunkMessage | RangeMessage | CallbackMessage | PlanMessage | FinishMessage
 _parser: TypeAdapter[QueueMessage] = TypeAdapter(
     Annotated[QueueMessage, Field(discriminator="kind")]
 )

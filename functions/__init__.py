@@ -6,6 +6,7 @@ import inngest
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from functions.bad_long_job import bad_long_job
+from functions.finish_job import finish_job
 from functions.process_chunk import process_chunk
 from functions.send_callback import send_callback
 from functions.start_job import start_job
@@ -15,6 +16,7 @@ ALL_FUNCTIONS: list[inngest.Function] = [  # type: ignore[type-arg]
     bad_long_job,
     start_job,
     process_chunk,
+    finish_job,
     trigger_aws_sam_job,
     send_callback,
 ]

@@ -15,6 +15,7 @@ START_JOB = "demo/start_job"
 PROCESS_CHUNK = "demo/process_chunk"
 TRIGGER_AWS_SAM_JOB = "demo/trigger_aws_sam_job"
 JOB_COMPLETED = "demo/job_completed"
+FINISH_JOB = "demo/finish_job"
 JOB_CANCELLED = "demo/job_cancelled"
 
 # Inngest cancels a waiting or running run of a job's functions when this event names its job.
@@ -42,15 +43,26 @@ TENANT_KEY = "event.data.tenant"
 
 
 def chunk_event(
-    job_id: str, chunk_index: int, priority: str = "normal", tenant: str = "default"
+    job_id: str,
+    chunk_index: int,
+    priority: str = "normal",
+    tenant: str = "default",
+    continuation: int = 0,
 ) -> inngest.Event:
-    """The chunk's job, index, and what Inngest's priority and per-tenant limit read."""
-    return inngest.Event(
-        name=PROCESS_CHUNK,
-        id=f"{job_id}-chunk-{chunk_index}",
-        data={"job_id": job_id, "chunk_index": chunk_index, "priority": priority,
-              "tenant": tenant},
-    )  # fmt: skip
+    """The chunk's job, index, and what Inngest's priority and per-tenant limit read;
+    `continuation` n > 0 for the n-th run going on where one out of budget stopped."""
+    data: dict[str, Any] = {"job_id": job_id, "chunk_index": chunk_index, "priority": priority,
+                            "tenant": tenant}  # fmt: skip
+    event_id = f"{job_id}-chunk-{chunk_index}"
+    if continuation:
+        data["continuation"] = continuation
+        event_id += f"-continued-{continuation}"
+    return inngest.Event(name=PROCESS_CHUNK, id=event_id, data=data)
+
+
+def finish_job_event(job_id: str) -> inngest.Event:
+    """Every chunk has settled: the job's finishing unit (its output, then its announcement)."""
+    return inngest.Event(name=FINISH_JOB, id=f"{job_id}-finish", data={"job_id": job_id})
 
 
 def job_cancelled_event(job_id: str) -> inngest.Event:

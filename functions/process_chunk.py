@@ -1,8 +1,12 @@
-"""demo/process_chunk: one chunk per run, retried by Inngest, its outcome recorded once."""
+"""demo/process_chunk: one chunk per run, retried by Inngest, its outcome recorded once.
+
+A run that stopped to respect its budget (having made progress) sends the chunk's next run as
+a fresh event (a continuation: no retry spent); the run whose chunk finished the job sends
+demo/finish_job, the job's finishing unit (functions.finish_job).
+"""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import inngest
@@ -19,7 +23,8 @@ from functions.events import (
     PRIORITY_EXPRESSION,
     PROCESS_CHUNK,
     TENANT_KEY,
-    job_completed_event,
+    chunk_event,
+    finish_job_event,
 )
 
 settings = get_settings()
@@ -32,6 +37,7 @@ class ChunkRef(BaseModel):
     # Read by Inngest (priority, per-tenant concurrency), not by the chunk itself.
     priority: Priority = "normal"
     tenant: str = Field("default", pattern=JOB_ID_PATTERN)
+    continuation: int = Field(0, ge=0)
 
 
 def parse_chunk_ref(data: object) -> ChunkRef:
@@ -43,7 +49,9 @@ def parse_chunk_ref(data: object) -> ChunkRef:
         ) from err
 
 
-async def run_chunk_step(job_id: str, index: int, platform_attempt: int) -> dict[str, Any]:
+async def run_chunk_step(
+    job_id: str, index: int, platform_attempt: int, continuation: int = 0
+) -> dict[str, Any]:
     """The "run-chunk" step: the core's attempt, its errors mapped to Inngest's retries."""
     last_attempt = platform_attempt >= settings.chunk_retries
     # PermanentError here means the job or chunk does not exist: nothing to record.
@@ -51,21 +59,26 @@ async def run_chunk_step(job_id: str, index: int, platform_attempt: int) -> dict
         outcome = await attempt_chunk(
             get_store(), job_id, index,
             last_attempt=last_attempt, budget_s=get_settings().inngest_step_budget_s,
+            continuation=continuation,
         )  # fmt: skip
     return outcome.as_dict()
 
 
-async def send_job_completed(job_id: str) -> str:
-    """Send demo/job_completed with the job's final status JSON as its data."""
-    status = await asyncio.to_thread(get_store().status, job_id)
-    if status is None:
-        raise inngest.NonRetriableError(f"job_id {job_id!r} vanished from the job store")
-    await inngest_client.send(job_completed_event(status.model_dump(mode="json")))
-    return status.status
+async def send_finish(job_id: str) -> None:
+    await inngest_client.send(finish_job_event(job_id))
 
 
-async def emit_completion(ctx: inngest.Context, job_id: str) -> None:
-    await ctx.step.run("emit-job-completed", send_job_completed, job_id)
+async def start_finishing(ctx: inngest.Context, job_id: str) -> None:
+    await ctx.step.run("finish-job", send_finish, job_id)
+
+
+async def send_continuation(ref: dict[str, Any]) -> int:
+    data = ChunkRef.model_validate(ref)
+    n = data.continuation + 1
+    await inngest_client.send(
+        chunk_event(data.job_id, data.chunk_index, data.priority, data.tenant, continuation=n)
+    )
+    return n
 
 
 async def record_failure(job_id: str, index: int, error: str) -> dict[str, Any]:
@@ -82,7 +95,7 @@ async def record_run_failure(ctx: inngest.Context) -> None:
         "record-run-failure", record_failure, ref.job_id, ref.chunk_index, f"run failed: {message}"
     )
     if outcome["recorded"] and outcome["job_finished"]:
-        await emit_completion(ctx, ref.job_id)
+        await start_finishing(ctx, ref.job_id)
 
 
 @inngest_client.create_function(
@@ -101,10 +114,13 @@ async def record_run_failure(ctx: inngest.Context) -> None:
 async def process_chunk(ctx: inngest.Context) -> dict[str, Any]:
     ref = parse_chunk_ref(ctx.event.data)
     outcome: dict[str, Any] = await ctx.step.run(
-        "run-chunk", run_chunk_step, ref.job_id, ref.chunk_index, ctx.attempt
+        "run-chunk", run_chunk_step, ref.job_id, ref.chunk_index, ctx.attempt, ref.continuation
     )
+    if outcome["outcome"] == "continued":
+        # Out of budget with its answers kept: the rest in a fresh run, no retry spent.
+        await ctx.step.run("continue-chunk", send_continuation, ref.model_dump())
     if outcome["job_finished"]:
-        await emit_completion(ctx, ref.job_id)
+        await start_finishing(ctx, ref.job_id)
     if outcome["outcome"] == "failed":
         # Settled and recorded: fail the run visibly, but never retry it.
         raise inngest.NonRetriableError(outcome["error"])

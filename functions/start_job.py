@@ -1,16 +1,24 @@
-"""demo/start_job: validate the spec, create (or adopt) the job record, fan out its chunks."""
+"""demo/start_job: the job's first durable unit. Adopt the job record, count (and index) its
+items in steps of one budget each (resumed where the last stopped), start it, fan out its chunks.
+
+A job whose spec says how many items it has is planned inside the first step; one that counts
+its input (llm) takes `plan-N` steps, so no request ever reads the input whole.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import asdict
 from typing import Any
 
 import inngest
 from pydantic import ValidationError
 
-from chunking import lifecycle
+from chunking import lifecycle, workload
 from chunking.api_errors import describe
 from chunking.planning import fan_out_batches
+from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.status import Path
 from chunking.store import JobConflictError
@@ -20,16 +28,29 @@ from functions.events import CANCEL_ON_JOB_CANCELLED, FAN_OUT_BATCH, START_JOB, 
 
 
 async def create_or_adopt_job(spec_data: dict[str, Any], path: Path = "local") -> dict[str, Any]:
-    """Create the job, or adopt the `queued` one that `POST /jobs` wrote; start it once."""
+    """Create the job, or adopt the `queued` one that `POST /jobs` wrote; plan it at once when
+    its spec says its items (nothing to read)."""
     # The job id is generated inside this step, so a replay of the function sees the same id.
     try:
         spec = JobSpec.model_validate(spec_data)
-        job, started = await asyncio.to_thread(lifecycle.adopt, get_store(), spec, path)
+        job = await asyncio.to_thread(lifecycle.adopt, get_store(), spec, path)
     except ValidationError as err:  # a bad input file is never worth a retry
         raise inngest.NonRetriableError(f"invalid JobSpec: {describe(err)}") from err
     except JobConflictError as err:
         raise inngest.NonRetriableError(str(err)) from err
-    return {"job_id": job.job_id, "total_chunks": job.total_chunks, "started": started}
+    if workload.of(job.spec).known_items(job.spec) is None:
+        return {"job_id": job.job_id, "planned": False}
+    return {"job_id": job.job_id, "planned": True, **await plan_job(job.job_id, None)}
+
+
+async def plan_job(job_id: str, resume: dict[str, int] | None) -> dict[str, Any]:
+    """One `plan-N` step: count and index within the step's budget, or pause to go on."""
+    deadline = time.monotonic() + get_settings().inngest_step_budget_s
+    try:
+        outcome = await asyncio.to_thread(lifecycle.plan, get_store(), job_id, resume, deadline)
+    except LookupError as err:
+        raise inngest.NonRetriableError(str(err)) from err
+    return asdict(outcome)
 
 
 async def send_chunk_events(
@@ -78,8 +99,16 @@ async def start_job(ctx: inngest.Context) -> dict[str, Any]:
     job = await ctx.step.run(
         "create-job", create_or_adopt_job, spec.model_dump(mode="json", exclude_unset=True)
     )
-    job_id, total_chunks = job["job_id"], job["total_chunks"]
-    if not job["started"]:
+    job_id, planned = job["job_id"], job
+    steps = 0
+    while not planned.get("planned", True) or planned.get("resume"):
+        # Each step makes progress (the index grows), so this ends; Inngest bounds the steps.
+        steps += 1
+        planned = await ctx.step.run(f"plan-{steps}", plan_job, job_id, planned.get("resume"))
+    total_chunks = planned["total_chunks"]
+    if planned["failed"]:
+        return {"job_id": job_id, "failed": planned["failed"]}
+    if not planned["started"]:
         # Already started by an earlier event with this job_id: one job, one fan-out.
         return {"job_id": job_id, "total_chunks": total_chunks, "duplicate": True}
     send_steps = 0

@@ -10,26 +10,34 @@ with the same field names: the columns of `stores.sqlite`, the attributes of `st
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from chunking import workload
+from chunking.latency import LatencySummary
 from chunking.settings import get_settings
-from chunking.spec import JobSpec
+from chunking.spec import JobSpec, chunk_count
 from chunking.status import (
+    FAILED_ERROR_MAX_CHARS,
+    FAILED_HEAD_MAX,
     ChunkRecord,
+    ChunkState,
+    FailedChunk,
     ItemResult,
     JobRecord,
     JobState,
     JobStatus,
     Path,
+    Progress,
+    Tally,
     build_status,
-    usage_from,
 )
 from chunking.store import JobConflictError, Settlement
+from chunking.workload import ChunkUsage
 
 Row = Mapping[str, Any]  # a stored row: absent and null fields alike read as None
 Field = str | int | float | None  # a stored value; None clears the field
@@ -62,6 +70,95 @@ FAILED_BEFORE_START = JobGuard(failed_unstarted=True)
 COMPLETE = JobGuard(states=("running",), all_settled=True)
 # The job-row fields that say whether it may finish, and which chunk finished it.
 PROGRESS_FIELDS = ("state", "chunks_settled", "total_chunks", "settled_by")
+# The job's tally: counters only ever added to (concurrent writers commute)...
+COUNTERS = ("chunks_settled", "chunks_succeeded", "chunks_failed", "chunks_running",
+            "chunks_begun", "attempts", "items_processed", "prompt_tokens",
+            "completion_tokens", "items_failed")  # fmt: skip
+# ... and fields recomputed from the row read in the same guarded write (`version` guards it).
+SUMMARIES = ("latency", "failed_head", "events_seq", "version")
+
+
+@dataclass(frozen=True)
+class TallyChange:
+    """How one write changes the job's row, and what it leaves on the chunk's row."""
+
+    add: dict[str, int]  # counters added to
+    put: dict[str, Field]  # fields replaced, computed from the job row the write read
+    chunk: dict[str, Field]  # the chunk row's fields this write also sets
+
+
+def attempt_change(previous_attempts: int | None) -> dict[str, int]:
+    """The tally's counters after an attempt begins at a chunk with `previous_attempts`
+    (None: the chunk had no row, so it starts running now)."""
+    return {
+        "attempts": 1,
+        "chunks_begun": 1 if not previous_attempts else 0,
+        "chunks_running": 1 if previous_attempts is None else 0,
+    }
+
+
+def _version(job: Row) -> int:
+    return int(job.get("version") or 0)
+
+
+def _failed_head(job: Row) -> list[dict[str, Any]]:
+    return list(json.loads(job.get("failed_head") or "[]"))
+
+
+def settle_change(
+    job: Row, was_running: bool, attempts: int, outcome: Mapping[str, Field]
+) -> TallyChange:
+    """Settling a chunk (running, or never begun) with `outcome`: counted, numbered, summed."""
+    succeeded = outcome["state"] == "succeeded"
+    add = {
+        "chunks_settled": 1,
+        "chunks_succeeded" if succeeded else "chunks_failed": 1,
+        "chunks_running": -1 if was_running else 0,
+        "items_processed": int(outcome.get("items") or 0),
+        "prompt_tokens": int(outcome.get("prompt_tokens") or 0),
+        "completion_tokens": int(outcome.get("completion_tokens") or 0),
+        "items_failed": int(outcome.get("items_failed") or 0),
+    }
+    seq = int(job.get("events_seq") or 0) + 1
+    put: dict[str, Field] = {"events_seq": seq, "version": _version(job) + 1}
+    if (latency_ms := outcome.get("latency_ms")) is not None:
+        summary = LatencySummary.load(job.get("latency"))
+        summary.add(float(latency_ms))
+        put["latency"] = summary.dump()
+    head = _failed_head(job)
+    if not succeeded and len(head) < FAILED_HEAD_MAX:
+        error = str(outcome.get("error") or "unknown")[:FAILED_ERROR_MAX_CHARS]
+        head.append({"index": outcome["chunk_index"], "error": error, "attempts": attempts})
+        put["failed_head"] = json.dumps(head)
+    progress = {
+        name: _int(job.get(name)) or 0
+        for name in ("chunks_settled", "chunks_succeeded", "chunks_failed", "items_processed")
+    }
+    for name in progress:
+        progress[name] += add.get(name, 0)
+    return TallyChange(add, put, {"seq": seq, "progress": json.dumps(progress)})
+
+
+def reopen_change(job: Row, chunk: Row) -> TallyChange:
+    """Undoing a failed chunk's outcome (it runs again): what its settlement added goes."""
+    add = {
+        "chunks_settled": -1,
+        "chunks_failed": -1,
+        "chunks_running": 1,
+        "prompt_tokens": -int(chunk.get("prompt_tokens") or 0),
+        "completion_tokens": -int(chunk.get("completion_tokens") or 0),
+        "items_failed": -int(chunk.get("items_failed") or 0),
+    }
+    put: dict[str, Field] = {"version": _version(job) + 1}
+    if (latency_ms := chunk.get("latency_ms")) is not None:
+        summary = LatencySummary.load(job.get("latency"))
+        summary.remove(float(latency_ms))
+        put["latency"] = summary.dump()
+    head = _failed_head(job)
+    kept = [entry for entry in head if entry["index"] != int(chunk["chunk_index"])]
+    if len(kept) != len(head):
+        put["failed_head"] = json.dumps(kept)
+    return TallyChange(add, put, {})
 
 
 def stored_time(moment: datetime) -> str:
@@ -96,6 +193,12 @@ def job_record(row: Row) -> JobRecord:
         error=row.get("error"),
         settled_by=_int(row.get("settled_by")),
         output_uri=row.get("output_uri"),
+        total_items=int(row.get("total_items") or 0),
+        tally=Tally(
+            **{name: int(row.get(name) or 0) for name in COUNTERS},
+            latency=LatencySummary.load(row.get("latency")),
+            failed_head=tuple(FailedChunk(**entry) for entry in _failed_head(row)),
+        ),
     )
 
 
@@ -108,6 +211,11 @@ def chunk_record(row: Row) -> ChunkRecord:
         latency_ms=_float(row.get("latency_ms")),
         error=row.get("error"),
         seq=_int(row.get("seq")),
+        prompt_tokens=int(row.get("prompt_tokens") or 0),
+        completion_tokens=int(row.get("completion_tokens") or 0),
+        items_failed=int(row.get("items_failed") or 0),
+        continuations=int(row.get("continuations") or 0),
+        progress=Progress(**json.loads(row["progress"])) if row.get("progress") else None,
     )
 
 
@@ -121,6 +229,7 @@ def item_result(row: Row) -> ItemResult:
         prompt_tokens=int(row.get("prompt_tokens") or 0),
         completion_tokens=int(row.get("completion_tokens") or 0),
         latency_ms=_float(row.get("latency_ms")),
+        output_uri=row.get("output_uri"),
     )
 
 
@@ -129,6 +238,7 @@ def item_row(result: ItemResult) -> dict[str, Field]:
         "item_index": result.index, "chunk_index": result.chunk_index, "id": result.id,
         "output": result.output, "error": result.error, "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens, "latency_ms": result.latency_ms,
+        "output_uri": result.output_uri,
     }  # fmt: skip
 
 
@@ -146,21 +256,18 @@ class BaseJobStore(ABC):
         """The newest jobs' rows, newest first."""
 
     @abstractmethod
-    def _chunk_rows(self, job_id: str) -> list[Row]:
-        """The job's chunk rows, in chunk order."""
+    def _chunk_rows(
+        self, job_id: str, state: ChunkState | None, after: int, limit: int
+    ) -> list[Row]:
+        """Up to `limit` chunk rows with an index above `after` (in `state`), in index order."""
 
     @abstractmethod
     def _settled_rows(self, job_id: str, after_seq: int) -> list[Row]:
         """The chunk rows whose settlement is numbered after `after_seq`, in that order."""
 
     @abstractmethod
-    def _item_rows(self, job_id: str, chunk_index: int | None) -> list[Row]:
-        """A chunk's item rows (or, with None, the whole job's), in item order."""
-
-    @contextmanager
-    def _snapshot(self) -> Iterator[None]:
-        """Several reads that must agree (a store without read transactions reads each fresh)."""
-        yield
+    def _item_rows(self, job_id: str, chunk_index: int) -> list[Row]:
+        """A chunk's item rows, in item order."""
 
     # --- the primitives: conditional writes ---
 
@@ -176,19 +283,21 @@ class BaseJobStore(ABC):
     def _record_outcome(
         self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
     ) -> bool:
-        """Settle a running chunk (or one never begun, unless `begun_only`) with `outcome`,
-        count it on the job and give it the job's next settlement number (`seq`), all at once.
-        False, and nothing written, when the chunk was already settled or never begun."""
+        """Settle a running chunk (or one never begun, unless `begun_only`) with `outcome` and
+        apply `settle_change` to the job's row, all in one atomic write. False, and nothing
+        written, when the chunk was already settled or never begun."""
 
     @abstractmethod
     def _insert_item(self, job_id: str, row: Mapping[str, Field]) -> bool:
         """Keep an item's row unless one exists for its index; True when kept."""
 
     @abstractmethod
-    def begin_attempt(self, job_id: str, chunk_index: int) -> int | None: ...
+    def _begin(self, job_id: str, chunk_index: int, continuation: bool) -> int | None:
+        """begin_attempt, in the store's terms (`attempt_change` on the job's tally)."""
 
     @abstractmethod
-    def reopen_chunk(self, job_id: str, chunk_index: int) -> bool: ...
+    def _reopen(self, job_id: str, chunk_index: int) -> bool:
+        """Make a failed chunk running again, applying `reopen_change`, atomically."""
 
     # --- the protocol, written once ---
 
@@ -200,10 +309,12 @@ class BaseJobStore(ABC):
 
     def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
         spec_json = spec.model_copy(update={"job_id": job_id}).model_dump_json()
+        items = workload.of(spec).known_items(spec) or 0
         row: dict[str, Field] = {
             "job_id": job_id, "path": path, "spec": spec_json, "state": "queued",
-            "total_chunks": spec.total_chunks, "chunks_settled": 0,
+            "total_items": items, "total_chunks": chunk_count(items, spec.chunk_size),
             "created_at": self._now_stored(),
+            **dict.fromkeys(COUNTERS, 0), "events_seq": 0, "version": 0,
         }  # fmt: skip
         if self._insert_job(row):
             return job_record(row), True
@@ -214,6 +325,14 @@ class BaseJobStore(ABC):
                 f"job_id {job_id!r} is already used by a different job; choose another job_id"
             )
         return job, False  # the same job again: an idempotent repeat
+
+    def set_plan(self, job_id: str, total_items: int) -> bool:
+        job = self.get_job(job_id)
+        if job is None:
+            return False
+        chunks = chunk_count(total_items, job.spec.chunk_size)
+        changes = {"total_items": total_items, "total_chunks": chunks}
+        return self._update_job(job_id, NOT_STARTED, changes)
 
     def get_job(self, job_id: str) -> JobRecord | None:
         row = self._job_row(job_id)
@@ -243,6 +362,21 @@ class BaseJobStore(ABC):
     def set_output_uri(self, job_id: str, uri: str) -> None:
         self._update_job(job_id, ANY_STATE, {"output_uri": uri})
 
+    def begin_attempt(
+        self, job_id: str, chunk_index: int, *, continuation: bool = False
+    ) -> int | None:
+        return self._begin(job_id, chunk_index, continuation)
+
+    def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
+        if not self._reopen(job_id, chunk_index):
+            return False
+        # A finished job runs again; one that failed to start, or was cancelled, stays so.
+        changes: dict[str, Field] = {"state": "running", "finished_at": None, "settled_by": None,
+                                     "output_uri": None}  # fmt: skip
+        if not self._update_job(job_id, JobGuard(states=("finished",)), changes):
+            self._update_job(job_id, ANY_STATE, {"settled_by": None, "output_uri": None})
+        return True
+
     def settle_chunk(
         self,
         job_id: str,
@@ -253,12 +387,18 @@ class BaseJobStore(ABC):
         latency_ms: float | None = None,
         error: str | None = None,
         begun_only: bool = False,
+        usage: ChunkUsage | None = None,
     ) -> Settlement:
+        usage = usage or ChunkUsage()
         outcome: dict[str, Field] = {
+            "chunk_index": chunk_index,
             "state": "succeeded" if succeeded else "failed",
             "items": items if succeeded else 0,
             "latency_ms": latency_ms,
             "error": error,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "items_failed": usage.items_failed,
         }
         # Already settled? Or (begun_only: its job was cancelled) never begun? The store's
         # conditional write refuses both, and counts nothing; otherwise it records the outcome.
@@ -292,18 +432,21 @@ class BaseJobStore(ABC):
     def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:
         return [item_result(row) for row in self._item_rows(job_id, chunk_index)]
 
-    def chunks(self, job_id: str) -> list[ChunkRecord]:
-        return [chunk_record(row) for row in self._chunk_rows(job_id)]
+    def chunk_page(
+        self, job_id: str, state: ChunkState | None, after: int, limit: int
+    ) -> list[ChunkRecord]:
+        return [chunk_record(row) for row in self._chunk_rows(job_id, state, after, limit)]
+
+    def chunk(self, job_id: str, chunk_index: int) -> ChunkRecord | None:
+        found = self.chunk_page(job_id, None, chunk_index - 1, 1)
+        return found[0] if found and found[0].index == chunk_index else None
 
     def settled_since(self, job_id: str, after_seq: int) -> list[ChunkRecord]:
         return [chunk_record(row) for row in self._settled_rows(job_id, after_seq)]
 
     def status(self, job_id: str) -> JobStatus | None:
-        with self._snapshot():
-            job = self.get_job(job_id)
-            if job is None:
-                return None
-            chunks = self.chunks(job_id)
-            items = [item_result(row) for row in self._item_rows(job_id, None)]
-        usage = usage_from(items, get_settings().llm_prices)
-        return build_status(job, chunks, self.now(), usage)
+        job = self.get_job(job_id)
+        return None if job is None else self.status_of(job)
+
+    def status_of(self, job: JobRecord) -> JobStatus:
+        return build_status(job, self.now(), get_settings().llm_prices)

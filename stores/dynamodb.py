@@ -4,10 +4,14 @@ Keys: `job_id` (partition) and `sk`: "JOB"; "CHUNK#000042" per chunk; "ITEM#0000
 per kept item result; "SETTLED#000000007" per settlement, naming the chunk that settled under
 that number (the progress stream reads what settled after a number without reading the rest).
 Job items also carry `gsi1pk` = "JOB" so the sparse index `by_created` lists recent jobs without
-scanning chunks. Every decision that could race (first outcome of a chunk and its number,
-finishing the job) is a conditional write, so redeliveries and concurrent workers never count
-anything twice. The decisions themselves are `stores.base`'s; this module states them in
-DynamoDB's terms.
+scanning chunks; chunk items carry `chunk_state` = "failed#000042" so the sparse index
+`by_state` pages through a job's chunks in one state without reading the others.
+
+Every decision that could race (a chunk's attempt, its outcome and number, the job's tally,
+finishing the job) is one conditional write or transaction: what it changes was read, and the
+write applies only if that is still so (the chunk's state and attempts, the job's `version`);
+otherwise it reads again. Redeliveries and concurrent workers never count anything twice. The
+decisions themselves are `stores.base`'s; this module states them in DynamoDB's terms.
 """
 
 from __future__ import annotations
@@ -23,19 +27,47 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from stores.base import BaseJobStore, Field, JobGuard, Row
+from chunking.status import ChunkState
+from stores.base import (
+    COUNTERS,
+    SUMMARIES,
+    BaseJobStore,
+    Field,
+    JobGuard,
+    Row,
+    attempt_change,
+    reopen_change,
+    settle_change,
+)
+
+# What a settlement, an attempt or a reopen reads of the job's row and the chunk's.
+TALLY_READ = tuple(
+    dict.fromkeys(("sk", "chunk_index", "state", "attempts", "latency_ms", *COUNTERS, *SUMMARIES))
+)
+
+# What a guarded write's plan gives: the transaction (none: nothing to write) and its result.
+Planned = tuple[list[dict[str, Any]], Any]
 
 JOB_SK = "JOB"
+CHUNK = "CHUNK#"
 SETTLED = "SETTLED#"
 LIST_INDEX = "by_created"
+STATE_INDEX = "by_state"
 BATCH_GET_MAX = 100  # keys per BatchGetItem
-# Tries at numbering one settlement while other settlements of the job take the next number.
-NUMBERING_TRIES = 50
+# Tries at one guarded write while other writers change what it read (the job's tally).
+WRITE_TRIES = 50
+# Why a transaction may be cancelled when another writer got there first: read and try again.
+RACES = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
 _ser, _de = TypeSerializer(), TypeDeserializer()
 
 
 def chunk_sk(index: int) -> str:
-    return f"CHUNK#{index:06d}"
+    return f"{CHUNK}{index:06d}"
+
+
+def state_key(state: str, index: int) -> str:
+    """The chunk's key in the `by_state` index."""
+    return f"{state}#{index:06d}"
 
 
 def item_prefix(chunk_index: int) -> str:
@@ -79,14 +111,18 @@ def _cancelled_by(err: ClientError) -> list[str]:
     return [reason.get("Code", "None") for reason in err.response.get("CancellationReasons", [])]
 
 
-def _assignments(changes: Mapping[str, Field], *also: str) -> tuple[str, dict[str, Field]]:
+def _assignments(
+    changes: Mapping[str, Field], *also: str, add: Mapping[str, int] | None = None
+) -> tuple[str, dict[str, Field]]:
     """Changes as an update expression (SET what has a value, REMOVE what is cleared; `also`:
-    more SET clauses), and the values it names."""
+    more SET clauses; `add`: counters added to), and the values it names."""
     sets = [f"#{field} = :{field}" for field, value in changes.items() if value is not None]
     removes = [f"#{field}" for field, value in changes.items() if value is None]
+    adds = {f"add_{field}": n for field, n in (add or {}).items() if n}
     clauses = [f"SET {', '.join([*sets, *also])}"] if sets or also else []
     clauses += [f"REMOVE {', '.join(removes)}"] if removes else []
-    return " ".join(clauses), {f: v for f, v in changes.items() if v is not None}
+    clauses += [f"ADD {', '.join(f'#{name[4:]} :{name}' for name in adds)}"] if adds else []
+    return " ".join(clauses), {**{f: v for f, v in changes.items() if v is not None}, **adds}
 
 
 def _condition(guard: JobGuard) -> tuple[str, dict[str, Field]]:
@@ -177,12 +213,27 @@ class DynamoJobStore(BaseJobStore):
         )
         return [_item(raw) for page in pages for raw in page["Items"]]
 
-    def _chunk_rows(self, job_id: str) -> list[Row]:
-        return self._query(job_id, "begins_with(sk, :prefix)", prefix="CHUNK#")
+    def _chunk_rows(
+        self, job_id: str, state: ChunkState | None, after: int, limit: int
+    ) -> list[Row]:
+        # "~" sorts after every digit: the range is every chunk (in `state`) after `after`.
+        args: dict[str, Any] = {"TableName": self.table, "Limit": limit}
+        if state is None:
+            first, last, key = chunk_sk(after + 1), CHUNK + "~", "sk"
+            args["ConsistentRead"] = True
+        else:
+            # A global index is eventually consistent: a page may lag a settlement by moments.
+            first, last, key = state_key(state, after + 1), f"{state}#~", "chunk_state"
+            args["IndexName"] = STATE_INDEX
+        found = self.db.query(
+            **args,
+            KeyConditionExpression=f"job_id = :job AND {key} BETWEEN :first AND :last",
+            ExpressionAttributeValues=_values(job=job_id, first=first, last=last),
+        )
+        return [_item(raw) for raw in found["Items"]]
 
-    def _item_rows(self, job_id: str, chunk_index: int | None) -> list[Row]:
-        prefix = "ITEM#" if chunk_index is None else item_prefix(chunk_index)
-        return self._query(job_id, "begins_with(sk, :prefix)", prefix=prefix)
+    def _item_rows(self, job_id: str, chunk_index: int) -> list[Row]:
+        return self._query(job_id, "begins_with(sk, :prefix)", prefix=item_prefix(chunk_index))
 
     def _settled_rows(self, job_id: str, after_seq: int) -> list[Row]:
         # "~" sorts after every digit: the range is every settlement numbered after after_seq.
@@ -194,12 +245,20 @@ class DynamoJobStore(BaseJobStore):
         settled = [row for row in chunks if row.get("seq") is not None and row["seq"] > after_seq]
         return sorted(settled, key=lambda row: int(row["seq"]))
 
-    def _get_rows(self, job_id: str, sks: list[str]) -> list[Row]:
-        """The job's rows with these sort keys (those that exist), in no particular order."""
+    def _get_rows(self, job_id: str, sks: list[str], fields: tuple[str, ...] = ()) -> list[Row]:
+        """The job's rows with these sort keys (those that exist; only `fields`, when named),
+        in no particular order."""
         rows: list[Row] = []
+        projection: dict[str, Any] = {}
+        if fields:
+            expression = ", ".join(f"#{field}" for field in fields)
+            projection = {"ProjectionExpression": expression,
+                          "ExpressionAttributeNames": _names(expression)}  # fmt: skip
         for start in range(0, len(sks), BATCH_GET_MAX):
             keys = [self._key(job_id, sk) for sk in sks[start : start + BATCH_GET_MAX]]
-            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            request: dict[str, Any] = {
+                self.table: {"Keys": keys, "ConsistentRead": True, **projection}
+            }
             for backoff_s in (0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6):
                 time.sleep(backoff_s)  # only before retrying keys DynamoDB left unprocessed
                 found = self.db.batch_get_item(RequestItems=request)
@@ -226,100 +285,138 @@ class DynamoJobStore(BaseJobStore):
         op = self._update_op(job_id, JOB_SK, expression, condition, **values, **guard_values)
         return self._applied(self.db.update_item, **op)
 
-    def begin_attempt(self, job_id: str, chunk_index: int) -> int | None:
-        op = self._update_op(
-            job_id, chunk_sk(chunk_index),
-            "SET #state = if_not_exists(#state, :running), #chunk_index = :index"
-            " ADD #attempts :one",
-            "attribute_not_exists(sk) OR #state = :running",
-            running="running", index=chunk_index, one=1,
-        )  # fmt: skip
-        try:
-            found = self.db.update_item(**op, ReturnValues="UPDATED_NEW")
-        except ClientError as err:
-            if _condition_failed(err):
-                return None  # already settled
-            raise
-        return int(_item(found["Attributes"])["attempts"])
+    def _transact_until_applied(self, job_id: str, what: str, plan: Callable[[], Planned]) -> Any:
+        """Read, decide and write (`plan`: the transaction and its result, or no transaction
+        and the result); when another writer changed what was read, read again."""
+        for tries in range(WRITE_TRIES):
+            if tries:
+                # Back off a little, jittered, so the writers of one busy job stop colliding.
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**tries)))
+            items, result = plan()
+            if not items:
+                return result
+            try:
+                self.db.transact_write_items(TransactItems=items)
+                return result
+            except ClientError as err:
+                reasons = _cancelled_by(err)
+                if not reasons or not set(reasons) <= RACES:
+                    raise
+        raise RuntimeError(f"job {job_id}: {what} lost {WRITE_TRIES} races to other writers")
+
+    def _rows(self, job_id: str, chunk_index: int) -> tuple[Row | None, Row | None]:
+        """The job's tally and the chunk's row, read together (consistently); not the job's
+        spec, which may be far bigger than what a write needs (reads are billed by size)."""
+        keys = [JOB_SK, chunk_sk(chunk_index)]
+        found = {row["sk"]: row for row in self._get_rows(job_id, keys, TALLY_READ)}
+        return found.get(JOB_SK), found.get(chunk_sk(chunk_index))
+
+    def _job_update(self, job_id: str, job: Row, add: Mapping[str, int],
+                    put: Mapping[str, Field] | None = None) -> dict[str, Any]:  # fmt: skip
+        """The job's tally changed, if its version is still the one read."""
+        expression, values = _assignments(put or {}, add=add)
+        condition = "#version = :read_version"
+        version = int(job.get("version") or 0)
+        if version == 0:
+            condition = f"attribute_not_exists(#version) OR {condition}"
+        return self._update_op(
+            job_id, JOB_SK, expression, condition, **values, read_version=version
+        )
+
+    def _begin(self, job_id: str, chunk_index: int, continuation: bool) -> int | None:
+        sk = chunk_sk(chunk_index)
+
+        def plan() -> Planned:
+            job, chunk = self._rows(job_id, chunk_index)
+            if job is None:
+                raise LookupError(f"job {job_id}: no such job in the job table")
+            if chunk is not None and chunk["state"] != "running":
+                return [], None  # settled: never run (or count) it again
+            if continuation:
+                if chunk is None:
+                    return [], None
+                more = self._update_op(
+                    job_id, sk, "ADD #continuations :one", "#state = :running",
+                    one=1, running="running",
+                )  # fmt: skip
+                return [{"Update": more}], int(chunk["attempts"])
+            previous = None if chunk is None else int(chunk["attempts"])
+            if chunk is None:
+                row = {"job_id": job_id, "sk": sk, "chunk_index": chunk_index,
+                       "state": "running", "attempts": 1,
+                       "chunk_state": state_key("running", chunk_index)}  # fmt: skip
+                write: dict[str, Any] = {"Put": {
+                    "TableName": self.table, "Item": _attributes(row),
+                    "ConditionExpression": "attribute_not_exists(sk)",
+                }}  # fmt: skip
+            else:
+                write = {"Update": self._update_op(
+                    job_id, sk, "SET #attempts = :next",
+                    "#state = :running AND #attempts = :previous",
+                    next=previous + 1 if previous is not None else 1, previous=previous,
+                    running="running",
+                )}  # fmt: skip
+            expression, values = _assignments({}, add=attempt_change(previous))
+            counters = self._update_op(job_id, JOB_SK, expression, None, **values)
+            return [write, {"Update": counters}], (previous or 0) + 1
+
+        result: int | None = self._transact_until_applied(job_id, "an attempt", plan)
+        return result
 
     def _record_outcome(
         self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
     ) -> bool:
-        # Already settled? Refused. Never begun? Refused too when begun_only.
-        may_settle = "#state = :running"
-        if not begun_only:
-            may_settle = f"attribute_not_exists(sk) OR {may_settle}"
-        for tries in range(NUMBERING_TRIES):
-            if tries:
-                # Lost the number to a concurrent settlement: back off a little, jittered, so
-                # settlements of one busy job do not keep colliding.
-                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**tries)))
-            # The job's next number, taken only if no settlement took it meanwhile: numbers
-            # become visible in order, so the stream never passes over a late one.
-            seq = self._last_seq(job_id) + 1
-            try:
-                self.db.transact_write_items(
-                    TransactItems=self._settlement(job_id, chunk_index, outcome, may_settle, seq)
-                )
-                return True
-            except ClientError as err:
-                chunk, job, *_ = [*_cancelled_by(err), "None", "None"]
-                if chunk == "ConditionalCheckFailed":
-                    return False  # settled (or never begun): refused by the chunk's condition
-                if job != "ConditionalCheckFailed" and "TransactionConflict" not in (chunk, job):
-                    raise  # not a race for the number
-        raise RuntimeError(f"job {job_id}: chunk {chunk_index} lost {NUMBERING_TRIES} races")
+        sk = chunk_sk(chunk_index)
 
-    def _last_seq(self, job_id: str) -> int:
-        """The job's last settlement number; raises when there is no such job."""
-        row = self._job_row(job_id, "events_seq")
-        if row is None:
-            raise LookupError(f"job {job_id}: no such job in the job table")
-        return int(row.get("events_seq") or 0)
-
-    def _settlement(
-        self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], may_settle: str, seq: int
-    ) -> list[dict[str, Any]]:
-        """One transaction: the chunk's outcome under number `seq` (if `may_settle` holds), the
-        job's count and last number (if still `seq - 1`), and the number's marker."""
-        changes = {**outcome, "chunk_index": chunk_index, "seq": seq}
-        expression, values = _assignments(changes, "#attempts = if_not_exists(#attempts, :zero)")
-        settle = self._update_op(
-            job_id, chunk_sk(chunk_index), expression, may_settle,
-            **values, running="running", zero=0,
-        )  # fmt: skip
-        count = self._update_op(
-            job_id, JOB_SK,
-            "SET #events_seq = :seq ADD #chunks_settled :one",
-            "attribute_exists(job_id)"
-            " AND (attribute_not_exists(#events_seq) OR #events_seq = :last)",
-            seq=seq, one=1, last=seq - 1,
-        )  # fmt: skip
-        marker = {"job_id": job_id, "sk": settled_sk(seq), "chunk_index": chunk_index}
-        put = {"TableName": self.table, "Item": _attributes(marker)}
-        return [{"Update": settle}, {"Update": count}, {"Put": put}]
-
-    def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
-        try:
-            self.db.transact_write_items(
-                TransactItems=[
-                    {"Update": self._update_op(
-                        job_id, chunk_sk(chunk_index),
-                        "SET #state = :running REMOVE #error, #latency_ms, #seq",
-                        "#state = :failed",
-                        running="running", failed="failed",
-                    )},
-                    {"Update": self._update_op(
-                        job_id, JOB_SK,
-                        "ADD #chunks_settled :minus REMOVE #finished_at, #settled_by, #output_uri",
-                        minus=-1,
-                    )},
-                ]
+        def plan() -> Planned:
+            job, chunk = self._rows(job_id, chunk_index)
+            if job is None:
+                raise LookupError(f"job {job_id}: no such job in the job table")
+            # Already settled? Refused. Never begun? Refused too when begun_only.
+            if chunk is not None and chunk["state"] != "running":
+                return [], False
+            if chunk is None and begun_only:
+                return [], False
+            attempts = 0 if chunk is None else int(chunk["attempts"])
+            change = settle_change(job, chunk is not None, attempts, outcome)
+            fields = {**outcome, **change.chunk,
+                      "chunk_state": state_key(str(outcome["state"]), chunk_index)}  # fmt: skip
+            expression, values = _assignments(fields, "#attempts = if_not_exists(#attempts, :zero)")
+            # Numbers become visible in order (the job's version guards its events_seq), so the
+            # progress stream never passes over a late one.
+            may_settle = "attribute_not_exists(sk)" if chunk is None else "#state = :running"
+            settle = self._update_op(
+                job_id, sk, expression, may_settle, **values, zero=0,
+                **({} if chunk is None else {"running": "running"}),
             )  # fmt: skip
-        except ClientError as err:
-            if err.response["Error"]["Code"] == "TransactionCanceledException":
-                return False
-            raise
-        # A finished job runs again; one that failed to start, or was cancelled, stays so.
-        self._update_job(job_id, JobGuard(states=("finished",)), {"state": "running"})
-        return True
+            marker = {"job_id": job_id, "sk": settled_sk(int(change.chunk["seq"] or 0)),
+                      "chunk_index": chunk_index}  # fmt: skip
+            put = {"TableName": self.table, "Item": _attributes(marker)}
+            tally = self._job_update(job_id, job, change.add, change.put)
+            return [{"Update": settle}, {"Update": tally}, {"Put": put}], True
+
+        recorded: bool = self._transact_until_applied(job_id, f"chunk {chunk_index}", plan)
+        return recorded
+
+    def _reopen(self, job_id: str, chunk_index: int) -> bool:
+        sk = chunk_sk(chunk_index)
+
+        def plan() -> Planned:
+            job, chunk = self._rows(job_id, chunk_index)
+            if job is None or chunk is None or chunk["state"] != "failed":
+                return [], False
+            change = reopen_change(job, chunk)
+            reopen = self._update_op(
+                job_id, sk,
+                "SET #state = :running, #chunk_state = :key, #prompt_tokens = :zero,"
+                " #completion_tokens = :zero, #items_failed = :zero"
+                " REMOVE #error, #latency_ms, #seq, #progress",
+                "#state = :failed",
+                running="running", failed="failed", zero=0,
+                key=state_key("running", chunk_index),
+            )  # fmt: skip
+            tally = self._job_update(job_id, job, change.add, change.put)
+            return [{"Update": reopen}, {"Update": tally}], True
+
+        reopened: bool = self._transact_until_applied(job_id, "a reopen", plan)
+        return reopened

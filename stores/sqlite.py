@@ -9,7 +9,17 @@ from contextlib import contextmanager
 from pathlib import Path as FsPath
 from typing import Any
 
-from stores.base import BaseJobStore, Field, JobGuard, Row
+from chunking.status import ChunkState
+from stores.base import (
+    BaseJobStore,
+    Field,
+    JobGuard,
+    Row,
+    TallyChange,
+    attempt_change,
+    reopen_change,
+    settle_change,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -18,7 +28,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     spec TEXT NOT NULL,
     state TEXT NOT NULL,
     total_chunks INTEGER NOT NULL,
+    total_items INTEGER NOT NULL DEFAULT 0,
     chunks_settled INTEGER NOT NULL DEFAULT 0,
+    chunks_succeeded INTEGER NOT NULL DEFAULT 0,
+    chunks_failed INTEGER NOT NULL DEFAULT 0,
+    chunks_running INTEGER NOT NULL DEFAULT 0,
+    chunks_begun INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    items_processed INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    items_failed INTEGER NOT NULL DEFAULT 0,
+    latency TEXT,
+    failed_head TEXT,
+    version INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     started_at TEXT,
     finished_at TEXT,
@@ -37,6 +60,11 @@ CREATE TABLE IF NOT EXISTS chunks (
     latency_ms REAL,
     error TEXT,
     seq INTEGER,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    items_failed INTEGER NOT NULL DEFAULT 0,
+    continuations INTEGER NOT NULL DEFAULT 0,
+    progress TEXT,
     PRIMARY KEY (job_id, chunk_index)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS items (
@@ -49,22 +77,59 @@ CREATE TABLE IF NOT EXISTS items (
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
     completion_tokens INTEGER NOT NULL DEFAULT 0,
     latency_ms REAL,
+    output_uri TEXT,
     PRIMARY KEY (job_id, item_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS items_by_chunk ON items (job_id, chunk_index);
 """
 
 
+_COUNT = "INTEGER NOT NULL DEFAULT 0"
 # (table, column, type) added after the first release, for _migrate.
 ADDED_COLUMNS = [
     ("jobs", "output_uri", "TEXT"),
-    ("jobs", "events_seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "events_seq", _COUNT),
     ("chunks", "seq", "INTEGER"),
-]
+    *(("jobs", name, _COUNT) for name in (
+        "total_items", "chunks_succeeded", "chunks_failed", "chunks_running", "chunks_begun",
+        "attempts", "items_processed", "prompt_tokens", "completion_tokens", "items_failed",
+        "version")),
+    ("jobs", "latency", "TEXT"),
+    ("jobs", "failed_head", "TEXT"),
+    *(("chunks", name, _COUNT) for name in (
+        "prompt_tokens", "completion_tokens", "items_failed", "continuations")),
+    ("chunks", "progress", "TEXT"),
+    ("items", "output_uri", "TEXT"),
+]  # fmt: skip
 
+# A file from before the tally: each job's counters recounted once from its rows (the latency
+# summary and the failed chunks' head start empty: the chunks endpoint still lists them).
+RECOUNT = """
+UPDATE jobs SET
+    total_items = json_extract(spec, '$.total_items'),
+    chunks_succeeded = (SELECT count(*) FROM chunks c
+                        WHERE c.job_id = jobs.job_id AND c.state = 'succeeded'),
+    chunks_failed = (SELECT count(*) FROM chunks c
+                     WHERE c.job_id = jobs.job_id AND c.state = 'failed'),
+    chunks_running = (SELECT count(*) FROM chunks c
+                      WHERE c.job_id = jobs.job_id AND c.state = 'running'),
+    chunks_begun = (SELECT count(*) FROM chunks c WHERE c.job_id = jobs.job_id AND attempts > 0),
+    attempts = (SELECT coalesce(sum(attempts), 0) FROM chunks c WHERE c.job_id = jobs.job_id),
+    items_processed = (SELECT coalesce(sum(items), 0) FROM chunks c
+                       WHERE c.job_id = jobs.job_id AND c.state = 'succeeded'),
+    prompt_tokens = (SELECT coalesce(sum(prompt_tokens), 0) FROM items i
+                     WHERE i.job_id = jobs.job_id),
+    completion_tokens = (SELECT coalesce(sum(completion_tokens), 0) FROM items i
+                         WHERE i.job_id = jobs.job_id),
+    items_failed = (SELECT count(*) FROM items i WHERE i.job_id = jobs.job_id
+                    AND i.error IS NOT NULL)
+"""
 
-# Made after _migrate: a file from before `seq` existed has no column to index until then.
-SEQ_INDEX = "CREATE INDEX IF NOT EXISTS chunks_by_seq ON chunks (job_id, seq)"
+# Made after _migrate: a file from before a column existed has nothing to index until then.
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS chunks_by_seq ON chunks (job_id, seq)",
+    "CREATE INDEX IF NOT EXISTS chunks_by_state ON chunks (job_id, state, chunk_index)",
+)
 
 
 def _where(guard: JobGuard) -> tuple[str, list[Field]]:
@@ -102,11 +167,16 @@ class SqliteJobStore(BaseJobStore):
     def _migrate(self) -> None:
         """Add the columns later versions introduced to a file an earlier version created."""
         with self._tx() as db:
+            added = set()
             for table, column, ddl in ADDED_COLUMNS:
                 columns = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
                 if column not in columns:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
-            db.execute(SEQ_INDEX)
+                    added.add((table, column))
+            if ("jobs", "chunks_succeeded") in added:
+                db.execute(RECOUNT)
+            for index in INDEXES:
+                db.execute(index)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -132,11 +202,6 @@ class SqliteJobStore(BaseJobStore):
             raise
         conn.execute("COMMIT")
 
-    @contextmanager
-    def _snapshot(self) -> Iterator[None]:
-        with self._tx("DEFERRED"):
-            yield
-
     def _select(self, sql: str, *params: Any) -> list[Row]:
         return [dict(row) for row in self._conn().execute(sql, params).fetchall()]
 
@@ -149,17 +214,22 @@ class SqliteJobStore(BaseJobStore):
     def _recent_job_rows(self, limit: int) -> list[Row]:
         return self._select("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", limit)
 
-    def _chunk_rows(self, job_id: str) -> list[Row]:
-        return self._select("SELECT * FROM chunks WHERE job_id = ? ORDER BY chunk_index", job_id)
+    def _chunk_rows(
+        self, job_id: str, state: ChunkState | None, after: int, limit: int
+    ) -> list[Row]:
+        where, params = ("", ()) if state is None else (" AND state = ?", (state,))
+        return self._select(
+            f"SELECT * FROM chunks WHERE job_id = ?{where} AND chunk_index > ?"
+            " ORDER BY chunk_index LIMIT ?",
+            job_id, *params, after, limit,
+        )  # fmt: skip
 
     def _settled_rows(self, job_id: str, after_seq: int) -> list[Row]:
         return self._select(
             "SELECT * FROM chunks WHERE job_id = ? AND seq > ? ORDER BY seq", job_id, after_seq
         )
 
-    def _item_rows(self, job_id: str, chunk_index: int | None) -> list[Row]:
-        if chunk_index is None:
-            return self._select("SELECT * FROM items WHERE job_id = ? ORDER BY item_index", job_id)
+    def _item_rows(self, job_id: str, chunk_index: int) -> list[Row]:
         return self._select(
             "SELECT * FROM items WHERE job_id = ? AND chunk_index = ? ORDER BY item_index",
             job_id, chunk_index,
@@ -184,86 +254,96 @@ class SqliteJobStore(BaseJobStore):
             )
         return cur.rowcount == 1
 
-    def begin_attempt(self, job_id: str, chunk_index: int) -> int | None:
+    def _begin(self, job_id: str, chunk_index: int, continuation: bool) -> int | None:
+        key = (job_id, chunk_index)
         with self._tx() as db:
             row = db.execute(
-                "SELECT state, attempts FROM chunks WHERE job_id = ? AND chunk_index = ?",
-                (job_id, chunk_index),
+                "SELECT state, attempts FROM chunks WHERE job_id = ? AND chunk_index = ?", key
             ).fetchone()
+            if row is not None and row["state"] != "running":
+                return None  # settled: never run (or count) it again
+            if continuation:
+                if row is None:
+                    return None
+                db.execute(
+                    "UPDATE chunks SET continuations = continuations + 1"
+                    " WHERE job_id = ? AND chunk_index = ?",
+                    key,
+                )
+                return int(row["attempts"])
+            previous = None if row is None else int(row["attempts"])
             if row is None:
                 db.execute(
                     "INSERT INTO chunks (job_id, chunk_index, state, attempts)"
                     " VALUES (?, ?, 'running', 1)",
-                    (job_id, chunk_index),
+                    key,
                 )
-                return 1
-            if row["state"] != "running":
-                return None
-            db.execute(
-                "UPDATE chunks SET attempts = attempts + 1 WHERE job_id = ? AND chunk_index = ?",
-                (job_id, chunk_index),
-            )
-            return int(row["attempts"]) + 1
+            else:
+                db.execute(
+                    "UPDATE chunks SET attempts = attempts + 1"
+                    " WHERE job_id = ? AND chunk_index = ?",
+                    key,
+                )
+            _add(db, job_id, attempt_change(previous))
+            return (previous or 0) + 1
 
     def _record_outcome(
         self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
     ) -> bool:
         key = (job_id, chunk_index)
         with self._tx() as db:
-            # Already settled? Neither write applies. Never begun? Settled all the same,
-            # unless begun_only (its job was cancelled: a chunk never begun never will be).
-            recorded = self._settle_running(db, key, outcome) or (
-                not begun_only and self._settle_unbegun(db, key, outcome)
-            )
-            if recorded:
-                self._number_settlement(db, key)
-        return recorded
-
-    @staticmethod
-    def _settle_running(
-        db: sqlite3.Connection, key: tuple[str, int], outcome: Mapping[str, Field]
-    ) -> bool:
-        """Settle a chunk whose attempt has begun; False if it is settled (or unknown)."""
-        cur = db.execute(
-            f"UPDATE chunks SET {_assignments(outcome)}"
-            " WHERE job_id = ? AND chunk_index = ? AND state = 'running'",
-            (*outcome.values(), *key),
-        )
-        return cur.rowcount == 1
-
-    @staticmethod
-    def _settle_unbegun(
-        db: sqlite3.Connection, key: tuple[str, int], outcome: Mapping[str, Field]
-    ) -> bool:
-        """Settle a chunk that never ran: it starts at 0 attempts. False if it has a row."""
-        row = {"job_id": key[0], "chunk_index": key[1], "attempts": 0, **outcome}
-        return _insert_or_ignore(db, "chunks", row)
-
-    @staticmethod
-    def _number_settlement(db: sqlite3.Connection, key: tuple[str, int]) -> None:
-        """Count the settlement on the job and give it the job's next sequence number: the
-        progress stream's event ids, never reused (a reopened chunk settles under a new one)."""
-        [seq] = db.execute(
-            "UPDATE jobs SET chunks_settled = chunks_settled + 1, events_seq = events_seq + 1"
-            " WHERE job_id = ? RETURNING events_seq",
-            (key[0],),
-        ).fetchone()
-        db.execute("UPDATE chunks SET seq = ? WHERE job_id = ? AND chunk_index = ?", (seq, *key))
-
-    def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE chunks SET state = 'running', error = NULL, latency_ms = NULL, seq = NULL"
-                " WHERE job_id = ? AND chunk_index = ? AND state = 'failed'",
-                (job_id, chunk_index),
-            )
-            if cur.rowcount == 0:
+            row = db.execute(
+                "SELECT state, attempts FROM chunks WHERE job_id = ? AND chunk_index = ?", key
+            ).fetchone()
+            job = db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            # Already settled? Nothing applies. Never begun? Settled all the same, unless
+            # begun_only (its job was cancelled: a chunk never begun never will be).
+            if job is None or (row is not None and row["state"] != "running"):
                 return False
-            # A finished job runs again; one that failed to start, or was cancelled, stays so.
-            db.execute(
-                "UPDATE jobs SET chunks_settled = chunks_settled - 1, state = CASE state"
-                " WHEN 'finished' THEN 'running' ELSE state END,"
-                " finished_at = NULL, settled_by = NULL, output_uri = NULL WHERE job_id = ?",
-                (job_id,),
-            )
+            if row is None and begun_only:
+                return False
+            attempts = 0 if row is None else int(row["attempts"])
+            change = settle_change(dict(job), row is not None, attempts, outcome)
+            fields = {**outcome, **change.chunk}
+            if row is None:
+                _insert_or_ignore(db, "chunks", {"job_id": job_id, "attempts": 0, **fields})
+            else:
+                where = "WHERE job_id = ? AND chunk_index = ?"
+                sql = f"UPDATE chunks SET {_assignments(fields)} {where}"
+                db.execute(sql, (*fields.values(), *key))
+            _apply(db, job_id, change)
         return True
+
+    def _reopen(self, job_id: str, chunk_index: int) -> bool:
+        key = (job_id, chunk_index)
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT * FROM chunks WHERE job_id = ? AND chunk_index = ? AND state = 'failed'",
+                key,
+            ).fetchone()
+            job = db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None or job is None:
+                return False
+            db.execute(
+                "UPDATE chunks SET state = 'running', error = NULL, latency_ms = NULL, seq = NULL,"
+                " progress = NULL, prompt_tokens = 0, completion_tokens = 0, items_failed = 0"
+                " WHERE job_id = ? AND chunk_index = ?",
+                key,
+            )
+            _apply(db, job_id, reopen_change(dict(job), dict(row)))
+        return True
+
+
+def _add(db: sqlite3.Connection, job_id: str, counters: Mapping[str, int]) -> None:
+    sets = ", ".join(f"{name} = {name} + ?" for name in counters)
+    db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", (*counters.values(), job_id))
+
+
+def _apply(db: sqlite3.Connection, job_id: str, change: TallyChange) -> None:
+    """The change to the job's row: inside the caller's transaction, so nothing moved since
+    the row it was computed from was read."""
+    sets = [f"{name} = {name} + ?" for name in change.add] + [f"{name} = ?" for name in change.put]
+    db.execute(
+        f"UPDATE jobs SET {', '.join(sets)} WHERE job_id = ?",
+        (*change.add.values(), *change.put.values(), job_id),
+    )

@@ -61,9 +61,7 @@ def read_dead_letters(target: CloudTarget, limit: int = 10_000) -> list[DeadLett
             chunk = _chunk(m["Body"])
             reason, receives = attributes.get("error"), attributes.get("receive_count")
             if reason is None and chunk and store:  # moved by the redrive policy: ask the store
-                record = next(
-                    (c for c in store.chunks(chunk.job_id) if c.index == chunk.chunk_index), None
-                )
+                record = store.chunk(chunk.job_id, chunk.chunk_index)
                 if record is not None:
                     reason, receives = record.error, str(record.attempts)
             found.append(

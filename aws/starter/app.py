@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
+from chunking import lifecycle, workload
 from chunking.api_errors import BodyError, invalid_spec, parse_json_body
 from chunking.errors import InputUnavailableError
 from chunking.lifecycle import EnqueueError, submit
@@ -22,7 +23,7 @@ from chunking.spec import JobSpec
 from chunking.status import JobRecord
 from chunking.store import JobConflictError, JobEndedError
 from cloud import job_store, queue_for
-from cloud.messages import initial_messages
+from cloud.messages import PlanMessage, initial_messages
 
 logger = Logger()
 app = APIGatewayRestResolver()
@@ -41,13 +42,15 @@ def status_url(job_id: str) -> str:
 
 
 def accepted(job: JobRecord, message: str) -> dict[str, Any]:
+    counted = job.state != "queued" or workload.of(job.spec).known_items(job.spec) is not None
     return {
         "message": message,
         "job_id": job.job_id,
         "status_url": status_url(job.job_id),
-        "total_items": job.spec.total_items,
+        # null while the job's first worker counts its input (never inside this request)
+        "total_items": job.total_items if counted else None,
         "chunk_size": job.spec.chunk_size,
-        "chunks_created": job.total_chunks,
+        "chunks_created": job.total_chunks if counted else None,
     }
 
 
@@ -85,9 +88,16 @@ def start() -> Response[str]:
 
 
 def enqueue_chunks(job: JobRecord, again: bool) -> None:
-    # Running before enqueueing: a fast worker may settle every chunk before we return.
-    job_store().start_job(job.job_id)
-    queue_for(job.spec.priority).send(initial_messages(job.job_id, job.total_chunks))
+    queue = queue_for(job.spec.priority)
+    if workload.of(job.spec).known_items(job.spec) is None:
+        # Its input is counted and indexed by a worker (in a budget, resumable), not here.
+        queue.send([PlanMessage(job_id=job.job_id)])
+        return
+    # Nothing to read: planned here. Running before enqueueing: a fast worker may settle
+    # every chunk before we return.
+    planned = lifecycle.plan(job_store(), job.job_id, None, None)
+    if planned.started:
+        queue.send(initial_messages(job.job_id, planned.total_chunks))
 
 
 @app.post("/jobs/<job_id>/cancel")

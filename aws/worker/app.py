@@ -1,4 +1,5 @@
-"""Worker Lambda: one SQS batch of chunk or range messages, failures reported per record.
+"""Worker Lambda: one SQS batch of chunk, range, plan, finish or callback messages, failures
+reported per record.
 
 The adapter between SQS's delivery model and the core's error taxonomy:
 - transient error -> the record is reported failed and made visible again after a backoff;
@@ -8,12 +9,18 @@ The adapter between SQS's delivery model and the core's error taxonomy:
   reports the record failed, so SQS's redrive policy moves it to the DLQ;
 - a chunk still running near the invocation's timeout is stopped and counts as a transient
   failure, so its outcome is recorded before Lambda kills the run;
-- the chunk that finishes a job with a callback_url enqueues a callback message, delivered
-  (and retried, or dead-lettered) by the same rules, never inside a chunk's run.
+- a chunk that stopped to respect its budget, having made progress, goes on in a fresh message
+  (a continuation: its receive count, so its retries, start again; bounded by the runner);
+- a plan message counts (and indexes) a job's input within the invocation's time, goes on in
+  a fresh message if that is not enough, then starts the job and enqueues its chunks;
+- the chunk that finishes a job enqueues a finish message: the job's results (the llm merge)
+  with the invocation's whole budget, then a callback message if it asked for one, each
+  delivered (and retried, or dead-lettered) by the same rules, never inside a chunk's run.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -28,12 +35,22 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
+from chunking import lifecycle
 from chunking.callbacks import send_job_callback
 from chunking.errors import PermanentError, RateLimitedError
 from chunking.runner import attempt_chunk
 from chunking.settings import get_settings
-from cloud import chunk_queue, dead_letter_queue, job_store, queue_of
-from cloud.messages import CallbackMessage, ChunkMessage, RangeMessage, expand, parse_message
+from cloud import chunk_queue, dead_letter_queue, job_store, queue_for, queue_of
+from cloud.messages import (
+    CallbackMessage,
+    ChunkMessage,
+    FinishMessage,
+    PlanMessage,
+    RangeMessage,
+    expand,
+    initial_messages,
+    parse_message,
+)
 from cloud.sqs_queue import SqsQueue
 
 logger = Logger()
@@ -94,6 +111,10 @@ async def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> st
         return await deliver_callback(record, source, message.job_id, log)
     if isinstance(message, RangeMessage):
         return expand_range(message, source, log)
+    if isinstance(message, PlanMessage):
+        return plan_job(record, source, message, deadline_s(lambda_context), log)
+    if isinstance(message, FinishMessage):
+        return finish_job(record, source, message.job_id, log)
     log["chunk_index"] = message.chunk_index
     return await run_chunk(record, source, message, deadline_s(lambda_context), log)
 
@@ -120,6 +141,46 @@ def expand_range(message: RangeMessage, source: SqsQueue, log: dict[str, Any]) -
     return "expanded"
 
 
+def plan_job(
+    record: SQSRecord, source: SqsQueue, message: PlanMessage, budget_s: float,
+    log: dict[str, Any],
+) -> str:  # fmt: skip
+    deadline = time.monotonic() + budget_s
+    try:
+        outcome = lifecycle.plan(job_store(), message.job_id, message.resume, deadline)
+    except LookupError as err:
+        dead_letter(record, str(err))
+        return "dead-lettered"
+    except Exception as err:  # e.g. S3 did not answer: read it again later
+        raise retry_later(record, source, err, "planning failed", log) from err
+    if outcome.resume is not None:
+        source.send([PlanMessage(job_id=message.job_id, resume=outcome.resume)])
+        logger.info("planning goes on in a new message", extra={**log, "at": outcome.resume})
+        return "continued"
+    if outcome.failed is not None:
+        logger.warning("job cannot run", extra={**log, "error": outcome.failed})
+        return "failed"
+    if outcome.started:
+        job = job_store().get_job(message.job_id)
+        priority = job.spec.priority if job is not None else "normal"
+        queue_for(priority).send(initial_messages(message.job_id, outcome.total_chunks))
+        logger.info("job planned and started", extra={**log, "chunks": outcome.total_chunks})
+        return "started"
+    return "duplicate"
+
+
+def finish_job(record: SQSRecord, source: SqsQueue, job_id: str, log: dict[str, Any]) -> str:
+    try:
+        lifecycle.finish(job_store(), job_id)
+    except PermanentError as err:
+        dead_letter(record, str(err))
+        return "dead-lettered"
+    except Exception as err:
+        raise retry_later(record, source, err, "finishing the job failed", log) from err
+    announce_finished(job_id, log)
+    return "finished"
+
+
 async def run_chunk(
     record: SQSRecord, source: SqsQueue, message: ChunkMessage, budget_s: float,
     log: dict[str, Any],
@@ -128,7 +189,7 @@ async def run_chunk(
     try:
         outcome = await attempt_chunk(
             job_store(), message.job_id, message.chunk_index,
-            last_attempt=last_attempt, budget_s=budget_s,
+            last_attempt=last_attempt, budget_s=budget_s, continuation=message.continuation,
         )  # fmt: skip
     except PermanentError as err:  # no such job or chunk: nothing to record, keep the message
         logger.error("unknown job or chunk: dead-lettered", extra={**log, "error": str(err)})
@@ -137,8 +198,11 @@ async def run_chunk(
     except Exception as err:  # transient or rate-limited
         raise retry_later(record, source, err, "chunk attempt failed", log) from err
     logger.info(f"chunk {outcome.outcome}", extra={**log, "error": outcome.error})
+    if outcome.outcome == "continued":
+        more = message.model_copy(update={"continuation": message.continuation + 1})
+        source.send([more])
     if outcome.job_finished:
-        announce_finished(message.job_id, log)
+        chunk_queue().send([FinishMessage(job_id=message.job_id)])
     if outcome.outcome == "failed":
         report_failed(record, source, outcome.error, last_attempt)
     return outcome.outcome

@@ -1,16 +1,19 @@
 """The llm workload's files, wherever they live: a local path or an `s3://bucket/key` URI.
 
-Reads stream line by line (a chunk stops reading after its own lines) and can be bounded: a file
-over `max_bytes` is refused from its size before a byte is read, a line over `max_line_bytes`
-having read at most that much of it. A local read given a `root` opens only a regular file under
-it, checked on the descriptor actually opened, so a symlink swapped in after any earlier check
-cannot lead outside. Writes stream and replace the whole file at once (a temporary file renamed
-into place locally, one upload on S3), so a reader never sees half a file.
+Reads stream line by line and can be bounded: a file over `max_bytes` is refused from its size
+before a byte is read, a line over `max_line_bytes` having read at most that much of it. A read
+may cover only a byte range (a seek locally, one ranged GET on S3), so a chunk reads its own
+lines and nothing before them; each line comes with its number and byte offsets
+(`read_line_spans`), which is what an index of the file records. A local read given a `root`
+opens only a regular file under it, checked on the descriptor actually opened, so a symlink
+swapped in after any earlier check cannot lead outside. Writes replace the whole file at once (a
+temporary file renamed into place locally, one upload on S3), so a reader never sees half a
+file.
 
 A missing file raises FileNotFoundError; a refused one PermissionError; a location this layer
 will not read RefusedLocationError (OutsideRootError: outside `root`); a bound, FileTooLargeError
-or LineTooLongError; S3 not answering (no or refused credentials, no connection, a timeout,
-throttling, a 5xx) StoreUnavailableError.
+or LineTooLongError; a line that is not UTF-8, NotTextError; S3 not answering (no or refused
+credentials, no connection, a timeout, throttling, a 5xx) StoreUnavailableError.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 S3_SCHEME = "s3://"
 READ_BLOCK_BYTES = 64 * 2**10
@@ -62,6 +65,12 @@ class LineTooLongError(ValueError):
     def __init__(self, uri: str, number: int, limit: int) -> None:
         super().__init__(f"{uri}: line {number} is longer than {limit} bytes")
         self.number, self.limit = number, limit
+
+
+class NotTextError(ValueError):
+    def __init__(self, uri: str, number: int, reason: str) -> None:
+        super().__init__(f"{uri}: line {number} is not UTF-8 text ({reason})")
+        self.number, self.reason = number, reason
 
 
 class StoreUnavailableError(OSError):
@@ -202,12 +211,33 @@ def _check_size(uri: str, size: int, limit: int | None) -> None:
         raise FileTooLargeError(uri, size, limit)
 
 
+class Line(NamedTuple):
+    number: int  # in the file, from 1
+    start: int  # byte offset where it starts
+    end: int  # byte offset just past its newline (or the end of the file)
+    text: str  # without its line ending
+
+
+def _text(uri: str, number: int, raw: bytearray) -> str:
+    try:
+        return raw.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError as err:
+        raise NotTextError(uri, number, err.reason) from err
+
+
 def _split_lines(
-    uri: str, blocks: Iterable[bytes], max_bytes: int | None, max_line: int | None
-) -> Iterator[str]:
-    """The lines in a stream of blocks; holds at most one line (up to `max_line`) and a block."""
+    uri: str,
+    blocks: Iterable[bytes],
+    max_bytes: int | None,
+    max_line: int | None,
+    *,
+    offset: int = 0,
+    number: int = 0,
+) -> Iterator[Line]:
+    """The lines in a stream of blocks that starts at byte `offset` of the file, after line
+    `number`; holds at most one line (up to `max_line`) and a block."""
     pending = bytearray()
-    number = total = 0
+    base = total = offset  # base: where pending[0] is in the file
     for block in blocks:
         total += len(block)
         _check_size(uri, total, max_bytes)  # it may have grown since its size was taken
@@ -217,17 +247,24 @@ def _split_lines(
             number += 1
             if max_line is not None and end - start > max_line:
                 raise LineTooLongError(uri, number, max_line)
-            yield pending[start:end].decode("utf-8").rstrip("\r")
+            yield Line(number, base + start, base + end + 1, _text(uri, number, pending[start:end]))
             start = end + 1
         del pending[:start]
+        base += start
         if max_line is not None and len(pending) > max_line:
             raise LineTooLongError(uri, number + 1, max_line)
     if pending:
-        yield pending.decode("utf-8").rstrip("\r")
+        yield Line(number + 1, base, base + len(pending), _text(uri, number + 1, pending))
 
 
-def _blocks(f: IO[bytes]) -> Iterator[bytes]:
-    while block := f.read(READ_BLOCK_BYTES):
+def _blocks(f: IO[bytes], limit: int | None = None) -> Iterator[bytes]:
+    """The file's blocks from where it stands, `limit` bytes at most."""
+    while limit is None or limit > 0:
+        block = f.read(READ_BLOCK_BYTES if limit is None else min(READ_BLOCK_BYTES, limit))
+        if not block:
+            return
+        if limit is not None:
+            limit -= len(block)
         yield block
 
 
@@ -243,32 +280,134 @@ def read_lines(
     `root`: a local file must be under it (S3 has none). `max_bytes`: a larger file is refused
     before it is read. `max_line_bytes`: a longer line is refused after at most that much of it.
     """
+    spans = read_line_spans(uri, root=root, max_bytes=max_bytes, max_line_bytes=max_line_bytes)
+    yield from (line.text for line in spans)
+
+
+def read_lines_in_range(
+    uri: str,
+    start: int,
+    end: int,
+    *,
+    root: Path | None = None,
+    max_line_bytes: int | None = None,
+    first_number: int = 1,
+) -> Iterator[str]:
+    """The lines of bytes `start` to `end` (exclusive) of the file, `start` being where a line
+    starts: `first_number` is that line's number, for the errors. Nothing else is read."""
+    spans = read_line_spans(
+        uri, start, end, root=root, max_line_bytes=max_line_bytes, first_number=first_number
+    )
+    yield from (line.text for line in spans)
+
+
+def read_line_spans(
+    uri: str,
+    start: int = 0,
+    end: int | None = None,
+    *,
+    root: Path | None = None,
+    max_bytes: int | None = None,
+    max_line_bytes: int | None = None,
+    first_number: int = 1,
+) -> Iterator[Line]:
+    """Each line of bytes `start` to `end` (exclusive; None: the end of the file), with its
+    number (`first_number` for the line at `start`) and its byte offsets in the file.
+
+    Only that range is read (a seek, or one ranged GET); a range past the end of the file holds
+    no line. `max_bytes` bounds the whole file's size, checked before anything is read.
+    """
+    if end is not None and end <= start:
+        return  # S3 cannot even ask for an empty range (it would answer the whole object)
+    number = first_number - 1
     if is_s3(uri):
-        yield from _read_s3_lines(uri, max_bytes, max_line_bytes)
+        from botocore.exceptions import BotoCoreError
+
+        opened = _s3_get(uri, start, end)
+        if opened is None:
+            return
+        body, size = opened
+        with body:  # not `as body`: StreamingBody's __enter__ gives its raw stream
+            # The size of the very object being read (a head_object first could see another
+            # one); nothing of the body is read when it is refused.
+            _check_size(uri, size, max_bytes)
+            try:
+                blocks = body.iter_chunks(READ_BLOCK_BYTES)
+                yield from _split_lines(
+                    uri, blocks, max_bytes, max_line_bytes, offset=start, number=number
+                )
+            except BotoCoreError as err:  # the connection failed in the middle of the body
+                raise _s3_error(uri, err) from err
         return
     f, size = _open_local(uri, root)
     with f:
         _check_size(uri, size, max_bytes)
-        yield from _split_lines(uri, _blocks(f), max_bytes, max_line_bytes)
+        f.seek(start)
+        blocks = _blocks(f, None if end is None else end - start)
+        yield from _split_lines(uri, blocks, max_bytes, max_line_bytes, offset=start, number=number)
 
 
-def _read_s3_lines(uri: str, max_bytes: int | None, max_line: int | None) -> Iterator[str]:
+def _s3_get(uri: str, start: int, end: int | None) -> tuple[Any, int] | None:
+    """The object's body from `start` to `end` (exclusive) and the whole object's size; None
+    when the object ends before `start`."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = split_s3(uri)
+    ranged = {} if start == 0 and end is None else {"Range": _s3_range(start, end)}
     try:
-        response = s3_client().get_object(Bucket=bucket, Key=key)
-    except (BotoCoreError, ClientError) as err:
+        response = s3_client().get_object(Bucket=bucket, Key=key, **ranged)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") == "InvalidRange":
+            return None  # as a local read past the end: nothing there
         raise _s3_error(uri, err) from err
-    body = response["Body"]
-    with body:  # not `as body`: StreamingBody's __enter__ gives its raw stream
-        # The size of the very object being read (a head_object first could see another one);
-        # nothing of the body is read when it is refused.
-        _check_size(uri, response["ContentLength"], max_bytes)
+    except BotoCoreError as err:
+        raise _s3_error(uri, err) from err
+    if not ranged:
+        return response["Body"], int(response["ContentLength"])
+    # "bytes 100-199/12345": the range's length is ContentLength, the object's comes last.
+    return response["Body"], int(str(response["ContentRange"]).rpartition("/")[2])
+
+
+def _s3_range(start: int, end: int | None) -> str:
+    return f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
+
+
+def read_range(uri: str, start: int, end: int, *, root: Path | None = None) -> bytes:
+    """Bytes `start` to `end` (exclusive) of the file; fewer where the file ends before `end`."""
+    if end <= start:
+        return b""
+    if is_s3(uri):
+        from botocore.exceptions import BotoCoreError
+
+        opened = _s3_get(uri, start, end)
+        if opened is None:
+            return b""
+        body, _ = opened
+        with body:
+            try:
+                return bytes(body.read())
+            except BotoCoreError as err:
+                raise _s3_error(uri, err) from err
+    f, _ = _open_local(uri, root)
+    with f:
+        f.seek(start)
+        return b"".join(_blocks(f, end - start))
+
+
+def size_of(uri: str, *, root: Path | None = None) -> int:
+    """The file's size in bytes; a local file passes every check a read makes, and is measured
+    on the descriptor opened (the file that would be read)."""
+    if is_s3(uri):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, key = split_s3(uri)
         try:
-            yield from _split_lines(uri, body.iter_chunks(READ_BLOCK_BYTES), max_bytes, max_line)
-        except BotoCoreError as err:  # the connection failed in the middle of the body
+            return int(s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except (BotoCoreError, ClientError) as err:
             raise _s3_error(uri, err) from err
+    f, size = _open_local(uri, root)
+    f.close()
+    return size
 
 
 def write_lines(uri: str, lines: Iterable[str]) -> None:
@@ -287,12 +426,31 @@ def write_lines(uri: str, lines: Iterable[str]) -> None:
             except (BotoCoreError, ClientError) as err:
                 raise _s3_error(uri, err) from err
         return
+    _replace_local(uri, lambda f: f.writelines(f"{line}\n".encode() for line in lines))
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Replace the file with `data`, at once."""
+    if is_s3(uri):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, key = split_s3(uri)
+        try:
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        except (BotoCoreError, ClientError) as err:
+            raise _s3_error(uri, err) from err
+        return
+    _replace_local(uri, lambda f: f.write(data))
+
+
+def _replace_local(uri: str, write: Callable[[IO[bytes]], object]) -> None:
+    """Write a temporary file beside `uri`, then rename it into place: never half a file."""
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(f"{line}\n" for line in lines)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,51 @@
+"""demo/finish_job: a job's finishing unit, once every chunk has settled.
+
+Its own function, so what a finished job leaves behind (the llm workload's merged output) has
+its own budget and retries, never the last chunk's: the "finish" step runs `lifecycle.finish`
+(idempotent: a redelivery writes the same output), then "emit-job-completed" sends
+demo/job_completed with the final status (which send-callback delivers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import inngest
+
+from chunking import lifecycle
+from chunking.settings import get_settings
+from functions.client import inngest_client
+from functions.deps import get_store, inngest_retries
+from functions.events import CANCEL_ON_JOB_CANCELLED, FINISH_JOB, job_completed_event
+
+
+async def finish(job_id: str) -> None:
+    budget_s = get_settings().inngest_step_budget_s
+    with inngest_retries():
+        async with asyncio.timeout(budget_s):
+            await asyncio.to_thread(lifecycle.finish, get_store(), job_id)
+
+
+async def send_job_completed(job_id: str) -> str:
+    """Send demo/job_completed with the job's final status JSON as its data."""
+    status = await asyncio.to_thread(get_store().status, job_id)
+    if status is None:
+        raise inngest.NonRetriableError(f"job_id {job_id!r} vanished from the job store")
+    await inngest_client.send(job_completed_event(status.model_dump(mode="json")))
+    return status.status
+
+
+@inngest_client.create_function(
+    fn_id="finish-job",
+    name="Finish a job (its output, then its completion)",
+    trigger=inngest.TriggerEvent(event=FINISH_JOB),
+    retries=get_settings().chunk_retries,
+    cancel=[CANCEL_ON_JOB_CANCELLED],
+)
+async def finish_job(ctx: inngest.Context) -> str:
+    job_id = ctx.event.data.get("job_id")
+    if not isinstance(job_id, str):
+        raise inngest.NonRetriableError(f"{FINISH_JOB} without a job_id")
+    await ctx.step.run("finish", finish, job_id)
+    status: str = await ctx.step.run("emit-job-completed", send_job_completed, job_id)
+    return status
