@@ -76,8 +76,10 @@ class FakeInngestApi:
                 return JSONResponse({"error": "event API unavailable"}, status_code=503)
             body = await request.json()
             batch = body if isinstance(body, list) else [body]
-            self.events.extend(batch)
             ids = [e.get("id") or f"evt-{len(self.events)}-{i}" for i, e in enumerate(batch)]
+            # As Inngest does: an event whose id it has seen (in 24 h) is accepted and dropped.
+            seen = {e.get("id") for e in self.events if e.get("id")}
+            self.events.extend(e for e in batch if not e.get("id") or e["id"] not in seen)
             return JSONResponse({"ids": ids, "status": 200})
 
         @self.app.post("/fn/register")
@@ -105,6 +107,14 @@ def trigger(fn: inngest.Function[Any], name: str, data: dict[str, Any]) -> Any:
 def replay(fn: inngest.Function[Any], event: dict[str, Any]) -> Any:
     """Deliver an event captured by FakeInngestApi to a function, as Inngest would."""
     return trigger(fn, event["name"], event.get("data", {}))
+
+
+def run_finishes(api: FakeInngestApi) -> list[Any]:
+    """Deliver the demo/finish_job events sent so far to the finish-job function."""
+    from functions.events import FINISH_JOB
+    from functions.finish_job import finish_job
+
+    return [replay(finish_job, e) for e in api.named(FINISH_JOB)]
 
 
 def spy_run_errors(fn: inngest.Function[Any], monkeypatch: Any) -> list[BaseException]:

@@ -30,7 +30,7 @@ from functions.process_chunk import process_chunk
 from functions.send_callback import CALLBACK_RETRIES, send_callback
 from tests.callback_receiver import CallbackReceiver
 from tests.conftest import CALLBACK_SECRET as SECRET
-from tests.support import FakeInngestApi, replay
+from tests.support import FakeInngestApi, replay, run_finishes
 
 
 @pytest.mark.parametrize(
@@ -70,6 +70,7 @@ def run_job(api: httpx.Client, fake_inngest: FakeInngestApi, spec: dict[str, obj
     replay(start_job, fake_inngest.named(START_JOB)[-1])
     for event in fake_inngest.named(PROCESS_CHUNK):
         replay(process_chunk, event)
+    run_finishes(fake_inngest)
     job_id: str = response.json()["job_id"]
     return job_id
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from inngest._internal.net import sign_request
 
-from tests.support import AppProcess, FakeInngestApi, ServerThread, drive_over_http
+from tests.support import AppProcess, FakeInngestApi, ServerThread, drive_over_http, run_finishes
 
 APP_ID = "long-jobs"
 SIGNING_KEY = "signkey-test-" + "ab" * 32
@@ -31,7 +31,7 @@ def test_get_serve_endpoint_describes_the_app(app_server: str) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["mode"] == "dev"
-    assert body["function_count"] == 5
+    assert body["function_count"] == 6
 
 
 def test_put_registers_the_functions(app_server: str, fake_inngest: FakeInngestApi) -> None:
@@ -178,5 +178,6 @@ def test_failure_handler_records_a_chunk_whose_run_failed(
     assert status is not None
     assert status.status == "failed"
     assert status.failed_chunks[0].error == "run failed: database is locked"
+    run_finishes(fake_inngest)  # the failure handler's chunk finished the job
     [completed] = fake_inngest.named("demo/job_completed")
     assert completed["data"]["chunks_failed"] == 1

@@ -63,7 +63,7 @@ def _endpoint(integration: Integration, api_key: str) -> Callable[[Request], Any
             request.method, request.url.path.removeprefix(f"/{route.stage}"), body=body,
             resource=route.path, path_parameters=dict(request.path_params) or None,
             api_key=api_key, stage=route.stage, domain=request.headers.get("host", "127.0.0.1"),
-            proto="http",
+            proto="http", query=request.query_params.multi_items(),
         )  # fmt: skip
         result = await asyncio.to_thread(
             integration.handler, event, lambda_context(integration.timeout_s)

@@ -53,6 +53,7 @@ def api_event(
     stage: str = "Prod",
     domain: str = DOMAIN,
     proto: str = "https",
+    query: list[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     encoded = False
     if isinstance(body, bytes):
@@ -71,8 +72,11 @@ def api_event(
         "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
+        # As API Gateway gives them: the last value of each name, and every value; null if none.
+        "queryStringParameters": dict(query) if query else None,
+        "multiValueQueryStringParameters": (
+            {name: [v for n, v in query if n == name] for name, _ in query} if query else None
+        ),
         "pathParameters": path_parameters,
         "stageVariables": None,
         "requestContext": {
@@ -106,6 +110,13 @@ def get_status(job_id: str) -> dict[str, Any]:
     return api_event(
         "GET", f"/jobs/{job_id}", resource="/jobs/{job_id}", path_parameters={"job_id": job_id}
     )
+
+
+def get_chunks(job_id: str, **query: str) -> dict[str, Any]:
+    return api_event(
+        "GET", f"/jobs/{job_id}/chunks", resource="/jobs/{job_id}/chunks",
+        path_parameters={"job_id": job_id}, query=list(query.items()),
+    )  # fmt: skip
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:

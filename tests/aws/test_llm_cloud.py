@@ -16,7 +16,7 @@ from aws.local.sqs_event_source import SqsEventSource
 from aws.starter.app import lambda_handler as starter
 from aws.status.app import lambda_handler as status_handler
 from aws.worker.app import lambda_handler as worker
-from tests.aws.conftest import queue_bodies, visible_count
+from tests.aws.conftest import queue_bodies
 from tests.llm_server import FakeModelServer
 
 
@@ -48,7 +48,9 @@ def test_starter_counts_the_s3_input_and_refuses_what_cannot_run(
 ) -> None:
     uri = upload(stack, "inputs/ok.jsonl", [{"id": i, "prompt": f"p{i}"} for i in range(25)])
     code, body = post({"workload": "llm", "input_uri": uri, "chunk_size": 10})
-    assert (code, body["total_items"], body["chunks_created"]) == (202, 25, 3)
+    body_of_ok = body
+    # Counted by the job's first worker message, not in the request.
+    assert (code, body["total_items"], body["chunks_created"]) == (202, None, None)
 
     bad = upload(stack, "inputs/bad.jsonl", [{"id": 1, "prompt": "a"}, {"prompt": "no id"}])
     refused = [
@@ -62,7 +64,8 @@ def test_starter_counts_the_s3_input_and_refuses_what_cannot_run(
         assert code == 400, body
         [error] = body["errors"]
         assert error["field"] == field and words in error["message"], error
-    assert visible_count(sqs, stack.queue_url) == 3  # only the good job's chunks
+    [plan] = queue_bodies(sqs, stack.queue_url)  # only the good job's first message
+    assert plan["body"] == {"kind": "plan", "job_id": body_of_ok["job_id"], "resume": None}
 
 
 def test_an_llm_job_runs_with_retries_only_where_needed_and_merges_its_output(
@@ -77,6 +80,8 @@ def test_an_llm_job_runs_with_retries_only_where_needed_and_merges_its_output(
     assert code == 202, body
     job_id = body["job_id"]
 
+    source.poll_once()  # the plan message: the input indexed, the chunks enqueued
+    assert status(job_id)["total_chunks"] == 3
     messages, failed = source.poll_once()
     [limited] = [m for m in messages if json.loads(m["Body"])["chunk_index"] == 2]
     assert failed == {limited["MessageId"]}
@@ -91,7 +96,8 @@ def test_an_llm_job_runs_with_retries_only_where_needed_and_merges_its_output(
     # "Summarise: review N": 3 prompt words -> 3 prompt and 4 completion tokens (test server).
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (4 * 3 + 3, 4 * 4 + 4)
     assert usage["items_failed"] == 1 and usage["est_cost_usd"] > 0
-    assert [c["index"] for c in usage["by_chunk"]] == [0, 1, 2]
+    by_chunk = cloud.job_store().chunk_page(job_id, None, -1, 10)
+    assert [(c.index, c.items_failed) for c in by_chunk] == [(0, 1), (1, 0), (2, 0)]
     assert final["output_uri"] == f"s3://{stack.bucket_name}/outputs/{job_id}/output.jsonl"
 
     merged = boto3.client("s3").get_object(Bucket=stack.bucket_name,
@@ -114,8 +120,12 @@ def test_a_rejected_key_fails_the_chunk_and_dead_letters_it_at_once(
         {"workload": "llm", "input_uri": upload(stack, "inputs/k.jsonl", lines), "chunk_size": 3}
     )
     assert code == 202, body
+    source.poll_once()  # the plan message
     _messages, failed = source.poll_once()
-    assert failed == set() and visible_count(sqs, stack.queue_url) == 0
+    assert failed == set()
+    assert [m["body"]["kind"] for m in queue_bodies(sqs, stack.queue_url)] == ["finish"]
+    assert status(body["job_id"])["status"] == "running"  # until its finish message is handled
+    source.drain()
     [dead] = queue_bodies(sqs, stack.dlq_url)
     assert "401 invalid_api_key" in dead["attributes"]["error"]["StringValue"]
     final = status(body["job_id"])

@@ -77,6 +77,7 @@ def test_both_routes_require_an_api_key(template: dict[str, Any]) -> None:
         ("post", "/start"): "StarterFunction",
         ("post", "/jobs/{job_id}/cancel"): "StarterFunction",
         ("get", "/jobs/{job_id}"): "StatusFunction",
+        ("get", "/jobs/{job_id}/chunks"): "StatusFunction",
     }
 
 

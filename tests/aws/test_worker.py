@@ -15,7 +15,7 @@ from aws.starter.app import lambda_handler as starter
 from aws.worker.app import backoff_s
 from aws.worker.app import lambda_handler as worker
 from cloud.messages import ChunkMessage
-from tests.aws.conftest import queue_bodies, visible_count
+from tests.aws.conftest import queue_bodies
 
 
 def start(spec: dict[str, Any]) -> str:
@@ -45,7 +45,7 @@ def test_job_runs_to_success(source: SqsEventSource) -> None:
         "succeeded", 10, 500,
     )  # fmt: skip
     assert (final["attempts"], final["retries"]) == (10, 0)
-    assert source.invocations == 1  # one batch of 10
+    assert source.invocations == 2  # one batch of 10 chunks, then the job's finish message
 
 
 def test_transient_failure_is_retried_after_a_backoff(source: SqsEventSource) -> None:
@@ -102,9 +102,10 @@ def test_permanent_failure_goes_to_the_dlq_at_once(
     job_id = start({"total_items": 30, "chunk_size": 10, "item_delay_ms": 0, "fail_chunks": [2]})
     _messages, failed = source.poll_once()
     assert failed == set()  # nothing for SQS to retry
-    assert visible_count(sqs, stack.queue_url) == 0
+    # What is left: the job's finish message (its chunks have all settled).
+    assert [m["body"]["kind"] for m in queue_bodies(sqs, stack.queue_url)] == ["finish"]
     [dead] = queue_bodies(sqs, stack.dlq_url)
-    assert dead["body"] == {"kind": "chunk", "job_id": job_id, "chunk_index": 2}
+    assert dead["body"] == {"kind": "chunk", "job_id": job_id, "chunk_index": 2, "continuation": 0}
     assert "fail_chunks" in dead["attributes"]["error"]["StringValue"]
     assert dead["attributes"]["receive_count"]["StringValue"] == "1"
     final = status(job_id)

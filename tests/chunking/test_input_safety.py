@@ -24,6 +24,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from pydantic import ValidationError
 
+from chunking import lifecycle
 from chunking.api_errors import field_errors
 from chunking.prepare import prepare_spec
 from chunking.runner import AttemptOutcome, attempt_chunk
@@ -33,6 +34,7 @@ from stores.sqlite import SqliteJobStore
 from tests.llm_server import FakeModelServer
 from tests.support import free_port
 from workloads.llm import blobs
+from workloads.llm.index import build_index, index_uri
 from workloads.llm.input import (
     MAX_LINE_BYTES,
     InputError,
@@ -85,7 +87,7 @@ def test_a_symlink_repointed_outside_after_submission_fails_the_chunk_permanentl
     store = SqliteJobStore(tmp_path / "jobs.sqlite3")
     spec = prepare_spec(JobSpec(workload="llm", input_uri=str(link), chunk_size=2), "local")
     store.create_job("job", spec, "local")
-    store.start_job("job")
+    assert lifecycle.plan(store, "job", None, None).started  # indexed while it was inside
 
     link.unlink()
     link.symlink_to(outside / "in.jsonl")
@@ -237,7 +239,7 @@ def test_s3_throttling_or_failing_is_unavailable(
 ) -> None:
     blobs.s3_client.cache_clear()
     with Stubber(blobs.s3_client()) as stub:
-        stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
+        stub.add_client_error("head_object", service_error_code=code, http_status_code=status)
         with pytest.raises(InputUnavailableError, match=f"unavailable or throttling \\({code}\\)"):
             prepare_spec(JobSpec(workload="llm", input_uri="s3://data/in.jsonl"), "cloud")
     blobs.s3_client.cache_clear()
@@ -245,9 +247,12 @@ def test_s3_throttling_or_failing_is_unavailable(
 
 def test_a_chunk_retries_when_s3_cannot_be_reached(tmp_path: Path, unreachable_s3: None) -> None:
     store = SqliteJobStore(tmp_path / "jobs.sqlite3")
-    spec = JobSpec(workload="llm", input_uri="s3://data/in.jsonl", total_items=2, chunk_size=2)
+    spec = JobSpec(workload="llm", input_uri="s3://data/in.jsonl", chunk_size=2)
     store.create_job("job", spec, "local")
-    store.start_job("job")
+    # Indexed while S3 answered (here: the same lines, indexed from a local copy).
+    copy = write_input(tmp_path / "copy.jsonl", ["p 0", "p 1"])
+    build_index(copy, None, 2, index_uri(get_settings().llm_output_uri, "job"))
+    assert store.set_plan("job", 2) and store.start_job("job")
     with pytest.raises(InputUnavailableError):  # raised: the platform retries it
         run_attempt(store, "job", 0)
 
@@ -295,7 +300,9 @@ def test_s3_inputs_are_bounded_too(
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="data")
         s3.put_object(Bucket="data", Key="long.jsonl", Body=b"x" * (MAX_LINE_BYTES + 1))
-        assert "line 1: longer than" in input_error("s3://data/long.jsonl", "cloud")
+        # Over FULL_CHECK_BYTES: not read at submission, refused by the job's indexing.
+        with pytest.raises(InputError, match="line 1: longer than"):
+            build_index("s3://data/long.jsonl", None, 10, "s3://data/long.index")
         s3.put_object(Bucket="data", Key="in.jsonl", Body=b'{"id": 1, "prompt": "p"}\n' * 10)
         monkeypatch.setenv("LLM_INPUT_MAX_BYTES", "100")
         get_settings.cache_clear()

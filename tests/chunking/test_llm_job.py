@@ -12,12 +12,14 @@ import pytest
 from moto import mock_aws
 from pydantic import ValidationError
 
+from chunking import lifecycle
 from chunking.api_errors import field_errors
 from chunking.errors import RateLimitedError
 from chunking.prepare import prepare_spec
 from chunking.runner import AttemptOutcome, attempt_chunk
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
+from chunking.status import JobRecord
 from stores.sqlite import SqliteJobStore
 from tests.conftest import MODEL_RETRY_AFTER_S
 from tests.llm_server import FakeModelServer
@@ -62,13 +64,23 @@ def test_llm_fields_are_validated_by_name(spec: dict[str, object], field: str, w
 # --- preparing a job from its input -------------------------------------------------------------
 
 
-def test_prepare_counts_the_input_items(model: FakeModelServer, tmp_path: Path) -> None:
+def planned_job(store: SqliteJobStore, spec: JobSpec, job_id: str = "llm") -> JobRecord:
+    """Record the job as the APIs do, then plan it as its first durable unit does."""
+    store.create_job(job_id, prepare_spec(spec, "local"), "local")
+    outcome = lifecycle.plan(store, job_id, None, None)
+    assert outcome.started and outcome.failed is None, outcome
+    job = store.get_job(job_id)
+    assert job is not None
+    return job
+
+
+def test_planning_counts_the_input_items(model: FakeModelServer, tmp_path: Path) -> None:
     uri = write_input(tmp_path / "in.jsonl", [{"id": i, "text": f"t{i}"} for i in range(7)])
-    spec = prepare_spec(
-        JobSpec(workload="llm", input_uri=uri, chunk_size=3, prompt_template="Q: {text}"), "local"
-    )
-    assert (spec.total_items, spec.total_chunks) == (7, 3)
-    assert prepare_spec(spec, "local") == spec  # a recorded spec prepares to itself
+    spec = JobSpec(workload="llm", input_uri=uri, chunk_size=3, prompt_template="Q: {text}")
+    assert prepare_spec(spec, "local") == spec  # checked at submission, counted later
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    job = planned_job(store, spec)
+    assert (job.total_items, job.total_chunks, job.state) == (7, 3, "running")
 
 
 def test_prepare_refuses_what_cannot_run(model: FakeModelServer, tmp_path: Path) -> None:
@@ -141,12 +153,9 @@ def test_an_llm_job_answers_every_item_and_merges_outputs_in_input_order(
     lines[4] = {"id": "q4", "prompt": "[429x1] busy once"}
     uri = write_input(tmp_path / "in.jsonl", lines)
     store = SqliteJobStore(tmp_path / "jobs.sqlite3")
-    spec = prepare_spec(
-        JobSpec(workload="llm", input_uri=uri, chunk_size=3, prompt_template="Say: {text}"),
-        "local",
+    planned_job(
+        store, JobSpec(workload="llm", input_uri=uri, chunk_size=3, prompt_template="Say: {text}")
     )
-    store.create_job("llm", spec, "local")
-    store.start_job("llm")
 
     # Chunks finish out of order; chunk 1 is rate-limited once on its second item.
     run_chunk_attempt(store, "llm", 2)
@@ -156,7 +165,10 @@ def test_an_llm_job_answers_every_item_and_merges_outputs_in_input_order(
     run_chunk_attempt(store, "llm", 0)
     status = store.status("llm")
     assert status is not None and status.status == "running" and status.output_uri is None
-    run_chunk_attempt(store, "llm", 1)
+    assert run_chunk_attempt(store, "llm", 1).job_finished
+    status = store.status("llm")  # every chunk settled, but the output is not merged yet
+    assert status is not None and status.status == "running" and status.output_uri is None
+    lifecycle.finish(store, "llm")  # the job's finishing unit
 
     status = store.status("llm")
     assert status is not None and status.usage is not None
@@ -190,9 +202,7 @@ def test_an_input_changed_under_a_running_job_fails_the_chunk_permanently(
 ) -> None:
     uri = write_input(tmp_path / "in.jsonl", [{"id": i, "prompt": f"p {i}"} for i in range(4)])
     store = SqliteJobStore(tmp_path / "jobs.sqlite3")
-    store.create_job("llm", prepare_spec(JobSpec(workload="llm", input_uri=uri, chunk_size=2),
-                                         "local"), "local")  # fmt: skip
-    store.start_job("llm")
+    planned_job(store, JobSpec(workload="llm", input_uri=uri, chunk_size=2))
     write_input(tmp_path / "in.jsonl", [{"id": 0, "prompt": "p 0"}])
     outcome = run_chunk_attempt(store, "llm", 1)
     assert outcome.outcome == "failed"

@@ -20,7 +20,8 @@ from functions.process_chunk import process_chunk
 from functions.start_job import start_job
 from tests.conftest import MODEL_RETRY_AFTER_S
 from tests.llm_server import FakeModelServer
-from tests.support import FakeInngestApi, replay, spy_run_errors, trigger
+from tests.support import FakeInngestApi, replay, run_finishes, spy_run_errors, trigger
+from workloads.llm.input import FULL_CHECK_BYTES
 
 
 def write_input(path: Path, lines: list[dict[str, Any]]) -> str:
@@ -44,12 +45,15 @@ def test_an_llm_job_runs_end_to_end_and_reports_tokens_cost_and_output(
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     [start_event] = fake_inngest.named(START_JOB)
-    assert start_event["data"]["total_items"] == 5  # counted from the input
 
     assert replay(start_job, start_event).status is mocked.Status.COMPLETED
+    assert api.get(f"/jobs/{job_id}").json()["total_items"] == 5  # counted by start-job
     errors = spy_run_errors(process_chunk, monkeypatch)
     results = [replay(process_chunk, e) for e in fake_inngest.named(PROCESS_CHUNK)]
     assert all(r.status is mocked.Status.COMPLETED for r in results), results
+    assert api.get(f"/jobs/{job_id}").json()["status"] == "running"  # not merged yet
+    [finished] = run_finishes(fake_inngest)
+    assert finished.status is mocked.Status.COMPLETED, finished.error
 
     [rate_limited] = errors  # one retry in all, for the 429, after the server's Retry-After
     assert isinstance(rate_limited, inngest.RetryAfterError)
@@ -118,6 +122,7 @@ def test_no_model_call_outlives_the_step_budget(
     assert result.status is mocked.Status.FAILED
     attempts = 1 + get_settings().chunk_retries
     assert elapsed < attempts * 1.5 + 2  # the server hangs for 30 s; every call was cut short
+    run_finishes(fake_inngest)
     status = api_status(started.output["job_id"])
     [failed] = status["failed_chunks"]
     assert failed["attempts"] == attempts and "gave up after 4 attempts" in failed["error"]
@@ -136,27 +141,61 @@ def api_status(job_id: str) -> dict[str, Any]:
     return result
 
 
-def test_a_submitted_input_is_read_once_not_again_by_start_job(
+def big_input(path: Path, lines: int, bad_line: int | None = None) -> str:
+    """An input over FULL_CHECK_BYTES (so the request reads none of it), one line maybe bad."""
+    rows = [
+        json.dumps({"id": i, "prompt": f"question number {i} " + "x" * 40}) for i in range(lines)
+    ]
+    if bad_line is not None:
+        rows[bad_line - 1] = '{"id": "cut", "prompt": "no end'
+    path.write_text("\n".join(rows) + "\n")
+    assert path.stat().st_size > FULL_CHECK_BYTES
+    return str(path)
+
+
+def test_a_large_input_is_indexed_by_start_job_not_read_by_the_request(
     api: httpx.Client,
     fake_inngest: FakeInngestApi,
     model: FakeModelServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import workloads.llm
-    from workloads.llm.input import validate_input
+    import workloads.llm.input
 
-    reads: list[str] = []
+    parsed: list[int] = []
+    real_item = workloads.llm.input._item
 
-    def counted(uri: str, template: str | None) -> int:
-        reads.append(uri)
-        return validate_input(uri, template)
+    def counted(index: int, number: int, line: str, template: str | None) -> Any:
+        parsed.append(number)
+        return real_item(index, number, line, template)
 
-    monkeypatch.setattr(workloads.llm, "validate_input", counted)
-    uri = write_input(tmp_path / "in.jsonl", [{"id": i, "prompt": f"p{i}"} for i in range(3)])
-    response = api.post("/jobs", json={"workload": "llm", "input_uri": uri, "chunk_size": 2})
+    monkeypatch.setattr(workloads.llm.input, "_item", counted)
+    uri = big_input(tmp_path / "in.jsonl", 3_000)
+    response = api.post("/jobs", json={"workload": "llm", "input_uri": uri, "chunk_size": 250})
     assert response.status_code == 202, response.text
+    assert parsed == []  # the request read no line of it
+    job_id = response.json()["job_id"]
+    assert api.get(f"/jobs/{job_id}").json()["total_items"] == 0  # not counted yet
     [event] = fake_inngest.named(START_JOB)
     assert replay(start_job, event).status is mocked.Status.COMPLETED
-    assert reads == [uri]  # the request read it; the durable start did not read it again
-    assert len(fake_inngest.named(PROCESS_CHUNK)) == 2
+    assert len(parsed) == 3_000  # start-job read each line once
+    status = api.get(f"/jobs/{job_id}").json()
+    assert (status["total_items"], status["total_chunks"]) == (3_000, 12)
+    assert len(fake_inngest.named(PROCESS_CHUNK)) == 12
+
+
+def test_a_bad_line_deep_in_a_large_input_fails_the_job_and_enqueues_nothing(
+    api: httpx.Client, fake_inngest: FakeInngestApi, model: FakeModelServer, tmp_path: Path
+) -> None:
+    uri = big_input(tmp_path / "in.jsonl", 20_000, bad_line=17_321)
+    response = api.post("/jobs", json={"workload": "llm", "input_uri": uri, "chunk_size": 100})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    [event] = fake_inngest.named(START_JOB)
+    result = replay(start_job, event)
+    assert result.status is mocked.Status.COMPLETED, result.error  # nothing to retry
+    status = api.get(f"/jobs/{job_id}").json()
+    assert status["status"] == "failed"
+    assert "line 17321: not valid JSON" in status["error"] and "input_uri" in status["error"]
+    assert fake_inngest.named(PROCESS_CHUNK) == []
+    assert sum(model.calls.values()) == 0

@@ -17,7 +17,7 @@ from functions.deps import get_store
 from functions.events import JOB_COMPLETED, PROCESS_CHUNK, START_JOB
 from functions.process_chunk import process_chunk
 from functions.start_job import start_job
-from tests.support import FakeInngestApi, replay, spy_run_errors, trigger
+from tests.support import FakeInngestApi, replay, run_finishes, spy_run_errors, trigger
 
 
 def start(**spec: Any) -> str:
@@ -28,7 +28,10 @@ def start(**spec: Any) -> str:
 
 
 def run_chunks(api: FakeInngestApi, deliveries: int = 1) -> list[Any]:
-    return [replay(process_chunk, e) for e in api.named(PROCESS_CHUNK) for _ in range(deliveries)]
+    """Each chunk event delivered `deliveries` times, then the job's finishing unit."""
+    runs = [replay(process_chunk, e) for e in api.named(PROCESS_CHUNK) for _ in range(deliveries)]
+    run_finishes(api)
+    return runs
 
 
 def status(job_id: str) -> dict[str, Any]:

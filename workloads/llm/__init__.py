@@ -60,8 +60,15 @@ class Llm(Workload):
             count = check_input(uri, spec.prompt_template, full_check_bytes=FULL_CHECK_BYTES)
         except InputError as err:
             raise spec_error("input_uri", str(err), uri) from err
-        if count is not None and (problem := _miscounted(spec, count)):
-            raise spec_error("total_items", problem, spec.total_items)
+        if "total_items" in spec.model_fields_set and spec.total_items != count:
+            # Counted from the input: one given must agree with it, so it is checked only
+            # where the count is known now (what `plan` reads, the caller said nothing about).
+            counted = f"{spec.input_uri} has {count} items" if count is not None else "it is"
+            message = (
+                f"{spec.total_items} given, but {counted}: leave total_items out, it is "
+                "counted from the input when the job starts"
+            )
+            raise spec_error("total_items", message, spec.total_items)
         return spec
 
     def known_items(self, spec: JobSpec) -> int | None:
@@ -83,8 +90,6 @@ class Llm(Workload):
             raise PlanError(f"input_uri: {err}") from err
         if not isinstance(step, Indexed):
             return PlanPaused(step.state)
-        if problem := _miscounted(spec, step.total_items):
-            raise PlanError(f"total_items: {problem}")
         return Planned(step.total_items)
 
     async def run_chunk(
@@ -109,12 +114,3 @@ class Llm(Workload):
         if job.output_uri is None:
             store.set_output_uri(job.job_id, merge_outputs(job.job_id, job.total_chunks))
 
-
-def _miscounted(spec: JobSpec, count: int) -> str | None:
-    """Why a total_items the caller gave is wrong, if it is."""
-    if "total_items" in spec.model_fields_set and spec.total_items != count:
-        return (
-            f"{spec.total_items} given, but {spec.input_uri} has {count} items: leave "
-            "total_items out, it is counted from the input"
-        )
-    return None

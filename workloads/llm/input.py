@@ -76,8 +76,8 @@ def _reading(uri: str) -> Iterator[None]:
         raise InputError(f"{_named(uri)}: {message}") from err
     except blobs.FileTooLargeError as err:
         message = (
-            f"{err.size} bytes, over the limit of {err.limit} bytes on an input checked at "
-            "submission (LLM_INPUT_MAX_BYTES raises it)"
+            f"{err.size} bytes, over the limit of {err.limit} bytes on an input "
+            "(LLM_INPUT_MAX_BYTES raises it)"
         )
         raise InputError(f"{_named(uri)}: {message}") from err
     except (blobs.RefusedLocationError, FileNotFoundError, PermissionError) as err:
