@@ -134,3 +134,25 @@ def test_a_rejected_key_fails_the_chunk_and_dead_letters_it_at_once(
     # What was answered before the refusal is kept, and in the output.
     assert final["usage"]["prompt_tokens"] == 2
     assert cloud.job_store().item_results(body["job_id"], 0)[0].output == "echo: fine a"
+
+
+def test_an_output_too_big_for_a_dynamodb_item_is_kept_in_the_bucket(
+    model: FakeModelServer, stack: LocalStack, sqs: Any, source: SqsEventSource
+) -> None:
+    huge = "word " * 100_000  # echoed back: a 500 KB answer, over DynamoDB's 400 KB per item
+    lines = [{"id": "small", "prompt": "fine"}, {"id": "huge", "prompt": huge}]
+    code, body = post(
+        {"workload": "llm", "input_uri": upload(stack, "inputs/h.jsonl", lines), "chunk_size": 2}
+    )
+    assert code == 202, body
+    source.drain()
+    final = status(body["job_id"])
+    assert (final["status"], final["items_processed"]) == ("succeeded", 2)
+    [small, big] = cloud.job_store().item_results(body["job_id"], 0)
+    assert (small.output, small.output_uri) == ("echo: fine", None)
+    assert big.output is None and big.output_uri is not None  # the row holds its address
+    assert big.output_uri.startswith(f"s3://{stack.bucket_name}/outputs/{body['job_id']}/")
+    key = final["output_uri"].removeprefix(f"s3://{stack.bucket_name}/")
+    merged = boto3.client("s3").get_object(Bucket=stack.bucket_name, Key=key)
+    rows = [json.loads(line) for line in merged["Body"].read().decode().splitlines()]
+    assert rows[1]["output"] == f"echo: {huge}"
