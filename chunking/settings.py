@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     llm_call_timeout_s: float = Field(60.0, gt=0, le=900)
     # The only folder (and below) a local llm input_uri may name: the API reads no other file.
     llm_input_root: Path = Path(".")
-    # Largest llm input (bytes) checked line by line at submission, inside the request.
+    # Largest llm input (bytes): refused from its size; its lines are read by the job's indexing.
     llm_input_max_bytes: int = Field(64 * 2**20, ge=1)
     # Where the llm workload writes its outputs: a local folder or an s3:// prefix.
     llm_output_uri: str = "data/outputs"

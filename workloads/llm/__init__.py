@@ -113,4 +113,3 @@ class Llm(Workload):
     def after_job_finished(self, store: JobStore, job: JobRecord) -> None:
         if job.output_uri is None:
             store.set_output_uri(job.job_id, merge_outputs(job.job_id, job.total_chunks))
-
