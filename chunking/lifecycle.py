@@ -147,3 +147,8 @@ def finish(store: JobStore, job_id: str) -> None:
     job = store.get_job(job_id)  # fresh: what an earlier finish wrote (output_uri) shows
     if job is not None:
         workload.of(job.spec).after_job_finished(store, job)
+
+
+def finish_failed(store: JobStore, job_id: str, reason: str) -> None:
+    """The finishing unit gave up: the job's status says so, rather than `running` for ever."""
+    store.fail_finish(job_id, f"the job's results could not be written: {reason}")

@@ -177,18 +177,23 @@ def usage_of(job: JobRecord, prices_per_mtok: tuple[float, float]) -> Usage | No
 
 def build_status(job: JobRecord, now: datetime, prices_per_mtok: tuple[float, float]) -> JobStatus:
     """The status JSON, from the job's record alone (its tally): no chunk or item is read."""
-    if job.state == "finished" and workload.of(job.spec).produces_output and not job.output_uri:
-        # Every chunk has settled but the job's output is not written yet: a client that
-        # waits for a final status must find the output there, so the job is still running.
-        job = replace(job, state="running", finished_at=None)
     tally = job.tally
+    status = overall_status(job, tally.chunks_succeeded, tally.chunks_failed, tally.items_failed)
+    if job.state == "finished" and workload.of(job.spec).produces_output and not job.output_uri:
+        if job.error is None:
+            # Every chunk has settled but the job's output is not written yet: a client that
+            # waits for a final status must find the output there, so the job is still running.
+            job = replace(job, state="running", finished_at=None)
+            status = "running"
+        else:
+            status = "failed"  # its finishing unit gave up: `error` says why
     usage = usage_of(job, prices_per_mtok)
     end = job.finished_at or (now if job.started_at else None)
     unsettled = job.total_chunks - tally.chunks_succeeded - tally.chunks_failed
     return JobStatus(
         job_id=job.job_id,
         path=job.path,
-        status=overall_status(job, tally.chunks_succeeded, tally.chunks_failed, tally.items_failed),
+        status=status,
         total_items=job.total_items,
         chunk_size=job.spec.chunk_size,
         total_chunks=job.total_chunks,

@@ -108,6 +108,11 @@ class JobStore(Protocol):
         """Record where a finished job's merged output was written."""
         ...
 
+    def fail_finish(self, job_id: str, error: str) -> bool:
+        """Record why a finished job's results could not be left behind (its finishing unit
+        gave up): its status is then `failed`, with this error. False if it is not finished."""
+        ...
+
     def record_item(self, job_id: str, result: ItemResult) -> bool:
         """Keep an item's result as soon as it arrives; the first one wins (False after)."""
         ...

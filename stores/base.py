@@ -362,6 +362,9 @@ class BaseJobStore(ABC):
     def set_output_uri(self, job_id: str, uri: str) -> None:
         self._update_job(job_id, ANY_STATE, {"output_uri": uri})
 
+    def fail_finish(self, job_id: str, error: str) -> bool:
+        return self._update_job(job_id, JobGuard(states=("finished",)), {"error": error})
+
     def begin_attempt(
         self, job_id: str, chunk_index: int, *, continuation: bool = False
     ) -> int | None:
@@ -372,7 +375,7 @@ class BaseJobStore(ABC):
             return False
         # A finished job runs again; one that failed to start, or was cancelled, stays so.
         changes: dict[str, Field] = {"state": "running", "finished_at": None, "settled_by": None,
-                                     "output_uri": None}  # fmt: skip
+                                     "output_uri": None, "error": None}  # fmt: skip
         if not self._update_job(job_id, JobGuard(states=("finished",)), changes):
             self._update_job(job_id, ANY_STATE, {"settled_by": None, "output_uri": None})
         return True

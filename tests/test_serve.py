@@ -11,6 +11,7 @@ import httpx
 import pytest
 from inngest._internal.net import sign_request
 
+from chunking.spec import JobSpec
 from tests.support import AppProcess, FakeInngestApi, ServerThread, drive_over_http, run_finishes
 
 APP_ID = "long-jobs"
@@ -181,3 +182,34 @@ def test_failure_handler_records_a_chunk_whose_run_failed(
     run_finishes(fake_inngest)  # the failure handler's chunk finished the job
     [completed] = fake_inngest.named("demo/job_completed")
     assert completed["data"]["chunks_failed"] == 1
+
+
+def test_a_finish_that_gave_up_fails_the_job_with_its_reason(
+    app_server: str, fake_inngest: FakeInngestApi
+) -> None:
+    from functions.deps import get_store
+
+    store = get_store()
+    spec = JobSpec(workload="llm", input_uri="in.jsonl", chunk_size=10)
+    store.create_job("unmerged", spec, "local")
+    assert store.set_plan("unmerged", 10) and store.start_job("unmerged")
+    store.begin_attempt("unmerged", 0)
+    assert store.settle_chunk("unmerged", 0, succeeded=True, items=10).job_finished
+    status = store.status("unmerged")
+    assert status is not None and status.status == "running"  # waiting for its output
+    failed_run = {
+        "name": "inngest/function.failed",
+        "data": {
+            "function_id": f"{APP_ID}-finish-job",
+            "run_id": "run-2",
+            "error": {"name": "StoreUnavailableError", "message": "S3 is unavailable"},
+            "event": {"name": "demo/finish_job", "data": {"job_id": "unmerged"}},
+        },
+    }
+    response = drive_over_http(
+        f"{app_server}/api/inngest", f"{APP_ID}-finish-job-failure", failed_run
+    )
+    assert response.status_code == 200, response.text
+    status = store.status("unmerged")
+    assert status is not None and status.status == "failed"
+    assert status.error == "the job's results could not be written: S3 is unavailable"

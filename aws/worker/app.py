@@ -172,10 +172,18 @@ def plan_job(
 def finish_job(record: SQSRecord, source: SqsQueue, job_id: str, log: dict[str, Any]) -> str:
     try:
         lifecycle.finish(job_store(), job_id)
-    except PermanentError as err:
-        dead_letter(record, str(err))
-        return "dead-lettered"
     except Exception as err:
+        if (
+            isinstance(err, PermanentError)
+            or receive_count(record) >= get_settings().max_receive_count
+        ):
+            # Given up: the job's status says why, rather than `running` for ever.
+            lifecycle.finish_failed(job_store(), job_id, str(err))
+            logger.error(
+                "finishing the job failed: dead-lettered", extra={**log, "error": str(err)}
+            )
+            dead_letter(record, str(err))
+            return "dead-lettered"
         raise retry_later(record, source, err, "finishing the job failed", log) from err
     announce_finished(job_id, log)
     return "finished"

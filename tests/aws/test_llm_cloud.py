@@ -156,3 +156,29 @@ def test_an_output_too_big_for_a_dynamodb_item_is_kept_in_the_bucket(
     merged = boto3.client("s3").get_object(Bucket=stack.bucket_name, Key=key)
     rows = [json.loads(line) for line in merged["Body"].read().decode().splitlines()]
     assert rows[1]["output"] == f"echo: {huge}"
+
+
+def test_a_merge_that_keeps_failing_fails_the_job_with_its_reason(
+    model: FakeModelServer,
+    stack: LocalStack,
+    sqs: Any,
+    source: SqsEventSource,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import workloads.llm
+
+    def broken(job_id: str, total_chunks: int) -> str:
+        raise RuntimeError("the bucket is on fire")
+
+    monkeypatch.setattr(workloads.llm, "merge_outputs", broken)
+    lines = [{"id": "a", "prompt": "fine a"}]
+    code, body = post(
+        {"workload": "llm", "input_uri": upload(stack, "inputs/m.jsonl", lines), "chunk_size": 1}
+    )
+    assert code == 202, body
+    source.drain()  # plan, chunk, then the finish message: retried, then given up
+    final = status(body["job_id"])
+    assert (final["status"], final["chunks_succeeded"], final["output_uri"]) == ("failed", 1, None)
+    assert final["error"] == "the job's results could not be written: the bucket is on fire"
+    [dead] = queue_bodies(sqs, stack.dlq_url)
+    assert dead["body"] == {"kind": "finish", "job_id": body["job_id"]}
