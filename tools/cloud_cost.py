@@ -23,10 +23,18 @@ class Prices:
     api_request: float = 3.50 / 1e6
 
 
-# Writes per chunk attempt: begin (1), outcome + job counter + settlement row (its number, for
-# the progress stream) in a transaction (3 x 2), finish (1).
-WRITES_PER_ATTEMPT = 8
-CHUNK_ITEM_BYTES = 200  # a chunk item in the job table, roughly
+# Write units. Each attempt begins with the chunk and the job's tally in one transaction (2 x 2);
+# each chunk settles once: its outcome, the job's tally and the settlement's numbered row (for
+# the progress stream) in one transaction (3 x 2); the job is created, started and finished (3).
+WRITES_PER_ATTEMPT = 4
+WRITES_PER_SETTLEMENT = 6
+WRITES_PER_JOB = 3
+# Read units (consistent reads of small items, 1 each): an attempt and a settlement each read the
+# chunk and the job's tally (2), a settlement also whether it finished the job (1). A status
+# poll reads the job's row alone (its tally), whatever the number of chunks.
+READS_PER_ATTEMPT = 2
+READS_PER_SETTLEMENT = 3
+READS_PER_POLL = 1
 
 
 @dataclass(frozen=True)
@@ -60,9 +68,10 @@ def estimate(
     gb_s = worker_calls * max(p95_s, 0.001) * memory_mb / 1024
     sends = math.ceil(chunks / 10)
     sqs = sends + 2 * worker_calls + int(status["retries"])  # receive + delete, + backoffs
-    writes = WRITES_PER_ATTEMPT * attempts + 2  # + create and start the job
-    reads_per_poll = 1 + math.ceil(chunks * CHUNK_ITEM_BYTES / 4096)
-    reads = float(status_polls * reads_per_poll)
+    writes = WRITES_PER_ATTEMPT * attempts + WRITES_PER_SETTLEMENT * chunks + WRITES_PER_JOB
+    reads = float(
+        READS_PER_ATTEMPT * attempts + READS_PER_SETTLEMENT * chunks + READS_PER_POLL * status_polls
+    )
     api = 1 + status_polls
     usd = (
         invocations * prices.lambda_request
