@@ -182,3 +182,21 @@ def test_a_merge_that_keeps_failing_fails_the_job_with_its_reason(
     assert final["error"] == "the job's results could not be written: the bucket is on fire"
     [dead] = queue_bodies(sqs, stack.dlq_url)
     assert dead["body"] == {"kind": "finish", "job_id": body["job_id"]}
+
+
+def test_a_bad_line_deep_in_a_large_input_fails_the_job_and_enqueues_no_chunk(
+    model: FakeModelServer, stack: LocalStack, sqs: Any, source: SqsEventSource
+) -> None:
+    lines: list[dict[str, Any]] = [
+        {"id": i, "prompt": f"question {i} " + "x" * 40} for i in range(20_000)
+    ]
+    lines[15_431] = {"id": "bad", "text": "a text, but the job has no prompt_template"}
+    uri = upload(stack, "inputs/deep.jsonl", lines)
+    code, body = post({"workload": "llm", "input_uri": uri, "chunk_size": 100})
+    assert code == 202, body  # too big to read in the request: counted by the worker
+    source.drain()
+    final = status(body["job_id"])
+    assert final["status"] == "failed" and final["total_chunks"] == 0
+    assert "line 15432: has a text but the job has no prompt_template" in final["error"]
+    assert queue_bodies(sqs, stack.queue_url) == [] and queue_bodies(sqs, stack.dlq_url) == []
+    assert sum(model.calls.values()) == 0
