@@ -63,11 +63,16 @@ class Llm(Workload):
         if "total_items" in spec.model_fields_set and spec.total_items != count:
             # Counted from the input: one given must agree with it, so it is checked only
             # where the count is known now (what `plan` reads, the caller said nothing about).
-            counted = f"{spec.input_uri} has {count} items" if count is not None else "it is"
-            message = (
-                f"{spec.total_items} given, but {counted}: leave total_items out, it is "
-                "counted from the input when the job starts"
-            )
+            if count is None:
+                message = (
+                    f"{spec.total_items} given, but an input over {FULL_CHECK_BYTES} bytes is "
+                    "counted when the job starts, not here: leave total_items out"
+                )
+            else:
+                message = (
+                    f"{spec.total_items} given, but {spec.input_uri} has {count} items: leave "
+                    "total_items out, it is counted from the input"
+                )
             raise spec_error("total_items", message, spec.total_items)
         return spec
 
