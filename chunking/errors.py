@@ -2,6 +2,9 @@
 
 `retry_after_s` reads how long a server asked us to wait (a 429's Retry-After), for every
 client of ours that can be rate-limited: the model, callback receivers, the cloud API.
+`backoff_s` is the one wait before a retry of anything else, the same on both paths (locally
+through Inngest's RetryAfterError, in the cloud through the message's visibility), so the
+paths compare as orchestrators, not as two retry policies.
 """
 
 from __future__ import annotations
@@ -11,6 +14,16 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
 DEFAULT_RETRY_AFTER_S = 10.0
+
+
+def backoff_s(failures: int) -> float:
+    """Seconds to wait after the `failures`-th failed run in a row (1, 2, ...): the settings'
+    RETRY_BACKOFF_BASE_S x RETRY_BACKOFF_FACTOR^(failures - 1), at most RETRY_BACKOFF_MAX_S."""
+    from chunking.settings import get_settings  # settings import nothing of ours back
+
+    settings = get_settings()
+    wait = settings.retry_backoff_base_s * settings.retry_backoff_factor ** max(failures - 1, 0)
+    return float(min(wait, settings.retry_backoff_max_s))
 
 
 class ChunkError(Exception):

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     # What one process-chunk step may spend (its run ends after it): keep it under the request
     # timeout of wherever the app is hosted.
     inngest_step_budget_s: float = Field(240.0, gt=0, le=7_200)
+    # The wait before a retry (of a chunk, a callback, a plan or a finish), on both paths:
+    # BASE x FACTOR^(n - 1) seconds after the n-th failure in a row, at most MAX.
+    retry_backoff_base_s: float = Field(2.0, ge=0, le=3_600)
+    retry_backoff_factor: float = Field(2.0, ge=1, le=10)
+    retry_backoff_max_s: float = Field(300.0, ge=0, le=43_200)  # SQS allows at most 12 h
     # Runs a chunk may go on in after stopping to respect its budget, none spending a retry
     # (each must have answered something, so a chunk never continues more than its items).
     chunk_max_continuations: int = Field(50, ge=0, le=10_000)

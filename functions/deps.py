@@ -11,7 +11,7 @@ import inngest
 from pydantic import ValidationError
 
 from chunking.api_errors import describe
-from chunking.errors import PermanentError, RateLimitedError
+from chunking.errors import PermanentError, RateLimitedError, backoff_s
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from stores.sqlite import SqliteJobStore
@@ -23,17 +23,24 @@ def get_store() -> SqliteJobStore:
 
 
 @contextmanager
-def inngest_retries() -> Iterator[None]:
-    """PermanentError -> NonRetriableError; RateLimitedError -> RetryAfterError (the wait the
-    server asked for). Anything else propagates: Inngest retries the step with backoff."""
+def inngest_retries(attempt: int) -> Iterator[None]:
+    """The core's errors as Inngest's, for a run on its `attempt` (0 for the first):
+    PermanentError -> NonRetriableError; RateLimitedError -> RetryAfterError (the wait the
+    server asked for); anything else -> RetryAfterError after our backoff, the same schedule
+    as the cloud path's (not Inngest's own, which waits far longer)."""
     try:
         yield
+    except (inngest.NonRetriableError, inngest.RetryAfterError):
+        raise
     except PermanentError as err:
         raise inngest.NonRetriableError(str(err)) from err
     except RateLimitedError as err:
         raise inngest.RetryAfterError(
             str(err), retry_after=timedelta(seconds=err.retry_after_s)
         ) from err
+    except Exception as err:
+        wait = timedelta(seconds=backoff_s(attempt + 1))
+        raise inngest.RetryAfterError(f"{type(err).__name__}: {err}", retry_after=wait) from err
 
 
 def spec_from_event(data: object) -> JobSpec:

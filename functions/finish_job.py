@@ -19,9 +19,9 @@ from functions.deps import get_store, inngest_retries
 from functions.events import CANCEL_ON_JOB_CANCELLED, FINISH_JOB, job_completed_event
 
 
-async def finish(job_id: str) -> None:
+async def finish(job_id: str, attempt: int = 0) -> None:
     budget_s = get_settings().inngest_step_budget_s
-    with inngest_retries():
+    with inngest_retries(attempt):
         async with asyncio.timeout(budget_s):
             await asyncio.to_thread(lifecycle.finish, get_store(), job_id)
 
@@ -61,6 +61,6 @@ async def finish_job(ctx: inngest.Context) -> str:
     job_id = ctx.event.data.get("job_id")
     if not isinstance(job_id, str):
         raise inngest.NonRetriableError(f"{FINISH_JOB} without a job_id")
-    await ctx.step.run("finish", finish, job_id)
+    await ctx.step.run("finish", finish, job_id, ctx.attempt)
     status: str = await ctx.step.run("emit-job-completed", send_job_completed, job_id)
     return status

@@ -55,7 +55,7 @@ async def run_chunk_step(
     """The "run-chunk" step: the core's attempt, its errors mapped to Inngest's retries."""
     last_attempt = platform_attempt >= settings.chunk_retries
     # PermanentError here means the job or chunk does not exist: nothing to record.
-    with inngest_retries():
+    with inngest_retries(platform_attempt):
         outcome = await attempt_chunk(
             get_store(), job_id, index,
             last_attempt=last_attempt, budget_s=get_settings().inngest_step_budget_s,

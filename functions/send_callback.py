@@ -17,8 +17,8 @@ from functions.events import JOB_COMPLETED
 CALLBACK_RETRIES = 5
 
 
-async def post_callback(job_id: str) -> str:
-    with inngest_retries():
+async def post_callback(job_id: str, attempt: int = 0) -> str:
+    with inngest_retries(attempt):
         return await send_job_callback(get_store(), job_id)
 
 
@@ -32,5 +32,5 @@ async def send_callback(ctx: inngest.Context) -> str:
     job_id = ctx.event.data.get("job_id")
     if not isinstance(job_id, str):
         raise inngest.NonRetriableError(f"{JOB_COMPLETED} without a job_id")
-    result: str = await ctx.step.run("post-callback", post_callback, job_id)
+    result: str = await ctx.step.run("post-callback", post_callback, job_id, ctx.attempt)
     return result

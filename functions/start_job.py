@@ -23,7 +23,7 @@ from chunking.spec import JobSpec
 from chunking.status import Path
 from chunking.store import JobConflictError
 from functions.client import inngest_client
-from functions.deps import get_store, spec_from_event
+from functions.deps import get_store, inngest_retries, spec_from_event
 from functions.events import CANCEL_ON_JOB_CANCELLED, FAN_OUT_BATCH, START_JOB, chunk_event
 
 
@@ -43,13 +43,14 @@ async def create_or_adopt_job(spec_data: dict[str, Any], path: Path = "local") -
     return {"job_id": job.job_id, "planned": True, **await plan_job(job.job_id, None)}
 
 
-async def plan_job(job_id: str, resume: dict[str, int] | None) -> dict[str, Any]:
+async def plan_job(job_id: str, resume: dict[str, int] | None, attempt: int = 0) -> dict[str, Any]:
     """One `plan-N` step: count and index within the step's budget, or pause to go on."""
     deadline = time.monotonic() + get_settings().inngest_step_budget_s
-    try:
-        outcome = await asyncio.to_thread(lifecycle.plan, get_store(), job_id, resume, deadline)
-    except LookupError as err:
-        raise inngest.NonRetriableError(str(err)) from err
+    with inngest_retries(attempt):  # e.g. S3 did not answer: our backoff, then again
+        try:
+            outcome = await asyncio.to_thread(lifecycle.plan, get_store(), job_id, resume, deadline)
+        except LookupError as err:
+            raise inngest.NonRetriableError(str(err)) from err
     return asdict(outcome)
 
 
@@ -104,7 +105,9 @@ async def start_job(ctx: inngest.Context) -> dict[str, Any]:
     while not planned.get("planned", True) or planned.get("resume"):
         # Each step makes progress (the index grows), so this ends; Inngest bounds the steps.
         steps += 1
-        planned = await ctx.step.run(f"plan-{steps}", plan_job, job_id, planned.get("resume"))
+        planned = await ctx.step.run(
+            f"plan-{steps}", plan_job, job_id, planned.get("resume"), ctx.attempt
+        )
     total_chunks = planned["total_chunks"]
     if planned["failed"]:
         return {"job_id": job_id, "failed": planned["failed"]}

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from chunking import lifecycle
 from chunking.callbacks import send_job_callback
-from chunking.errors import PermanentError, RateLimitedError
+from chunking.errors import PermanentError, RateLimitedError, backoff_s
 from chunking.runner import attempt_chunk
 from chunking.settings import get_settings
 from cloud import chunk_queue, dead_letter_queue, job_store, queue_for, queue_of
@@ -58,18 +58,12 @@ logger = Logger()
 # each record already carries its own retry delay.
 processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
-BACKOFF_BASE_S = 2
-BACKOFF_MAX_S = 300
 # Time kept back from the invocation's remaining time to record outcomes before Lambda's kill.
 MARGIN_MAX_S = 5.0
 
 
 class RetryLater(Exception):
     """Reported to SQS as a batch item failure: the message is delivered again."""
-
-
-def backoff_s(receive_count: int) -> int:
-    return int(min(BACKOFF_BASE_S * 2 ** (receive_count - 1), BACKOFF_MAX_S))
 
 
 def dead_letter(record: SQSRecord, reason: str) -> None:

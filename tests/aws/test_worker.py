@@ -12,7 +12,6 @@ from aws.local.lambda_events import lambda_context, post_start
 from aws.local.resources import LocalStack
 from aws.local.sqs_event_source import SqsEventSource
 from aws.starter.app import lambda_handler as starter
-from aws.worker.app import backoff_s
 from aws.worker.app import lambda_handler as worker
 from cloud.messages import ChunkMessage
 from tests.aws.conftest import queue_bodies
@@ -65,9 +64,43 @@ def test_transient_failure_is_retried_after_a_backoff(source: SqsEventSource) ->
     assert (final["status"], final["attempts"], final["retries"]) == ("succeeded", 3, 1)
 
 
-def test_backoff_grows_and_is_capped() -> None:
+def test_backoff_grows_and_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chunking.errors import backoff_s
+    from chunking.settings import get_settings
+
     assert [backoff_s(n) for n in (1, 2, 3, 4)] == [2, 4, 8, 16]
     assert backoff_s(20) == 300
+    monkeypatch.setenv("RETRY_BACKOFF_BASE_S", "0.5")
+    monkeypatch.setenv("RETRY_BACKOFF_FACTOR", "3")
+    monkeypatch.setenv("RETRY_BACKOFF_MAX_S", "10")
+    get_settings.cache_clear()
+    assert [backoff_s(n) for n in (1, 2, 3, 4)] == [0.5, 1.5, 4.5, 10]
+
+
+def test_a_transient_failure_waits_the_shared_backoff(
+    source: SqsEventSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cloud
+    from chunking.settings import get_settings
+
+    # The local path's schedule, from the same settings (tests/functions asserts it there).
+    monkeypatch.setenv("RETRY_BACKOFF_BASE_S", "3")
+    monkeypatch.setenv("RETRY_BACKOFF_FACTOR", "3")
+    get_settings.cache_clear()
+    delays: list[float] = []
+    real_delay = cloud.chunk_queue().delay
+
+    def spy_delay(receipt_handle: str, seconds: float) -> None:
+        delays.append(seconds)
+        real_delay(receipt_handle, seconds)
+
+    monkeypatch.setattr(cloud.chunk_queue(), "delay", spy_delay)
+    job_id = start({"total_items": 10, "chunk_size": 10, "item_delay_ms": 0,
+                    "flaky_chunks": {"0": 2}})  # fmt: skip
+    source.drain()
+    assert delays == [3, 9]
+    final = status(job_id)
+    assert (final["status"], final["retries"]) == ("succeeded", 2)
 
 
 def test_rate_limit_waits_the_time_asked_for(

@@ -111,6 +111,27 @@ def test_flaky_chunk_is_retried_and_succeeds(fake_inngest: FakeInngestApi) -> No
     assert (final["attempts"], final["retries"], final["items_processed"]) == (12, 2, 100)
 
 
+def test_a_transient_failure_waits_our_backoff_not_inngests(
+    fake_inngest: FakeInngestApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chunking.settings import get_settings
+
+    # The cloud path's schedule, from the same settings (tests/aws/test_worker.py asserts it
+    # there): 3 s, then 9 s.
+    monkeypatch.setenv("RETRY_BACKOFF_BASE_S", "3")
+    monkeypatch.setenv("RETRY_BACKOFF_FACTOR", "3")
+    get_settings.cache_clear()
+    job_id = start(total_items=10, chunk_size=10, flaky_chunks={"0": 2})
+    errors = spy_run_errors(process_chunk, monkeypatch)
+    [event] = fake_inngest.named(PROCESS_CHUNK)
+    began = datetime.datetime.now()
+    assert replay(process_chunk, event).status is mocked.Status.COMPLETED
+    assert [type(e) for e in errors] == [inngest.RetryAfterError] * 2
+    waits = [(e.retry_after - began).total_seconds() for e in errors]  # type: ignore[attr-defined]
+    assert 3 <= waits[0] < 3 + 2 and 9 <= waits[1] < 9 + 2, waits
+    assert status(job_id)["retries"] == 2
+
+
 def test_chunk_flaky_beyond_its_retries_fails_and_is_recorded(fake_inngest: FakeInngestApi) -> None:
     # CHUNK_RETRIES=3 in tests: 4 attempts, all failing.
     job_id = start(total_items=20, chunk_size=10, flaky_chunks={"1": 10})
