@@ -1,9 +1,10 @@
 """demo/finish_job: a job's finishing unit, once every chunk has settled.
 
 Its own function, so what a finished job leaves behind (the llm workload's merged output) has
-its own budget and retries, never the last chunk's: the "finish" step runs `lifecycle.finish`
-(idempotent: a redelivery writes the same output), then "emit-job-completed" sends
-demo/job_completed with the final status (which send-callback delivers).
+its own budget and retries, never the last chunk's: it runs `lifecycle.finish` (idempotent: a
+redelivery writes the same output), then sends demo/job_completed with the final status (which
+send-callback delivers), its id deterministic. Both are idempotent, so there is no step: one
+round trip from the executor, and a retry does both again.
 """
 
 from __future__ import annotations
@@ -61,6 +62,5 @@ async def finish_job(ctx: inngest.Context) -> str:
     job_id = ctx.event.data.get("job_id")
     if not isinstance(job_id, str):
         raise inngest.NonRetriableError(f"{FINISH_JOB} without a job_id")
-    await ctx.step.run("finish", finish, job_id, ctx.attempt)
-    status: str = await ctx.step.run("emit-job-completed", send_job_completed, job_id)
-    return status
+    await finish(job_id, ctx.attempt)
+    return await send_job_completed(job_id)

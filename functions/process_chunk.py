@@ -3,6 +3,12 @@
 A run that stopped to respect its budget (having made progress) sends the chunk's next run as
 a fresh event (a continuation: no retry spent); the run whose chunk finished the job sends
 demo/finish_job, the job's finishing unit (functions.finish_job).
+
+No step: a chunk's work is idempotent by construction (its outcome is settled once, every event
+sent has a deterministic id), so nothing needs memoizing, and the executor's first request runs
+the whole chunk and gets the run's final result: one round trip per chunk, not two (a step,
+then the function's end, each queued behind the concurrency limits). A retry runs it all again
+and finds what the last attempt already did.
 """
 
 from __future__ import annotations
@@ -68,15 +74,10 @@ async def send_finish(job_id: str) -> None:
     await inngest_client.send(finish_job_event(job_id))
 
 
-async def start_finishing(ctx: inngest.Context, job_id: str) -> None:
-    await ctx.step.run("finish-job", send_finish, job_id)
-
-
-async def send_continuation(ref: dict[str, Any]) -> int:
-    data = ChunkRef.model_validate(ref)
-    n = data.continuation + 1
+async def send_continuation(ref: ChunkRef) -> int:
+    n = ref.continuation + 1
     await inngest_client.send(
-        chunk_event(data.job_id, data.chunk_index, data.priority, data.tenant, continuation=n)
+        chunk_event(ref.job_id, ref.chunk_index, ref.priority, ref.tenant, continuation=n)
     )
     return n
 
@@ -95,7 +96,7 @@ async def record_run_failure(ctx: inngest.Context) -> None:
         "record-run-failure", record_failure, ref.job_id, ref.chunk_index, f"run failed: {message}"
     )
     if outcome["recorded"] and outcome["job_finished"]:
-        await start_finishing(ctx, ref.job_id)
+        await ctx.step.run("finish-job", send_finish, ref.job_id)
 
 
 @inngest_client.create_function(
@@ -113,14 +114,12 @@ async def record_run_failure(ctx: inngest.Context) -> None:
 )
 async def process_chunk(ctx: inngest.Context) -> dict[str, Any]:
     ref = parse_chunk_ref(ctx.event.data)
-    outcome: dict[str, Any] = await ctx.step.run(
-        "run-chunk", run_chunk_step, ref.job_id, ref.chunk_index, ctx.attempt, ref.continuation
-    )
+    outcome = await run_chunk_step(ref.job_id, ref.chunk_index, ctx.attempt, ref.continuation)
     if outcome["outcome"] == "continued":
         # Out of budget with its answers kept: the rest in a fresh run, no retry spent.
-        await ctx.step.run("continue-chunk", send_continuation, ref.model_dump())
+        await send_continuation(ref)
     if outcome["job_finished"]:
-        await start_finishing(ctx, ref.job_id)
+        await send_finish(ref.job_id)
     if outcome["outcome"] == "failed":
         # Settled and recorded: fail the run visibly, but never retry it.
         raise inngest.NonRetriableError(outcome["error"])

@@ -1,8 +1,10 @@
 """demo/job_completed -> the job's callback_url: the signed summary, retried in its own run.
 
 A function of its own, so a slow or failing receiver never holds up a chunk: Inngest retries the
-"post-callback" step with backoff, waits out a 429's Retry-After, and gives up at once on an
-answer that retrying cannot change (a 4xx, or a target that is no longer allowed).
+run after our backoff, waits out a 429's Retry-After, and gives up at once on an answer that
+retrying cannot change (a 4xx, or a target that is no longer allowed). No step around the POST:
+it is the run's only work, so one round trip from the executor delivers it (the receiver
+deduplicates a repeat by `X-Callback-Id`).
 """
 
 from __future__ import annotations
@@ -32,5 +34,4 @@ async def send_callback(ctx: inngest.Context) -> str:
     job_id = ctx.event.data.get("job_id")
     if not isinstance(job_id, str):
         raise inngest.NonRetriableError(f"{JOB_COMPLETED} without a job_id")
-    result: str = await ctx.step.run("post-callback", post_callback, job_id, ctx.attempt)
-    return result
+    return await post_callback(job_id, ctx.attempt)

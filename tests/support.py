@@ -148,9 +148,16 @@ def drive_over_http(
     Each 206 answer carries the steps that ran; their outputs are memoized and the function is
     called again, until it answers 200 (done) or an error status. Returns the last response.
     """
+    return drive_counting_calls(serve_url, fn_id, event, attempt, max_calls)[0]
+
+
+def drive_counting_calls(
+    serve_url: str, fn_id: str, event: dict[str, Any], attempt: int = 0, max_calls: int = 20
+) -> tuple[Any, int]:
+    """drive_over_http, and how many calls the executor made to the app."""
     steps: dict[str, Any] = {}
     stack: list[str] = []
-    for _ in range(max_calls):
+    for calls in range(1, max_calls + 1):
         body = {
             "ctx": {"attempt": attempt, "disable_immediate_execution": False, "run_id": "run-1",
                     "stack": {"stack": stack}},
@@ -160,7 +167,7 @@ def drive_over_http(
             serve_url, params={"fnId": fn_id, "stepId": "step"}, json=body, timeout=30
         )
         if response.status_code != 206:
-            return response
+            return response, calls
         for op in response.json():
             steps[op["id"]] = {"data": op.get("data")}
             stack.append(op["id"])

@@ -12,7 +12,14 @@ import pytest
 from inngest._internal.net import sign_request
 
 from chunking.spec import JobSpec
-from tests.support import AppProcess, FakeInngestApi, ServerThread, drive_over_http, run_finishes
+from tests.support import (
+    AppProcess,
+    FakeInngestApi,
+    ServerThread,
+    drive_counting_calls,
+    drive_over_http,
+    run_finishes,
+)
 
 APP_ID = "long-jobs"
 SIGNING_KEY = "signkey-test-" + "ab" * 32
@@ -213,3 +220,39 @@ def test_a_finish_that_gave_up_fails_the_job_with_its_reason(
     status = store.status("unmerged")
     assert status is not None and status.status == "failed"
     assert status.error == "the job's results could not be written: S3 is unavailable"
+
+
+def test_one_call_per_chunk_gets_the_runs_final_result(
+    app_server: str, fake_inngest: FakeInngestApi
+) -> None:
+    """The executor's first request runs the whole chunk and gets the run's final result, not
+    a planned step, for a succeeding, a permanently failing and a finishing chunk."""
+    from functions.deps import get_store
+
+    store = get_store()
+    store.create_job("once", JobSpec(total_items=30, chunk_size=10, fail_chunks=[1]), "local")
+    store.start_job("once")
+    url, fn_id = f"{app_server}/api/inngest", f"{APP_ID}-process-chunk"
+
+    def chunk(index: int) -> dict[str, Any]:
+        return {"name": "demo/process_chunk", "data": {"job_id": "once", "chunk_index": index}}
+
+    succeeded, calls = drive_counting_calls(url, fn_id, chunk(0))
+    assert (succeeded.status_code, calls) == (200, 1), succeeded.text
+    assert succeeded.json()["outcome"] == "succeeded"
+    failed, calls = drive_counting_calls(url, fn_id, chunk(1))
+    assert (failed.status_code, calls) == (500, 1)
+    assert failed.headers["x-inngest-no-retry"] == "true" and "fail_chunks" in failed.text
+    finishing, calls = drive_counting_calls(url, fn_id, chunk(2))
+    assert (finishing.status_code, calls) == (200, 1), finishing.text
+    assert finishing.json()["job_finished"] is True
+    [finish_event] = fake_inngest.named("demo/finish_job")
+    assert finish_event["id"] == "once-finish"
+
+    # The finishing unit and the callback: one call each too.
+    finish, calls = drive_counting_calls(url, f"{APP_ID}-finish-job", finish_event)
+    assert (finish.status_code, calls) == (200, 1), finish.text
+    assert finish.json() == "partial"
+    [completed] = fake_inngest.named("demo/job_completed")
+    callback, calls = drive_counting_calls(url, f"{APP_ID}-send-callback", completed)
+    assert (callback.status_code, calls) == (200, 1) and callback.json() == "no callback_url"
