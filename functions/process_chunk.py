@@ -55,10 +55,10 @@ def parse_chunk_ref(data: object) -> ChunkRef:
         ) from err
 
 
-async def run_chunk_step(
+async def run_attempt(
     job_id: str, index: int, platform_attempt: int, continuation: int = 0
 ) -> dict[str, Any]:
-    """The "run-chunk" step: the core's attempt, its errors mapped to Inngest's retries."""
+    """The chunk's attempt (the whole run: no step), its errors mapped to Inngest's retries."""
     last_attempt = platform_attempt >= settings.chunk_retries
     # PermanentError here means the job or chunk does not exist: nothing to record.
     with inngest_retries(platform_attempt):
@@ -114,7 +114,7 @@ async def record_run_failure(ctx: inngest.Context) -> None:
 )
 async def process_chunk(ctx: inngest.Context) -> dict[str, Any]:
     ref = parse_chunk_ref(ctx.event.data)
-    outcome = await run_chunk_step(ref.job_id, ref.chunk_index, ctx.attempt, ref.continuation)
+    outcome = await run_attempt(ref.job_id, ref.chunk_index, ctx.attempt, ref.continuation)
     if outcome["outcome"] == "continued":
         # Out of budget with its answers kept: the rest in a fresh run, no retry spent.
         await send_continuation(ref)
