@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from chunking import workload
 from chunking.prepare import prepare_spec
+from chunking.settings import get_settings
 from chunking.spec import MAX_CHUNKS, JobSpec, chunk_count, new_job_id
 from chunking.status import JobRecord, JobStatus, Path
 from chunking.store import JobEndedError, JobStore
@@ -147,6 +148,23 @@ def finish(store: JobStore, job_id: str) -> None:
     job = store.get_job(job_id)  # fresh: what an earlier finish wrote (output_uri) shows
     if job is not None:
         workload.of(job.spec).after_job_finished(store, job)
+
+
+def resend_if_never_began(store: JobStore, job_id: str, chunk_index: int, resends: int) -> bool:
+    """Whether a chunk whose run failed should run again as a fresh run (counted on the job's
+    tally, `chunks_resent`): every delivery failed before the chunk began (the store shows no
+    attempt: the app was unreachable), its job still runs, and it has been resent fewer than
+    CHUNK_MAX_RESENDS times. An outage then costs time, never a chunk's retries."""
+    if resends >= get_settings().chunk_max_resends:
+        return False
+    job = store.get_job(job_id)
+    if job is None or job.state != "running":
+        return False
+    chunk = store.chunk(job_id, chunk_index)
+    if chunk is not None and chunk.attempts > 0:
+        return False  # it ran: its failure is its own, and is settled as such
+    store.count_resend(job_id)
+    return True
 
 
 def finish_failed(store: JobStore, job_id: str, reason: str) -> None:

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     retry_backoff_base_s: float = Field(2.0, ge=0, le=3_600)
     retry_backoff_factor: float = Field(2.0, ge=1, le=10)
     retry_backoff_max_s: float = Field(300.0, ge=0, le=43_200)  # SQS allows at most 12 h
+    # Fresh runs a chunk gets when every delivery of its run failed before it began (the app
+    # was unreachable): an outage must not spend its retries.
+    chunk_max_resends: int = Field(10, ge=0, le=1_000)
     # Runs a chunk may go on in after stopping to respect its budget, none spending a retry
     # (each must have answered something, so a chunk never continues more than its items).
     chunk_max_continuations: int = Field(50, ge=0, le=10_000)

@@ -46,6 +46,7 @@ class Tally:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     items_failed: int = 0
+    chunks_resent: int = 0  # fresh runs of chunks whose deliveries all failed before they began
     latency: LatencySummary = field(default_factory=LatencySummary)
     failed_head: tuple[FailedChunk, ...] = ()  # the first FAILED_HEAD_MAX to fail
 
@@ -135,6 +136,9 @@ class JobStatus(BaseModel):
     chunks_succeeded: int
     chunks_failed: int
     chunks_cancelled: int = 0  # a cancelled job's chunks that never ran (and never will)
+    # Runs sent again because every delivery of a chunk's run failed before the chunk began
+    # (the app was unreachable): an outage does not spend a chunk's retries.
+    chunks_resent: int = 0
     items_processed: int
     attempts: int
     retries: int
@@ -201,6 +205,7 @@ def build_status(job: JobRecord, now: datetime, prices_per_mtok: tuple[float, fl
         chunks_failed=tally.chunks_failed,
         # Cancelling lets the running chunks finish: those are not cancelled.
         chunks_cancelled=unsettled - tally.chunks_running if job.state == "cancelled" else 0,
+        chunks_resent=tally.chunks_resent,
         items_processed=tally.items_processed,
         attempts=tally.attempts,
         retries=tally.attempts - tally.chunks_begun,

@@ -96,6 +96,11 @@ class JobStore(Protocol):
         """
         ...
 
+    def count_resend(self, job_id: str) -> None:
+        """Count a chunk sent again as a fresh run because its deliveries all failed before it
+        began (on the job's tally: `chunks_resent` in the status)."""
+        ...
+
     def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
         """Undo a chunk's *failed* outcome so it can run again (a DLQ redrive).
 

@@ -48,15 +48,20 @@ def chunk_event(
     priority: str = "normal",
     tenant: str = "default",
     continuation: int = 0,
+    resend: int = 0,
 ) -> inngest.Event:
     """The chunk's job, index, and what Inngest's priority and per-tenant limit read;
-    `continuation` n > 0 for the n-th run going on where one out of budget stopped."""
+    `continuation` n > 0 for the n-th run going on where one out of budget stopped, `resend`
+    n > 0 for the n-th fresh run of one whose deliveries all failed before it began."""
     data: dict[str, Any] = {"job_id": job_id, "chunk_index": chunk_index, "priority": priority,
                             "tenant": tenant}  # fmt: skip
     event_id = f"{job_id}-chunk-{chunk_index}"
     if continuation:
         data["continuation"] = continuation
         event_id += f"-continued-{continuation}"
+    if resend:
+        data["resend"] = resend
+        event_id += f"-resent-{resend}"
     return inngest.Event(name=PROCESS_CHUNK, id=event_id, data=data)
 
 

@@ -13,11 +13,13 @@ and finds what the last attempt already did.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import inngest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from chunking import lifecycle
 from chunking.api_errors import describe
 from chunking.runner import attempt_chunk, settle
 from chunking.settings import get_settings
@@ -44,6 +46,7 @@ class ChunkRef(BaseModel):
     priority: Priority = "normal"
     tenant: str = Field("default", pattern=JOB_ID_PATTERN)
     continuation: int = Field(0, ge=0)
+    resend: int = Field(0, ge=0)
 
 
 def parse_chunk_ref(data: object) -> ChunkRef:
@@ -82,19 +85,37 @@ async def send_continuation(ref: ChunkRef) -> int:
     return n
 
 
-async def record_failure(job_id: str, index: int, error: str) -> dict[str, Any]:
-    return (await settle(get_store(), job_id, index, error=error)).as_dict()
+async def send_resend(ref_data: dict[str, Any]) -> int:
+    ref = ChunkRef.model_validate(ref_data)
+    n = ref.resend + 1
+    await inngest_client.send(
+        chunk_event(ref.job_id, ref.chunk_index, ref.priority, ref.tenant,
+                    continuation=ref.continuation, resend=n)
+    )  # fmt: skip
+    return n
+
+
+async def record_failure(job_id: str, index: int, error: str, resends: int = 0) -> dict[str, Any]:
+    store = get_store()
+    if await asyncio.to_thread(lifecycle.resend_if_never_began, store, job_id, index, resends):
+        return {"resent": True, "recorded": False, "job_finished": False}
+    return (await settle(store, job_id, index, error=error)).as_dict()
 
 
 async def record_run_failure(ctx: inngest.Context) -> None:
-    """Safety net: a run that failed outside the chunk's own handling still settles its chunk."""
+    """Safety net: a run that failed outside the chunk's own handling still settles its chunk;
+    one that never began (every delivery failed: the app was unreachable) runs again instead,
+    as a fresh run, bounded by CHUNK_MAX_RESENDS (`chunks_resent` in the status)."""
     original = ctx.event.data.get("event", {})
     ref = parse_chunk_ref(original.get("data") if isinstance(original, dict) else None)
     error = ctx.event.data.get("error", {})
     message = error.get("message", "unknown") if isinstance(error, dict) else str(error)
     outcome = await ctx.step.run(
-        "record-run-failure", record_failure, ref.job_id, ref.chunk_index, f"run failed: {message}"
-    )
+        "record-run-failure", record_failure, ref.job_id, ref.chunk_index,
+        f"run failed: {message}", ref.resend,
+    )  # fmt: skip
+    if outcome.get("resent"):
+        await ctx.step.run("resend-chunk", send_resend, ref.model_dump())
     if outcome["recorded"] and outcome["job_finished"]:
         await ctx.step.run("finish-job", send_finish, ref.job_id)
 

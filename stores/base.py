@@ -73,7 +73,7 @@ PROGRESS_FIELDS = ("state", "chunks_settled", "total_chunks", "settled_by")
 # The job's tally: counters only ever added to (concurrent writers commute)...
 COUNTERS = ("chunks_settled", "chunks_succeeded", "chunks_failed", "chunks_running",
             "chunks_begun", "attempts", "items_processed", "prompt_tokens",
-            "completion_tokens", "items_failed")  # fmt: skip
+            "completion_tokens", "items_failed", "chunks_resent")  # fmt: skip
 # ... and fields recomputed from the row read in the same guarded write (`version` guards it).
 SUMMARIES = ("latency", "failed_head", "events_seq", "version")
 
@@ -292,6 +292,10 @@ class BaseJobStore(ABC):
         """Keep an item's row unless one exists for its index; True when kept."""
 
     @abstractmethod
+    def _add_to_job(self, job_id: str, counters: Mapping[str, int]) -> None:
+        """Add to counters of the job's tally (nothing else changes, so no guard is needed)."""
+
+    @abstractmethod
     def _begin(self, job_id: str, chunk_index: int, continuation: bool) -> int | None:
         """begin_attempt, in the store's terms (`attempt_change` on the job's tally)."""
 
@@ -369,6 +373,9 @@ class BaseJobStore(ABC):
         self, job_id: str, chunk_index: int, *, continuation: bool = False
     ) -> int | None:
         return self._begin(job_id, chunk_index, continuation)
+
+    def count_resend(self, job_id: str) -> None:
+        self._add_to_job(job_id, {"chunks_resent": 1})
 
     def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
         if not self._reopen(job_id, chunk_index):

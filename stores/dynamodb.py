@@ -323,6 +323,12 @@ class DynamoJobStore(BaseJobStore):
             job_id, JOB_SK, expression, condition, **values, read_version=version
         )
 
+    def _add_to_job(self, job_id: str, counters: Mapping[str, int]) -> None:
+        expression, values = _assignments({}, add=counters)
+        self.db.update_item(
+            **self._update_op(job_id, JOB_SK, expression, "attribute_exists(job_id)", **values)
+        )
+
     def _begin(self, job_id: str, chunk_index: int, continuation: bool) -> int | None:
         sk = chunk_sk(chunk_index)
 

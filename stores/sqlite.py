@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
     completion_tokens INTEGER NOT NULL DEFAULT 0,
     items_failed INTEGER NOT NULL DEFAULT 0,
+    chunks_resent INTEGER NOT NULL DEFAULT 0,
     latency TEXT,
     failed_head TEXT,
     version INTEGER NOT NULL DEFAULT 0,
@@ -93,7 +94,7 @@ ADDED_COLUMNS = [
     *(("jobs", name, _COUNT) for name in (
         "total_items", "chunks_succeeded", "chunks_failed", "chunks_running", "chunks_begun",
         "attempts", "items_processed", "prompt_tokens", "completion_tokens", "items_failed",
-        "version")),
+        "version", "chunks_resent")),
     ("jobs", "latency", "TEXT"),
     ("jobs", "failed_head", "TEXT"),
     *(("chunks", name, _COUNT) for name in (
@@ -253,6 +254,10 @@ class SqliteJobStore(BaseJobStore):
                 (*changes.values(), job_id, *params),
             )
         return cur.rowcount == 1
+
+    def _add_to_job(self, job_id: str, counters: Mapping[str, int]) -> None:
+        with self._tx() as db:
+            _add(db, job_id, counters)
 
     def _begin(self, job_id: str, chunk_index: int, continuation: bool) -> int | None:
         key = (job_id, chunk_index)

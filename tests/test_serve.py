@@ -256,3 +256,67 @@ def test_one_call_per_chunk_gets_the_runs_final_result(
     [completed] = fake_inngest.named("demo/job_completed")
     callback, calls = drive_counting_calls(url, f"{APP_ID}-send-callback", completed)
     assert (callback.status_code, calls) == (200, 1) and callback.json() == "no callback_url"
+
+
+def failed_run_of(event: dict[str, Any], message: str) -> dict[str, Any]:
+    """What Inngest sends a function's failure handler once a run has failed for good."""
+    return {
+        "name": "inngest/function.failed",
+        "data": {"function_id": f"{APP_ID}-process-chunk", "run_id": "run-9",
+                 "error": {"name": "Error", "message": message}, "event": event},
+    }  # fmt: skip
+
+
+def test_an_outage_before_a_chunk_began_costs_time_not_its_retries(
+    app_server: str, fake_inngest: FakeInngestApi
+) -> None:
+    from functions.deps import get_store
+    from tests.support import free_port
+
+    store = get_store()
+    store.create_job("outage", JobSpec(total_items=20, chunk_size=10), "local")
+    store.start_job("outage")
+    event = {"name": "demo/process_chunk", "data": {"job_id": "outage", "chunk_index": 0}}
+    # The app is unreachable: every one of the run's deliveries fails before the chunk begins.
+    down = f"http://127.0.0.1:{free_port()}/api/inngest"
+    for attempt in range(4):
+        with pytest.raises(httpx.ConnectError):
+            drive_over_http(down, f"{APP_ID}-process-chunk", event, attempt=attempt)
+    # It answers again; Inngest calls the run's failure handler.
+    handler = f"{APP_ID}-process-chunk-failure"
+    response = drive_over_http(f"{app_server}/api/inngest", handler,
+                               failed_run_of(event, "connection refused"))  # fmt: skip
+    assert response.status_code == 200, response.text
+    status = store.status("outage")
+    assert status is not None
+    assert (status.status, status.chunks_failed, status.chunks_resent) == ("running", 0, 1)
+    [resent] = fake_inngest.named("demo/process_chunk")
+    assert resent["id"] == "outage-chunk-0-resent-1" and resent["data"]["resend"] == 1
+    # The fresh run: the chunk runs, on its first attempt, one call.
+    done, calls = drive_counting_calls(f"{app_server}/api/inngest", f"{APP_ID}-process-chunk",
+                                       resent)  # fmt: skip
+    assert (done.status_code, calls) == (200, 1) and done.json()["outcome"] == "succeeded"
+    chunk = store.chunk("outage", 0)
+    assert chunk is not None and (chunk.state, chunk.attempts) == ("succeeded", 1)
+
+
+def test_resends_are_bounded_then_the_chunk_is_recorded_failed(
+    app_server: str, fake_inngest: FakeInngestApi
+) -> None:
+    from chunking.settings import get_settings
+    from functions.deps import get_store
+
+    store = get_store()
+    store.create_job("down", JobSpec(total_items=10, chunk_size=10), "local")
+    store.start_job("down")
+    bound = get_settings().chunk_max_resends
+    event = {"name": "demo/process_chunk",
+             "data": {"job_id": "down", "chunk_index": 0, "resend": bound}}  # fmt: skip
+    handler = f"{APP_ID}-process-chunk-failure"
+    response = drive_over_http(f"{app_server}/api/inngest", handler,
+                               failed_run_of(event, "connection refused"))  # fmt: skip
+    assert response.status_code == 200, response.text
+    status = store.status("down")
+    assert status is not None and (status.chunks_failed, status.chunks_resent) == (1, 0)
+    assert status.failed_chunks[0].error == "run failed: connection refused"
+    assert fake_inngest.named("demo/process_chunk") == []
