@@ -304,12 +304,15 @@ class DynamoJobStore(BaseJobStore):
                     raise
         raise RuntimeError(f"job {job_id}: {what} lost {WRITE_TRIES} races to other writers")
 
-    def _rows(self, job_id: str, chunk_index: int) -> tuple[Row | None, Row | None]:
+    def _rows(self, job_id: str, chunk_index: int) -> tuple[Row, Row | None]:
         """The job's tally and the chunk's row, read together (consistently); not the job's
-        spec, which may be far bigger than what a write needs (reads are billed by size)."""
+        spec, which may be far bigger than what a write needs (reads are billed by size).
+        Raises LookupError when there is no such job."""
         keys = [JOB_SK, chunk_sk(chunk_index)]
         found = {row["sk"]: row for row in self._get_rows(job_id, keys, TALLY_READ)}
-        return found.get(JOB_SK), found.get(chunk_sk(chunk_index))
+        if JOB_SK not in found:
+            raise LookupError(f"job {job_id}: no such job in the job table")
+        return found[JOB_SK], found.get(chunk_sk(chunk_index))
 
     def _job_update(self, job_id: str, job: Row, add: Mapping[str, int],
                     put: Mapping[str, Field] | None = None) -> dict[str, Any]:  # fmt: skip
@@ -333,9 +336,7 @@ class DynamoJobStore(BaseJobStore):
         sk = chunk_sk(chunk_index)
 
         def plan() -> Planned:
-            job, chunk = self._rows(job_id, chunk_index)
-            if job is None:
-                raise LookupError(f"job {job_id}: no such job in the job table")
+            _, chunk = self._rows(job_id, chunk_index)
             if chunk is not None and chunk["state"] != "running":
                 return [], None  # settled: never run (or count) it again
             if continuation:
@@ -346,7 +347,7 @@ class DynamoJobStore(BaseJobStore):
                     one=1, running="running",
                 )  # fmt: skip
                 return [{"Update": more}], int(chunk["attempts"])
-            previous = None if chunk is None else int(chunk["attempts"])
+            previous: int | None = None
             if chunk is None:
                 row = {"job_id": job_id, "sk": sk, "chunk_index": chunk_index,
                        "state": "running", "attempts": 1,
@@ -356,11 +357,11 @@ class DynamoJobStore(BaseJobStore):
                     "ConditionExpression": "attribute_not_exists(sk)",
                 }}  # fmt: skip
             else:
+                previous = int(chunk["attempts"])
                 write = {"Update": self._update_op(
                     job_id, sk, "SET #attempts = :next",
                     "#state = :running AND #attempts = :previous",
-                    next=previous + 1 if previous is not None else 1, previous=previous,
-                    running="running",
+                    next=previous + 1, previous=previous, running="running",
                 )}  # fmt: skip
             expression, values = _assignments({}, add=attempt_change(previous))
             counters = self._update_op(job_id, JOB_SK, expression, None, **values)
@@ -376,8 +377,6 @@ class DynamoJobStore(BaseJobStore):
 
         def plan() -> Planned:
             job, chunk = self._rows(job_id, chunk_index)
-            if job is None:
-                raise LookupError(f"job {job_id}: no such job in the job table")
             # Already settled? Refused. Never begun? Refused too when begun_only.
             if chunk is not None and chunk["state"] != "running":
                 return [], False
@@ -408,8 +407,11 @@ class DynamoJobStore(BaseJobStore):
         sk = chunk_sk(chunk_index)
 
         def plan() -> Planned:
-            job, chunk = self._rows(job_id, chunk_index)
-            if job is None or chunk is None or chunk["state"] != "failed":
+            try:
+                job, chunk = self._rows(job_id, chunk_index)
+            except LookupError:
+                return [], False
+            if chunk is None or chunk["state"] != "failed":
                 return [], False
             change = reopen_change(job, chunk)
             reopen = self._update_op(

@@ -11,6 +11,8 @@ from typing import Any
 
 from chunking.status import ChunkState
 from stores.base import (
+    COUNTERS,
+    SUMMARIES,
     BaseJobStore,
     Field,
     JobGuard,
@@ -262,9 +264,7 @@ class SqliteJobStore(BaseJobStore):
     def _begin(self, job_id: str, chunk_index: int, continuation: bool) -> int | None:
         key = (job_id, chunk_index)
         with self._tx() as db:
-            row = db.execute(
-                "SELECT state, attempts FROM chunks WHERE job_id = ? AND chunk_index = ?", key
-            ).fetchone()
+            row = _chunk_row(db, key)
             if row is not None and row["state"] != "running":
                 return None  # settled: never run (or count) it again
             if continuation:
@@ -297,10 +297,8 @@ class SqliteJobStore(BaseJobStore):
     ) -> bool:
         key = (job_id, chunk_index)
         with self._tx() as db:
-            row = db.execute(
-                "SELECT state, attempts FROM chunks WHERE job_id = ? AND chunk_index = ?", key
-            ).fetchone()
-            job = db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            row = _chunk_row(db, key)
+            job = _tally_row(db, job_id)
             # Already settled? Nothing applies. Never begun? Settled all the same, unless
             # begun_only (its job was cancelled: a chunk never begun never will be).
             if job is None or (row is not None and row["state"] != "running"):
@@ -322,12 +320,9 @@ class SqliteJobStore(BaseJobStore):
     def _reopen(self, job_id: str, chunk_index: int) -> bool:
         key = (job_id, chunk_index)
         with self._tx() as db:
-            row = db.execute(
-                "SELECT * FROM chunks WHERE job_id = ? AND chunk_index = ? AND state = 'failed'",
-                key,
-            ).fetchone()
-            job = db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-            if row is None or job is None:
+            row = _chunk_row(db, key)
+            job = _tally_row(db, job_id)
+            if row is None or row["state"] != "failed" or job is None:
                 return False
             db.execute(
                 "UPDATE chunks SET state = 'running', error = NULL, latency_ms = NULL, seq = NULL,"
@@ -337,6 +332,21 @@ class SqliteJobStore(BaseJobStore):
             )
             _apply(db, job_id, reopen_change(dict(job), dict(row)))
         return True
+
+
+def _chunk_row(db: sqlite3.Connection, key: tuple[str, int]) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = db.execute(
+        "SELECT * FROM chunks WHERE job_id = ? AND chunk_index = ?", key
+    ).fetchone()
+    return row
+
+
+def _tally_row(db: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
+    """The job's tally, not its spec: a settlement needs no more (and the spec may be big)."""
+    row: sqlite3.Row | None = db.execute(
+        f"SELECT {', '.join((*COUNTERS, *SUMMARIES))} FROM jobs WHERE job_id = ?", (job_id,)
+    ).fetchone()
+    return row
 
 
 def _add(db: sqlite3.Connection, job_id: str, counters: Mapping[str, int]) -> None:
