@@ -81,8 +81,8 @@ async def answer_items(
     call_timeout_s: float,
 ) -> LlmChunkResult:
     deadline = time.monotonic() + budget_s
-    kept = await asyncio.to_thread(store.item_results, job_id, chunk_index)
-    done = {result.index for result in kept}
+    kept = {r.index: r for r in await asyncio.to_thread(store.item_results, job_id, chunk_index)}
+    done = set(kept)
     answered_now = 0
     for item in items:
         if item.index in done:
@@ -115,10 +115,14 @@ async def answer_items(
                 prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
                 latency_ms=answer.latency_ms,
             )  # fmt: skip
-        await asyncio.to_thread(store.record_item, job_id, result)
+        if await asyncio.to_thread(store.record_item, job_id, result):
+            kept[item.index] = result
         done.add(item.index)
         answered_now += 1
-    results = await asyncio.to_thread(store.item_results, job_id, chunk_index)
+    results = list(kept.values())
+    if len(kept) < len(done):
+        # A concurrent delivery kept some answers first (the first one wins): read what is kept.
+        results = await asyncio.to_thread(store.item_results, job_id, chunk_index)
     return LlmChunkResult(
         items_answered=sum(r.error is None for r in results),
         items_failed=sum(r.error is not None for r in results),
