@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(tempfile.mkdtemp(prefix="protocol-calls-"))
     # Before the app is imported: its Inngest client and settings are built from these.
     os.environ.update({
-        "INNGEST_DEV": intake.url, "JOB_DB_PATH": str(folder / "jobs.sqlite3"),
+        "INNGEST_DEV": intake.url, "JOB_STORE_URL": f"sqlite:///{folder / 'jobs.sqlite3'}",
         "ITEM_DELAY_MS": "0", "LLM_OUTPUT_URI": str(folder / "outputs"),
     })  # fmt: skip
     from main import app

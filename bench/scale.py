@@ -405,7 +405,7 @@ def accept_bench(args: argparse.Namespace) -> None:
         os.environ.update({
             "LLM_INPUT_ROOT": tmp, "LLM_OUTPUT_URI": str(root / "outputs"),
             "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "x",
-            "JOB_DB_PATH": str(root / "jobs.sqlite3"), "ITEM_DELAY_MS": "0",
+            "JOB_STORE_URL": f"sqlite:///{root / 'jobs.sqlite3'}", "ITEM_DELAY_MS": "0",
         })  # fmt: skip
         for name in ("INNGEST_SIGNING_KEY", "INNGEST_EVENT_KEY", "AWS_START_URL", "API_KEY",
                      "CLOUD_API_KEY"):  # fmt: skip

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Inngest allows 1,000 steps per run; each poll of the cloud job costs two (poll + sleep).
 MAX_CLOUD_POLLS = 400
+# The job stores JOB_STORE_URL may name (stores/factory.py opens them).
+STORE_SCHEMES = ("sqlite", "postgresql", "postgres", "dynamodb")
 
 
 class Settings(BaseSettings):
@@ -43,8 +45,12 @@ class Settings(BaseSettings):
     api_key: str | None = None
     allowed_hosts: str = "localhost,127.0.0.1"
 
-    # Local job store, and how often GET /jobs/{id}/events looks for news in it.
-    job_db_path: Path = Path("data/jobs.sqlite3")
+    # The local path's job store: sqlite:///<file> (embedded, one machine), postgresql://…
+    # (shared by several workers or replicas), or dynamodb://<table> (an app running on AWS);
+    # the connections a Postgres store keeps per process; how often GET /jobs/{id}/events
+    # looks for news in it.
+    job_store_url: str = "sqlite:///data/jobs.sqlite3"
+    job_store_pool_size: int = Field(10, ge=1, le=200)
     sse_poll_interval_s: float = Field(0.5, gt=0, le=60)
 
     # Cloud path, as seen from the local path's demo/trigger_aws_sam_job and tools/compare.py.
@@ -109,6 +115,17 @@ class Settings(BaseSettings):
         if value and not re.fullmatch(r"https?://[^/?#\s]+", value.rstrip("/")):
             raise ValueError(f"{value!r} is not an origin: give scheme://host[:port], no path")
         return value.rstrip("/") if value else None
+
+    @field_validator("job_store_url")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in STORE_SCHEMES or not value.split("://", 1)[1].strip("/"):
+            raise ValueError(
+                f"{value!r} names no job store: give sqlite:///<file>, "
+                "postgresql://user:password@host:port/db or dynamodb://<table>"
+            )
+        return value
 
     @model_validator(mode="after")
     def _production_is_pinned(self) -> Settings:

@@ -14,12 +14,14 @@ from chunking.api_errors import describe
 from chunking.errors import PermanentError, RateLimitedError, backoff_s
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
-from stores.sqlite import SqliteJobStore
+from chunking.store import JobStore
+from stores.factory import open_store
 
 
 @lru_cache
-def get_store() -> SqliteJobStore:
-    return SqliteJobStore(get_settings().job_db_path)
+def get_store() -> JobStore:
+    settings = get_settings()
+    return open_store(settings.job_store_url, pool_size=settings.job_store_pool_size)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import workloads  # noqa: F401 - registers the workloads with the core, as every
 from chunking.settings import Settings
 from tests.callback_receiver import CallbackReceiver
 from tests.llm_server import FakeModelServer
+from tests.postgres_server import PostgresServer
 from tests.support import FakeInngestApi, ServerThread
 
 # A developer's own .env must not change what the tests see.
@@ -56,7 +57,7 @@ def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
     forget_jobs()
     db = tmp_path / "jobs.sqlite3"
-    monkeypatch.setenv("JOB_DB_PATH", str(db))
+    monkeypatch.setenv("JOB_STORE_URL", f"sqlite:///{db}")
     monkeypatch.setenv("LLM_OUTPUT_URI", str(tmp_path / "outputs"))
     monkeypatch.setenv("LLM_INPUT_ROOT", str(tmp_path))
     get_settings.cache_clear()
@@ -147,3 +148,11 @@ def atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
 
     real_call = getattr(BaseClient, "_make_api_call")  # noqa: B009 - private, typed away
     monkeypatch.setattr(BaseClient, "_make_api_call", one_at_a_time(real_call))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real Postgres server for the session (tests/postgres_server.py)."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()

@@ -191,7 +191,7 @@ class AppProcess:
             "INNGEST_DEV": "0",
             "INNGEST_SIGNING_KEY": signing_key,
             "INNGEST_SERVE_ORIGIN": self.SERVE_ORIGIN,
-            "JOB_DB_PATH": str(tmp_path / f"prod-{self.port}.sqlite3"),
+            "JOB_STORE_URL": f"sqlite:///{tmp_path / f'prod-{self.port}.sqlite3'}",
             **({"INNGEST_BASE_URL": inngest_url} if inngest_url else {}),
             **env,
         }

@@ -1,5 +1,5 @@
-"""A job store of each kind (SQLite; DynamoDB on moto), for the tests that hold both to one
-contract."""
+"""A job store of each kind (SQLite; Postgres, a real server; DynamoDB on moto), for the tests
+that hold all three to one contract."""
 
 from __future__ import annotations
 
@@ -13,13 +13,21 @@ from moto import mock_aws
 from aws.local.resources import create_resources
 from chunking.store import JobStore
 from stores.dynamodb import DynamoJobStore
+from stores.postgres import PostgresJobStore
 from stores.sqlite import SqliteJobStore
+from tests.postgres_server import PostgresServer
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=["sqlite", "postgres", "dynamodb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     if request.param == "sqlite":
         yield SqliteJobStore(tmp_path / "store.sqlite3")
+        return
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        store = PostgresJobStore(server.url())
+        yield store
+        store.close()
         return
     request.getfixturevalue("aws_env")
     request.getfixturevalue("atomic_moto")

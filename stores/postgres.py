@@ -1,0 +1,73 @@
+"""Postgres job store: one database shared by every replica of the local path's app.
+
+psycopg 3 with a connection pool. The conditional writes are `stores.sql`'s, as on SQLite;
+what differs is the locking: many processes write at once, so a transaction that decides from
+a job's chunk and tally holds the job's row (`SELECT … FOR UPDATE`) until it commits. Two
+deliveries of one chunk, on two replicas, then settle it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from psycopg import Connection
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from stores.base import Row
+from stores.sql import INDEXES, SCHEMA, Cursor, SqlJobStore
+
+# Serialises two replicas creating the tables at once (CREATE … IF NOT EXISTS is not safe
+# against a concurrent create of the same name).
+SCHEMA_LOCK = 7_242_001
+
+
+class _Db:
+    """A connection that takes the `?` placeholders stores.sql writes (psycopg's are `%s`)."""
+
+    def __init__(self, conn: Connection[Any]) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
+        return self.conn.execute(sql.replace("?", "%s"), params)
+
+
+class PostgresJobStore(SqlJobStore):
+    """JobStore on a Postgres database (`postgresql://user:password@host:port/dbname`)."""
+
+    LOCK_ROW = " FOR UPDATE"
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.url = url
+        self.pool: ConnectionPool[Connection[Any]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"row_factory": dict_row},
+            open=True,
+            name="job-store",
+        )
+        with self._tx() as db:
+            db.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+            ddl = SCHEMA.format(int="BIGINT", real="DOUBLE PRECISION", keyed="")
+            for statement in (*ddl.split(";"), *INDEXES):
+                if statement.strip():
+                    db.execute(statement)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[_Db]:
+        # The pool's connection commits when the block ends, and rolls back on an error.
+        with self.pool.connection() as conn:
+            yield _Db(conn)
+
+    def _select(self, sql: str, *params: Any) -> list[Row]:
+        with self._tx() as db:
+            return list(db.execute(sql, params).fetchall())
+
+    def _lock_job(self, db: Any, job_id: str) -> None:
+        db.execute("SELECT 1 FROM jobs WHERE job_id = ? FOR UPDATE", (job_id,))

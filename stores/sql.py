@@ -1,0 +1,309 @@
+"""The job store on a SQL database, written once for SQLite and Postgres.
+
+Every write is one transaction. A transaction that reads a job's chunk and tally before
+writing them first locks the job's row (`_lock_job`, `FOR UPDATE` on Postgres; SQLite's
+`BEGIN IMMEDIATE` already holds the database's one write lock), so the decision cannot race
+another delivery's. Statements use `?` placeholders; a dialect that needs others maps them in
+its `_tx`'s connection.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from chunking.status import ChunkState
+from stores.base import (
+    COUNTERS,
+    SUMMARIES,
+    BaseJobStore,
+    Field,
+    JobGuard,
+    Row,
+    TallyChange,
+    attempt_change,
+    reopen_change,
+    settle_change,
+)
+
+# The tables, in either dialect: {int}, {real} and {keyed} (how a table keyed by its primary
+# key alone is declared) are filled in by the store.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    total_chunks {int} NOT NULL,
+    total_items {int} NOT NULL DEFAULT 0,
+    chunks_settled {int} NOT NULL DEFAULT 0,
+    chunks_succeeded {int} NOT NULL DEFAULT 0,
+    chunks_failed {int} NOT NULL DEFAULT 0,
+    chunks_running {int} NOT NULL DEFAULT 0,
+    chunks_begun {int} NOT NULL DEFAULT 0,
+    attempts {int} NOT NULL DEFAULT 0,
+    items_processed {int} NOT NULL DEFAULT 0,
+    prompt_tokens {int} NOT NULL DEFAULT 0,
+    completion_tokens {int} NOT NULL DEFAULT 0,
+    items_failed {int} NOT NULL DEFAULT 0,
+    chunks_resent {int} NOT NULL DEFAULT 0,
+    latency TEXT,
+    failed_head TEXT,
+    version {int} NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    error TEXT,
+    settled_by {int},
+    output_uri TEXT,
+    events_seq {int} NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at);
+CREATE TABLE IF NOT EXISTS chunks (
+    job_id TEXT NOT NULL,
+    chunk_index {int} NOT NULL,
+    state TEXT NOT NULL,
+    attempts {int} NOT NULL,
+    items {int} NOT NULL DEFAULT 0,
+    latency_ms {real},
+    error TEXT,
+    seq {int},
+    prompt_tokens {int} NOT NULL DEFAULT 0,
+    completion_tokens {int} NOT NULL DEFAULT 0,
+    items_failed {int} NOT NULL DEFAULT 0,
+    continuations {int} NOT NULL DEFAULT 0,
+    progress TEXT,
+    PRIMARY KEY (job_id, chunk_index)
+){keyed};
+CREATE TABLE IF NOT EXISTS items (
+    job_id TEXT NOT NULL,
+    item_index {int} NOT NULL,
+    chunk_index {int} NOT NULL,
+    id TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    prompt_tokens {int} NOT NULL DEFAULT 0,
+    completion_tokens {int} NOT NULL DEFAULT 0,
+    latency_ms {real},
+    output_uri TEXT,
+    PRIMARY KEY (job_id, item_index)
+){keyed};
+CREATE INDEX IF NOT EXISTS items_by_chunk ON items (job_id, chunk_index);
+"""
+
+# After SCHEMA (and, on SQLite, after a file from before these columns has them).
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS chunks_by_seq ON chunks (job_id, seq)",
+    "CREATE INDEX IF NOT EXISTS chunks_by_state ON chunks (job_id, state, chunk_index)",
+)
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Db(Protocol):
+    """A connection inside a transaction, as both drivers offer it (rows read by name)."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Cursor: ...
+
+
+def _where(guard: JobGuard) -> tuple[str, list[Field]]:
+    """The guard as a WHERE clause on the jobs table, and its parameters."""
+    where = guard.express(
+        in_states=f"state IN ({', '.join('?' * len(guard.states))})",
+        failed_unstarted="(state = 'failed' AND started_at IS NULL)",
+        exists="1 = 1",
+        all_settled="chunks_settled >= total_chunks",
+    )
+    return where, list(guard.states)
+
+
+def _assignments(changes: Mapping[str, Field]) -> str:
+    return ", ".join(f"{field} = ?" for field in changes)
+
+
+def insert_or_ignore(db: Db, table: str, row: Mapping[str, Field]) -> bool:
+    """Insert the row unless its primary key exists; True when inserted."""
+    columns, marks = ", ".join(row), ", ".join("?" * len(row))
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+    return db.execute(sql, (*row.values(),)).rowcount == 1
+
+
+class SqlJobStore(BaseJobStore):
+    """The store's primitives in SQL; a dialect gives transactions and the job row's lock."""
+
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[Db]:
+        """One transaction that may write (committed on exit, rolled back on an error)."""
+
+    @abstractmethod
+    def _select(self, sql: str, *params: Any) -> list[Row]:
+        """Rows of one read, as dicts."""
+
+    def _lock_job(self, db: Db, job_id: str) -> None:
+        """Hold the job's row for the rest of the transaction (no-op where the transaction
+        already excludes every other writer)."""
+
+    #: Appended to the read of the job's tally in a transaction that then writes it.
+    LOCK_ROW = ""
+
+    # --- reads ---
+
+    def _job_row(self, job_id: str, *fields: str) -> Row | None:
+        rows = self._select(f"SELECT {', '.join(fields) or '*'} FROM jobs WHERE job_id = ?", job_id)
+        return rows[0] if rows else None
+
+    def _recent_job_rows(self, limit: int) -> list[Row]:
+        return self._select("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", limit)
+
+    def _chunk_rows(
+        self, job_id: str, state: ChunkState | None, after: int, limit: int
+    ) -> list[Row]:
+        where, params = ("", ()) if state is None else (" AND state = ?", (state,))
+        return self._select(
+            f"SELECT * FROM chunks WHERE job_id = ?{where} AND chunk_index > ?"
+            " ORDER BY chunk_index LIMIT ?",
+            job_id, *params, after, limit,
+        )  # fmt: skip
+
+    def _settled_rows(self, job_id: str, after_seq: int) -> list[Row]:
+        return self._select(
+            "SELECT * FROM chunks WHERE job_id = ? AND seq > ? ORDER BY seq", job_id, after_seq
+        )
+
+    def _item_rows(self, job_id: str, chunk_index: int) -> list[Row]:
+        return self._select(
+            "SELECT * FROM items WHERE job_id = ? AND chunk_index = ? ORDER BY item_index",
+            job_id, chunk_index,
+        )  # fmt: skip
+
+    # --- conditional writes ---
+
+    def _insert_job(self, row: Mapping[str, Field]) -> bool:
+        with self._tx() as db:
+            return insert_or_ignore(db, "jobs", row)
+
+    def _insert_item(self, job_id: str, row: Mapping[str, Field]) -> bool:
+        with self._tx() as db:
+            return insert_or_ignore(db, "items", {"job_id": job_id, **row})
+
+    def _update_job(self, job_id: str, guard: JobGuard, changes: Mapping[str, Field]) -> bool:
+        # One statement: the guard is checked on the row it updates, under the row's lock.
+        where, params = _where(guard)
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET {_assignments(changes)} WHERE job_id = ? AND ({where})",
+                (*changes.values(), job_id, *params),
+            )
+            return cur.rowcount == 1
+
+    def _add_to_job(self, job_id: str, counters: Mapping[str, int]) -> None:
+        with self._tx() as db:
+            _add(db, job_id, counters)
+
+    def _begin(self, job_id: str, chunk_index: int, continuation: bool) -> int | None:
+        key = (job_id, chunk_index)
+        with self._tx() as db:
+            self._lock_job(db, job_id)
+            row = _chunk_row(db, key)
+            if row is not None and row["state"] != "running":
+                return None  # settled: never run (or count) it again
+            if continuation:
+                if row is None:
+                    return None
+                db.execute(
+                    "UPDATE chunks SET continuations = continuations + 1"
+                    " WHERE job_id = ? AND chunk_index = ?",
+                    key,
+                )
+                return int(row["attempts"])
+            previous = None if row is None else int(row["attempts"])
+            if row is None:
+                db.execute(
+                    "INSERT INTO chunks (job_id, chunk_index, state, attempts)"
+                    " VALUES (?, ?, 'running', 1)",
+                    key,
+                )
+            else:
+                db.execute(
+                    "UPDATE chunks SET attempts = attempts + 1"
+                    " WHERE job_id = ? AND chunk_index = ?",
+                    key,
+                )
+            _add(db, job_id, attempt_change(previous))
+            return (previous or 0) + 1
+
+    def _record_outcome(
+        self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
+    ) -> bool:
+        key = (job_id, chunk_index)
+        with self._tx() as db:
+            job = self._tally_row(db, job_id)  # first: it locks the job's row
+            row = _chunk_row(db, key)
+            # Already settled? Nothing applies. Never begun? Settled all the same, unless
+            # begun_only (its job was cancelled: a chunk never begun never will be).
+            if job is None or (row is not None and row["state"] != "running"):
+                return False
+            if row is None and begun_only:
+                return False
+            attempts = 0 if row is None else int(row["attempts"])
+            change = settle_change(dict(job), row is not None, attempts, outcome)
+            fields = {**outcome, **change.chunk}
+            if row is None:
+                insert_or_ignore(db, "chunks", {"job_id": job_id, "attempts": 0, **fields})
+            else:
+                where = "WHERE job_id = ? AND chunk_index = ?"
+                sql = f"UPDATE chunks SET {_assignments(fields)} {where}"
+                db.execute(sql, (*fields.values(), *key))
+            _apply(db, job_id, change)
+        return True
+
+    def _reopen(self, job_id: str, chunk_index: int) -> bool:
+        key = (job_id, chunk_index)
+        with self._tx() as db:
+            job = self._tally_row(db, job_id)
+            row = _chunk_row(db, key)
+            if row is None or row["state"] != "failed" or job is None:
+                return False
+            db.execute(
+                "UPDATE chunks SET state = 'running', error = NULL, latency_ms = NULL, seq = NULL,"
+                " progress = NULL, prompt_tokens = 0, completion_tokens = 0, items_failed = 0"
+                " WHERE job_id = ? AND chunk_index = ?",
+                key,
+            )
+            _apply(db, job_id, reopen_change(dict(job), dict(row)))
+        return True
+
+    def _tally_row(self, db: Db, job_id: str) -> Any:
+        """The job's tally, not its spec (a settlement needs no more, and the spec may be big),
+        with the job's row locked for the rest of the transaction."""
+        fields = ", ".join((*COUNTERS, *SUMMARIES))
+        sql = f"SELECT {fields} FROM jobs WHERE job_id = ?{self.LOCK_ROW}"
+        return db.execute(sql, (job_id,)).fetchone()
+
+
+def _chunk_row(db: Db, key: tuple[str, int]) -> Any:
+    return db.execute("SELECT * FROM chunks WHERE job_id = ? AND chunk_index = ?", key).fetchone()
+
+
+def _add(db: Db, job_id: str, counters: Mapping[str, int]) -> None:
+    sets = ", ".join(f"{name} = {name} + ?" for name in counters)
+    db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", (*counters.values(), job_id))
+
+
+def _apply(db: Db, job_id: str, change: TallyChange) -> None:
+    """The change to the job's row: inside the caller's transaction, so nothing moved since
+    the row it was computed from was read."""
+    sets = [f"{name} = {name} + ?" for name in change.add] + [f"{name} = ?" for name in change.put]
+    db.execute(
+        f"UPDATE jobs SET {', '.join(sets)} WHERE job_id = ?",
+        (*change.add.values(), *change.put.values(), job_id),
+    )
