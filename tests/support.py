@@ -7,6 +7,7 @@ they do. The real SDK talks to it over HTTP.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import inngest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from inngest._internal.net import sign_request
 from inngest.experimental import mocked
 
 
@@ -141,18 +143,29 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
 
 
 def drive_over_http(
-    serve_url: str, fn_id: str, event: dict[str, Any], attempt: int = 0, max_calls: int = 20
+    serve_url: str,
+    fn_id: str,
+    event: dict[str, Any],
+    attempt: int = 0,
+    max_calls: int = 20,
+    signing_key: str | None = None,
 ) -> Any:
     """Call a function through its serve endpoint the way the Inngest executor does.
 
     Each 206 answer carries the steps that ran; their outputs are memoized and the function is
     called again, until it answers 200 (done) or an error status. Returns the last response.
+    With `signing_key`, each request is signed as Inngest signs it (production mode).
     """
-    return drive_counting_calls(serve_url, fn_id, event, attempt, max_calls)[0]
+    return drive_counting_calls(serve_url, fn_id, event, attempt, max_calls, signing_key)[0]
 
 
 def drive_counting_calls(
-    serve_url: str, fn_id: str, event: dict[str, Any], attempt: int = 0, max_calls: int = 20
+    serve_url: str,
+    fn_id: str,
+    event: dict[str, Any],
+    attempt: int = 0,
+    max_calls: int = 20,
+    signing_key: str | None = None,
 ) -> tuple[Any, int]:
     """drive_over_http, and how many calls the executor made to the app."""
     steps: dict[str, Any] = {}
@@ -163,9 +176,14 @@ def drive_counting_calls(
                     "stack": {"stack": stack}},
             "event": event, "events": [event], "steps": steps, "use_api": False,
         }  # fmt: skip
+        content = json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        if signing_key:
+            headers["x-inngest-signature"] = str(sign_request(content, signing_key))
         response = httpx.post(
-            serve_url, params={"fnId": fn_id, "stepId": "step"}, json=body, timeout=30
-        )
+            serve_url, params={"fnId": fn_id, "stepId": "step"}, content=content,
+            headers=headers, timeout=30,
+        )  # fmt: skip
         if response.status_code != 206:
             return response, calls
         for op in response.json():
@@ -181,8 +199,14 @@ class AppProcess:
     SERVE_ORIGIN = "https://jobs.example.com"
 
     def __init__(
-        self, tmp_path: Path, signing_key: str, inngest_url: str | None = None, **env: str
+        self,
+        tmp_path: Path,
+        signing_key: str,
+        inngest_url: str | None = None,
+        workers: int = 1,
+        **env: str,
     ) -> None:
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"app-{self.port}.log"
@@ -200,7 +224,7 @@ class AppProcess:
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port),
-             "--log-level", "warning"],
+             "--log-level", "warning", "--workers", str(self.workers)],
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
