@@ -22,6 +22,9 @@ from stores.sql import INDEXES, SCHEMA, Cursor, SqlJobStore
 # Serialises two replicas creating the tables at once (CREATE … IF NOT EXISTS is not safe
 # against a concurrent create of the same name).
 SCHEMA_LOCK = 7_242_001
+# What SCHEMA and INDEXES create.
+SCHEMA_NAMES = ("jobs", "chunks", "items", "jobs_created_at", "items_by_chunk", "chunks_by_seq",
+                "chunks_by_state")  # fmt: skip
 
 
 class _Db:
@@ -49,12 +52,21 @@ class PostgresJobStore(SqlJobStore):
             open=True,
             name="job-store",
         )
-        with self._tx() as db:
-            db.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
-            ddl = SCHEMA.format(int="BIGINT", real="DOUBLE PRECISION", keyed="")
-            for statement in (*ddl.split(";"), *INDEXES):
-                if statement.strip():
-                    db.execute(statement)
+        if not self._has_schema():
+            with self._tx() as db:
+                db.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+                ddl = SCHEMA.format(int="BIGINT", real="DOUBLE PRECISION", keyed="")
+                for statement in (*ddl.split(";"), *INDEXES):
+                    if statement.strip():
+                        db.execute(statement)
+
+    def _has_schema(self) -> bool:
+        """Every table and index there already? Then a replica starting takes no lock at all:
+        even CREATE INDEX IF NOT EXISTS locks its table first, which can deadlock with the
+        other replicas' settlements."""
+        found = self._select("SELECT count(to_regclass(name)) AS n FROM unnest(?::text[]) name",
+                             list(SCHEMA_NAMES))  # fmt: skip
+        return int(found[0]["n"]) == len(SCHEMA_NAMES)
 
     def close(self) -> None:
         self.pool.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -59,3 +60,29 @@ def test_a_dynamodb_url_names_the_table(aws_env: None) -> None:
         assert isinstance(store, DynamoJobStore) and store.table == stack.table_name
         store.create_job("on-aws", JobSpec(total_items=3, chunk_size=1), "local")
         assert store.status("on-aws") is not None
+
+
+def test_a_replica_starting_beside_busy_writers_takes_no_lock(
+    postgres_server: PostgresServer,
+) -> None:
+    """A second replica opening the store while the first is mid-settlement must not wait for
+    (or deadlock with) it: the tables exist, so it creates nothing."""
+    import psycopg
+
+    url = postgres_server.url()
+    first = open_store(url)
+    first.create_job("busy", JobSpec(total_items=10, chunk_size=5), "local")
+    with psycopg.connect(url) as writer:  # a settlement in flight: the job's row held
+        writer.execute("SELECT * FROM jobs WHERE job_id = 'busy' FOR UPDATE")
+        writer.execute("UPDATE jobs SET attempts = attempts + 1 WHERE job_id = 'busy'")
+        pool = ThreadPoolExecutor(1)
+        opening = pool.submit(open_store, url)
+        try:
+            second = opening.result(timeout=10)
+        finally:  # let a blocked opening go on, so the test ends either way
+            writer.rollback()
+            pool.shutdown()
+    assert isinstance(second, PostgresJobStore) and second.get_job("busy") is not None
+    for store in (first, second):
+        assert isinstance(store, PostgresJobStore)
+        store.close()
