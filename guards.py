@@ -190,8 +190,11 @@ class BodyLimit:
 
 _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
 
+# The route guards below only compute: `async def`, so FastAPI runs them on the event loop (a
+# plain `def` would be a trip to its thread pool and back, per guard, per request).
 
-def require_api_key(key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+
+async def require_api_key(key: Annotated[str | None, Depends(_api_key_header)]) -> None:
     """With API_KEY set, every /jobs route needs it in `x-api-key` (as the cloud path's API)."""
     expected = get_settings().api_key
     if not expected:
@@ -200,7 +203,9 @@ def require_api_key(key: Annotated[str | None, Depends(_api_key_header)]) -> Non
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="missing or wrong x-api-key")
 
 
-def no_cross_site(request: Request, sec_fetch_site: Annotated[str | None, Header()] = None) -> None:
+async def no_cross_site(
+    request: Request, sec_fetch_site: Annotated[str | None, Header()] = None
+) -> None:
     """A browser says where a request comes from: a page of another site may not change jobs
     (no cancel or submit by a link or a form elsewhere). Clients other than browsers send
     no Sec-Fetch-Site and are not affected."""
@@ -208,7 +213,7 @@ def no_cross_site(request: Request, sec_fetch_site: Annotated[str | None, Header
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="cross-site requests are refused")
 
 
-def require_json(content_type: Annotated[str | None, Header()] = None) -> None:
+async def require_json(content_type: Annotated[str | None, Header()] = None) -> None:
     """POST /jobs takes JSON only: a form or a bodiless POST from another site is no JobSpec."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":

@@ -3,7 +3,7 @@ finish.
 
 Adapters only translate: `main.py` and `aws/starter` turn what these raise into HTTP answers,
 `functions/` into Inngest's retry signals, `aws/worker` into SQS delivery. Blocking I/O: the
-local path calls them through `asyncio.to_thread`.
+local path calls them through `asyncio.to_thread`, and submits with `submit_async`.
 
 - `submit`: the spec is completed from what it points at (`prepare_spec`), the job recorded
   `queued` under its id (new, or the caller's idempotency key), then enqueued by the caller's
@@ -21,10 +21,13 @@ local path calls them through `asyncio.to_thread`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from chunking import workload
+from chunking.one_thread import OneThread
 from chunking.prepare import prepare_spec
 from chunking.settings import get_settings
 from chunking.spec import MAX_CHUNKS, JobSpec, chunk_count, new_job_id
@@ -60,17 +63,69 @@ def submit(
 
     `enqueue(job, again)` starts the job's first durable unit; `again` when the job was
     recorded before and failed to start (a new send, not a duplicate to drop)."""
-    job, created = _record(store, prepare_spec(spec, path), path)
-    job_id = job.job_id
-    if not created and not store.requeue_job(job_id):
+    job, again = _record_for_submit(store, spec, path)
+    if again is None:
         return Submission(job, enqueued=False)  # an idempotent repeat
     try:
-        enqueue(job, not created)
+        enqueue(job, again)
     except Exception as err:
-        reason = f"could not {what}: {err}"
-        store.fail_job(job_id, reason)
-        raise EnqueueError(job_id, reason) from err
+        raise _enqueue_failed(store, job.job_id, what, err) from err
     return Submission(job, enqueued=True)
+
+
+# The submissions' writes: on one thread, those waiting together in one trip (one_thread.py).
+SUBMISSIONS = OneThread("submissions")
+
+
+async def submit_async(
+    store: JobStore,
+    spec: JobSpec,
+    path: Path,
+    enqueue: Callable[[JobRecord, bool], Awaitable[None]],
+    *,
+    what: str = "enqueue the job",
+) -> Submission:
+    """`submit` on an event loop: the store's writes on the SUBMISSIONS thread, `enqueue`
+    awaited on the loop, so a request holds no thread while it sends (and its send can share a
+    POST with other requests': functions/client.py's EventBatcher).
+
+    Once begun, a submission runs to its end even if the caller is cancelled: a job recorded is
+    enqueued or marked failed, never left `queued` with nothing sent."""
+    return await asyncio.shield(_submit_async(store, spec, path, enqueue, what))
+
+
+async def _submit_async(
+    store: JobStore,
+    spec: JobSpec,
+    path: Path,
+    enqueue: Callable[[JobRecord, bool], Awaitable[None]],
+    what: str,
+) -> Submission:
+    record = partial(_record_for_submit, store, spec, path)
+    job, again = await SUBMISSIONS.run(record, within=store.batch)
+    if again is None:
+        return Submission(job, enqueued=False)  # an idempotent repeat
+    try:
+        await enqueue(job, again)
+    except Exception as err:
+        raise await SUBMISSIONS.run(partial(_enqueue_failed, store, job.job_id, what, err)) from err
+    return Submission(job, enqueued=True)
+
+
+def _record_for_submit(store: JobStore, spec: JobSpec, path: Path) -> tuple[JobRecord, bool | None]:
+    """Prepare and record the job: (job, `again` for its enqueue), or (job, None) when it is an
+    idempotent repeat with nothing to enqueue. Blocking I/O."""
+    job, created = _record(store, prepare_spec(spec, path), path)
+    if not created and not store.requeue_job(job.job_id):
+        return job, None
+    return job, not created
+
+
+def _enqueue_failed(store: JobStore, job_id: str, what: str, err: Exception) -> EnqueueError:
+    """Mark the job failed, so its status says why: the error for the caller. Blocking I/O."""
+    reason = f"could not {what}: {err}"
+    store.fail_job(job_id, reason)
+    return EnqueueError(job_id, reason)
 
 
 def adopt(store: JobStore, spec: JobSpec, path: Path) -> JobRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +34,12 @@ class JobStore(Protocol):
         Its items are the spec's, or 0 until `set_plan` (a workload that counts its input).
         Raises JobConflictError when the job_id exists with a different spec.
         """
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Writes made inside share one transaction where the store takes one writer at a
+        time (SQLite: one commit for many jobs submitted together); each write is still all or
+        nothing on its own. Elsewhere nothing changes."""
         ...
 
     def set_plan(self, job_id: str, total_items: int) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -307,6 +308,9 @@ class BaseJobStore(ABC):
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def batch(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def _now_stored(self) -> str:
         return stored_time(self.now())

@@ -63,6 +63,10 @@ class SqliteJobStore(SqlJobStore):
         self.path = FsPath(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        # This process's writers take turns on a lock, woken the moment it is free: SQLite's
+        # own busy handler (still what waits for other processes) sleeps 1, 2, 5 ... 100 ms
+        # between tries, which under 50 concurrent requests put p99 at ~200 ms (issue 13, 5).
+        self._write_lock = threading.Lock()
         self._conn().executescript(SCHEMA.format(int="INTEGER", real="REAL", keyed=KEYED))
         self._migrate()
 
@@ -92,16 +96,37 @@ class SqliteJobStore(SqlJobStore):
         return conn
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        # One transaction (one commit) for the writes inside; each is a savepoint of it.
+        with self._tx():
+            self._local.batched = True
+            try:
+                yield
+            finally:
+                self._local.batched = False
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front, so read-then-write decisions can't race.
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        if getattr(self._local, "batched", False):  # inside batch(): all or nothing on its own
+            conn.execute("SAVEPOINT write")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK TO write")
+                conn.execute("RELEASE write")
+                raise
+            conn.execute("RELEASE write")
+            return
+        # IMMEDIATE takes the write lock up front, so read-then-write decisions can't race.
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _select(self, sql: str, *params: Any) -> list[Row]:
         return [dict(row) for row in self._conn().execute(sql, params).fetchall()]

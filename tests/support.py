@@ -70,14 +70,20 @@ class FakeInngestApi:
         self.events: list[dict[str, Any]] = []
         self.registrations: list[dict[str, Any]] = []
         self.fail_sends = False
+        self.posts = 0  # requests to the event API (a batch of events is one)
+        # Refuses a whole request (400), as Inngest does, when one of its events matches.
+        self.refuse: Callable[[dict[str, Any]], bool] | None = None
         self.app = FastAPI()
 
         @self.app.post("/e/{event_key}")
         async def receive_events(event_key: str, request: Request) -> JSONResponse:
             if self.fail_sends:
                 return JSONResponse({"error": "event API unavailable"}, status_code=503)
+            self.posts += 1
             body = await request.json()
             batch = body if isinstance(body, list) else [body]
+            if self.refuse and any(self.refuse(e) for e in batch):
+                return JSONResponse({"error": "event refused"}, status_code=400)
             ids = [e.get("id") or f"evt-{len(self.events)}-{i}" for i, e in enumerate(batch)]
             # As Inngest does: an event whose id it has seen (in 24 h) is accepted and dropped.
             seen = {e.get("id") for e in self.events if e.get("id")}
@@ -96,6 +102,8 @@ class FakeInngestApi:
         self.events.clear()
         self.registrations.clear()
         self.fail_sends = False
+        self.posts = 0
+        self.refuse = None
 
 
 MOCK_CLIENT = mocked.Inngest(app_id="test")

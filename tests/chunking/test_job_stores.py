@@ -374,3 +374,26 @@ def test_a_chunk_begun_before_the_cancel_is_recorded_when_it_comes_back(store: J
     assert (status.chunks_succeeded, status.chunks_failed, status.chunks_cancelled) == (1, 1, 2)
     assert "cancelled" in status.failed_chunks[0].error
     assert not store.settle_chunk(job_id, 2, succeeded=False, begun_only=True).recorded
+
+
+def test_writes_in_a_batch_each_land_or_fail_on_their_own(store: JobStore) -> None:
+    spec = JobSpec(total_items=10, chunk_size=5)
+    store.create_job("taken", spec, "local")
+    with store.batch():
+        store.create_job("b1", spec, "local")
+        with pytest.raises(JobConflictError):
+            store.create_job("taken", JobSpec(total_items=99, chunk_size=5), "local")
+        store.create_job("b2", spec, "local")
+        assert store.start_job("b1")
+    assert [store.get_job(j) is not None for j in ("b1", "b2")] == [True, True]
+    status, taken = store.status("b1"), store.get_job("taken")
+    assert status is not None and status.status == "running"
+    assert taken is not None and taken.total_items == 10
+
+
+def test_a_failed_batch_keeps_none_of_its_writes_on_sqlite(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "batch.sqlite3")
+    with pytest.raises(RuntimeError), store.batch():
+        store.create_job("gone", JobSpec(total_items=10, chunk_size=5), "local")
+        raise RuntimeError("the batch failed")
+    assert store.get_job("gone") is None
