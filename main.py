@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import inngest.fast_api
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
@@ -117,10 +118,12 @@ async def create_job(request: Request) -> dict[str, Any] | JSONResponse:
     except (InputUnavailableError, lifecycle.EnqueueError) as err:  # not the caller's fault
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(err)) from err
     job = submission.job
-    body = {"job_id": job.job_id, "status_url": str(request.url_for("get_job", job_id=job.job_id))}
+    # The route's URL built directly: url_for walks every route, per request.
+    status_url = f"{request.base_url}jobs/{quote(job.job_id, safe='')}"
+    body = {"job_id": job.job_id, "status_url": status_url}
     if not submission.enqueued:  # the same job_id and spec as before: nothing new was sent
         return JSONResponse({**body, "status": job.state}, status_code=status.HTTP_200_OK)
-    return {**body, "status": "queued"}
+    return JSONResponse({**body, "status": "queued"}, status_code=status.HTTP_202_ACCEPTED)
 
 
 async def send_start_event(job: JobRecord, again: bool) -> None:
