@@ -2,7 +2,7 @@
 chunks settle in the same store.
 
     .venv/bin/python -m bench.accept_load [--requests 2000] [--clients 50] [--settle-rate 200]
-        [--store-url postgresql://...] [--workers 1]
+        [--postgres | --store-url postgresql://...] [--workers 1]
 
 Four processes, as in production minus the orchestrator:
 - the stand-in event intake (`POST /e/{key}`, a bare ASGI app under uvicorn) answers at once,
@@ -327,6 +327,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--app", default="main:app", help="the ASGI app uvicorn serves")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the app")
     parser.add_argument("--store-url", help="the job store (default: a SQLite file in a temp dir)")
+    parser.add_argument(
+        "--postgres", action="store_true",
+        help="the store on a durable Postgres server this bench starts (tests/postgres_server.py)",
+    )  # fmt: skip
     parser.add_argument("--settler-chunks", type=int, default=100, help="chunks per settler job")
     parser.add_argument("--settle-rate", type=float, default=200, help="settlements/s (0: max)")
     parser.add_argument("--p99-target-ms", type=float, default=50)
@@ -336,6 +340,20 @@ def main(argv: list[str] | None = None) -> None:
         "or httpx.AsyncClient (some milliseconds of CPU per request)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    if not args.postgres:
+        run(args, argv)
+        return
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer(durable=True).start()
+    try:
+        args.store_url = server.url()
+        run(args, argv)
+    finally:
+        server.stop()
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> None:
     shown = " ".join(sys.argv[1:] if argv is None else argv)
     print(f"$ .venv/bin/python -m bench.accept_load {shown}".rstrip())
 

@@ -37,9 +37,9 @@ class JobStore(Protocol):
         ...
 
     def batch(self) -> AbstractContextManager[None]:
-        """Writes made inside share one transaction where the store takes one writer at a
-        time (SQLite: one commit for many jobs submitted together); each write is still all or
-        nothing on its own. Elsewhere nothing changes."""
+        """This thread's writes made inside share one transaction (SQLite, Postgres: one
+        commit for the jobs submitted together); each is still all or nothing on its own.
+        A store without transactions (DynamoDB) changes nothing."""
         ...
 
     def set_plan(self, job_id: str, total_items: int) -> bool:

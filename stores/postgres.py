@@ -43,6 +43,7 @@ class PostgresJobStore(SqlJobStore):
     LOCK_ROW = " FOR UPDATE"
 
     def __init__(self, url: str, pool_size: int = 10) -> None:
+        super().__init__()
         self.url = url
         self.pool: ConnectionPool[Connection[Any]] = ConnectionPool(
             url,
@@ -72,7 +73,7 @@ class PostgresJobStore(SqlJobStore):
         self.pool.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[_Db]:
+    def _transaction(self) -> Iterator[_Db]:
         # The pool's connection commits when the block ends, and rolls back on an error.
         with self.pool.connection() as conn:
             yield _Db(conn)

@@ -9,9 +9,10 @@ its `_tx`'s connection.
 
 from __future__ import annotations
 
+import threading
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 from chunking.status import ChunkState
@@ -140,9 +141,39 @@ def insert_or_ignore(db: Db, table: str, row: Mapping[str, Field]) -> bool:
 class SqlJobStore(BaseJobStore):
     """The store's primitives in SQL; a dialect gives transactions and the job row's lock."""
 
+    def __init__(self) -> None:
+        self._batching = threading.local()  # the transaction batch() holds open, per thread
+
     @abstractmethod
-    def _tx(self) -> AbstractContextManager[Db]:
+    def _transaction(self) -> AbstractContextManager[Db]:
         """One transaction that may write (committed on exit, rolled back on an error)."""
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        # One transaction (one commit) for this thread's writes inside; each a savepoint of it.
+        with self._transaction() as db:
+            self._batching.db = db
+            try:
+                yield
+            finally:
+                self._batching.db = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[Db]:
+        """A write, all or nothing: its own transaction, or a savepoint of batch()'s."""
+        db: Db | None = getattr(self._batching, "db", None)
+        if db is None:
+            with self._transaction() as db:
+                yield db
+            return
+        db.execute("SAVEPOINT write")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK TO SAVEPOINT write")
+            db.execute("RELEASE SAVEPOINT write")
+            raise
+        db.execute("RELEASE SAVEPOINT write")
 
     @abstractmethod
     def _select(self, sql: str, *params: Any) -> list[Row]:

@@ -60,6 +60,7 @@ class SqliteJobStore(SqlJobStore):
     """JobStore on one SQLite file; safe to share between threads."""
 
     def __init__(self, path: FsPath | str) -> None:
+        super().__init__()
         self.path = FsPath(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -72,7 +73,7 @@ class SqliteJobStore(SqlJobStore):
 
     def _migrate(self) -> None:
         """Add the columns later versions introduced to a file an earlier version created."""
-        with self._tx() as db:
+        with self._transaction() as db:
             added = set()
             for table, column, ddl in ADDED_COLUMNS:
                 columns = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
@@ -96,28 +97,8 @@ class SqliteJobStore(SqlJobStore):
         return conn
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
-        # One transaction (one commit) for the writes inside; each is a savepoint of it.
-        with self._tx():
-            self._local.batched = True
-            try:
-                yield
-            finally:
-                self._local.batched = False
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        if getattr(self._local, "batched", False):  # inside batch(): all or nothing on its own
-            conn.execute("SAVEPOINT write")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK TO write")
-                conn.execute("RELEASE write")
-                raise
-            conn.execute("RELEASE write")
-            return
         # IMMEDIATE takes the write lock up front, so read-then-write decisions can't race.
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
