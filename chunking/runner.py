@@ -13,6 +13,7 @@ failure like any other, bounded by the retries.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ from chunking.status import JobRecord
 from chunking.store import JobStore
 from chunking.workload import OutOfBudget
 
+logger = logging.getLogger(__name__)
 Outcome = Literal["succeeded", "failed", "duplicate", "cancelled", "continued"]
 
 
@@ -107,6 +109,16 @@ async def _job(store: JobStore, job_id: str) -> JobRecord | None:
     return job
 
 
+async def _run_failed(store: JobStore, job_id: str, index: int, err: BaseException) -> None:
+    """End the run's span in the chunk's timeline (`retried`, with why) before the platform
+    retries it. Best effort: the retry must go ahead whatever happens here."""
+    try:
+        await asyncio.to_thread(store.end_attempt, job_id, index, f"{type(err).__name__}: {err}")
+    except Exception:
+        logger.warning("chunk %s of job %s: its failed run's end not recorded", index, job_id,
+                       exc_info=True)  # fmt: skip
+
+
 async def attempt_chunk(
     store: JobStore,
     job_id: str,
@@ -162,6 +174,7 @@ async def attempt_chunk(
         if last_attempt:
             reason = f"gave up after {attempt} attempts: {spent}"
             return await settle(store, job_id, index, error=reason)
+        await _run_failed(store, job_id, index, spent)
         raise spent from err
     except PermanentError as err:
         return await settle(store, job_id, index, error=f"permanent: {err}")
@@ -170,6 +183,7 @@ async def attempt_chunk(
             what = f"ran past its {budget_s:g}s budget" if isinstance(err, TimeoutError) else err
             reason = f"gave up after {attempt} attempts: {type(err).__name__}: {what}"
             return await settle(store, job_id, index, error=reason)
+        await _run_failed(store, job_id, index, err)
         raise
     latency_ms = (time.perf_counter() - started) * 1000
     return await settle(store, job_id, index, items=result.items_processed, latency_ms=latency_ms)

@@ -79,6 +79,25 @@ class Progress:
     items_processed: int
 
 
+SpanOutcome = Literal["running", "succeeded", "failed", "retried", "continued", "lost"]
+# Spans a chunk keeps (the latest): attempts are bounded by the retries, continuations by
+# CHUNK_MAX_CONTINUATIONS, so a chunk's row stays small whatever happened to it.
+TIMELINE_MAX = 64
+SPAN_ERROR_MAX_CHARS = 300
+
+
+class Span(BaseModel):
+    """One run of a chunk: its attempt number, when it began and ended, and how it ended
+    (`retried`: a retryable failure; `continued`: out of budget, going on in a fresh run;
+    `lost`: it never said, e.g. its process was killed, and a later run began)."""
+
+    attempt: int
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: SpanOutcome
+    error: str | None = None
+
+
 @dataclass(frozen=True)
 class ChunkRecord:
     index: int
@@ -93,6 +112,7 @@ class ChunkRecord:
     items_failed: int = 0
     continuations: int = 0  # runs that went on where one that ran out of budget stopped
     progress: Progress | None = None  # the job's counts as of this chunk's settlement
+    timeline: tuple[Span, ...] = ()  # its runs, oldest first (the last TIMELINE_MAX)
 
 
 @dataclass(frozen=True)
@@ -251,6 +271,7 @@ class ChunkInfo(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     items_failed: int
+    timeline: list[Span]
 
 
 class ChunkPage(BaseModel):

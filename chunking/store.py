@@ -103,6 +103,11 @@ class JobStore(Protocol):
         """
         ...
 
+    def end_attempt(self, job_id: str, chunk_index: int, error: str) -> None:
+        """Record that the chunk's current run ended in a retryable failure, now: its span in
+        the chunk's timeline ends `retried` with `error` (the settlement ends the last one)."""
+        ...
+
     def count_resend(self, job_id: str) -> None:
         """Count a chunk sent again as a fresh run because its deliveries all failed before it
         began (on the job's tally: `chunks_resent` in the status)."""

@@ -25,6 +25,8 @@ from chunking.spec import JobSpec, chunk_count
 from chunking.status import (
     FAILED_ERROR_MAX_CHARS,
     FAILED_HEAD_MAX,
+    SPAN_ERROR_MAX_CHARS,
+    TIMELINE_MAX,
     ChunkRecord,
     ChunkState,
     FailedChunk,
@@ -34,6 +36,7 @@ from chunking.status import (
     JobStatus,
     Path,
     Progress,
+    Span,
     Tally,
     build_status,
 )
@@ -171,6 +174,53 @@ def read_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+# A chunk's timeline, as every store keeps it: JSON text of [attempt, started, ended, outcome,
+# error] spans, times in epoch milliseconds. It rides on the writes that begin an attempt and
+# settle the chunk, so timing a chunk costs no write of its own; only a retryable failure
+# writes once more, to say when and why its run ended (`span_ended` from `end_attempt`).
+
+
+def _spans(timeline: Any) -> list[list[Any]]:
+    spans: list[list[Any]] = json.loads(timeline) if timeline else []
+    return spans
+
+
+def _ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def span_begun(timeline: Any, attempt: int, now: datetime, continuation: bool) -> str:
+    """The timeline with a run begun: the one before it, if still open, ended `continued` (now)
+    or `lost` (it never said when: e.g. its process was killed)."""
+    spans = _spans(timeline)
+    if spans and spans[-1][3] == "running":
+        spans[-1][2:4] = [_ms(now), "continued"] if continuation else [None, "lost"]
+    spans.append([attempt, _ms(now), None, "running", None])
+    return json.dumps(spans[-TIMELINE_MAX:], separators=(",", ":"))
+
+
+def span_ended(timeline: Any, now: datetime, outcome: str, error: str | None) -> str | None:
+    """The timeline with its open run ended now, as `outcome`; None when no run is open."""
+    spans = _spans(timeline)
+    if not spans or spans[-1][3] != "running":
+        return None
+    spans[-1][2:5] = [_ms(now), outcome, error[:SPAN_ERROR_MAX_CHARS] if error else None]
+    return json.dumps(spans, separators=(",", ":"))
+
+
+def timeline_spans(timeline: Any) -> tuple[Span, ...]:
+    return tuple(
+        Span(attempt=attempt, started_at=datetime.fromtimestamp(started / 1000, UTC),
+             ended_at=None if ended is None else datetime.fromtimestamp(ended / 1000, UTC),
+             outcome=outcome, error=error)
+        for attempt, started, ended, outcome, error in _spans(timeline)
+    )  # fmt: skip
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _int(value: Any) -> int | None:
     return None if value is None else int(value)  # DynamoDB's numbers arrive as Decimal
 
@@ -217,6 +267,7 @@ def chunk_record(row: Row) -> ChunkRecord:
         items_failed=int(row.get("items_failed") or 0),
         continuations=int(row.get("continuations") or 0),
         progress=Progress(**json.loads(row["progress"])) if row.get("progress") else None,
+        timeline=timeline_spans(row.get("timeline")),
     )
 
 
@@ -304,6 +355,27 @@ class BaseJobStore(ABC):
     def _reopen(self, job_id: str, chunk_index: int) -> bool:
         """Make a failed chunk running again, applying `reopen_change`, atomically."""
 
+    @abstractmethod
+    def _end_run(self, job_id: str, chunk_index: int, error: str) -> None:
+        """end_attempt, in the store's terms: a running chunk's timeline, `_run_ended`."""
+
+    # --- what the primitives write of a chunk's timeline ---
+
+    def _run_begun(self, chunk: Row | None, attempt: int, continuation: bool) -> str:
+        return span_begun(chunk and chunk.get("timeline"), attempt, self.now(), continuation)
+
+    def _run_ended(self, chunk: Row, outcome: str, error: str | None) -> str | None:
+        return span_ended(chunk.get("timeline"), self.now(), outcome, error)
+
+    def _settled_fields(
+        self, outcome: Mapping[str, Field], change: TallyChange, chunk: Row | None
+    ) -> dict[str, Field]:
+        """What a settlement writes to the chunk's row: the outcome, the settlement's number and
+        counts, and its last run ended (the same write: no extra round trip)."""
+        fields = {**outcome, **change.chunk}
+        ended = chunk and self._run_ended(chunk, str(outcome["state"]), _str(outcome["error"]))
+        return {**fields, "timeline": ended} if ended else fields
+
     # --- the protocol, written once ---
 
     def now(self) -> datetime:
@@ -377,6 +449,9 @@ class BaseJobStore(ABC):
         self, job_id: str, chunk_index: int, *, continuation: bool = False
     ) -> int | None:
         return self._begin(job_id, chunk_index, continuation)
+
+    def end_attempt(self, job_id: str, chunk_index: int, error: str) -> None:
+        self._end_run(job_id, chunk_index, error)
 
     def count_resend(self, job_id: str) -> None:
         self._add_to_job(job_id, {"chunks_resent": 1})

@@ -42,7 +42,9 @@ from stores.base import (
 
 # What a settlement, an attempt or a reopen reads of the job's row and the chunk's.
 TALLY_READ = tuple(
-    dict.fromkeys(("sk", "chunk_index", "state", "attempts", "latency_ms", *COUNTERS, *SUMMARIES))
+    dict.fromkeys(
+        ("sk", "chunk_index", "state", "attempts", "latency_ms", "timeline", *COUNTERS, *SUMMARIES)
+    )
 )
 
 # What a guarded write's plan gives: the transaction (none: nothing to write) and its result.
@@ -342,16 +344,19 @@ class DynamoJobStore(BaseJobStore):
             if continuation:
                 if chunk is None:
                     return [], None
+                attempt = int(chunk["attempts"])
                 more = self._update_op(
-                    job_id, sk, "ADD #continuations :one", "#state = :running",
-                    one=1, running="running",
+                    job_id, sk, "ADD #continuations :one SET #timeline = :timeline",
+                    "#state = :running", one=1, running="running",
+                    timeline=self._run_begun(chunk, attempt, continuation=True),
                 )  # fmt: skip
-                return [{"Update": more}], int(chunk["attempts"])
+                return [{"Update": more}], attempt
             previous: int | None = None
             if chunk is None:
                 row = {"job_id": job_id, "sk": sk, "chunk_index": chunk_index,
                        "state": "running", "attempts": 1,
-                       "chunk_state": state_key("running", chunk_index)}  # fmt: skip
+                       "chunk_state": state_key("running", chunk_index),
+                       "timeline": self._run_begun(None, 1, continuation=False)}  # fmt: skip
                 write: dict[str, Any] = {"Put": {
                     "TableName": self.table, "Item": _attributes(row),
                     "ConditionExpression": "attribute_not_exists(sk)",
@@ -359,9 +364,10 @@ class DynamoJobStore(BaseJobStore):
             else:
                 previous = int(chunk["attempts"])
                 write = {"Update": self._update_op(
-                    job_id, sk, "SET #attempts = :next",
+                    job_id, sk, "SET #attempts = :next, #timeline = :timeline",
                     "#state = :running AND #attempts = :previous",
                     next=previous + 1, previous=previous, running="running",
+                    timeline=self._run_begun(chunk, previous + 1, continuation=False),
                 )}  # fmt: skip
             expression, values = _assignments({}, add=attempt_change(previous))
             counters = self._update_op(job_id, JOB_SK, expression, None, **values)
@@ -384,7 +390,7 @@ class DynamoJobStore(BaseJobStore):
                 return [], False
             attempts = 0 if chunk is None else int(chunk["attempts"])
             change = settle_change(job, chunk is not None, attempts, outcome)
-            fields = {**outcome, **change.chunk,
+            fields = {**self._settled_fields(outcome, change, chunk),
                       "chunk_state": state_key(str(outcome["state"]), chunk_index)}  # fmt: skip
             expression, values = _assignments(fields, "#attempts = if_not_exists(#attempts, :zero)")
             # Numbers become visible in order (the job's version guards its events_seq), so the
@@ -402,6 +408,22 @@ class DynamoJobStore(BaseJobStore):
 
         recorded: bool = self._transact_until_applied(job_id, f"chunk {chunk_index}", plan)
         return recorded
+
+    def _end_run(self, job_id: str, chunk_index: int, error: str) -> None:
+        # Only this chunk's row: guarded by the timeline read, so a run that settled or began
+        # meanwhile is not overwritten (then this span is left as it is: timing, not counts).
+        try:
+            _, chunk = self._rows(job_id, chunk_index)
+        except LookupError:
+            return
+        if chunk is None or chunk["state"] != "running":
+            return
+        if ended := self._run_ended(chunk, "retried", error):
+            self._applied(self.db.update_item, **self._update_op(
+                job_id, chunk_sk(chunk_index), "SET #timeline = :ended",
+                "#state = :running AND #timeline = :read",
+                ended=ended, read=chunk["timeline"], running="running",
+            ))  # fmt: skip
 
     def _reopen(self, job_id: str, chunk_index: int) -> bool:
         sk = chunk_sk(chunk_index)

@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     items_failed {int} NOT NULL DEFAULT 0,
     continuations {int} NOT NULL DEFAULT 0,
     progress TEXT,
+    timeline TEXT,
     PRIMARY KEY (job_id, chunk_index)
 ){keyed};
 CREATE TABLE IF NOT EXISTS items (
@@ -250,24 +251,26 @@ class SqlJobStore(BaseJobStore):
             if continuation:
                 if row is None:
                     return None
+                attempt = int(row["attempts"])
                 db.execute(
-                    "UPDATE chunks SET continuations = continuations + 1"
+                    "UPDATE chunks SET continuations = continuations + 1, timeline = ?"
                     " WHERE job_id = ? AND chunk_index = ?",
-                    key,
+                    (self._run_begun(row, attempt, continuation=True), *key),
                 )
-                return int(row["attempts"])
+                return attempt
             previous = None if row is None else int(row["attempts"])
+            timeline = self._run_begun(row, (previous or 0) + 1, continuation=False)
             if row is None:
                 db.execute(
-                    "INSERT INTO chunks (job_id, chunk_index, state, attempts)"
-                    " VALUES (?, ?, 'running', 1)",
-                    key,
+                    "INSERT INTO chunks (job_id, chunk_index, state, attempts, timeline)"
+                    " VALUES (?, ?, 'running', 1, ?)",
+                    (*key, timeline),
                 )
             else:
                 db.execute(
-                    "UPDATE chunks SET attempts = attempts + 1"
+                    "UPDATE chunks SET attempts = attempts + 1, timeline = ?"
                     " WHERE job_id = ? AND chunk_index = ?",
-                    key,
+                    (timeline, *key),
                 )
             _add(db, job_id, attempt_change(previous))
             return (previous or 0) + 1
@@ -287,7 +290,7 @@ class SqlJobStore(BaseJobStore):
                 return False
             attempts = 0 if row is None else int(row["attempts"])
             change = settle_change(dict(job), row is not None, attempts, outcome)
-            fields = {**outcome, **change.chunk}
+            fields = self._settled_fields(outcome, change, row)
             if row is None:
                 insert_or_ignore(db, "chunks", {"job_id": job_id, "attempts": 0, **fields})
             else:
@@ -310,8 +313,20 @@ class SqlJobStore(BaseJobStore):
                 " WHERE job_id = ? AND chunk_index = ?",
                 key,
             )
-            _apply(db, job_id, reopen_change(dict(job), dict(row)))
+            _apply(db, job_id, reopen_change(dict(job), row))
         return True
+
+    def _end_run(self, job_id: str, chunk_index: int, error: str) -> None:
+        key = (job_id, chunk_index)
+        with self._tx() as db:
+            self._lock_job(db, job_id)
+            row = _chunk_row(db, key)
+            ended = row and row["state"] == "running" and self._run_ended(row, "retried", error)
+            if ended:
+                db.execute(
+                    "UPDATE chunks SET timeline = ? WHERE job_id = ? AND chunk_index = ?",
+                    (ended, *key),
+                )
 
     def _tally_row(self, db: Db, job_id: str) -> Any:
         """The job's tally, not its spec (a settlement needs no more, and the spec may be big),
@@ -321,8 +336,9 @@ class SqlJobStore(BaseJobStore):
         return db.execute(sql, (job_id,)).fetchone()
 
 
-def _chunk_row(db: Db, key: tuple[str, int]) -> Any:
-    return db.execute("SELECT * FROM chunks WHERE job_id = ? AND chunk_index = ?", key).fetchone()
+def _chunk_row(db: Db, key: tuple[str, int]) -> dict[str, Any] | None:
+    row = db.execute("SELECT * FROM chunks WHERE job_id = ? AND chunk_index = ?", key).fetchone()
+    return None if row is None else dict(row)
 
 
 def _add(db: Db, job_id: str, counters: Mapping[str, int]) -> None:

@@ -29,6 +29,7 @@ ADDED_COLUMNS = [
     *(("chunks", name, _COUNT) for name in (
         "prompt_tokens", "completion_tokens", "items_failed", "continuations")),
     ("chunks", "progress", "TEXT"),
+    ("chunks", "timeline", "TEXT"),
     ("items", "output_uri", "TEXT"),
 ]  # fmt: skip
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -22,6 +23,9 @@ def settle_some(store: JobStore, job_id: str, path: Any) -> None:
     assert store.start_job(job_id)
     for index in range(10):
         store.begin_attempt(job_id, index)
+        if index == 1:  # a run that failed and was retried, then the one that settled
+            store.end_attempt(job_id, index, "TransientError: flaky")
+            store.begin_attempt(job_id, index)
         if index < 8:
             ok = index % 3 != 0
             store.settle_chunk(job_id, index, succeeded=ok, items=1, latency_ms=5.0,
@@ -66,11 +70,29 @@ def test_pages_go_through_every_chunk_in_index_order(fetch: Fetch) -> None:
         seen += [c["index"] for c in page["chunks"]]
     assert seen == list(range(10))
     first = fetch("job-p", limit="1")[1]["chunks"][0]
+    assert [span["outcome"] for span in first.pop("timeline")] == ["failed"]
     assert first == {
         "index": 0, "state": "failed", "attempts": 1, "continuations": 0, "items": 0,
         "latency_ms": 5.0, "error": "chunk 0 broke", "prompt_tokens": 0,
         "completion_tokens": 0, "items_failed": 0,
     }  # fmt: skip
+
+
+def test_each_chunk_shows_its_runs_with_their_times_and_outcomes(fetch: Fetch) -> None:
+    _, page = fetch("job-p")
+    chunks = {c["index"]: c for c in page["chunks"]}
+    retried, settled = chunks[1]["timeline"]
+    assert (retried["attempt"], retried["outcome"], retried["error"]) == (
+        1, "retried", "TransientError: flaky",
+    )  # fmt: skip
+    assert (settled["attempt"], settled["outcome"], settled["error"]) == (2, "succeeded", None)
+    moments = [retried["started_at"], retried["ended_at"], settled["started_at"],
+               settled["ended_at"]]  # fmt: skip
+    times = [datetime.fromisoformat(m) for m in moments]  # (as text, .000 is left out)
+    assert times == sorted(times)
+    [running] = chunks[9]["timeline"]
+    assert (running["outcome"], running["ended_at"]) == ("running", None)
+    assert chunks[0]["timeline"][0]["error"] == "chunk 0 broke"
 
 
 def test_a_state_picks_its_chunks(fetch: Fetch) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from chunking.latency import RELATIVE_ERROR
 from chunking.spec import JobSpec
+from chunking.status import SPAN_ERROR_MAX_CHARS, TIMELINE_MAX
 from chunking.store import JobConflictError, JobStore
 from chunking.workload import ChunkUsage
 from stores.sql import SqlJobStore
@@ -399,3 +400,36 @@ def test_a_failed_batch_keeps_none_of_its_writes_on_a_sql_store(store: JobStore)
         store.create_job("gone", JobSpec(total_items=10, chunk_size=5), "local")
         raise RuntimeError("the batch failed")
     assert store.get_job("gone") is None
+
+
+def test_a_chunks_runs_are_timed_by_the_writes_that_begin_and_settle_them(
+    store: JobStore,
+) -> None:
+    store.create_job("timed", JobSpec(total_items=10, chunk_size=5), "local")
+    store.start_job("timed")
+    store.begin_attempt("timed", 0)
+    store.begin_attempt("timed", 0)  # the first run never said how it ended: lost
+    store.begin_attempt("timed", 0, continuation=True)  # the second stopped for its budget
+    store.settle_chunk("timed", 0, succeeded=True, items=5)
+    store.end_attempt("timed", 0, "too late")  # a settled chunk's timeline is left alone
+    chunk = store.chunk("timed", 0)
+    assert chunk is not None
+    assert [(s.attempt, s.outcome) for s in chunk.timeline] == [
+        (1, "lost"), (2, "continued"), (2, "succeeded"),
+    ]  # fmt: skip
+    lost, continued, settled = chunk.timeline
+    assert lost.ended_at is None and continued.ended_at is not None
+    assert settled.ended_at is not None and continued.started_at <= settled.started_at
+    assert all(s.error is None for s in chunk.timeline)
+
+
+def test_a_chunk_keeps_its_latest_runs_only(store: JobStore) -> None:
+    store.create_job("long", JobSpec(total_items=10, chunk_size=5), "local")
+    for _ in range(TIMELINE_MAX + 6):
+        store.begin_attempt("long", 1)
+        store.end_attempt("long", 1, "x" * 5_000)
+    chunk = store.chunk("long", 1)
+    assert chunk is not None and len(chunk.timeline) == TIMELINE_MAX
+    assert chunk.timeline[-1].attempt == TIMELINE_MAX + 6
+    assert chunk.timeline[-1].outcome == "retried"
+    assert len(chunk.timeline[-1].error or "") == SPAN_ERROR_MAX_CHARS

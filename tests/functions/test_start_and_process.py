@@ -109,6 +109,14 @@ def test_flaky_chunk_is_retried_and_succeeds(fake_inngest: FakeInngestApi) -> No
     final = status(job_id)
     assert final["status"] == "succeeded"
     assert (final["attempts"], final["retries"], final["items_processed"]) == (12, 2, 100)
+    # The chunk's timeline: each failed run ended `retried` with its error, then the success.
+    chunk = get_store().chunk(job_id, 3)
+    assert chunk is not None
+    assert [(s.attempt, s.outcome) for s in chunk.timeline] == [
+        (1, "retried"), (2, "retried"), (3, "succeeded"),
+    ]  # fmt: skip
+    assert all(s.ended_at is not None and s.started_at <= s.ended_at for s in chunk.timeline)
+    assert (chunk.timeline[0].error or "").startswith("TransientError")
 
 
 def test_a_transient_failure_waits_our_backoff_not_inngests(
