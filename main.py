@@ -13,14 +13,15 @@ from urllib.parse import quote
 import inngest.fast_api
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
-from chunking import lifecycle
+from chunking import lifecycle, metrics
 from chunking.api_errors import BodyError, field_errors, invalid_spec, parse_json_body, preview
 from chunking.errors import InputUnavailableError
 from chunking.progress import job_events
@@ -32,6 +33,7 @@ from functions import ALL_FUNCTIONS
 from functions.client import event_batcher, inngest_client
 from functions.deps import get_store
 from functions.events import START_JOB, job_cancelled_event, start_job_event
+from functions.metrics import SINK as METRICS
 from guards import (
     BodyLimit,
     InngestSignatureWindow,
@@ -41,6 +43,7 @@ from guards import (
 )
 
 logger = logging.getLogger("long_jobs")
+metrics.use(METRICS)
 settings = get_settings()
 app = FastAPI(title="Long jobs, chunked", version="0.1.0")
 # The URL a sync registers comes from settings, never from a request's Host; in production an
@@ -82,6 +85,12 @@ async def invalid_request(_: Request, err: RequestValidationError) -> JSONRespon
 @app.exception_handler(StarletteHTTPException)
 async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
     return JSONResponse({"message": err.detail}, status_code=err.status_code, headers=err.headers)
+
+
+@app.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    """This process's metrics, for Prometheus to scrape (functions/metrics.py)."""
+    return Response(generate_latest(METRICS.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @app.get("/healthz")

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
-from chunking import workload
+from chunking import metrics, workload
 from chunking.one_thread import OneThread
 from chunking.prepare import prepare_spec
 from chunking.settings import get_settings
@@ -70,6 +70,7 @@ def submit(
         enqueue(job, again)
     except Exception as err:
         raise _enqueue_failed(store, job.job_id, what, err) from err
+    metrics.job_submitted(path)
     return Submission(job, enqueued=True)
 
 
@@ -109,6 +110,7 @@ async def _submit_async(
         await enqueue(job, again)
     except Exception as err:
         raise await SUBMISSIONS.run(partial(_enqueue_failed, store, job.job_id, what, err)) from err
+    metrics.job_submitted(path)
     return Submission(job, enqueued=True)
 
 
@@ -187,9 +189,12 @@ def cancel(store: JobStore, job_id: str) -> JobStatus | None:
 
     Raises JobEndedError if it had ended. Both APIs' cancel endpoints call this (blocking I/O).
     """
-    if store.get_job(job_id) is None:
+    job = store.get_job(job_id)
+    if job is None:
         return None
-    if not store.cancel_job(job_id):
+    if store.cancel_job(job_id):
+        metrics.job_ended(job.path, "cancelled")
+    else:
         current = store.status(job_id)  # re-read: a concurrent cancel may have won
         if current is None or current.status != "cancelled":
             raise JobEndedError(f"job {job_id} has ended ({current.status if current else 'gone'})")

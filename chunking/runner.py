@@ -19,11 +19,11 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from chunking import workload
+from chunking import metrics, workload
 from chunking.errors import PermanentError, TransientError
 from chunking.planning import chunk_at
 from chunking.settings import get_settings
-from chunking.status import JobRecord
+from chunking.status import JobRecord, overall_status
 from chunking.store import JobStore
 from chunking.workload import OutOfBudget
 
@@ -74,14 +74,32 @@ async def settle(
         begun_only=begun_only,
         usage=usage,
     )
+    outcome: Outcome = "succeeded" if error is None else "failed"
+    if settlement.recorded and job is not None:  # counted once, whatever the deliveries
+        prices = get_settings().llm_prices
+        metrics.chunk_settled(job.path, outcome, latency_ms, usage, prices)
+        if settlement.job_finished:
+            await asyncio.to_thread(_count_job_ended, store, job_id)
     return AttemptOutcome(
         job_id=job_id,
         chunk_index=index,
-        outcome="succeeded" if error is None else "failed",
+        outcome=outcome,
         error=error,
         recorded=settlement.recorded,
         job_finished=settlement.job_finished,
     )
+
+
+def _count_job_ended(store: JobStore, job_id: str) -> None:
+    """The settlement that finished the job counts it ended, by its final status (from its
+    tally: an llm job's status says `running` until its merged output is written)."""
+    job = store.get_job(job_id)
+    if job is not None:
+        tally = job.tally
+        status = overall_status(
+            job, tally.chunks_succeeded, tally.chunks_failed, tally.items_failed
+        )
+        metrics.job_ended(job.path, status)
 
 
 # A job's spec never changes once recorded (another spec under the same id is refused), so a
@@ -156,6 +174,8 @@ async def attempt_chunk(
     attempt = await asyncio.to_thread(
         store.begin_attempt, job_id, index, continuation=continuation > 0
     )
+    if attempt is not None:
+        metrics.chunk_begun(job.path)
     if attempt is None:  # a duplicate delivery of a settled chunk: never run or count it twice
         current = await asyncio.to_thread(store.get_job, job_id)
         # The finishing delivery may have died before it started the job's finishing unit:

@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
-from chunking import lifecycle, workload
+from chunking import lifecycle, metrics, workload
 from chunking.api_errors import BodyError, invalid_spec, parse_json_body
 from chunking.errors import InputUnavailableError
 from chunking.lifecycle import EnqueueError, submit
@@ -24,7 +24,9 @@ from chunking.status import JobRecord
 from chunking.store import JobConflictError, JobEndedError
 from cloud import job_store, queue_for
 from cloud.messages import PlanMessage, initial_messages
+from cloud.metrics import EmfSink
 
+metrics.use(EmfSink())  # chunking/metrics.py: CloudWatch metrics, as EMF log lines
 logger = Logger()
 app = APIGatewayRestResolver()
 

@@ -35,7 +35,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
-from chunking import lifecycle
+from chunking import lifecycle, metrics
 from chunking.callbacks import send_job_callback
 from chunking.errors import PermanentError, RateLimitedError, backoff_s
 from chunking.runner import attempt_chunk
@@ -51,8 +51,10 @@ from cloud.messages import (
     initial_messages,
     parse_message,
 )
+from cloud.metrics import EmfSink
 from cloud.sqs_queue import SqsQueue
 
+metrics.use(EmfSink())  # chunking/metrics.py: CloudWatch metrics, as EMF log lines
 logger = Logger()
 # Report a batch whose every record failed as item failures too, not as a function error:
 # each record already carries its own retry delay.

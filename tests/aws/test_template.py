@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
@@ -139,7 +141,8 @@ def test_every_function_variable_is_a_setting(template: dict[str, Any]) -> None:
     names = set(template["Globals"]["Function"]["Environment"]["Variables"])
     for logical_id in ("StarterFunction", "StatusFunction", "WorkerFunction"):
         names |= set(resource(template, logical_id).get("Environment", {}).get("Variables", {}))
-    names -= {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_LOG_LEVEL"}  # read by Powertools itself
+    # Read by Powertools itself.
+    names -= {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_METRICS_NAMESPACE"}
     assert {n.lower() for n in names} <= set(Settings.model_fields)
 
 
@@ -167,3 +170,20 @@ def test_functions_run_the_python_of_ci(template: dict[str, Any]) -> None:
 
     runtime = template["Globals"]["Function"]["Runtime"]
     assert runtime == f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_the_dashboard_shows_the_metrics_the_worker_writes() -> None:
+    from chunking.metrics import METRICS
+    from cloud.metrics import NAMESPACE
+
+    template = load_template()
+    text = resource(template, "Dashboard")["DashboardBody"]["Fn::Sub"]
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "x", text))
+    lines = [line for widget in body["widgets"]
+             for line in widget["properties"].get("metrics", [])]  # fmt: skip
+    ours = {line[1] for line in lines if line[0] == NAMESPACE}
+    assert ours == set(METRICS)  # every metric charted, under the namespace it is written in
+    globals_env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert globals_env["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
+    alarms = [w for w in body["widgets"] if w["type"] == "alarm"]
+    assert alarms and "${DeadLetterAlarm.Arn}" in text

@@ -1,0 +1,91 @@
+"""The metrics both paths emit, under the same names: what happened is counted here, where it
+happens (the runner, the lifecycle); how it is exported is the adapter's `MetricsSink`.
+
+Locally the app exports them for Prometheus at `/metrics` (functions/metrics.py); in the cloud
+the worker writes them as CloudWatch metrics in Embedded Metric Format log lines (aws/worker):
+no extra call either way. Without a sink (tools, tests) nothing is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from chunking.status import Path
+from chunking.workload import ChunkUsage
+
+
+@dataclass(frozen=True)
+class Metric:
+    kind: Literal["counter", "histogram"]
+    unit: str  # CloudWatch's unit name
+    labels: tuple[str, ...]  # Prometheus labels; CloudWatch dimensions
+    help: str
+
+
+METRICS: dict[str, Metric] = {
+    "chunks_settled": Metric("counter", "Count", ("path", "outcome"),
+                             "chunks settled (once each), by outcome: succeeded or failed"),
+    "chunk_attempts": Metric("counter", "Count", ("path",),
+                             "attempts begun at chunks (first runs and retries)"),
+    "chunk_latency_ms": Metric("histogram", "Milliseconds", ("path",),
+                               "latency of a chunk's attempt that succeeded"),
+    "jobs_submitted": Metric("counter", "Count", ("path",), "jobs accepted"),
+    "jobs_ended": Metric("counter", "Count", ("path", "status"),
+                         "jobs ended, by status: succeeded, partial, failed or cancelled"),
+    "model_tokens": Metric("counter", "Count", ("path", "kind"),
+                           "model tokens, by kind: prompt or completion"),
+    "model_cost_usd": Metric("counter", "None", ("path",), "estimated model cost, in USD"),
+}  # fmt: skip
+
+
+class MetricsSink(Protocol):
+    def add(self, name: str, value: float, labels: dict[str, str]) -> None:
+        """Count `value` (a counter) or observe it (a histogram) for `name`, as METRICS says."""
+        ...
+
+
+_sink: MetricsSink | None = None
+
+
+def use(sink: MetricsSink | None) -> None:
+    """Where this process's metrics go: its adapter calls it once, at import (one sink per
+    process; tests that import both paths' adapters set the one they read)."""
+    global _sink
+    _sink = sink
+
+
+def _add(name: str, value: float, **labels: str) -> None:
+    if _sink is not None:
+        _sink.add(name, value, labels)
+
+
+def chunk_begun(path: Path) -> None:
+    _add("chunk_attempts", 1, path=path)
+
+
+def chunk_settled(
+    path: Path,
+    outcome: str,
+    latency_ms: float | None,
+    usage: ChunkUsage | None,
+    prices: tuple[float, float],
+) -> None:
+    """A chunk's outcome recorded (once: duplicates are not counted), with its model usage."""
+    _add("chunks_settled", 1, path=path, outcome=outcome)
+    if latency_ms is not None and outcome == "succeeded":
+        _add("chunk_latency_ms", latency_ms, path=path)
+    if usage and (usage.prompt_tokens or usage.completion_tokens):
+        _add("model_tokens", usage.prompt_tokens, path=path, kind="prompt")
+        _add("model_tokens", usage.completion_tokens, path=path, kind="completion")
+        prompt_price, completion_price = prices
+        cost = usage.prompt_tokens * prompt_price + usage.completion_tokens * completion_price
+        _add("model_cost_usd", cost / 1_000_000, path=path)
+
+
+def job_submitted(path: Path) -> None:
+    _add("jobs_submitted", 1, path=path)
+
+
+def job_ended(path: Path, status: str) -> None:
+    _add("jobs_ended", 1, path=path, status=status)
