@@ -38,6 +38,7 @@ from chunking.spec import JobSpec
 from chunking.status import TERMINAL_STATUSES
 from tools.aws_target import add_target_arguments, resolve_target
 from tools.cloud_cost import Prices, estimate
+from tools.dlq import read_dead_letters, release
 
 DEV_SERVER_HINT = (
     "npx --ignore-scripts=false inngest-cli@latest dev "
@@ -176,16 +177,16 @@ def wait(runs: list[PathRun], timeout_s: float, console: Console) -> None:
             run.not_run = f"still {run.status.get('status')} after {timeout_s:g}s"
 
 
-def dead_letters(args: argparse.Namespace) -> int | None:
+def dead_letters(args: argparse.Namespace, job_id: str) -> int | None:
+    """The job's own messages in the DLQ (not the queue's total: earlier jobs' letters may wait
+    there too), read and shown again at once (tools/dlq.py)."""
     try:
         target = resolve_target(args)
-        attributes = target.client("sqs").get_queue_attributes(
-            QueueUrl=target.dlq_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
+        letters = read_dead_letters(target)
+        release(target, letters)
     except Exception:
         return None  # no access to the stack's queues: the column says n/a
-    return sum(int(v) for v in attributes.values())
+    return sum(1 for letter in letters if letter.job_id == job_id)
 
 
 def cloud_input(spec: JobSpec, args: argparse.Namespace) -> JobSpec:
@@ -371,7 +372,7 @@ def make_report(
             cloud.status, status_polls=cloud.polls, batch_size=args.batch_size,
             memory_mb=args.lambda_memory_mb, prices=prices,
         ).as_dict()  # fmt: skip
-        report["dlq_messages"] = dead_letters(args)
+        report["dlq_messages"] = dead_letters(args, cloud.status["job_id"])
     return report
 
 
