@@ -216,6 +216,11 @@ def usage_figures(status: dict[str, Any]) -> dict[str, Any]:
 def figures(run: PathRun) -> dict[str, Any]:
     if run.not_run is not None:
         return {"not_run": run.not_run}
+    missing: str | None = None
+    try:
+        runs = timeline(run)
+    except httpx.HTTPError as err:  # the figures stand without the picture
+        runs, missing = [], f"chunks not read: {err}"
     s = run.status
     wall = run.wall_s or 0.0
     return {
@@ -228,6 +233,7 @@ def figures(run: PathRun) -> dict[str, Any]:
         "chunk_p50_ms": s["chunk_latency_ms"]["p50"], "chunk_p95_ms": s["chunk_latency_ms"]["p95"],
         "attempts": s["attempts"], "retries": s["retries"],
         "failed_chunks": [f["index"] for f in s["failed_chunks"]], "status_polls": run.polls,
+        "timeline": runs, **({"timeline_error": missing} if missing else {}),
     }  # fmt: skip
 
 
@@ -279,22 +285,92 @@ def render(report: dict[str, Any], console: Console) -> None:
         )
 
 
+# Chunks whose runs the timeline shows (the first ones, by index): enough to see the pattern,
+# few enough that a job of 100,000 chunks costs the compare a few pages, not 100.
+TIMELINE_CHUNKS = 2_000
+SPAN_COLOURS = {"succeeded": "#55a868", "failed": "#c44e52", "retried": "#dd8452",
+                "continued": "#4c72b0", "lost": "#8c8c8c", "running": "#ccb974"}  # fmt: skip
+
+
+def timeline(run: PathRun) -> list[list[Any]]:
+    """The job's chunks' runs as [chunk, attempt, start_s, end_s, outcome], in seconds since
+    the job was accepted, read a page at a time from GET /jobs/{id}/chunks (both APIs)."""
+    assert run.status_url
+    accepted = datetime.fromisoformat(run.status["created_at"])
+    spans: list[list[Any]] = []
+    after, seen = -1, 0
+    while seen < TIMELINE_CHUNKS:
+        response = httpx.get(f"{run.status_url}/chunks", headers=run.headers, timeout=30,
+                             params={"after": after, "limit": 1_000})  # fmt: skip
+        response.raise_for_status()
+        page = response.json()
+        for chunk in page["chunks"]:
+            for span in chunk["timeline"]:
+                start = datetime.fromisoformat(span["started_at"]) - accepted
+                end = span["ended_at"] and datetime.fromisoformat(span["ended_at"]) - accepted
+                spans.append([chunk["index"], span["attempt"], round(start.total_seconds(), 3),
+                              end and round(end.total_seconds(), 3), span["outcome"]])  # fmt: skip
+        seen += len(page["chunks"])
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    return spans
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    def cell(path: str, key: str) -> str:
+        found = report[path]
+        return "not run" if "not_run" in found else str(found.get(key, "n/a"))
+
+    keys = [("status", "status"), ("wall (s)", "wall_s"), ("items/s", "items_per_s"),
+            ("chunk p50 (ms)", "chunk_p50_ms"), ("chunk p95 (ms)", "chunk_p95_ms"),
+            ("attempts", "attempts"), ("retries", "retries")]  # fmt: skip
+    rows = [[label, cell("local", key), cell("cloud", key)] for label, key in keys]
+    dlq = report.get("dlq_messages")
+    return [*rows, ["DLQ (this job)", "n/a", "n/a" if dlq is None else str(dlq)]]
+
+
 def chart(report: dict[str, Any], path: Path) -> None:
+    """The two paths' timelines, one above the other on one time axis: a row per chunk, a bar
+    per run coloured by how it ended; the summary table beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
-    metrics = [("wall time (s)", "wall_s"), ("items/s", "items_per_s"),
-               ("chunk p50 (ms)", "chunk_p50_ms"), ("chunk p95 (ms)", "chunk_p95_ms")]  # fmt: skip
-    fig, axes = plt.subplots(1, len(metrics), figsize=(12, 3.2))
-    for ax, (label, key) in zip(axes, metrics, strict=True):
-        values = [report[p].get(key) or 0 for p in ("local", "cloud")]
-        ax.bar(["local", "cloud"], values, color=["#4c72b0", "#dd8452"])
-        for i, name in enumerate(("local", "cloud")):
-            if "not_run" in report[name]:
-                ax.text(i, 0, "not run", ha="center", va="bottom", color="grey")
-        ax.set_title(label)
+    fig = plt.figure(figsize=(14, 7))
+    grid = fig.add_gridspec(2, 2, width_ratios=(3, 1))
+    top = fig.add_subplot(grid[0, 0])
+    axes = [top, fig.add_subplot(grid[1, 0], sharex=top)]
+    ends = [s[3] or s[2] for p in ("local", "cloud") for s in report[p].get("timeline", [])]
+    horizon = max(ends, default=1.0)
+    for ax, name in zip(axes, ("local", "cloud"), strict=True):
+        spans = report[name].get("timeline", [])
+        for outcome, colour in SPAN_COLOURS.items():
+            mine = [s for s in spans if s[4] == outcome]
+            widths = [((s[3] if s[3] is not None else horizon) - s[2]) or horizon / 500
+                      for s in mine]  # fmt: skip
+            ax.barh([s[0] for s in mine], widths, left=[s[2] for s in mine], height=0.8,
+                    color=colour, linewidth=0)  # fmt: skip
+        label = "local (Inngest)" if name == "local" else "cloud (SQS + Lambda)"
+        ax.set_ylabel(f"{label}\nchunk")
+        ax.set_xlim(0, horizon * 1.02)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.invert_yaxis()
+        if "not_run" in report[name]:
+            ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", color="grey")
+    axes[1].set_xlabel("seconds since the job was accepted")
+    axes[0].legend(handles=[Patch(color=c, label=o) for o, c in SPAN_COLOURS.items()],
+                   loc="upper right", fontsize=8, ncols=3)  # fmt: skip
+    table_ax = fig.add_subplot(grid[:, 1])
+    table_ax.axis("off")
+    table = table_ax.table(cellText=summary_rows(report), colLabels=["", "local", "cloud"],
+                           loc="center", cellLoc="left", colWidths=[0.44, 0.28, 0.28])  # fmt: skip
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    table.scale(1, 1.6)
     fig.suptitle(title(report))
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -213,6 +213,11 @@ def test_compare_runs_the_cloud_column_and_says_why_the_local_one_did_not(
     assert report["dlq_messages"] == 1  # this job's own: earlier tests' letters are not counted
     assert report["cloud_cost"]["usd"] > 0
     assert (tmp_path / "compare-200-50.png").stat().st_size > 0
+    # The timeline the figure draws: every chunk's runs, in seconds since the job was accepted.
+    runs = cloud["timeline"]
+    assert sorted({r[0] for r in runs}) == [0, 1, 2, 3]
+    assert [r[4] for r in runs if r[0] == 1] == ["failed"]
+    assert all(0 <= r[2] <= r[3] for r in runs)
     out = capsys.readouterr().out
     assert "local: not run" in out and "est. AWS cost" in out
 
