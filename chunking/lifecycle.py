@@ -207,7 +207,10 @@ def finish(store: JobStore, job_id: str) -> None:
     budget and retries, never inside the last chunk's run."""
     job = store.get_job(job_id)  # fresh: what an earlier finish wrote (output_uri) shows
     if job is not None:
-        workload.of(job.spec).after_job_finished(store, job)
+        kind = workload.of(job.spec)
+        kind.after_job_finished(store, job)
+        if kind.produces_output and job.output_uri is None:  # its status is final only now
+            metrics.job_ended_in(store, job_id)
 
 
 def resend_if_never_began(store: JobStore, job_id: str, chunk_index: int, resends: int) -> bool:
@@ -229,4 +232,7 @@ def resend_if_never_began(store: JobStore, job_id: str, chunk_index: int, resend
 
 def finish_failed(store: JobStore, job_id: str, reason: str) -> None:
     """The finishing unit gave up: the job's status says so, rather than `running` for ever."""
-    store.fail_finish(job_id, f"the job's results could not be written: {reason}")
+    job = store.get_job(job_id)
+    failing = job is not None and job.error is None  # not told before: count it ended once
+    if store.fail_finish(job_id, f"the job's results could not be written: {reason}") and failing:
+        metrics.job_ended_in(store, job_id)

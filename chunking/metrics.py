@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from chunking.status import Path
+from chunking.status import TERMINAL_STATUSES, Path
+from chunking.store import JobStore
 from chunking.workload import ChunkUsage
 
 
@@ -89,3 +90,14 @@ def job_submitted(path: Path) -> None:
 
 def job_ended(path: Path, status: str) -> None:
     _add("jobs_ended", 1, path=path, status=status)
+
+
+def job_ended_in(store: JobStore, job_id: str) -> None:
+    """Count the job ended with the status it now has, if final. Called once per job, where its
+    status becomes final: the settlement that finished it, or (a workload that produces an
+    output) the first finishing unit that wrote that output."""
+    if _sink is None:
+        return
+    status = store.status(job_id)
+    if status is not None and status.status in TERMINAL_STATUSES:
+        job_ended(status.path, status.status)

@@ -23,7 +23,7 @@ from chunking import metrics, workload
 from chunking.errors import PermanentError, TransientError
 from chunking.planning import chunk_at
 from chunking.settings import get_settings
-from chunking.status import JobRecord, overall_status
+from chunking.status import JobRecord
 from chunking.store import JobStore
 from chunking.workload import OutOfBudget
 
@@ -78,8 +78,8 @@ async def settle(
     if settlement.recorded and job is not None:  # counted once, whatever the deliveries
         prices = get_settings().llm_prices
         metrics.chunk_settled(job.path, outcome, latency_ms, usage, prices)
-        if settlement.job_finished:
-            await asyncio.to_thread(_count_job_ended, store, job_id)
+        if settlement.job_finished and not workload.of(job.spec).produces_output:
+            await asyncio.to_thread(metrics.job_ended_in, store, job_id)
     return AttemptOutcome(
         job_id=job_id,
         chunk_index=index,
@@ -88,18 +88,6 @@ async def settle(
         recorded=settlement.recorded,
         job_finished=settlement.job_finished,
     )
-
-
-def _count_job_ended(store: JobStore, job_id: str) -> None:
-    """The settlement that finished the job counts it ended, by its final status (from its
-    tally: an llm job's status says `running` until its merged output is written)."""
-    job = store.get_job(job_id)
-    if job is not None:
-        tally = job.tally
-        status = overall_status(
-            job, tally.chunks_succeeded, tally.chunks_failed, tally.items_failed
-        )
-        metrics.job_ended(job.path, status)
 
 
 # A job's spec never changes once recorded (another spec under the same id is refused), so a

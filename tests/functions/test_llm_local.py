@@ -14,6 +14,7 @@ import inngest
 import pytest
 from inngest.experimental import mocked
 
+from chunking import metrics
 from chunking.settings import get_settings
 from functions.events import JOB_COMPLETED, PROCESS_CHUNK, START_JOB
 from functions.process_chunk import process_chunk
@@ -22,6 +23,16 @@ from tests.conftest import MODEL_RETRY_AFTER_S
 from tests.llm_server import FakeModelServer
 from tests.support import FakeInngestApi, replay, run_finishes, spy_run_errors, trigger
 from workloads.llm.input import FULL_CHECK_BYTES
+
+
+class Recorder:
+    """A metrics sink that keeps what it is given."""
+
+    def __init__(self, into: list[tuple[str, float, dict[str, str]]]) -> None:
+        self.into = into
+
+    def add(self, name: str, value: float, labels: dict[str, str]) -> None:
+        self.into.append((name, value, labels))
 
 
 def write_input(path: Path, lines: list[dict[str, Any]]) -> str:
@@ -48,12 +59,20 @@ def test_an_llm_job_runs_end_to_end_and_reports_tokens_cost_and_output(
 
     assert replay(start_job, start_event).status is mocked.Status.COMPLETED
     assert api.get(f"/jobs/{job_id}").json()["total_items"] == 5  # counted by start-job
+    counted: list[tuple[str, float, dict[str, str]]] = []
+    monkeypatch.setattr(metrics, "_sink", Recorder(counted))
     errors = spy_run_errors(process_chunk, monkeypatch)
     results = [replay(process_chunk, e) for e in fake_inngest.named(PROCESS_CHUNK)]
     assert all(r.status is mocked.Status.COMPLETED for r in results), results
     assert api.get(f"/jobs/{job_id}").json()["status"] == "running"  # not merged yet
+    assert not [c for c in counted if c[0] == "jobs_ended"]  # not ended until its output is
     [finished] = run_finishes(fake_inngest)
     assert finished.status is mocked.Status.COMPLETED, finished.error
+    assert [c for c in counted if c[0] == "jobs_ended"] == [
+        ("jobs_ended", 1, {"path": "local", "status": "partial"}),
+    ]  # fmt: skip
+    run_finishes(fake_inngest)  # a redelivered finishing unit: not counted again
+    assert len([c for c in counted if c[0] == "jobs_ended"]) == 1
 
     [rate_limited] = errors  # one retry in all, for the 429, after the server's Retry-After
     assert isinstance(rate_limited, inngest.RetryAfterError)
@@ -67,6 +86,9 @@ def test_an_llm_job_runs_end_to_end_and_reports_tokens_cost_and_output(
     assert (final["attempts"], final["retries"]) == (4, 1)
     usage = final["usage"]
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (3 * 3 + 3, 3 * 4 + 4)
+    tokens = {kind: sum(c[1] for c in counted if c[0] == "model_tokens" and c[2]["kind"] == kind)
+              for kind in ("prompt", "completion")}  # fmt: skip
+    assert tokens == {"prompt": usage["prompt_tokens"], "completion": usage["completion_tokens"]}
     assert usage["items_failed"] == 1
     expected_cost = (usage["prompt_tokens"] * 0.15 + usage["completion_tokens"] * 0.60) / 1e6
     assert usage["est_cost_usd"] == round(expected_cost, 6)
