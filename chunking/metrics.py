@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from chunking.status import TERMINAL_STATUSES, Path
+from chunking.status import TERMINAL_STATUSES, Path, model_cost_usd
 from chunking.store import JobStore
 from chunking.workload import ChunkUsage
 
@@ -79,9 +79,8 @@ def chunk_settled(
     if usage and (usage.prompt_tokens or usage.completion_tokens):
         _add("model_tokens", usage.prompt_tokens, path=path, kind="prompt")
         _add("model_tokens", usage.completion_tokens, path=path, kind="completion")
-        prompt_price, completion_price = prices
-        cost = usage.prompt_tokens * prompt_price + usage.completion_tokens * completion_price
-        _add("model_cost_usd", cost / 1_000_000, path=path)
+        cost = model_cost_usd(usage.prompt_tokens, usage.completion_tokens, prices)
+        _add("model_cost_usd", cost, path=path)
 
 
 def job_submitted(path: Path) -> None:

@@ -184,13 +184,20 @@ def overall_status(
     return "partial" if succeeded else "failed"
 
 
+def model_cost_usd(
+    prompt_tokens: int, completion_tokens: int, prices_per_mtok: tuple[float, float]
+) -> float:
+    """The estimated model cost of these tokens, at USD per million tokens (prompt, completion)."""
+    prompt_price, completion_price = prices_per_mtok
+    return (prompt_tokens * prompt_price + completion_tokens * completion_price) / 1e6
+
+
 def usage_of(job: JobRecord, prices_per_mtok: tuple[float, float]) -> Usage | None:
     """The job's model usage and estimated cost; None for a workload that calls no model."""
     if not workload.of(job.spec).reports_usage:
         return None
     tally = job.tally
-    prompt_price, completion_price = prices_per_mtok
-    cost = (tally.prompt_tokens * prompt_price + tally.completion_tokens * completion_price) / 1e6
+    cost = model_cost_usd(tally.prompt_tokens, tally.completion_tokens, prices_per_mtok)
     return Usage(
         prompt_tokens=tally.prompt_tokens,
         completion_tokens=tally.completion_tokens,

@@ -81,6 +81,3 @@ class PostgresJobStore(SqlJobStore):
     def _select(self, sql: str, *params: Any) -> list[Row]:
         with self._tx() as db:
             return list(db.execute(sql, params).fetchall())
-
-    def _lock_job(self, db: Any, job_id: str) -> None:
-        db.execute("SELECT 1 FROM jobs WHERE job_id = ? FOR UPDATE", (job_id,))

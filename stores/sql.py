@@ -180,12 +180,14 @@ class SqlJobStore(BaseJobStore):
     def _select(self, sql: str, *params: Any) -> list[Row]:
         """Rows of one read, as dicts."""
 
-    def _lock_job(self, db: Db, job_id: str) -> None:
-        """Hold the job's row for the rest of the transaction (no-op where the transaction
-        already excludes every other writer)."""
-
-    #: Appended to the read of the job's tally in a transaction that then writes it.
+    #: Appended to a read of the job's row that holds it for the rest of the transaction; empty
+    #: where the transaction already excludes every other writer (SQLite).
     LOCK_ROW = ""
+
+    def _lock_job(self, db: Db, job_id: str) -> None:
+        """Hold the job's row for the rest of the transaction."""
+        if self.LOCK_ROW:
+            db.execute(f"SELECT 1 FROM jobs WHERE job_id = ?{self.LOCK_ROW}", (job_id,))
 
     # --- reads ---
 
