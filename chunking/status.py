@@ -255,6 +255,7 @@ def build_status(job: JobRecord, now: datetime, prices_per_mtok: tuple[float, fl
 
 
 MAX_CHUNK_PAGE = 1_000
+MAX_JOB_LIST = 200
 
 
 class ChunkQuery(BaseModel):
@@ -265,6 +266,13 @@ class ChunkQuery(BaseModel):
     state: ChunkState | None = None
     after: int = Field(-1, ge=-1, le=10_000_000)
     limit: int = Field(100, ge=1, le=MAX_CHUNK_PAGE)
+
+
+class JobListQuery(BaseModel):
+    """`GET /jobs`' query, on both APIs: the `limit` most recent jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(20, ge=1, le=MAX_JOB_LIST)
 
 
 class ChunkInfo(BaseModel):

@@ -119,6 +119,10 @@ def get_chunks(job_id: str, **query: str) -> dict[str, Any]:
     )  # fmt: skip
 
 
+def list_jobs(**query: str) -> dict[str, Any]:
+    return api_event("GET", "/jobs", resource="/jobs", query=list(query.items()))
+
+
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
     """The event Lambda's SQS event source builds from a batch of received messages."""
     return {

@@ -1,5 +1,6 @@
-"""Status Lambda: GET /jobs/{job_id}, the status JSON (one read of the job's row), and
-GET /jobs/{job_id}/chunks, its chunks a page at a time; the same keys as the local path's."""
+"""Status Lambda: GET /jobs/{job_id}, the status JSON (one read of the job's row),
+GET /jobs/{job_id}/chunks, its chunks a page at a time, and GET /jobs, the most recent jobs
+(one query of `limit` job rows); the same keys and limits as the local path's."""
 
 from __future__ import annotations
 
@@ -14,11 +15,22 @@ from pydantic import ValidationError
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from chunking.api_errors import invalid_query
-from chunking.status import ChunkQuery, chunk_page
+from chunking.status import ChunkQuery, JobListQuery, chunk_page
 from cloud import job_store
 
 logger = Logger()
 app = APIGatewayRestResolver()
+
+
+@app.get("/jobs")
+def list_jobs() -> Response[str]:
+    try:
+        query = JobListQuery.model_validate(app.current_event.query_string_parameters or {})
+    except ValidationError as err:
+        return reply(400, invalid_query(err))
+    store = job_store()
+    jobs = [store.status_of(job).model_dump(mode="json") for job in store.list_jobs(query.limit)]
+    return Response(200, content_types.APPLICATION_JSON, json.dumps(jobs))
 
 
 @app.get("/jobs/<job_id>")
