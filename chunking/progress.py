@@ -18,6 +18,8 @@ from typing import Any
 from chunking.status import TERMINAL_STATUSES
 from chunking.store import JobStore
 
+SETTLED_PAGE = 500  # settled chunks read at once: one read's cost is bounded, not the job's size
+
 
 @dataclass(frozen=True)
 class ProgressEvent:
@@ -39,15 +41,19 @@ async def job_events(
         # Read the status first: settlements it already counts are then surely in the list.
         status = await asyncio.to_thread(store.status, job_id)
         assert status is not None
-        for chunk in await asyncio.to_thread(store.settled_since, job_id, last):
-            last = chunk.seq or last
-            # The job's counts as of this settlement, kept on its row when it settled: a
-            # reconnect resumes without recounting what came before.
-            counts = asdict(chunk.progress) if chunk.progress else {}
-            data = {"chunk_index": chunk.index, "outcome": chunk.state, "error": chunk.error,
-                    "attempts": chunk.attempts, "total_chunks": status.total_chunks,
-                    **counts}  # fmt: skip
-            yield ProgressEvent("chunk", data, id=str(chunk.seq))
+        while True:  # a page at a time: a stream that starts from 0 on a big job reads in steps
+            page = await asyncio.to_thread(store.settled_since, job_id, last, SETTLED_PAGE)
+            for chunk in page:
+                last = chunk.seq or last
+                # The job's counts as of this settlement, kept on its row when it settled: a
+                # reconnect resumes without recounting what came before.
+                counts = asdict(chunk.progress) if chunk.progress else {}
+                data = {"chunk_index": chunk.index, "outcome": chunk.state, "error": chunk.error,
+                        "attempts": chunk.attempts, "total_chunks": status.total_chunks,
+                        **counts}  # fmt: skip
+                yield ProgressEvent("chunk", data, id=str(chunk.seq))
+            if len(page) < SETTLED_PAGE:
+                break
         # A cancelled job's running chunks still finish: the stream waits for them.
         accounted = status.chunks_succeeded + status.chunks_failed + status.chunks_cancelled
         if status.status in TERMINAL_STATUSES and (

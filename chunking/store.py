@@ -147,8 +147,9 @@ class JobStore(Protocol):
 
     def chunk(self, job_id: str, chunk_index: int) -> ChunkRecord | None: ...
 
-    def settled_since(self, job_id: str, after_seq: int) -> list[ChunkRecord]:
-        """The chunks settled after settlement number `after_seq`, in the order they settled.
+    def settled_since(self, job_id: str, after_seq: int, limit: int) -> list[ChunkRecord]:
+        """The next `limit` chunks settled after settlement number `after_seq`, in the order
+        they settled; fewer only when there are no more.
 
         Each settlement takes the job's next number (`ChunkRecord.seq`, from 1), never reused: a
         reopened chunk leaves the list until it settles again, under a new number.

@@ -314,7 +314,7 @@ class BaseJobStore(ABC):
         """Up to `limit` chunk rows with an index above `after` (in `state`), in index order."""
 
     @abstractmethod
-    def _settled_rows(self, job_id: str, after_seq: int) -> list[Row]:
+    def _settled_rows(self, job_id: str, after_seq: int, limit: int) -> list[Row]:
         """The chunk rows whose settlement is numbered after `after_seq`, in that order."""
 
     @abstractmethod
@@ -530,8 +530,8 @@ class BaseJobStore(ABC):
         found = self.chunk_page(job_id, None, chunk_index - 1, 1)
         return found[0] if found and found[0].index == chunk_index else None
 
-    def settled_since(self, job_id: str, after_seq: int) -> list[ChunkRecord]:
-        return [chunk_record(row) for row in self._settled_rows(job_id, after_seq)]
+    def settled_since(self, job_id: str, after_seq: int, limit: int) -> list[ChunkRecord]:
+        return [chunk_record(row) for row in self._settled_rows(job_id, after_seq, limit)]
 
     def status(self, job_id: str) -> JobStatus | None:
         job = self.get_job(job_id)

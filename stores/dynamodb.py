@@ -237,15 +237,32 @@ class DynamoJobStore(BaseJobStore):
     def _item_rows(self, job_id: str, chunk_index: int) -> list[Row]:
         return self._query(job_id, "begins_with(sk, :prefix)", prefix=item_prefix(chunk_index))
 
-    def _settled_rows(self, job_id: str, after_seq: int) -> list[Row]:
+    def _settled_rows(self, job_id: str, after_seq: int, limit: int) -> list[Row]:
+        # Markers in number order, a query page at a time until `limit` chunks are found: a
+        # chunk reopened and settled again keeps only its latest marker current, so an older
+        # one is skipped (its chunk comes at its new number), never listed out of order.
         # "~" sorts after every digit: the range is every settlement numbered after after_seq.
-        first, last = settled_sk(after_seq + 1), SETTLED + "~"
-        markers = self._query(job_id, "sk BETWEEN :first AND :last", first=first, last=last)
-        indexes = dict.fromkeys(int(marker["chunk_index"]) for marker in markers)
-        chunks = self._get_rows(job_id, [chunk_sk(index) for index in indexes])
-        # A reopened chunk no longer holds its old number: only its current one is listed.
-        settled = [row for row in chunks if row.get("seq") is not None and row["seq"] > after_seq]
-        return sorted(settled, key=lambda row: int(row["seq"]))
+        args: dict[str, Any] = {
+            "TableName": self.table, "ConsistentRead": True,
+            "KeyConditionExpression": "job_id = :job AND sk BETWEEN :first AND :last",
+            "ExpressionAttributeValues": _values(
+                job=job_id, first=settled_sk(after_seq + 1), last=SETTLED + "~"
+            ),
+        }  # fmt: skip
+        settled: list[Row] = []
+        while len(settled) < limit:
+            found = self.db.query(**args, Limit=limit - len(settled))
+            numbers = {
+                int(marker["chunk_index"]): int(marker["sk"].removeprefix(SETTLED))
+                for marker in map(_item, found["Items"])
+            }
+            rows = self._get_rows(job_id, [chunk_sk(index) for index in numbers])
+            current = [row for row in rows if row.get("seq") == numbers[int(row["chunk_index"])]]
+            settled += sorted(current, key=lambda row: int(row["seq"]))
+            if "LastEvaluatedKey" not in found:
+                break
+            args["ExclusiveStartKey"] = found["LastEvaluatedKey"]
+        return settled
 
     def _get_rows(self, job_id: str, sks: list[str], fields: tuple[str, ...] = ()) -> list[Row]:
         """The job's rows with these sort keys (those that exist; only `fields`, when named),

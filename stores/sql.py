@@ -208,10 +208,11 @@ class SqlJobStore(BaseJobStore):
             job_id, *params, after, limit,
         )  # fmt: skip
 
-    def _settled_rows(self, job_id: str, after_seq: int) -> list[Row]:
+    def _settled_rows(self, job_id: str, after_seq: int, limit: int) -> list[Row]:
         return self._select(
-            "SELECT * FROM chunks WHERE job_id = ? AND seq > ? ORDER BY seq", job_id, after_seq
-        )
+            "SELECT * FROM chunks WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            job_id, after_seq, limit,
+        )  # fmt: skip
 
     def _item_rows(self, job_id: str, chunk_index: int) -> list[Row]:
         return self._select(

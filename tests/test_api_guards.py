@@ -190,12 +190,12 @@ def test_a_stream_that_fails_after_its_200_ends_with_an_error_event(
     calls = 0
     real = SqliteJobStore.settled_since
 
-    def flaky(self: SqliteJobStore, job: str, after: int) -> Any:
+    def flaky(self: SqliteJobStore, job: str, after: int, limit: int) -> Any:
         nonlocal calls
         calls += 1
         if calls > 1:
             raise RuntimeError("disk I/O error")
-        return real(self, job, after)
+        return real(self, job, after, limit)
 
     monkeypatch.setattr(SqliteJobStore, "settled_since", flaky)
     with api.stream("GET", f"/jobs/{job_id}/events") as response:

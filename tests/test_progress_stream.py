@@ -95,6 +95,31 @@ def test_reconnecting_with_last_event_id_resumes_without_gaps_or_repeats(
     assert rest[-1].event == "end" and rest[-1].json()["status"] == "succeeded"
 
 
+def test_a_stream_from_the_start_reads_the_settlements_a_page_at_a_time(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many chunks have settled, no read takes more than a page of them: a client
+    connecting from 0 to a big job costs the server steps, not one read of every chunk."""
+    from chunking import progress
+    from stores.sqlite import SqliteJobStore
+
+    monkeypatch.setattr(progress, "SETTLED_PAGE", 3)
+    asked: list[int] = []
+    real = SqliteJobStore.settled_since
+
+    def spy(self: SqliteJobStore, job: str, after: int, limit: int) -> Any:
+        asked.append(limit)
+        return real(self, job, after, limit)
+
+    monkeypatch.setattr(SqliteJobStore, "settled_since", spy)
+    job_id = running_job()
+    for index in range(10):
+        settle(index)
+    events = read(api, job_id)
+    assert [e.id for e in events if e.event == "chunk"] == [str(n) for n in range(1, 11)]
+    assert events[-1].event == "end" and set(asked) == {3} and len(asked) >= 4
+
+
 def test_unknown_job_and_bad_last_event_id_are_refused_before_streaming(
     api: httpx.Client,
 ) -> None:

@@ -158,7 +158,7 @@ def test_many_threads_settling_take_consecutive_numbers_once_per_chunk(store: Jo
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(deliver, [i for i in range(20) for _ in range(3)]))
-    settled = store.settled_since(job_id, 0)
+    settled = store.settled_since(job_id, 0, 100)
     assert [c.seq for c in settled] == list(range(1, 21))
     assert sorted(c.index for c in settled) == list(range(20))
 
@@ -168,21 +168,41 @@ def test_settlements_are_numbered_in_order_and_never_reused(store: JobStore) -> 
     for index, ok in ((2, True), (0, True), (0, False), (1, False), (3, True)):
         store.begin_attempt(job_id, index)
         store.settle_chunk(job_id, index, succeeded=ok, items=10, error=None if ok else "boom")
-    settled = store.settled_since(job_id, 0)  # the duplicate of chunk 0 took no number
+    settled = store.settled_since(job_id, 0, 100)  # the duplicate of chunk 0 took no number
     assert [(c.index, c.seq, c.state) for c in settled] == [
         (2, 1, "succeeded"), (0, 2, "succeeded"), (1, 3, "failed"), (3, 4, "succeeded"),
     ]  # fmt: skip
-    assert [c.index for c in store.settled_since(job_id, 2)] == [1, 3]
-    assert store.settled_since(job_id, 4) == []
+    assert [c.index for c in store.settled_since(job_id, 2, 100)] == [1, 3]
+    assert store.settled_since(job_id, 4, 100) == []
     chunks = store.chunk_page(job_id, None, -1, 100)
     assert {c.index: c.seq for c in chunks} == {0: 2, 1: 3, 2: 1, 3: 4}
     assert store.reopen_chunk(job_id, 1)  # it leaves the list, until it settles again
-    assert [c.seq for c in store.settled_since(job_id, 0)] == [1, 2, 4]
+    assert [c.seq for c in store.settled_since(job_id, 0, 100)] == [1, 2, 4]
     assert store.begin_attempt(job_id, 1) == 2
     assert store.settle_chunk(job_id, 1, succeeded=True, items=10).job_finished
-    assert [(c.index, c.seq, c.attempts) for c in store.settled_since(job_id, 3)] == [
+    assert [(c.index, c.seq, c.attempts) for c in store.settled_since(job_id, 3, 100)] == [
         (3, 4, 1), (1, 5, 2),
     ]  # fmt: skip
+
+
+def test_settlements_are_read_a_page_at_a_time_in_order(store: JobStore) -> None:
+    """A reopened chunk settled again is listed once, at its new number, even when its old
+    number falls on an earlier page: pages read one after another list every settlement once."""
+    job_id = started_job(store, total=100, size=10)
+    for index in range(8):
+        store.begin_attempt(job_id, index)
+        store.settle_chunk(job_id, index, succeeded=index != 1, items=10)
+    assert store.reopen_chunk(job_id, 1)  # its number 2 is no longer current
+    store.begin_attempt(job_id, 1)
+    store.settle_chunk(job_id, 1, succeeded=True, items=10)  # number 9
+    pages, after = [], 0
+    while True:
+        page = store.settled_since(job_id, after, 3)
+        pages.append([(c.index, c.seq) for c in page])
+        if len(page) < 3:
+            break
+        after = page[-1].seq or after
+    assert pages == [[(0, 1), (2, 3), (3, 4)], [(4, 5), (5, 6), (6, 7)], [(7, 8), (1, 9)]]
 
 
 def test_stored_times_are_timezone_aware(store: JobStore) -> None:
