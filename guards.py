@@ -167,13 +167,16 @@ class InngestSignatureWindow:
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes under `prefix` with 413, counting as they come."""
+    """Refuse request bodies over `limit` bytes under the `prefixes` with 413, counting as they
+    come."""
 
-    def __init__(self, app: ASGIApp, prefix: str, limit: int = MAX_BODY_BYTES) -> None:
-        self.app, self.prefix, self.limit = app, prefix, limit
+    def __init__(
+        self, app: ASGIApp, prefixes: tuple[str, ...], limit: int = MAX_BODY_BYTES
+    ) -> None:
+        self.app, self.prefixes, self.limit = app, prefixes, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
             await self.app(scope, receive, send)
             return
         too_big = {"message": f"request body over {self.limit} bytes: refused"}

@@ -27,8 +27,16 @@ from chunking.errors import InputUnavailableError
 from chunking.progress import job_events
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
-from chunking.status import ChunkPage, ChunkQuery, JobRecord, JobStatus, chunk_page
+from chunking.status import (
+    ChunkPage,
+    ChunkQuery,
+    JobListQuery,
+    JobRecord,
+    JobStatus,
+    chunk_page,
+)
 from chunking.store import JobConflictError, JobEndedError
+from dashboard import routes as dashboard
 from functions import ALL_FUNCTIONS
 from functions.client import event_batcher, inngest_client
 from functions.deps import get_store
@@ -62,7 +70,7 @@ if not settings.inngest_dev_mode:
         serve_path=settings.inngest_serve_path,
         signing_keys=(inngest_client.signing_key, inngest_client.signing_key_fallback),
     )
-app.add_middleware(BodyLimit, prefix="/jobs")
+app.add_middleware(BodyLimit, prefixes=("/jobs", "/cloud/"))
 app.add_middleware(
     TrustedHostMiddleware,
     allowed_hosts=[h.strip() for h in settings.allowed_hosts.split(",") if h.strip()],
@@ -214,17 +222,20 @@ async def job_chunks(
 
 
 @jobs.get("/jobs", response_model=list[JobStatus])
-async def list_jobs(limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[JobStatus]:
+async def list_jobs(query: Annotated[JobListQuery, Query()]) -> list[JobStatus]:
     """The most recent jobs, newest first: one read of `limit` job rows, nothing more."""
 
     def statuses() -> list[JobStatus]:
         store = get_store()
-        return [store.status_of(job) for job in store.list_jobs(limit)]
+        return [store.status_of(job) for job in store.list_jobs(query.limit)]
 
     return await asyncio.to_thread(statuses)
 
 
 app.include_router(jobs)
+app.include_router(dashboard.page)
+app.include_router(dashboard.cloud)
+app.mount("/ui/static", dashboard.static_files, name="ui-static")
 
 # What is loaded by now lives as long as the app: frozen, it is left out of the collector's full
 # passes, which walked all of it and held every request for 60-80 ms at a time under load.

@@ -37,7 +37,6 @@ import math
 import multiprocessing
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,8 @@ from typing import Any
 
 import httpx
 import uvloop
+
+from bench.checks import verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = {"total_items": 20, "chunk_size": 10}  # small: accepting it is one write and one send
@@ -450,13 +451,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> None:
         "every accepted job's event sent": not unsent,
         f"p99 <= {args.p99_target_ms:g} ms": p99 <= args.p99_target_ms,
     }
-    for name, ok in checks.items():
-        print(f"  {'ok ' if ok else 'NOT'} {name}")
-    print("PASS" if all(checks.values()) else "FAIL")
-    if not all(checks.values()):
-        print(f"(the app's log and the store are kept in {folder})")
-        sys.exit(1)
-    shutil.rmtree(folder, ignore_errors=True)
+    verdict(checks, folder, kept="the app's log and the store")
 
 
 if __name__ == "__main__":

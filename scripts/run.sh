@@ -89,5 +89,5 @@ else
   ) &
 fi
 
-echo "App: http://${host}:${port}  (API docs at /docs, Inngest endpoint at /api/inngest)"
+echo "App: http://${host}:${port}  (dashboard at /ui, API docs at /docs, Inngest endpoint at /api/inngest)"
 .venv/bin/uvicorn main:app --host "$host" --port "$port"

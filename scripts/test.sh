@@ -7,15 +7,24 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh requirements-dev.txt
 # SAM CLI and cfn-lint check and build aws/template.yaml in the tests.
 VENV=.venv-sam bash scripts/bootstrap.sh requirements-sam.txt
+
+needs_debian_package() {  # package, what needs it; installs it with apt-get when we are root
+  local package=$1 for_what=$2
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "Installing Debian's $package package for $for_what ..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+  else
+    echo "warning: $package not found; $for_what will fail. Install it: apt-get install $package" >&2
+  fi
+}
 # The store tests run a real Postgres server (tests/postgres_server.py): Debian's package.
 if ! command -v pg_ctl >/dev/null && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-    echo "Installing Debian's postgresql package for the store tests ..."
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-  else
-    echo "warning: no Postgres server found; the Postgres store tests will fail." \
-      "Install it: apt-get install postgresql" >&2
-  fi
+  needs_debian_package postgresql "the Postgres store tests"
+fi
+# The dashboard's browser test drives headless Chromium through Playwright: Debian's package
+# (Playwright's own browser download needs the internet).
+if ! command -v chromium >/dev/null; then
+  needs_debian_package chromium "the dashboard's browser test"
 fi
 status=0
 .venv/bin/python -m pytest "$@" || status=$?

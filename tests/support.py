@@ -73,6 +73,7 @@ class FakeInngestApi:
         self.posts = 0  # requests to the event API (a batch of events is one)
         # Refuses a whole request (400), as Inngest does, when one of its events matches.
         self.refuse: Callable[[dict[str, Any]], bool] | None = None
+        self.on_events: Callable[[list[dict[str, Any]]], None] | None = None  # new ones, as sent
         self.app = FastAPI()
 
         @self.app.post("/e/{event_key}")
@@ -87,7 +88,10 @@ class FakeInngestApi:
             ids = [e.get("id") or f"evt-{len(self.events)}-{i}" for i, e in enumerate(batch)]
             # As Inngest does: an event whose id it has seen (in 24 h) is accepted and dropped.
             seen = {e.get("id") for e in self.events if e.get("id")}
-            self.events.extend(e for e in batch if not e.get("id") or e["id"] not in seen)
+            new = [e for e in batch if not e.get("id") or e["id"] not in seen]
+            self.events.extend(new)
+            if self.on_events:
+                self.on_events(new)
             return JSONResponse({"ids": ids, "status": 200})
 
         @self.app.post("/fn/register")
@@ -104,6 +108,7 @@ class FakeInngestApi:
         self.fail_sends = False
         self.posts = 0
         self.refuse = None
+        self.on_events = None
 
 
 MOCK_CLIENT = mocked.Inngest(app_id="test")

@@ -1,0 +1,131 @@
+"""The dashboard's routes: the page (`GET /ui`, its files under /ui/static), what it needs to
+know to start (`GET /ui/config`), and the cloud path's API under `/cloud`.
+
+`/cloud/jobs…` answers exactly as the cloud API does (the starter's `POST /start` as
+`POST /cloud/jobs`): the app calls `AWS_START_URL`'s API with `CLOUD_API_KEY`, so the key
+stays on the server and the page needs no cross-origin access to API Gateway. The routes sit
+behind the same guards as /jobs (`API_KEY`, no cross-site changes): whoever may not start a
+local job may not start a cloud one either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from chunking.settings import get_settings
+from chunking.spec import JOB_ID_PATTERN
+from guards import no_cross_site, require_api_key, require_json
+
+STATIC = Path(__file__).resolve().parent / "static"
+CLOUD_TIMEOUT_S = 30.0
+
+page = APIRouter(include_in_schema=False)
+cloud = APIRouter(prefix="/cloud", dependencies=[Depends(require_api_key), Depends(no_cross_site)])
+static_files = StaticFiles(directory=STATIC)
+JobId = Annotated[str, PathParam(pattern=JOB_ID_PATTERN)]
+
+
+@page.get("/")
+async def home() -> RedirectResponse:
+    return RedirectResponse("/ui")
+
+
+@page.get("/ui")
+async def dashboard() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+@page.get("/ui/config")
+async def config() -> dict[str, Any]:
+    """What the page must know before its first call: whether /jobs wants a key, and whether
+    the cloud path can be reached (and why not). Says nothing secret."""
+    settings = get_settings()
+    reason = None if settings.aws_start_url else "AWS_START_URL is not set"
+    return {
+        "api_key_required": bool(settings.api_key),
+        "cloud": {"configured": reason is None, "reason": reason},
+    }
+
+
+def cloud_api() -> tuple[str, dict[str, str]]:
+    """The cloud API's base URL (AWS_START_URL without its /start) and the headers it needs."""
+    settings = get_settings()
+    start_url = settings.aws_start_url
+    if not start_url:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the cloud path is not configured: set AWS_START_URL (and CLOUD_API_KEY)",
+        )
+    headers = {"x-api-key": settings.cloud_api_key} if settings.cloud_api_key else {}
+    return start_url.rstrip("/").removesuffix("/start"), headers
+
+
+async def forward(method: str, url: str, headers: dict[str, str], **request: Any) -> Response:
+    """One call to the cloud API; its answer as it is, except where the fault is ours."""
+    try:
+        async with httpx.AsyncClient(timeout=CLOUD_TIMEOUT_S) as client:
+            answer = await client.request(method, url, headers=headers, **request)
+    except httpx.HTTPError as err:
+        raise HTTPException(
+            status.HTTP_502_BAD_GATEWAY,
+            detail=f"the cloud API did not answer ({type(err).__name__}: {err}) at {url}",
+        ) from err
+    if answer.status_code == status.HTTP_403_FORBIDDEN:
+        # API Gateway refuses a missing or wrong key with 403: our CLOUD_API_KEY, not the
+        # caller's request, is what is wrong.
+        raise HTTPException(
+            status.HTTP_502_BAD_GATEWAY,
+            detail="the cloud API refused CLOUD_API_KEY (403): set the stack's API key",
+        )
+    try:
+        answer.json()
+        from_the_api = True
+    except ValueError:  # e.g. a proxy's HTML page: not an answer of the cloud API's
+        from_the_api = False
+    if answer.status_code >= 500 or not from_the_api:
+        raise HTTPException(
+            status.HTTP_502_BAD_GATEWAY,
+            detail=f"the cloud API answered {answer.status_code}: {answer.text[:300]}",
+        )
+    return Response(answer.content, answer.status_code, media_type="application/json")
+
+
+@cloud.get("/jobs")
+async def cloud_jobs(request: Request) -> Response:
+    base, headers = cloud_api()
+    return await forward("GET", f"{base}/jobs", headers, params=request.query_params)
+
+
+@cloud.post("/jobs", dependencies=[Depends(require_json)])
+async def cloud_start(request: Request) -> Response:
+    """POST /start of the cloud API, with the body as it came."""
+    base, headers = cloud_api()
+    headers = {**headers, "content-type": "application/json"}
+    return await forward("POST", f"{base}/start", headers, content=await request.body())
+
+
+@cloud.get("/jobs/{job_id}")
+async def cloud_job(job_id: JobId) -> Response:
+    base, headers = cloud_api()
+    return await forward("GET", f"{base}/jobs/{quote(job_id, safe='')}", headers)
+
+
+@cloud.get("/jobs/{job_id}/chunks")
+async def cloud_chunks(job_id: JobId, request: Request) -> Response:
+    base, headers = cloud_api()
+    url = f"{base}/jobs/{quote(job_id, safe='')}/chunks"
+    return await forward("GET", url, headers, params=request.query_params)
+
+
+@cloud.post("/jobs/{job_id}/cancel")
+async def cloud_cancel(job_id: JobId) -> Response:
+    base, headers = cloud_api()
+    return await forward("POST", f"{base}/jobs/{quote(job_id, safe='')}/cancel", headers)

@@ -1,0 +1,49 @@
+"""The dashboard's tests: the app with a stand-in executor running its jobs (local path), and
+the cloud path's emulator for its /cloud routes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from aws.local.emulator import EmulatorProcess
+from tests.executor import StandInExecutor
+from tests.support import FakeInngestApi
+
+CLOUD_KEY = "dashboard-test-key"
+
+
+@pytest.fixture(scope="session")
+def cloud_emulator() -> Iterator[EmulatorProcess]:
+    """The SAM stack on moto, as `make run` starts it."""
+    process = EmulatorProcess(api_key=CLOUD_KEY)
+    for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+        os.environ.setdefault(name, value)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def cloud(cloud_emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> EmulatorProcess:
+    """The app's settings pointed at the emulator's API, as `make run` points them."""
+    from chunking.settings import get_settings
+
+    monkeypatch.setenv("AWS_START_URL", f"{cloud_emulator.api}/Prod/start")
+    monkeypatch.setenv("CLOUD_API_KEY", CLOUD_KEY)
+    get_settings.cache_clear()
+    return cloud_emulator
+
+
+@pytest.fixture
+def executor(api: httpx.Client, fake_inngest: FakeInngestApi) -> Iterator[StandInExecutor]:
+    """Runs the jobs the app starts: its events become function runs over the serve endpoint."""
+    from functions import ALL_FUNCTIONS
+
+    serve_url = f"{str(api.base_url).rstrip('/')}/api/inngest"
+    running = StandInExecutor(fake_inngest, serve_url, ALL_FUNCTIONS)
+    yield running
+    running.close()

@@ -1,0 +1,133 @@
+"""The dashboard's routes: the page and its files, its config, and the cloud API under /cloud
+(answered as the cloud API answers, its faults named)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from aws.local.emulator import EmulatorProcess
+from tests.executor import StandInExecutor
+from tests.support import free_port, wait_for
+
+TERMINAL = {"succeeded", "partial", "failed", "cancelled"}
+
+
+def reset_settings(monkeypatch: pytest.MonkeyPatch, **env: str | None) -> None:
+    from chunking.settings import get_settings
+
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+
+
+def test_the_page_and_its_files_are_served(api: httpx.Client) -> None:
+    assert api.get("/", follow_redirects=False).headers["location"] == "/ui"
+    page = api.get("/ui")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for ref in ("/ui/static/dashboard.js", "/ui/static/dashboard.css"):
+        assert ref in page.text
+        assert api.get(ref).status_code == 200
+    assert api.get("/ui/static/nothing.js").status_code == 404
+
+
+def test_config_says_whether_a_key_is_needed_and_whether_the_cloud_is_there(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reset_settings(monkeypatch, API_KEY=None, AWS_START_URL="http://127.0.0.1:1/Prod/start")
+    assert api.get("/ui/config").json() == {
+        "api_key_required": False, "cloud": {"configured": True, "reason": None},
+    }  # fmt: skip
+    reset_settings(monkeypatch, API_KEY="k3y", AWS_START_URL="")
+    assert api.get("/ui/config").json() == {
+        "api_key_required": True,
+        "cloud": {"configured": False, "reason": "AWS_START_URL is not set"},
+    }
+
+
+def test_a_cloud_job_is_started_listed_read_and_paged_through_the_app(
+    api: httpx.Client, cloud: EmulatorProcess
+) -> None:
+    started = api.post("/cloud/jobs", json={"total_items": 12, "chunk_size": 4})
+    assert started.status_code == 202, started.text
+    job_id = started.json()["job_id"]
+    assert job_id in [job["job_id"] for job in api.get("/cloud/jobs").json()]
+
+    def ended() -> bool:
+        return api.get(f"/cloud/jobs/{job_id}").json()["status"] in TERMINAL
+
+    wait_for(ended, timeout=60)
+    status = api.get(f"/cloud/jobs/{job_id}").json()
+    assert (status["path"], status["status"], status["chunks_succeeded"]) == (
+        "cloud", "succeeded", 3,
+    )  # fmt: skip
+    page = api.get(f"/cloud/jobs/{job_id}/chunks", params={"limit": 2}).json()
+    assert [c["index"] for c in page["chunks"]] == [0, 1] and page["next_after"] == 1
+    # The cloud API's own answers to bad requests come through as they are.
+    cancelled = api.post(f"/cloud/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 409 and "ended" in cancelled.json()["message"]
+    assert api.get("/cloud/jobs/no-such-job").status_code == 404
+    bad = api.get(f"/cloud/jobs/{job_id}/chunks", params={"limit": 0})
+    assert bad.status_code == 400 and "limit" in bad.json()["message"]
+    bad = api.post("/cloud/jobs", json={"total_items": -1})
+    assert bad.status_code == 400 and "total_items" in bad.json()["message"]
+
+
+def test_what_the_app_refuses_before_calling_the_cloud(
+    api: httpx.Client, cloud: EmulatorProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad_id = api.get("/cloud/jobs/has%20space")
+    assert bad_id.status_code == 400 and "job_id" in bad_id.json()["message"]
+    form = api.post("/cloud/jobs", content=b"total_items=5", headers={"content-type": "text/plain"})
+    assert form.status_code == 415
+    cross_site = api.post("/cloud/jobs", json={}, headers={"sec-fetch-site": "cross-site"})
+    assert cross_site.status_code == 403
+    assert api.post("/cloud/jobs", content=b"x" * (2**20 + 1)).status_code == 413
+    reset_settings(monkeypatch, API_KEY="k3y")
+    assert api.get("/cloud/jobs").status_code == 401
+    assert api.get("/cloud/jobs", headers={"x-api-key": "k3y"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("env", "code", "says"),
+    [
+        ({"AWS_START_URL": ""}, 503, "AWS_START_URL"),
+        ({"CLOUD_API_KEY": "wrong"}, 502, "CLOUD_API_KEY"),
+        ({"AWS_START_URL": "http://127.0.0.1:{port}/Prod/start"}, 502, "did not answer"),
+    ],
+)
+def test_a_cloud_that_cannot_be_used_is_named(
+    api: httpx.Client,
+    cloud: EmulatorProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    code: int,
+    says: str,
+) -> None:
+    reset_settings(monkeypatch, **{k: v.format(port=free_port()) for k, v in env.items()})
+    for answer in (api.get("/cloud/jobs"), api.post("/cloud/jobs", json={"total_items": 5})):
+        assert answer.status_code == code and says in answer.json()["message"]
+
+
+def test_the_stand_in_executor_runs_a_local_job_with_its_retries(
+    api: httpx.Client, executor: StandInExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the browser test relies on: a job started on the local path runs to its end."""
+    reset_settings(monkeypatch, RETRY_BACKOFF_BASE_S="0.2")
+    spec: dict[str, Any] = {"total_items": 20, "chunk_size": 5, "item_delay_ms": 0,
+                            "flaky_chunks": {"1": 1}, "fail_chunks": [3]}  # fmt: skip
+    job_id = api.post("/jobs", json=spec).json()["job_id"]
+    deadline = time.monotonic() + 30
+    while (status := api.get(f"/jobs/{job_id}").json())["status"] not in TERMINAL:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    assert (status["status"], status["chunks_succeeded"], status["chunks_failed"]) == (
+        "partial", 3, 1,
+    )  # fmt: skip
+    assert status["retries"] == 1 and not executor.errors
