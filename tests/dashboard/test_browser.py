@@ -181,3 +181,37 @@ def test_the_map_of_a_job_of_100000_chunks_draws_them_all(
     assert box
     page.mouse.move(box["x"] + 2, box["y"] + 2)
     expect(page.locator("#map-hover")).to_contain_text("0")
+
+
+def test_with_an_api_key_set_the_page_asks_for_it_and_sends_it(
+    api: httpx.Client,
+    executor: StandInExecutor,
+    cloud: EmulatorProcess,
+    page: Page,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chunking.settings import get_settings
+
+    monkeypatch.setenv("API_KEY", "s3cret-dash-key")
+    get_settings.cache_clear()
+    requests: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: requests.append((r.url, r.headers.get("x-api-key"))))
+    page.goto(page_url(api))
+    key_form = page.locator("#key-form")
+    expect(key_form).to_be_visible()
+    page.locator("#api-key").fill("wrong-key")
+    page.locator("#key-save").click()
+    # The lists' next call answers 401: the page asks again and says why.
+    expect(key_form).to_be_visible(timeout=10_000)
+    expect(page.locator("#notice")).to_contain_text("x-api-key")
+    page.locator("#api-key").fill("s3cret-dash-key")
+    page.locator("#key-save").click()
+    expect(key_form).to_be_hidden()
+    fill_form(page, total_items=20, chunk_size=5, item_delay_ms=0)
+    page.get_by_role("button", name="Start on local").click()
+    job = page.locator("#job")
+    expect(job).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    expect(page.locator("#chunk-map")).to_have_attribute("data-settled", "4", timeout=30_000)
+    sent = [key for url, key in requests if "/jobs" in url]
+    assert sent and sent[-1] == "s3cret-dash-key"
+    assert any(url.endswith("/events") and key == "s3cret-dash-key" for url, key in requests)
