@@ -273,7 +273,7 @@ async function onStart(paths) {
   notify(`starting on ${paths.join(" and ")}…`);
   const results = await Promise.all(paths.map((path) => startOne(path, spec)));
   setStartButtons(true);
-  notify(results.map((r) => r.text).join("; "), results.some((r) => !r.id) ? "error" : "ok");
+  notify(results.map((r) => r.text).join(" · "), results.some((r) => !r.id) ? "error" : "ok");
   const started = results.filter((r) => r.id);
   if (paths.length === 2 && started.length === 2) {
     [app.picks.local, app.picks.cloud] = [started[0].id, started[1].id];
