@@ -6,7 +6,8 @@
   time, so without this a captured request could be replayed for ever.
 - `BodyLimit`: a /jobs request body over MAX_BODY_BYTES is refused (413) while it arrives,
   before anything is parsed or held whole.
-- `require_api_key`, `require_json`, `no_cross_site`: the /jobs routes' dependencies.
+- `require_api_key`, `require_json`, `no_cross_site`: the /jobs routes' dependencies;
+  `guard_submission`: the same three, called by POST /jobs itself.
 """
 
 from __future__ import annotations
@@ -199,11 +200,7 @@ _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
 
 async def require_api_key(key: Annotated[str | None, Depends(_api_key_header)]) -> None:
     """With API_KEY set, every /jobs route needs it in `x-api-key` (as the cloud path's API)."""
-    expected = get_settings().api_key
-    if not expected:
-        return
-    if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="missing or wrong x-api-key")
+    _refuse_without_api_key(key)
 
 
 async def no_cross_site(
@@ -212,12 +209,38 @@ async def no_cross_site(
     """A browser says where a request comes from: a page of another site may not change jobs
     (no cancel or submit by a link or a form elsewhere). Clients other than browsers send
     no Sec-Fetch-Site and are not affected."""
-    if request.method not in ("GET", "HEAD") and sec_fetch_site in ("cross-site", "same-site"):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="cross-site requests are refused")
+    _refuse_cross_site(request.method, sec_fetch_site)
 
 
 async def require_json(content_type: Annotated[str | None, Header()] = None) -> None:
     """POST /jobs takes JSON only: a form or a bodiless POST from another site is no JobSpec."""
+    _refuse_unless_json(content_type)
+
+
+def guard_submission(request: Request) -> None:
+    """POST /jobs' three guards in one call, made by the route itself. As dependencies they
+    cost a fifth of its CPU under load (FastAPI solves each one per request), on the route
+    every job comes in by (BENCHMARKS.md, accepting jobs under load)."""
+    headers = request.headers
+    _refuse_without_api_key(headers.get("x-api-key"))
+    _refuse_cross_site(request.method, headers.get("sec-fetch-site"))
+    _refuse_unless_json(headers.get("content-type"))
+
+
+def _refuse_without_api_key(key: str | None) -> None:
+    expected = get_settings().api_key
+    if not expected:
+        return
+    if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="missing or wrong x-api-key")
+
+
+def _refuse_cross_site(method: str, sec_fetch_site: str | None) -> None:
+    if method not in ("GET", "HEAD") and sec_fetch_site in ("cross-site", "same-site"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="cross-site requests are refused")
+
+
+def _refuse_unless_json(content_type: str | None) -> None:
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise HTTPException(

@@ -146,6 +146,10 @@ def test_api_key_guards_every_jobs_route_when_set(
     good = {"x-api-key": "s3cret-key"}
     assert api.get(f"/jobs/{job_id}", headers=good).json()["status"] == "queued"
     assert api.post("/jobs", json={"total_items": 10}, headers=good).status_code == 202
+    # The API docs name the key on every /jobs route, POST /jobs (which checks it itself) too.
+    paths = api.get("/openapi.json").json()["paths"]
+    for method, path in (("post", "/jobs"), ("get", "/jobs"), ("get", "/jobs/{job_id}")):
+        assert paths[path][method]["security"] == [{"APIKeyHeader": []}], (method, path)
     # Health and the Inngest endpoint (which has its own signing) stay as they are.
     assert api.get("/healthz").status_code == 200
     assert api.get("/api/inngest").status_code == 200
