@@ -2,8 +2,9 @@
 
 - `InngestSignatureWindow`: in production mode, every call to the Inngest serve endpoint that
   runs code or syncs (POST, PUT) must carry a signature that is valid, at most five minutes
-  from now (Inngest's signing spec) and not seen before. The SDK checks the HMAC but not the
-  time, so without this a captured request could be replayed for ever.
+  from now (Inngest's signing spec) and not seen before by any replica or worker (the job
+  store's `claim_once`). The SDK checks the HMAC but not the time, so without this a captured
+  request could be replayed for ever.
 - `BodyLimit`: a /jobs request body over MAX_BODY_BYTES is refused (413) while it arrives,
   before anything is parsed or held whole.
 - `require_api_key`, `require_json`, `no_cross_site`: the /jobs routes' dependencies;
@@ -12,12 +13,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import time
 import urllib.parse
-from collections import OrderedDict
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, status
@@ -31,7 +33,6 @@ from chunking.settings import get_settings
 logger = logging.getLogger("long_jobs.guards")
 
 SIGNATURE_MAX_AGE_S = 300  # Inngest's signing spec: refuse a timestamp further than 5 min away
-SEEN_SIGNATURES_MAX = 100_000  # bounded memory; each lives for twice the window at most
 # Inngest sends a run's event and step state in the body: generous, but not unbounded.
 INNGEST_MAX_BODY_BYTES = 64 * 2**20
 
@@ -72,38 +73,21 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-class SeenSignatures:
-    """Signatures accepted in the last two windows: the same signed request is run once.
-
-    Per process: with several replicas or workers, a replay to another one is refused only by
-    the timestamp window (see the README's security section).
-    """
-
-    def __init__(self, ttl_s: float = 2 * SIGNATURE_MAX_AGE_S) -> None:
-        self.ttl_s = ttl_s
-        self._expiry: OrderedDict[str, float] = OrderedDict()
-
-    def first_time(self, signature: str, now: float) -> bool:
-        while self._expiry and (
-            next(iter(self._expiry.values())) < now or len(self._expiry) >= SEEN_SIGNATURES_MAX
-        ):
-            self._expiry.popitem(last=False)
-        if signature in self._expiry:
-            return False
-        self._expiry[signature] = now + self.ttl_s
-        return True
-
-
 class InngestSignatureWindow:
     """Refuse stale, future, timestamp-less and replayed signed calls to the serve endpoint."""
 
     def __init__(
-        self, app: ASGIApp, serve_path: str, signing_keys: tuple[str | None, str | None]
+        self,
+        app: ASGIApp,
+        serve_path: str,
+        signing_keys: tuple[str | None, str | None],
+        claim_once: Callable[[str, float, float], bool],
     ) -> None:
         self.app = app
         self.serve_path = serve_path
         self.signing_key, self.signing_key_fallback = signing_keys
-        self.seen = SeenSignatures()
+        # The job store's claim_once: a signature used on one replica or worker is used on all.
+        self.claim_once = claim_once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.serve_path:
@@ -123,7 +107,12 @@ class InngestSignatureWindow:
             problem = "body too large" if read is None else None
             body = read or b""
         if problem is None:
-            problem = self.body_refusal(body, headers, now)
+            problem = self.body_refusal(body, headers)
+        if problem is None and not await asyncio.to_thread(
+            self.claim_once, f"inngest-signature:{self._fields(signature_header or '')[1]}",
+            now, 2 * SIGNATURE_MAX_AGE_S,
+        ):  # fmt: skip
+            problem = "signature already used (a replayed request)"
         if problem is not None:
             client = scope.get("client") or ("?", 0)
             logger.warning(
@@ -150,8 +139,8 @@ class InngestSignatureWindow:
             return f"signature timestamp {age:+.0f} s from now, outside ±{SIGNATURE_MAX_AGE_S} s"
         return None
 
-    def body_refusal(self, body: bytes, headers: dict[str, str], now: float) -> str | None:
-        """Why a fresh-looking call is refused: a bad HMAC (the SDK's own check), or a replay."""
+    def body_refusal(self, body: bytes, headers: dict[str, str]) -> str | None:
+        """Why a fresh-looking call is refused: a bad HMAC (the SDK's own check)."""
         verified = net.validate_request_sig(
             body=body,
             headers=headers,
@@ -161,9 +150,6 @@ class InngestSignatureWindow:
         )
         if isinstance(verified, Exception):
             return f"signature does not verify ({type(verified).__name__})"
-        _, s = self._fields(headers[server_lib.HeaderKey.SIGNATURE.value])
-        if not self.seen.first_time(s, now):
-            return "signature already used (a replayed request)"
         return None
 
 

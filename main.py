@@ -69,6 +69,7 @@ if not settings.inngest_dev_mode:
         InngestSignatureWindow,
         serve_path=settings.inngest_serve_path,
         signing_keys=(inngest_client.signing_key, inngest_client.signing_key_fallback),
+        claim_once=lambda key, now, ttl_s: get_store().claim_once(key, now, ttl_s),
     )
 app.add_middleware(BodyLimit, prefixes=("/jobs", "/cloud/"))
 app.add_middleware(

@@ -147,6 +147,12 @@ class JobStore(Protocol):
 
     def chunk(self, job_id: str, chunk_index: int) -> ChunkRecord | None: ...
 
+    def claim_once(self, key: str, now: float, ttl_s: float) -> bool:
+        """Record `key` as used until `now + ttl_s`: True the first time, False while it is
+        recorded, whichever process or replica recorded it (a signed call's signature, run
+        once across replicas). An expired claim may be made again."""
+        ...
+
     def settled_since(self, job_id: str, after_seq: int, limit: int) -> list[ChunkRecord]:
         """The next `limit` chunks settled after settlement number `after_seq`, in the order
         they settled; fewer only when there are no more.

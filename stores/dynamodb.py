@@ -5,7 +5,9 @@ per kept item result; "SETTLED#000000007" per settlement, naming the chunk that 
 that number (the progress stream reads what settled after a number without reading the rest).
 Job items also carry `gsi1pk` = "JOB" so the sparse index `by_created` lists recent jobs without
 scanning chunks; chunk items carry `chunk_state` = "failed#000042" so the sparse index
-`by_state` pages through a job's chunks in one state without reading the others.
+`by_state` pages through a job's chunks in one state without reading the others. A claim
+(`claim_once`) is an item of its own, `job_id` = "CLAIM#<key>", `sk` = "CLAIM", with `expires`
+(epoch seconds), the table's TTL attribute.
 
 Every decision that could race (a chunk's attempt, its outcome and number, the job's tally,
 finishing the job) is one conditional write or transaction: what it changes was read, and the
@@ -16,6 +18,7 @@ decisions themselves are `stores.base`'s; this module states them in DynamoDB's 
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -53,6 +56,8 @@ Planned = tuple[list[dict[str, Any]], Any]
 JOB_SK = "JOB"
 CHUNK = "CHUNK#"
 SETTLED = "SETTLED#"
+CLAIM, CLAIM_SK = "CLAIM#", "CLAIM"  # claim_once's items: keyed apart from every job
+CLAIM_TTL_ATTRIBUTE = "expires"  # the table's TTL attribute (template.yaml): claims only
 LIST_INDEX = "by_created"
 STATE_INDEX = "by_state"
 BATCH_GET_MAX = 100  # keys per BatchGetItem
@@ -183,6 +188,18 @@ class DynamoJobStore(BaseJobStore):
         return self._applied(
             self.db.put_item, TableName=self.table, Item=item, ConditionExpression=condition
         )
+
+    def claim_once(self, key: str, now: float, ttl_s: float) -> bool:
+        # An item of its own, kept until `expires` (epoch seconds: the table's TTL attribute,
+        # so DynamoDB deletes it some time after; the condition does not wait for that).
+        item = {"job_id": f"{CLAIM}{key}", "sk": CLAIM_SK,
+                CLAIM_TTL_ATTRIBUTE: math.ceil(now + ttl_s)}  # fmt: skip
+        return self._applied(
+            self.db.put_item, TableName=self.table, Item=_attributes(item),
+            ConditionExpression="attribute_not_exists(job_id) OR #expires < :now",
+            ExpressionAttributeNames={"#expires": CLAIM_TTL_ATTRIBUTE},
+            ExpressionAttributeValues=_values(now=math.floor(now)),
+        )  # fmt: skip
 
     # --- reads (all consistent: a decision never rests on a stale read) ---
 

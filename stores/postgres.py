@@ -24,7 +24,7 @@ from stores.sql import INDEXES, SCHEMA, Cursor, SqlJobStore
 SCHEMA_LOCK = 7_242_001
 # What SCHEMA and INDEXES create.
 SCHEMA_NAMES = ("jobs", "chunks", "items", "jobs_created_at", "items_by_chunk", "chunks_by_seq",
-                "chunks_by_state")  # fmt: skip
+                "chunks_by_state", "claims", "claims_by_expiry")  # fmt: skip
 
 
 class _Db:

@@ -93,6 +93,11 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (job_id, item_index)
 ){keyed};
 CREATE INDEX IF NOT EXISTS items_by_chunk ON items (job_id, chunk_index);
+CREATE TABLE IF NOT EXISTS claims (
+    claim TEXT PRIMARY KEY,
+    expires_at {real} NOT NULL
+){keyed};
+CREATE INDEX IF NOT EXISTS claims_by_expiry ON claims (expires_at);
 """
 
 # After SCHEMA (and, on SQLite, after a file from before these columns has them).
@@ -139,11 +144,15 @@ def insert_or_ignore(db: Db, table: str, row: Mapping[str, Field]) -> bool:
     return db.execute(sql, (*row.values(),)).rowcount == 1
 
 
+CLAIMS_PER_PURGE = 500
+
+
 class SqlJobStore(BaseJobStore):
     """The store's primitives in SQL; a dialect gives transactions and the job row's lock."""
 
     def __init__(self) -> None:
         self._batching = threading.local()  # the transaction batch() holds open, per thread
+        self._claims_made = 0
 
     @abstractmethod
     def _transaction(self) -> AbstractContextManager[Db]:
@@ -221,6 +230,19 @@ class SqlJobStore(BaseJobStore):
         )  # fmt: skip
 
     # --- conditional writes ---
+
+    def claim_once(self, key: str, now: float, ttl_s: float) -> bool:
+        with self._tx() as db:
+            self._claims_made += 1
+            if self._claims_made % CLAIMS_PER_PURGE == 0:  # expired claims go, a batch at a time
+                db.execute("DELETE FROM claims WHERE expires_at < ?", (now,))
+            # A new key is inserted; a taken one is taken again only once it has expired.
+            taken = db.execute(
+                "INSERT INTO claims (claim, expires_at) VALUES (?, ?) ON CONFLICT (claim) "
+                "DO UPDATE SET expires_at = excluded.expires_at WHERE claims.expires_at < ?",
+                (key, now + ttl_s, now),
+            )
+            return taken.rowcount == 1
 
     def _insert_job(self, row: Mapping[str, Field]) -> bool:
         with self._tx() as db:

@@ -162,6 +162,7 @@ def drive_over_http(
     attempt: int = 0,
     max_calls: int = 20,
     signing_key: str | None = None,
+    run_id: str = "run-1",
 ) -> Any:
     """Call a function through its serve endpoint the way the Inngest executor does.
 
@@ -169,7 +170,7 @@ def drive_over_http(
     called again, until it answers 200 (done) or an error status. Returns the last response.
     With `signing_key`, each request is signed as Inngest signs it (production mode).
     """
-    return drive_counting_calls(serve_url, fn_id, event, attempt, max_calls, signing_key)[0]
+    return drive_counting_calls(serve_url, fn_id, event, attempt, max_calls, signing_key, run_id)[0]
 
 
 def drive_counting_calls(
@@ -179,13 +180,14 @@ def drive_counting_calls(
     attempt: int = 0,
     max_calls: int = 20,
     signing_key: str | None = None,
+    run_id: str = "run-1",
 ) -> tuple[Any, int]:
     """drive_over_http, and how many calls the executor made to the app."""
     steps: dict[str, Any] = {}
     stack: list[str] = []
     for calls in range(1, max_calls + 1):
         body = {
-            "ctx": {"attempt": attempt, "disable_immediate_execution": False, "run_id": "run-1",
+            "ctx": {"attempt": attempt, "disable_immediate_execution": False, "run_id": run_id,
                     "stack": {"stack": stack}},
             "event": event, "events": [event], "steps": steps, "use_api": False,
         }  # fmt: skip

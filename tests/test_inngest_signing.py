@@ -144,6 +144,28 @@ def test_a_request_replayed_byte_for_byte_runs_once(prod: AppProcess) -> None:
     assert call(prod, retry, {"x-inngest-signature": signed(retry)}).status_code == 206
 
 
+def test_a_request_replayed_to_another_replica_runs_once(
+    prod: AppProcess, tmp_path: Path, fake_inngest: FakeInngestApi
+) -> None:
+    """Two app processes on one job store (replicas, or uvicorn --workers): a signed call
+    that ran on one is refused by the other, which sees the same store."""
+    from tests.conftest import FAKE_INNGEST_SERVER
+
+    with AppProcess(
+        tmp_path, SIGNING_KEY, inngest_url=FAKE_INNGEST_SERVER.url, ALLOWED_HOSTS="*",
+        JOB_STORE_URL=prod.env["JOB_STORE_URL"],
+    ) as other:  # fmt: skip
+        body = start_job_call()
+        headers = {"x-inngest-signature": signed(body)}
+        assert call(prod, body, headers).status_code == 206
+        again = call(other, body, headers)
+        assert again.status_code == 401, again.text
+        assert "already used" in other.logged()
+        assert len(jobs(other)) == 1
+        fresh = start_job_call(run_id="r2")
+        assert call(other, fresh, {"x-inngest-signature": signed(fresh)}).status_code == 206
+
+
 def test_production_mode_will_not_start_without_a_serve_origin(tmp_path: Path) -> None:
     from pydantic import ValidationError
 

@@ -51,10 +51,13 @@ def replicas(
 
 
 def run(app: AppProcess, fn: str, event: dict[str, Any]) -> Any:
-    """One run of a function on `app`, as the executor drives it (signed)."""
+    """One run of a function on `app`, as the executor drives it (signed). Each replica's is
+    a run of its own (its own run id): the same signed request twice is refused as a replay,
+    on any replica."""
     return drive_over_http(
-        f"{app.url}/api/inngest", f"{APP_ID}-{fn}", event, signing_key=SIGNING_KEY
-    )
+        f"{app.url}/api/inngest", f"{APP_ID}-{fn}", event, signing_key=SIGNING_KEY,
+        run_id=f"run-{app.port}",
+    )  # fmt: skip
 
 
 def stream(app: AppProcess, job_id: str) -> list[tuple[str, Any, str]]:

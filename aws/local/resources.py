@@ -165,6 +165,8 @@ class _Creating:
         # Encryption at rest (SSESpecification) is not emulated: moto stores data in memory.
         settings = {key: props[key] for key in TABLE_PROPERTIES if key in props}
         table = self.dynamodb.create_table(TableName=name, **settings)["TableDescription"]
+        if ttl := props.get("TimeToLiveSpecification"):  # a call of its own, as in the API
+            self.dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
         return name, {"Arn": table["TableArn"]}
 
     def _bucket(self, name: str, props: dict[str, Any]) -> tuple[str, dict[str, str]]:

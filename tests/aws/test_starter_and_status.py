@@ -128,3 +128,13 @@ def test_enqueue_failure_is_503_and_the_job_says_so(stack: LocalStack, sqs: Any)
 def test_unknown_job_is_404(stack: LocalStack) -> None:
     code, body = status("nope")
     assert code == 404 and "nope" in body["message"]
+
+
+def test_the_emulated_table_expires_claims_as_the_deployed_one(stack: LocalStack) -> None:
+    """The resources made from the template carry its TTL, as CloudFormation applies it."""
+    from stores.dynamodb import CLAIM_TTL_ATTRIBUTE
+
+    ttl = boto3.client("dynamodb").describe_time_to_live(TableName=stack.table_name)
+    described = ttl["TimeToLiveDescription"]
+    assert described["TimeToLiveStatus"] == "ENABLED"
+    assert described["AttributeName"] == CLAIM_TTL_ATTRIBUTE

@@ -84,6 +84,15 @@ def test_both_routes_require_an_api_key(template: dict[str, Any]) -> None:
     }
 
 
+def test_claims_expire_by_the_attribute_the_store_writes(template: dict[str, Any]) -> None:
+    """claim_once's items (a signed call's signature) are deleted by DynamoDB's TTL; jobs,
+    which carry no such attribute, are not."""
+    from stores.dynamodb import CLAIM_TTL_ATTRIBUTE
+
+    ttl = resource(template, "JobTable")["TimeToLiveSpecification"]
+    assert ttl == {"AttributeName": CLAIM_TTL_ATTRIBUTE, "Enabled": True}
+
+
 def test_encryption_is_on(template: dict[str, Any]) -> None:
     assert resource(template, "ChunkQueue")["SqsManagedSseEnabled"] is True
     assert resource(template, "ChunkDeadLetterQueue")["SqsManagedSseEnabled"] is True

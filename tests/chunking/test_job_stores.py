@@ -205,6 +205,22 @@ def test_settlements_are_read_a_page_at_a_time_in_order(store: JobStore) -> None
     assert pages == [[(0, 1), (2, 3), (3, 4)], [(4, 5), (5, 6), (6, 7)], [(7, 8), (1, 9)]]
 
 
+def test_a_claim_is_made_once_until_it_expires(store: JobStore) -> None:
+    now = 1_800_000_000.0
+    assert store.claim_once("sig-a", now, 600)
+    assert not store.claim_once("sig-a", now + 1, 600)  # the same key again: refused
+    assert store.claim_once("sig-b", now + 1, 600)  # another key is its own
+    assert not store.claim_once("sig-a", now + 599, 600)
+    assert store.claim_once("sig-a", now + 602, 600)  # expired: it may be made again
+    assert not store.claim_once("sig-a", now + 603, 600)
+
+
+def test_many_threads_claiming_one_key_get_it_once(store: JobStore) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        taken = list(pool.map(lambda _: store.claim_once("sig", 1_800_000_000.0, 600), range(16)))
+    assert taken.count(True) == 1
+
+
 def test_stored_times_are_timezone_aware(store: JobStore) -> None:
     job_id = started_job(store, total=10, size=10)
     store.settle_chunk(job_id, 0, succeeded=True, items=10)
