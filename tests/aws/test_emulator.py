@@ -1,7 +1,7 @@
 """The cloud path end to end through the offline emulation, started as a user would.
 
 Time is shortened with the emulator's own flags (worker Timeout 2 s, visibility timeout 2 s;
-the cancel test keeps the template's Timeout); everything else comes from template.yaml.
+the cancel test keeps the template's); everything else comes from template.yaml.
 """
 
 from __future__ import annotations
@@ -224,10 +224,11 @@ def test_compare_runs_the_cloud_column_and_says_why_the_local_one_did_not(
 
 @pytest.fixture(scope="module")
 def untimed_emulator() -> Iterator[Running]:
-    """The template's worker Timeout (not 2 s): on a busy machine a 0.5 s chunk can pass 2 s,
-    time out on each receive and be dead-lettered, and the cancel test's accounting would
-    then rightly never add up; that path has its own test above."""
-    with running_emulator("--visibility-timeout", "2", "--parameter", "WorkerConcurrency=4") as e:
+    """The template's worker Timeout and visibility timeout (not 2 s): on a busy machine a
+    0.5 s chunk can pass 2 s, and then be received again while it runs (a second attempt) or
+    time out on each receive and be dead-lettered; the cancel test's accounting would then
+    rightly not add up as it expects. Those paths have their own tests above."""
+    with running_emulator("--parameter", "WorkerConcurrency=4") as e:
         yield e
 
 
