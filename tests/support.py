@@ -147,6 +147,18 @@ def spy_run_errors(fn: inngest.Function[Any], monkeypatch: Any) -> list[BaseExce
     return errors
 
 
+def set_settings(monkeypatch: Any, **env: str | None) -> None:
+    """Set (or, given None, unset) environment variables and read the settings afresh."""
+    from chunking.settings import get_settings
+
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

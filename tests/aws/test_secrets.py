@@ -35,7 +35,7 @@ from tests.aws.test_emulator import Running, running_emulator
 from tests.aws.test_template import resource, unconditional
 from tests.callback_receiver import CallbackReceiver
 from tests.llm_server import FakeModelServer
-from tests.support import ServerThread, wait_for
+from tests.support import ServerThread, set_settings, wait_for
 
 FUNCTIONS = ("StarterFunction", "StatusFunction", "WorkerFunction")
 SECRET_PARAMETERS = {"OpenAiApiKeyParameter": "OPENAI_API_KEY_PARAMETER",
@@ -243,19 +243,13 @@ def ssm(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, C
     get_settings.cache_clear()
 
 
-def configure(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-
-
 def test_reads_the_decrypted_securestring_once_then_from_the_cache(
     ssm: tuple[Any, Counter[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, calls = ssm
     client.put_parameter(Name="/t/model", Value=MODEL_KEY, Type="SecureString")
     client.put_parameter(Name="/t/callback", Value=SIGNING_KEY, Type="SecureString")
-    configure(monkeypatch, OPENAI_API_KEY_PARAMETER="/t/model",
+    set_settings(monkeypatch, OPENAI_API_KEY_PARAMETER="/t/model",
               CALLBACK_SECRET_PARAMETER="/t/callback")  # fmt: skip
     assert secrets.openai_api_key() == MODEL_KEY
     assert secrets.openai_api_key() == MODEL_KEY
@@ -273,7 +267,7 @@ def test_a_rotated_value_is_read_once_the_cache_has_expired(
 ) -> None:
     client, calls = ssm
     client.put_parameter(Name="/t/callback", Value="old-value", Type="SecureString")
-    configure(monkeypatch, CALLBACK_SECRET_PARAMETER="/t/callback")
+    set_settings(monkeypatch, CALLBACK_SECRET_PARAMETER="/t/callback")
     monkeypatch.setattr(cloud.parameters, "MAX_AGE_S", 0)
     assert secrets.callback_secret() == "old-value"
     client.put_parameter(Name="/t/callback", Value="new-value", Type="SecureString", Overwrite=True)
@@ -285,7 +279,7 @@ def test_the_plain_setting_wins_and_reads_nothing(
     ssm: tuple[Any, Counter[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, calls = ssm
-    configure(monkeypatch, OPENAI_API_KEY="plain-key", OPENAI_API_KEY_PARAMETER="/t/model",
+    set_settings(monkeypatch, OPENAI_API_KEY="plain-key", OPENAI_API_KEY_PARAMETER="/t/model",
               CALLBACK_SECRET="plain-secret", CALLBACK_SECRET_PARAMETER="/t/callback")  # fmt: skip
     assert (secrets.openai_api_key(), secrets.callback_secret()) == ("plain-key", "plain-secret")
     assert calls["GetParameter"] == 0
@@ -302,7 +296,7 @@ def test_nothing_configured_is_none_and_configuredness_never_reads(
     assert not secrets.model_key_configured() and not secrets.callbacks_configured()
     assert "OPENAI_API_KEY is not set" in (missing_model_endpoint() or "")
     # What the starter asks: the names alone make them configured; nothing is read.
-    configure(monkeypatch, OPENAI_API_KEY_PARAMETER="/t/model",
+    set_settings(monkeypatch, OPENAI_API_KEY_PARAMETER="/t/model",
               CALLBACK_SECRET_PARAMETER="/t/callback")  # fmt: skip
     assert secrets.model_key_configured() and secrets.callbacks_configured()
     assert missing_model_endpoint() is None
@@ -315,7 +309,7 @@ def test_an_unreadable_parameter_names_itself_and_never_shows_a_value(
     from botocore.client import BaseClient
 
     client, _ = ssm
-    configure(monkeypatch, OPENAI_API_KEY_PARAMETER="/t/missing")
+    set_settings(monkeypatch, OPENAI_API_KEY_PARAMETER="/t/missing")
     with pytest.raises(secrets.SecretNotReadableError) as missing:
         secrets.openai_api_key()
     assert isinstance(missing.value, PermanentError)  # a deployment to fix, not to retry
@@ -323,7 +317,7 @@ def test_an_unreadable_parameter_names_itself_and_never_shows_a_value(
 
     # The parameter exists, SSM throttles: transient, and the value is nowhere in the error.
     client.put_parameter(Name="/t/callback", Value=SIGNING_KEY, Type="SecureString")
-    configure(monkeypatch, CALLBACK_SECRET_PARAMETER="/t/callback")
+    set_settings(monkeypatch, CALLBACK_SECRET_PARAMETER="/t/callback")
     counted = getattr(BaseClient, "_make_api_call")  # noqa: B009 - private, typed away
 
     def throttled(self: Any, operation: str, params: dict[str, Any]) -> Any:
@@ -347,7 +341,7 @@ def test_the_llm_client_gets_its_key_from_the_parameter(
 
     client, _ = ssm
     client.put_parameter(Name="/t/model", Value=MODEL_KEY, Type="SecureString")
-    configure(monkeypatch, OPENAI_API_KEY_PARAMETER="/t/model")
+    set_settings(monkeypatch, OPENAI_API_KEY_PARAMETER="/t/model")
     llm = LlmClient.from_settings(None, None)
     try:
         assert llm.client.api_key == MODEL_KEY
@@ -361,7 +355,7 @@ def test_the_llm_client_gets_its_key_from_the_parameter(
 def test_the_emulated_functions_get_names_and_the_secrets_go_to_ssm(
     aws_env: None, monkeypatch: pytest.MonkeyPatch, template: dict[str, Any]
 ) -> None:
-    configure(monkeypatch, OPENAI_API_KEY=MODEL_KEY, CALLBACK_SECRET=SIGNING_KEY)
+    set_settings(monkeypatch, OPENAI_API_KEY=MODEL_KEY, CALLBACK_SECRET=SIGNING_KEY)
     parameters = local_parameters()
     assert {p: parameters[p] for p in SECRET_PARAMETERS} == LOCAL_SECRET_PARAMETERS
     assert MODEL_KEY not in str(parameters) and SIGNING_KEY not in str(parameters)

@@ -11,7 +11,7 @@ import pytest
 
 from aws.local.emulator import EmulatorProcess
 from tests.executor import StandInExecutor
-from tests.support import FakeInngestApi
+from tests.support import FakeInngestApi, set_settings
 
 CLOUD_KEY = "dashboard-test-key"
 
@@ -30,11 +30,9 @@ def cloud_emulator() -> Iterator[EmulatorProcess]:
 @pytest.fixture
 def cloud(cloud_emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> EmulatorProcess:
     """The app's settings pointed at the emulator's API, as `make run` points them."""
-    from chunking.settings import get_settings
-
-    monkeypatch.setenv("AWS_START_URL", f"{cloud_emulator.api}/Prod/start")
-    monkeypatch.setenv("CLOUD_API_KEY", CLOUD_KEY)
-    get_settings.cache_clear()
+    set_settings(
+        monkeypatch, AWS_START_URL=f"{cloud_emulator.api}/Prod/start", CLOUD_API_KEY=CLOUD_KEY
+    )
     return cloud_emulator
 
 

@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from aws.local.emulator import EmulatorProcess
 from tests.executor import StandInExecutor
+from tests.support import set_settings
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", REPO / "test-artifacts"))
@@ -92,10 +93,7 @@ def test_start_both_paths_watch_the_maps_fill_and_compare(
     page: Page,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from chunking.settings import get_settings
-
-    monkeypatch.setenv("RETRY_BACKOFF_BASE_S", "0.5")
-    get_settings.cache_clear()
+    set_settings(monkeypatch, RETRY_BACKOFF_BASE_S="0.5")
     page.goto(page_url(api))
     fill_form(page, total_items=60, chunk_size=5, item_delay_ms=20, flaky_chunks="2:1")
     page.get_by_role("button", name="Start on both (compare)").click()
@@ -190,10 +188,7 @@ def test_with_an_api_key_set_the_page_asks_for_it_and_sends_it(
     page: Page,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from chunking.settings import get_settings
-
-    monkeypatch.setenv("API_KEY", "s3cret-dash-key")
-    get_settings.cache_clear()
+    set_settings(monkeypatch, API_KEY="s3cret-dash-key")
     requests: list[tuple[str, str | None]] = []
     page.on("request", lambda r: requests.append((r.url, r.headers.get("x-api-key"))))
     page.goto(page_url(api))

@@ -11,20 +11,9 @@ import pytest
 
 from aws.local.emulator import EmulatorProcess
 from tests.executor import StandInExecutor
-from tests.support import free_port, wait_for
+from tests.support import free_port, set_settings, wait_for
 
 TERMINAL = {"succeeded", "partial", "failed", "cancelled"}
-
-
-def reset_settings(monkeypatch: pytest.MonkeyPatch, **env: str | None) -> None:
-    from chunking.settings import get_settings
-
-    for name, value in env.items():
-        if value is None:
-            monkeypatch.delenv(name, raising=False)
-        else:
-            monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
 
 
 def test_the_page_and_its_files_are_served(api: httpx.Client) -> None:
@@ -40,11 +29,11 @@ def test_the_page_and_its_files_are_served(api: httpx.Client) -> None:
 def test_config_says_whether_a_key_is_needed_and_whether_the_cloud_is_there(
     api: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reset_settings(monkeypatch, API_KEY=None, AWS_START_URL="http://127.0.0.1:1/Prod/start")
+    set_settings(monkeypatch, API_KEY=None, AWS_START_URL="http://127.0.0.1:1/Prod/start")
     assert api.get("/ui/config").json() == {
         "api_key_required": False, "cloud": {"configured": True, "reason": None},
     }  # fmt: skip
-    reset_settings(monkeypatch, API_KEY="k3y", AWS_START_URL="")
+    set_settings(monkeypatch, API_KEY="k3y", AWS_START_URL="")
     assert api.get("/ui/config").json() == {
         "api_key_required": True,
         "cloud": {"configured": False, "reason": "AWS_START_URL is not set"},
@@ -89,7 +78,7 @@ def test_what_the_app_refuses_before_calling_the_cloud(
     cross_site = api.post("/cloud/jobs", json={}, headers={"sec-fetch-site": "cross-site"})
     assert cross_site.status_code == 403
     assert api.post("/cloud/jobs", content=b"x" * (2**20 + 1)).status_code == 413
-    reset_settings(monkeypatch, API_KEY="k3y")
+    set_settings(monkeypatch, API_KEY="k3y")
     assert api.get("/cloud/jobs").status_code == 401
     assert api.get("/cloud/jobs", headers={"x-api-key": "k3y"}).status_code == 200
 
@@ -110,7 +99,7 @@ def test_a_cloud_that_cannot_be_used_is_named(
     code: int,
     says: str,
 ) -> None:
-    reset_settings(monkeypatch, **{k: v.format(port=free_port()) for k, v in env.items()})
+    set_settings(monkeypatch, **{k: v.format(port=free_port()) for k, v in env.items()})
     for answer in (api.get("/cloud/jobs"), api.post("/cloud/jobs", json={"total_items": 5})):
         assert answer.status_code == code and says in answer.json()["message"]
 
@@ -119,7 +108,7 @@ def test_the_stand_in_executor_runs_a_local_job_with_its_retries(
     api: httpx.Client, executor: StandInExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the browser test relies on: a job started on the local path runs to its end."""
-    reset_settings(monkeypatch, RETRY_BACKOFF_BASE_S="0.2")
+    set_settings(monkeypatch, RETRY_BACKOFF_BASE_S="0.2")
     spec: dict[str, Any] = {"total_items": 20, "chunk_size": 5, "item_delay_ms": 0,
                             "flaky_chunks": {"1": 1}, "fail_chunks": [3]}  # fmt: skip
     job_id = api.post("/jobs", json=spec).json()["job_id"]
