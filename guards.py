@@ -7,6 +7,10 @@
   request could be replayed for ever.
 - `BodyLimit`: a /jobs request body over MAX_BODY_BYTES is refused (413) while it arrives,
   before anything is parsed or held whole.
+
+Both match the route's path (Starlette's `get_route_path`: the request's path less the ASGI
+`root_path`), as the router does: behind a proxy that strips a prefix (`uvicorn --root-path
+/svc`), the raw path is `/svc/api/inngest` and would match nothing, switching the guards off.
 - `require_api_key`, `require_json`, `no_cross_site`: the /jobs routes' dependencies;
   `guard_submission`: the same three, called by POST /jobs itself.
 """
@@ -25,6 +29,7 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
 from inngest._internal import net, server_lib
+from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunking.api_errors import MAX_BODY_BYTES
@@ -90,7 +95,7 @@ class InngestSignatureWindow:
         self.claim_once = claim_once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.serve_path:
+        if scope["type"] != "http" or get_route_path(scope) != self.serve_path:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -163,7 +168,7 @@ class BodyLimit:
         self.app, self.prefixes, self.limit = app, prefixes, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
+        if scope["type"] != "http" or not get_route_path(scope).startswith(self.prefixes):
             await self.app(scope, receive, send)
             return
         too_big = {"message": f"request body over {self.limit} bytes: refused"}

@@ -62,6 +62,7 @@ inngest.fast_api.serve(
     ALL_FUNCTIONS,
     serve_origin=settings.inngest_serve_origin,
     serve_path=settings.inngest_serve_path,
+    public_path=settings.inngest_public_path,
     enable_unauthed_sync=False,
 )
 if not settings.inngest_dev_mode:

@@ -6,7 +6,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Inngest allows 1,000 steps per run; each poll of the cloud job costs two (poll + sleep).
@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # registers. Never taken from request headers; required in production (INNGEST_DEV=0).
     inngest_serve_origin: str | None = None
     inngest_serve_path: str = "/api/inngest"
+    # Behind a proxy that strips a path prefix (uvicorn --root-path /svc): the path Inngest
+    # calls, which a sync registers instead of the serve path (e.g. /svc/api/inngest).
+    inngest_public_path: str | None = None
 
     # Local /jobs API: the key every /jobs route requires in `x-api-key` (unset: open, say so),
     # and the Host header values the app answers to (comma-separated; "*" for any).
@@ -91,6 +94,19 @@ class Settings(BaseSettings):
     # Fresh runs a chunk gets when every delivery of its run failed before it began (the app
     # was unreachable): an outage must not spend its retries.
     chunk_max_resends: int = Field(10, ge=0, le=1_000)
+    # Deliveries of a failed run's handler beyond the first (Inngest spaces them 15 s, 30 s,
+    # 1 min, 2 min, 5 min … apart): the SDK's own on_failure gets none, so an outage of the
+    # app lost the handler with the run.
+    failure_retries: int = Field(9, ge=0, le=20)
+    # The sweep of stalled jobs, an Inngest cron function: when it runs, how long a running
+    # job may show no life (no attempt begun, no chunk settled) before its chunks that never
+    # began, or whose run was lost, are sent again (at most CHUNK_MAX_RESENDS sweeps each, at
+    # least this long apart, then recorded failed), and how many chunks one job's sweep
+    # examines per run. Keep SWEEP_IDLE_S above the longest a healthy job may wait:
+    # INNGEST_STEP_BUDGET_S, RETRY_BACKOFF_MAX_S, a model's Retry-After.
+    sweep_cron: str = "* * * * *"
+    sweep_idle_s: float = Field(900.0, ge=60, le=7 * 86_400)
+    sweep_window: int = Field(1_000, ge=1, le=10_000)
     # Runs a chunk may go on in after stopping to respect its budget, none spending a retry
     # (each must have answered something, so a chunk never continues more than its items).
     chunk_max_continuations: int = Field(50, ge=0, le=10_000)
@@ -115,6 +131,25 @@ class Settings(BaseSettings):
         if value and not re.fullmatch(r"https?://[^/?#\s]+", value.rstrip("/")):
             raise ValueError(f"{value!r} is not an origin: give scheme://host[:port], no path")
         return value.rstrip("/") if value else None
+
+    @field_validator("sweep_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        fields = value.split()
+        if fields and fields[0].startswith("TZ="):  # Inngest's optional time zone prefix
+            fields = fields[1:]
+        if len(fields) not in (5, 6):
+            raise ValueError(f"{value!r} is not a cron schedule: give 5 fields, e.g. '* * * * *'")
+        return value.strip()
+
+    @field_validator("inngest_serve_path", "inngest_public_path")
+    @classmethod
+    def _url_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value and info.field_name == "inngest_public_path":
+            return None  # unset: the serve path is the public one
+        if not value or not re.fullmatch(r"/[A-Za-z0-9._~/-]*", value):
+            raise ValueError(f"{value!r} is not a URL path: give one like /api/inngest")
+        return value
 
     @field_validator("job_store_url")
     @classmethod
@@ -155,6 +190,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"AWS_POLL_TIMEOUT_S / AWS_POLL_INTERVAL_S = {polls:.0f} polls; at most "
                 f"{MAX_CLOUD_POLLS} fit in one Inngest run: raise AWS_POLL_INTERVAL_S"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sweep_waits_for_healthy_jobs(self) -> Settings:
+        # A job waiting out a retry's backoff, or a chunk's whole step, is not stalled.
+        longest = max(self.inngest_step_budget_s, self.retry_backoff_max_s)
+        if self.sweep_idle_s <= longest:
+            raise ValueError(
+                f"SWEEP_IDLE_S={self.sweep_idle_s:g} must exceed INNGEST_STEP_BUDGET_S and "
+                f"RETRY_BACKOFF_MAX_S ({longest:g} s): a healthy job waits that long"
             )
         return self
 

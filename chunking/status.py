@@ -52,6 +52,17 @@ class Tally:
 
 
 @dataclass(frozen=True)
+class Liveness:
+    """What the sweep of stalled jobs (`lifecycle.sweep`) knows of a running job: when it last
+    showed life (an attempt begun or a chunk settled; to the minute), and its sweeps so far."""
+
+    active_at: datetime | None = None  # None once the job has ended
+    passes: int = 0  # sweeps begun over the job's chunks
+    after: int | None = None  # a sweep in progress: the last chunk index it examined
+    swept_at: datetime | None = None  # when the latest sweep began
+
+
+@dataclass(frozen=True)
 class JobRecord:
     job_id: str
     path: Path
@@ -67,6 +78,7 @@ class JobRecord:
     # Items as planned: the spec's, or (a workload that counts its input) 0 until counted.
     total_items: int = 0
     tally: Tally = field(default_factory=Tally)
+    liveness: Liveness = field(default_factory=Liveness)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from chunking.spec import JobSpec
@@ -111,6 +112,24 @@ class JobStore(Protocol):
     def count_resend(self, job_id: str) -> None:
         """Count a chunk sent again as a fresh run because its deliveries all failed before it
         began (on the job's tally: `chunks_resent` in the status)."""
+        ...
+
+    def now(self) -> datetime:
+        """The store's clock (UTC): what stamps a job's times, its signs of life among them."""
+        ...
+
+    def stalled_jobs(self, idle_since: datetime, limit: int) -> list[JobRecord]:
+        """Up to `limit` running jobs that have shown no life (no attempt begun, no chunk
+        settled) since `idle_since`, the longest idle first; read in O(limit), whatever the
+        number of jobs or chunks. Their `liveness` says how far their sweeps got."""
+        ...
+
+    def record_sweep(
+        self, job_id: str, *, passes: int, after: int | None, swept_at: datetime, resent: int
+    ) -> bool:
+        """Record how far the sweep of a running job got (`passes` begun, the last index
+        examined or None once a pass has ended, when the latest began) and count the chunks it
+        sent again (`chunks_resent`). False, and nothing written, when the job is not running."""
         ...
 
     def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:

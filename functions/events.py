@@ -49,13 +49,19 @@ def chunk_event(
     tenant: str = "default",
     continuation: int = 0,
     resend: int = 0,
+    sweep: int = 0,
 ) -> inngest.Event:
     """The chunk's job, index, and what Inngest's priority and per-tenant limit read;
     `continuation` n > 0 for the n-th run going on where one out of budget stopped, `resend`
-    n > 0 for the n-th fresh run of one whose deliveries all failed before it began."""
+    n > 0 for the n-th fresh run of one whose deliveries all failed before it began, `sweep`
+    n > 0 for a chunk its stalled job lost, sent again by the n-th sweep of that job (and
+    every run that goes on from it: its ids never meet the lost lineage's)."""
     data: dict[str, Any] = {"job_id": job_id, "chunk_index": chunk_index, "priority": priority,
                             "tenant": tenant}  # fmt: skip
     event_id = f"{job_id}-chunk-{chunk_index}"
+    if sweep:
+        data["sweep"] = sweep
+        event_id += f"-swept-{sweep}"
     if continuation:
         data["continuation"] = continuation
         event_id += f"-continued-{continuation}"

@@ -18,6 +18,7 @@ from chunking.settings import get_settings
 from functions.client import inngest_client
 from functions.deps import get_store, inngest_retries
 from functions.events import CANCEL_ON_JOB_CANCELLED, FINISH_JOB, job_completed_event
+from functions.failures import FailedRun, failure_handler
 
 
 async def finish(job_id: str, attempt: int = 0) -> None:
@@ -36,27 +37,12 @@ async def send_job_completed(job_id: str) -> str:
     return status.status
 
 
-async def record_finish_failure(ctx: inngest.Context) -> None:
-    """Safety net: when the finish gave up, the job's status says why (not `running`)."""
-    original = ctx.event.data.get("event", {})
-    data = original.get("data", {}) if isinstance(original, dict) else {}
-    job_id = data.get("job_id") if isinstance(data, dict) else None
-    error = ctx.event.data.get("error", {})
-    message = error.get("message", "unknown") if isinstance(error, dict) else str(error)
-    if isinstance(job_id, str):
-        await ctx.step.run(
-            "record-finish-failure", asyncio.to_thread,
-            lifecycle.finish_failed, get_store(), job_id, message,
-        )  # fmt: skip
-
-
 @inngest_client.create_function(
     fn_id="finish-job",
     name="Finish a job (its output, then its completion)",
     trigger=inngest.TriggerEvent(event=FINISH_JOB),
     retries=get_settings().chunk_retries,
     cancel=[CANCEL_ON_JOB_CANCELLED],
-    on_failure=record_finish_failure,
 )
 async def finish_job(ctx: inngest.Context) -> str:
     job_id = ctx.event.data.get("job_id")
@@ -64,3 +50,14 @@ async def finish_job(ctx: inngest.Context) -> str:
         raise inngest.NonRetriableError(f"{FINISH_JOB} without a job_id")
     await finish(job_id, ctx.attempt)
     return await send_job_completed(job_id)
+
+
+@failure_handler(of=finish_job)
+async def finish_job_failed(ctx: inngest.Context, run: FailedRun) -> None:
+    """Safety net: when the finish gave up, the job's status says why (not `running`)."""
+    job_id = run.data.get("job_id")
+    if isinstance(job_id, str):
+        await ctx.step.run(
+            "record-finish-failure", asyncio.to_thread,
+            lifecycle.finish_failed, get_store(), job_id, run.message,
+        )  # fmt: skip

@@ -14,6 +14,7 @@ and finds what the last attempt already did.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import inngest
@@ -34,6 +35,7 @@ from functions.events import (
     chunk_event,
     finish_job_event,
 )
+from functions.failures import FailedRun, failure_handler
 
 settings = get_settings()
 
@@ -47,6 +49,7 @@ class ChunkRef(BaseModel):
     tenant: str = Field("default", pattern=JOB_ID_PATTERN)
     continuation: int = Field(0, ge=0)
     resend: int = Field(0, ge=0)
+    sweep: int = Field(0, ge=0)
 
 
 def parse_chunk_ref(data: object) -> ChunkRef:
@@ -80,8 +83,9 @@ async def send_finish(job_id: str) -> None:
 async def send_continuation(ref: ChunkRef) -> int:
     n = ref.continuation + 1
     await inngest_client.send(
-        chunk_event(ref.job_id, ref.chunk_index, ref.priority, ref.tenant, continuation=n)
-    )
+        chunk_event(ref.job_id, ref.chunk_index, ref.priority, ref.tenant, continuation=n,
+                    sweep=ref.sweep)
+    )  # fmt: skip
     return n
 
 
@@ -90,34 +94,22 @@ async def send_resend(ref_data: dict[str, Any]) -> int:
     n = ref.resend + 1
     await inngest_client.send(
         chunk_event(ref.job_id, ref.chunk_index, ref.priority, ref.tenant,
-                    continuation=ref.continuation, resend=n)
+                    continuation=ref.continuation, resend=n, sweep=ref.sweep)
     )  # fmt: skip
     return n
 
 
-async def record_failure(job_id: str, index: int, error: str, resends: int = 0) -> dict[str, Any]:
+async def record_failure(
+    job_id: str, index: int, error: str, resends: int, failed_at: str
+) -> dict[str, Any]:
     store = get_store()
-    if await asyncio.to_thread(lifecycle.resend_if_never_began, store, job_id, index, resends):
-        return {"resent": True, "recorded": False, "job_finished": False}
-    return (await settle(store, job_id, index, error=error)).as_dict()
-
-
-async def record_run_failure(ctx: inngest.Context) -> None:
-    """Safety net: a run that failed outside the chunk's own handling still settles its chunk;
-    one that never began (every delivery failed: the app was unreachable) runs again instead,
-    as a fresh run, bounded by CHUNK_MAX_RESENDS (`chunks_resent` in the status)."""
-    original = ctx.event.data.get("event", {})
-    ref = parse_chunk_ref(original.get("data") if isinstance(original, dict) else None)
-    error = ctx.event.data.get("error", {})
-    message = error.get("message", "unknown") if isinstance(error, dict) else str(error)
-    outcome = await ctx.step.run(
-        "record-run-failure", record_failure, ref.job_id, ref.chunk_index,
-        f"run failed: {message}", ref.resend,
+    action = await asyncio.to_thread(
+        lifecycle.after_failed_run, store, job_id, index, resends,
+        datetime.fromisoformat(failed_at),
     )  # fmt: skip
-    if outcome.get("resent"):
-        await ctx.step.run("resend-chunk", send_resend, ref.model_dump())
-    if outcome["recorded"] and outcome["job_finished"]:
-        await ctx.step.run("finish-job", send_finish, ref.job_id)
+    if action != "settle":
+        return {"action": action, "recorded": False, "job_finished": False}
+    return {"action": action, **(await settle(store, job_id, index, error=error)).as_dict()}
 
 
 @inngest_client.create_function(
@@ -131,7 +123,6 @@ async def record_run_failure(ctx: inngest.Context) -> None:
     ],
     priority=inngest.Priority(run=PRIORITY_EXPRESSION),
     cancel=[CANCEL_ON_JOB_CANCELLED],
-    on_failure=record_run_failure,
 )
 async def process_chunk(ctx: inngest.Context) -> dict[str, Any]:
     ref = parse_chunk_ref(ctx.event.data)
@@ -145,3 +136,19 @@ async def process_chunk(ctx: inngest.Context) -> dict[str, Any]:
         # Settled and recorded: fail the run visibly, but never retry it.
         raise inngest.NonRetriableError(outcome["error"])
     return outcome
+
+
+@failure_handler(of=process_chunk)
+async def process_chunk_failed(ctx: inngest.Context, run: FailedRun) -> None:
+    """Safety net: a run that failed outside the chunk's own handling still settles its chunk;
+    one that never began (every delivery failed: the app was unreachable) runs again instead,
+    as a fresh run, bounded by CHUNK_MAX_RESENDS (`chunks_resent` in the status)."""
+    ref = parse_chunk_ref(run.data)
+    outcome = await ctx.step.run(
+        "record-run-failure", record_failure, ref.job_id, ref.chunk_index,
+        f"run failed: {run.message}", ref.resend, run.failed_at.isoformat(),
+    )  # fmt: skip
+    if outcome["action"] == "resend":
+        await ctx.step.run("resend-chunk", send_resend, ref.model_dump())
+    if outcome["recorded"] and outcome["job_finished"]:
+        await ctx.step.run("finish-job", send_finish, ref.job_id)

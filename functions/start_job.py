@@ -25,6 +25,7 @@ from chunking.store import JobConflictError
 from functions.client import inngest_client
 from functions.deps import get_store, inngest_retries, spec_from_event
 from functions.events import CANCEL_ON_JOB_CANCELLED, FAN_OUT_BATCH, START_JOB, chunk_event
+from functions.failures import FailedRun, failure_handler
 
 
 async def create_or_adopt_job(spec_data: dict[str, Any], path: Path = "local") -> dict[str, Any]:
@@ -71,29 +72,12 @@ async def send_chunk_events(
     return stop - first
 
 
-async def fail_started_job(ctx: inngest.Context) -> None:
-    """Safety net: if the fan-out gave up, the job says so instead of waiting forever."""
-    original = ctx.event.data.get("event", {})
-    job_id = original.get("data", {}).get("job_id") if isinstance(original, dict) else None
-    error = ctx.event.data.get("error", {})
-    message = error.get("message", "unknown") if isinstance(error, dict) else str(error)
-    if job_id:
-        await ctx.step.run(
-            "mark-job-failed",
-            asyncio.to_thread,
-            get_store().fail_job,
-            job_id,
-            f"{START_JOB} failed: {message}",
-        )
-
-
 @inngest_client.create_function(
     fn_id="start-job",
     name="Start a chunked job",
     trigger=inngest.TriggerEvent(event=START_JOB),
     retries=3,
     cancel=[CANCEL_ON_JOB_CANCELLED],
-    on_failure=fail_started_job,
 )
 async def start_job(ctx: inngest.Context) -> dict[str, Any]:
     spec = spec_from_event(ctx.event.data)
@@ -121,3 +105,14 @@ async def start_job(ctx: inngest.Context) -> dict[str, Any]:
             spec.priority, spec.tenant,
         )  # fmt: skip
     return {"job_id": job_id, "total_chunks": total_chunks, "send_steps": send_steps}
+
+
+@failure_handler(of=start_job)
+async def start_job_failed(ctx: inngest.Context, run: FailedRun) -> None:
+    """Safety net: a job whose start gave up says so instead of waiting for ever."""
+    job_id = run.data.get("job_id")
+    if isinstance(job_id, str):
+        await ctx.step.run(
+            "mark-job-failed", asyncio.to_thread, lifecycle.start_failed, get_store(), job_id,
+            f"{START_JOB} failed: {run.message}",
+        )  # fmt: skip

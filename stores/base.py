@@ -34,6 +34,7 @@ from chunking.status import (
     JobRecord,
     JobState,
     JobStatus,
+    Liveness,
     Path,
     Progress,
     Span,
@@ -72,6 +73,7 @@ ACTIVE = JobGuard(states=("queued", "running"))
 NOT_STARTED = JobGuard(states=("queued",), failed_unstarted=True)
 FAILED_BEFORE_START = JobGuard(failed_unstarted=True)
 COMPLETE = JobGuard(states=("running",), all_settled=True)
+ENDED = JobGuard(states=("finished", "failed", "cancelled"))
 # The job-row fields that say whether it may finish, and which chunk finished it.
 PROGRESS_FIELDS = ("state", "chunks_settled", "total_chunks", "settled_by")
 # The job's tally: counters only ever added to (concurrent writers commute)...
@@ -80,6 +82,10 @@ COUNTERS = ("chunks_settled", "chunks_succeeded", "chunks_failed", "chunks_runni
             "completion_tokens", "items_failed", "chunks_resent")  # fmt: skip
 # ... and fields recomputed from the row read in the same guarded write (`version` guards it).
 SUMMARIES = ("latency", "failed_head", "events_seq", "version")
+# When a running job last showed life (None once it ended): the writes that begin an attempt
+# or settle a chunk set it, to the minute, so it changes (and moves in the stores' index of
+# running jobs by it) at most once a minute per job, however fast its chunks settle.
+ACTIVE_AT = "active_at"
 
 
 @dataclass(frozen=True)
@@ -110,9 +116,10 @@ def _failed_head(job: Row) -> list[dict[str, Any]]:
 
 
 def settle_change(
-    job: Row, was_running: bool, attempts: int, outcome: Mapping[str, Field]
+    job: Row, was_running: bool, attempts: int, outcome: Mapping[str, Field], active_at: str
 ) -> TallyChange:
-    """Settling a chunk (running, or never begun) with `outcome`: counted, numbered, summed."""
+    """Settling a chunk (running, or never begun) with `outcome`: counted, numbered, summed;
+    the job showed life at `active_at`."""
     succeeded = outcome["state"] == "succeeded"
     add = {
         "chunks_settled": 1,
@@ -124,7 +131,7 @@ def settle_change(
         "items_failed": int(outcome.get("items_failed") or 0),
     }
     seq = int(job.get("events_seq") or 0) + 1
-    put: dict[str, Field] = {"events_seq": seq, "version": _version(job) + 1}
+    put: dict[str, Field] = {"events_seq": seq, "version": _version(job) + 1, ACTIVE_AT: active_at}
     if (latency_ms := outcome.get("latency_ms")) is not None:
         summary = LatencySummary.load(job.get("latency"))
         summary.add(float(latency_ms))
@@ -250,6 +257,12 @@ def job_record(row: Row) -> JobRecord:
             latency=LatencySummary.load(row.get("latency")),
             failed_head=tuple(FailedChunk(**entry) for entry in _failed_head(row)),
         ),
+        liveness=Liveness(
+            active_at=read_time(row.get(ACTIVE_AT)),
+            passes=int(row.get("sweep_passes") or 0),
+            after=_int(row.get("sweep_after")),
+            swept_at=read_time(row.get("swept_at")),
+        ),
     )
 
 
@@ -306,6 +319,13 @@ class BaseJobStore(ABC):
     @abstractmethod
     def _recent_job_rows(self, limit: int) -> list[Row]:
         """The newest jobs' rows, newest first."""
+
+    @abstractmethod
+    def _stalled_job_rows(self, active_before: str, limit: int) -> list[Row]:
+        """Up to `limit` rows of running jobs whose `active_at` is before `active_before`,
+        the longest idle first, read in O(limit) (an index on it: never a scan). A store
+        whose index lags its table may include a job that has since moved on: the caller
+        checks what it reads."""
 
     @abstractmethod
     def _chunk_rows(
@@ -387,6 +407,10 @@ class BaseJobStore(ABC):
     def _now_stored(self) -> str:
         return stored_time(self.now())
 
+    def _active_now(self) -> str:
+        """`active_at` for a write made now: to the minute (see ACTIVE_AT)."""
+        return stored_time(self.now().replace(second=0, microsecond=0))
+
     def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
         spec_json = spec.model_copy(update={"job_id": job_id}).model_dump_json()
         items = workload.of(spec).known_items(spec) or 0
@@ -422,17 +446,18 @@ class BaseJobStore(ABC):
         return [job_record(row) for row in self._recent_job_rows(limit)]
 
     def start_job(self, job_id: str) -> bool:
-        changes = {"state": "running", "started_at": self._now_stored(), "error": None}
+        changes = {"state": "running", "started_at": self._now_stored(), "error": None,
+                   ACTIVE_AT: self._active_now()}  # fmt: skip
         return self._update_job(job_id, NOT_STARTED, changes)
 
     def fail_job(self, job_id: str, error: str) -> None:
         # started_at is cleared: the job never properly started, so it may be requeued.
         changes = {"state": "failed", "error": error, "finished_at": self._now_stored(),
-                   "started_at": None}  # fmt: skip
+                   "started_at": None, ACTIVE_AT: None}  # fmt: skip
         self._update_job(job_id, ACTIVE, changes)
 
     def cancel_job(self, job_id: str) -> bool:
-        changes = {"state": "cancelled", "finished_at": self._now_stored()}
+        changes = {"state": "cancelled", "finished_at": self._now_stored(), ACTIVE_AT: None}
         return self._update_job(job_id, ACTIVE, changes)
 
     def requeue_job(self, job_id: str) -> bool:
@@ -456,12 +481,28 @@ class BaseJobStore(ABC):
     def count_resend(self, job_id: str) -> None:
         self._add_to_job(job_id, {"chunks_resent": 1})
 
+    def stalled_jobs(self, idle_since: datetime, limit: int) -> list[JobRecord]:
+        rows = self._stalled_job_rows(stored_time(idle_since), limit)
+        return [job_record(row) for row in rows]
+
+    def record_sweep(
+        self, job_id: str, *, passes: int, after: int | None, swept_at: datetime, resent: int
+    ) -> bool:
+        changes: dict[str, Field] = {"sweep_passes": passes, "sweep_after": after,
+                                     "swept_at": stored_time(swept_at)}  # fmt: skip
+        if not self._update_job(job_id, JobGuard(states=("running",)), changes):
+            return False
+        if resent:
+            self._add_to_job(job_id, {"chunks_resent": resent})
+        return True
+
     def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
         if not self._reopen(job_id, chunk_index):
             return False
         # A finished job runs again; one that failed to start, or was cancelled, stays so.
         changes: dict[str, Field] = {"state": "running", "finished_at": None, "settled_by": None,
-                                     "output_uri": None, "error": None}  # fmt: skip
+                                     "output_uri": None, "error": None,
+                                     ACTIVE_AT: self._active_now()}  # fmt: skip
         if not self._update_job(job_id, JobGuard(states=("finished",)), changes):
             self._update_job(job_id, ANY_STATE, {"settled_by": None, "output_uri": None})
         return True
@@ -509,6 +550,7 @@ class BaseJobStore(ABC):
                 "state": "finished",
                 "finished_at": self._now_stored(),
                 "settled_by": chunk_index,
+                ACTIVE_AT: None,
             }
             if self._update_job(job_id, COMPLETE, changes):
                 return True

@@ -5,7 +5,9 @@ per kept item result; "SETTLED#000000007" per settlement, naming the chunk that 
 that number (the progress stream reads what settled after a number without reading the rest).
 Job items also carry `gsi1pk` = "JOB" so the sparse index `by_created` lists recent jobs without
 scanning chunks; chunk items carry `chunk_state` = "failed#000042" so the sparse index
-`by_state` pages through a job's chunks in one state without reading the others. A claim
+`by_state` pages through a job's chunks in one state without reading the others; a running job
+carries `active_at` (removed when it ends), so the sparse index `by_activity` (keys only) lists
+the running jobs idle longest for the sweep of stalled jobs. A claim
 (`claim_once`) is an item of its own, `job_id` = "CLAIM#<key>", `sk` = "CLAIM", with `expires`
 (epoch seconds), the table's TTL attribute.
 
@@ -32,7 +34,9 @@ from botocore.exceptions import ClientError
 
 from chunking.status import ChunkState
 from stores.base import (
+    ACTIVE_AT,
     COUNTERS,
+    ENDED,
     SUMMARIES,
     BaseJobStore,
     Field,
@@ -60,6 +64,7 @@ CLAIM, CLAIM_SK = "CLAIM#", "CLAIM"  # claim_once's items: keyed apart from ever
 CLAIM_TTL_ATTRIBUTE = "expires"  # the table's TTL attribute (template.yaml): claims only
 LIST_INDEX = "by_created"
 STATE_INDEX = "by_state"
+ACTIVITY_INDEX = "by_activity"
 BATCH_GET_MAX = 100  # keys per BatchGetItem
 # Tries at one guarded write while other writers change what it read (the job's tally).
 WRITE_TRIES = 50
@@ -221,6 +226,24 @@ class DynamoJobStore(BaseJobStore):
             Limit=limit,
         )
         return [_item(raw) for raw in found["Items"]]
+
+    def _stalled_job_rows(self, active_before: str, limit: int) -> list[Row]:
+        # The index holds keys only (a job's `active_at` changes at most once a minute, so it
+        # costs little to keep): each job found is read whole, consistently, after.
+        found = self.db.query(
+            TableName=self.table,
+            IndexName=ACTIVITY_INDEX,
+            KeyConditionExpression="gsi1pk = :job AND active_at < :before",
+            ExpressionAttributeValues=_values(job=JOB_SK, before=active_before),
+            Limit=limit,
+        )
+        rows = [self._job_row(_item(raw)["job_id"]) for raw in found["Items"]]
+        for row in rows:
+            if row is not None and row.get("state") != "running":
+                # A chunk that settled after its job was cancelled marked it active again:
+                # it leaves the index, so it never stands in a running job's place.
+                self._update_job(row["job_id"], ENDED, {ACTIVE_AT: None})
+        return [row for row in rows if row is not None and row.get("state") == "running"]
 
     def _query(self, job_id: str, sk_condition: str, **values: Any) -> list[Row]:
         """A job's rows whose sort key meets `sk_condition`, in sort-key order."""
@@ -384,7 +407,9 @@ class DynamoJobStore(BaseJobStore):
                     "#state = :running", one=1, running="running",
                     timeline=self._run_begun(chunk, attempt, continuation=True),
                 )  # fmt: skip
-                return [{"Update": more}], attempt
+                alive = self._update_op(job_id, JOB_SK, "SET #active_at = :now", None,
+                                        now=self._active_now())  # fmt: skip
+                return [{"Update": more}, {"Update": alive}], attempt
             previous: int | None = None
             if chunk is None:
                 row = {"job_id": job_id, "sk": sk, "chunk_index": chunk_index,
@@ -403,7 +428,9 @@ class DynamoJobStore(BaseJobStore):
                     next=previous + 1, previous=previous, running="running",
                     timeline=self._run_begun(chunk, previous + 1, continuation=False),
                 )}  # fmt: skip
-            expression, values = _assignments({}, add=attempt_change(previous))
+            expression, values = _assignments(
+                {ACTIVE_AT: self._active_now()}, add=attempt_change(previous)
+            )
             counters = self._update_op(job_id, JOB_SK, expression, None, **values)
             return [write, {"Update": counters}], (previous or 0) + 1
 
@@ -423,7 +450,7 @@ class DynamoJobStore(BaseJobStore):
             if chunk is None and begun_only:
                 return [], False
             attempts = 0 if chunk is None else int(chunk["attempts"])
-            change = settle_change(job, chunk is not None, attempts, outcome)
+            change = settle_change(job, chunk is not None, attempts, outcome, self._active_now())
             fields = {**self._settled_fields(outcome, change, chunk),
                       "chunk_state": state_key(str(outcome["state"]), chunk_index)}  # fmt: skip
             expression, values = _assignments(fields, "#attempts = if_not_exists(#attempts, :zero)")

@@ -17,14 +17,14 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from stores.base import Row
-from stores.sql import INDEXES, SCHEMA, Cursor, SqlJobStore
+from stores.sql import INDEXES, LATER_COLUMNS, SCHEMA, Cursor, SqlJobStore
 
 # Serialises two replicas creating the tables at once (CREATE … IF NOT EXISTS is not safe
 # against a concurrent create of the same name).
 SCHEMA_LOCK = 7_242_001
 # What SCHEMA and INDEXES create.
 SCHEMA_NAMES = ("jobs", "chunks", "items", "jobs_created_at", "items_by_chunk", "chunks_by_seq",
-                "chunks_by_state", "claims", "claims_by_expiry")  # fmt: skip
+                "chunks_by_state", "claims", "claims_by_expiry", "jobs_by_activity")  # fmt: skip
 
 
 class _Db:
@@ -57,7 +57,12 @@ class PostgresJobStore(SqlJobStore):
             with self._tx() as db:
                 db.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
                 ddl = SCHEMA.format(int="BIGINT", real="DOUBLE PRECISION", keyed="")
-                for statement in (*ddl.split(";"), *INDEXES):
+                added = (
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} "
+                    + declaration.format(int="BIGINT")
+                    for table, column, declaration in LATER_COLUMNS
+                )
+                for statement in (*ddl.split(";"), *added, *INDEXES):
                     if statement.strip():
                         db.execute(statement)
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from chunking.status import ChunkState
 from stores.base import (
+    ACTIVE_AT,
     COUNTERS,
     SUMMARIES,
     BaseJobStore,
@@ -59,7 +60,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     settled_by {int},
     output_uri TEXT,
-    events_seq {int} NOT NULL DEFAULT 0
+    events_seq {int} NOT NULL DEFAULT 0,
+    active_at TEXT,
+    sweep_passes {int} NOT NULL DEFAULT 0,
+    sweep_after {int},
+    swept_at TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -100,10 +105,21 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE INDEX IF NOT EXISTS claims_by_expiry ON claims (expires_at);
 """
 
-# After SCHEMA (and, on SQLite, after a file from before these columns has them).
+# Columns added to SCHEMA since its tables were first created: (table, column, declaration,
+# with {int} filled in by the store), added to a database an earlier version created.
+LATER_COLUMNS = (
+    ("jobs", "active_at", "TEXT"),
+    ("jobs", "sweep_passes", "{int} NOT NULL DEFAULT 0"),
+    ("jobs", "sweep_after", "{int}"),
+    ("jobs", "swept_at", "TEXT"),
+)
+
+# After SCHEMA (and after a database from before these columns has them).
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS chunks_by_seq ON chunks (job_id, seq)",
     "CREATE INDEX IF NOT EXISTS chunks_by_state ON chunks (job_id, state, chunk_index)",
+    # The sweep's stalled jobs: running ones by when they last showed life.
+    "CREATE INDEX IF NOT EXISTS jobs_by_activity ON jobs (state, active_at)",
 )
 
 
@@ -207,6 +223,14 @@ class SqlJobStore(BaseJobStore):
     def _recent_job_rows(self, limit: int) -> list[Row]:
         return self._select("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", limit)
 
+    def _stalled_job_rows(self, active_before: str, limit: int) -> list[Row]:
+        return self._select(
+            "SELECT * FROM jobs WHERE state = 'running' AND active_at < ?"
+            " ORDER BY active_at LIMIT ?",
+            active_before,
+            limit,
+        )
+
     def _chunk_rows(
         self, job_id: str, state: ChunkState | None, after: int, limit: int
     ) -> list[Row]:
@@ -282,6 +306,7 @@ class SqlJobStore(BaseJobStore):
                     " WHERE job_id = ? AND chunk_index = ?",
                     (self._run_begun(row, attempt, continuation=True), *key),
                 )
+                _apply(db, job_id, TallyChange({}, {ACTIVE_AT: self._active_now()}, {}))
                 return attempt
             previous = None if row is None else int(row["attempts"])
             timeline = self._run_begun(row, (previous or 0) + 1, continuation=False)
@@ -297,7 +322,8 @@ class SqlJobStore(BaseJobStore):
                     " WHERE job_id = ? AND chunk_index = ?",
                     (timeline, *key),
                 )
-            _add(db, job_id, attempt_change(previous))
+            change = TallyChange(attempt_change(previous), {ACTIVE_AT: self._active_now()}, {})
+            _apply(db, job_id, change)
             return (previous or 0) + 1
 
     def _record_outcome(
@@ -314,7 +340,9 @@ class SqlJobStore(BaseJobStore):
             if row is None and begun_only:
                 return False
             attempts = 0 if row is None else int(row["attempts"])
-            change = settle_change(dict(job), row is not None, attempts, outcome)
+            change = settle_change(
+                dict(job), row is not None, attempts, outcome, self._active_now()
+            )
             fields = self._settled_fields(outcome, change, row)
             if row is None:
                 insert_or_ignore(db, "chunks", {"job_id": job_id, "attempts": 0, **fields})

@@ -10,7 +10,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from stores.base import Row
-from stores.sql import INDEXES, SCHEMA, SqlJobStore
+from stores.sql import INDEXES, LATER_COLUMNS, SCHEMA, SqlJobStore
 
 KEYED = " WITHOUT ROWID"  # chunks and items are read by their key: no rowid to keep beside it
 _COUNT = "INTEGER NOT NULL DEFAULT 0"
@@ -31,6 +31,7 @@ ADDED_COLUMNS = [
     ("chunks", "progress", "TEXT"),
     ("chunks", "timeline", "TEXT"),
     ("items", "output_uri", "TEXT"),
+    *((table, column, ddl.format(int="INTEGER")) for table, column, ddl in LATER_COLUMNS),
 ]  # fmt: skip
 
 # A file from before the tally: each job's counters recounted once from its rows (the latency

@@ -7,8 +7,8 @@ Like the executor, it retries a run that answers 500 unless the answer says
 `x-inngest-no-retry: true`, waiting until its `retry-after` when it gives one (our backoff),
 up to the function's `retries`; it runs at most `workers` calls at a time. Not modelled:
 concurrency keys, priority, `cancel` (the chunks read the cancel from the store themselves),
-`on_failure` handlers, and the executor's own backoff (each retry here waits what the answer
-asks, else 0.5 s).
+the failure handlers (no `inngest/function.failed` is sent), cron functions (the sweep), and
+the executor's own backoff (each retry here waits what the answer asks, else 0.5 s).
 """
 
 from __future__ import annotations

@@ -231,9 +231,12 @@ class AppProcess:
         signing_key: str,
         inngest_url: str | None = None,
         workers: int = 1,
+        root_path: str | None = None,
         **env: str,
     ) -> None:
         self.workers = workers
+        # Behind a proxy that strips this prefix: uvicorn --root-path (requests come without it).
+        self.root_path = root_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"app-{self.port}.log"
@@ -251,7 +254,8 @@ class AppProcess:
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port),
-             "--log-level", "warning", "--workers", str(self.workers)],
+             "--log-level", "warning", "--workers", str(self.workers),
+             *(["--root-path", self.root_path] if self.root_path else [])],
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from inngest._internal.net import sign_request
 
+from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from tests.support import (
     AppProcess,
@@ -39,7 +41,7 @@ def test_get_serve_endpoint_describes_the_app(app_server: str) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["mode"] == "dev"
-    assert body["function_count"] == 6
+    assert body["function_count"] == 10  # 7, and 3 failure handlers with retries
 
 
 def test_put_registers_the_functions(app_server: str, fake_inngest: FakeInngestApi) -> None:
@@ -78,9 +80,21 @@ def test_put_registers_the_functions(app_server: str, fake_inngest: FakeInngestA
     cancel = [{"event": "demo/job_cancelled", "if": "async.data.job_id == event.data.job_id"}]
     assert functions[f"{APP_ID}-process-chunk"]["cancel"] == cancel
     assert functions[f"{APP_ID}-start-job"]["cancel"] == cancel
-    # Failure handlers keep every failed run visible in the job store.
-    assert f"{APP_ID}-process-chunk-failure" in functions
-    assert f"{APP_ID}-start-job-failure" in functions
+    # Failure handlers keep every failed run visible in the job store: each a function of its
+    # own on the engine's failure event, with retries (the SDK's on_failure has none, so an
+    # outage of the app lost it with the run).
+    for fn_id in ("process-chunk", "start-job", "finish-job"):
+        handler = functions[f"{APP_ID}-{fn_id}-failure"]
+        assert handler["triggers"] == [{
+            "event": "inngest/function.failed",
+            "expression": f"event.data.function_id == '{APP_ID}-{fn_id}'",
+        }]  # fmt: skip
+        assert handler["steps"]["step"]["retries"]["attempts"] == 9  # FAILURE_RETRIES
+    # The sweep of stalled jobs: every minute, one tick at a time, with retries of its own.
+    sweep = functions[f"{APP_ID}-sweep-stalled-jobs"]
+    assert sweep["triggers"] == [{"cron": "* * * * *"}]
+    assert sweep["concurrency"] == [{"limit": 1}]
+    assert step_of("sweep-stalled-jobs")["retries"]["attempts"] == 3
 
 
 def test_permanent_chunk_failure_tells_the_executor_not_to_retry(app_server: str) -> None:
@@ -277,15 +291,18 @@ def test_an_outage_before_a_chunk_began_costs_time_not_its_retries(
     store.create_job("outage", JobSpec(total_items=20, chunk_size=10), "local")
     store.start_job("outage")
     event = {"name": "demo/process_chunk", "data": {"job_id": "outage", "chunk_index": 0}}
-    # The app is unreachable: every one of the run's deliveries fails before the chunk begins.
+    # The app is unreachable: every one of the run's deliveries fails before the chunk begins,
+    # and so does the first delivery of the run's failure handler.
     down = f"http://127.0.0.1:{free_port()}/api/inngest"
     for attempt in range(4):
         with pytest.raises(httpx.ConnectError):
             drive_over_http(down, f"{APP_ID}-process-chunk", event, attempt=attempt)
-    # It answers again; Inngest calls the run's failure handler.
     handler = f"{APP_ID}-process-chunk-failure"
-    response = drive_over_http(f"{app_server}/api/inngest", handler,
-                               failed_run_of(event, "connection refused"))  # fmt: skip
+    failed_run = failed_run_of(event, "connection refused")
+    with pytest.raises(httpx.ConnectError):
+        drive_over_http(down, handler, failed_run, attempt=0)
+    # It answers again; Inngest retries the failure handler (FAILURE_RETRIES).
+    response = drive_over_http(f"{app_server}/api/inngest", handler, failed_run, attempt=1)
     assert response.status_code == 200, response.text
     status = store.status("outage")
     assert status is not None
@@ -320,3 +337,100 @@ def test_resends_are_bounded_then_the_chunk_is_recorded_failed(
     assert status is not None and (status.chunks_failed, status.chunks_resent) == (1, 0)
     assert status.failed_chunks[0].error == "run failed: connection refused"
     assert fake_inngest.named("demo/process_chunk") == []
+
+
+def test_chunks_lost_with_their_failure_handler_run_again_once_the_app_is_back(
+    app_server: str, fake_inngest: FakeInngestApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long outage: chunk 1's run began, then the app went down with it; chunks 2 and 3 never
+    reached it. Every delivery of their runs fails, and so does every delivery of the runs'
+    failure handler (the SDK's on_failure had just one). Once the app is back, the sweep's cron
+    tick sends the lost chunks again and the job ends: nothing is lost."""
+    from functions.deps import get_store
+    from tests.support import free_port
+
+    store = get_store()
+    clock = [datetime.now(UTC)]
+    monkeypatch.setattr(store, "now", lambda: clock[0])
+    store.create_job("long-outage", JobSpec(total_items=40, chunk_size=10), "local")
+    store.start_job("long-outage")
+    url, fn_id = f"{app_server}/api/inngest", f"{APP_ID}-process-chunk"
+
+    def chunk(index: int) -> dict[str, Any]:
+        return {
+            "name": "demo/process_chunk",
+            "data": {"job_id": "long-outage", "chunk_index": index},
+        }
+
+    assert drive_over_http(url, fn_id, chunk(0)).status_code == 200
+    store.begin_attempt("long-outage", 1)  # its run began, then the app went down with it
+    down = f"http://127.0.0.1:{free_port()}/api/inngest"
+    for index in (1, 2, 3):
+        for attempt in range(4):
+            with pytest.raises(httpx.ConnectError):
+                drive_over_http(down, fn_id, chunk(index), attempt=attempt)
+        failed_run = failed_run_of(chunk(index), "Unable to reach SDK URL")
+        for attempt in range(get_settings().failure_retries + 1):
+            with pytest.raises(httpx.ConnectError):
+                drive_over_http(down, f"{fn_id}-failure", failed_run, attempt=attempt)
+    status = store.status("long-outage")
+    assert status is not None and (status.status, status.chunks_succeeded) == ("running", 1)
+    assert fake_inngest.named("demo/process_chunk") == []
+
+    # The app is back. A tick before the job has been idle for SWEEP_IDLE_S sends nothing...
+    tick = {"name": "inngest/scheduled.timer", "data": {"cron": "* * * * *"}}
+    swept = drive_over_http(url, f"{APP_ID}-sweep-stalled-jobs", tick)
+    assert swept.status_code == 200 and swept.json() == {"resent": 0, "recorded_failed": 0}
+    # ... the first tick after it sends every lost chunk again, once.
+    clock[0] += timedelta(seconds=get_settings().sweep_idle_s + 60)
+    swept = drive_over_http(url, f"{APP_ID}-sweep-stalled-jobs", tick, run_id="tick-2")
+    assert swept.status_code == 200 and swept.json() == {"resent": 3, "recorded_failed": 0}
+    resent = fake_inngest.named("demo/process_chunk")
+    assert [event["id"] for event in resent] == [
+        f"long-outage-chunk-{index}-swept-1" for index in (1, 2, 3)
+    ]
+    for event in resent:
+        done = drive_over_http(url, fn_id, event)
+        assert done.status_code == 200 and done.json()["outcome"] == "succeeded", done.text
+    status = store.status("long-outage")
+    assert status is not None
+    assert (status.status, status.chunks_succeeded, status.chunks_failed, status.chunks_resent) == (
+        "succeeded", 4, 0, 3
+    )  # fmt: skip
+    chunk_1 = store.chunk("long-outage", 1)
+    assert chunk_1 is not None
+    assert [span.outcome for span in chunk_1.timeline] == ["lost", "succeeded"]
+    assert len(fake_inngest.named("demo/finish_job")) == 1
+
+
+def test_a_failure_handler_leaves_a_chunk_that_a_later_run_has_begun(
+    app_server: str, fake_inngest: FakeInngestApi
+) -> None:
+    """The handler of a failed run, delivered late (its retries), finds the chunk begun again by
+    a later run (the sweep's): that run owns it; recording it failed would end it wrongly."""
+    from functions.deps import get_store
+
+    store = get_store()
+    store.create_job("late", JobSpec(total_items=10, chunk_size=10), "local")
+    store.start_job("late")
+    event = {"name": "demo/process_chunk", "data": {"job_id": "late", "chunk_index": 0}}
+    failed_run = failed_run_of(event, "Unable to reach SDK URL")
+    failed_run["ts"] = int(datetime.now(UTC).timestamp() * 1000) - 60_000  # failed a minute ago
+    store.begin_attempt("late", 0)  # the later run began since
+    response = drive_over_http(
+        f"{app_server}/api/inngest", f"{APP_ID}-process-chunk-failure", failed_run
+    )
+    assert response.status_code == 200, response.text
+    chunk = store.chunk("late", 0)
+    assert chunk is not None and chunk.state == "running"
+    # Had the chunk's latest run begun before the failure, the failure would be its own.
+    failed_run["ts"] = int(datetime.now(UTC).timestamp() * 1000) + 1_000
+    response = drive_over_http(
+        f"{app_server}/api/inngest", f"{APP_ID}-process-chunk-failure", failed_run, run_id="r-2"
+    )
+    assert response.status_code == 200, response.text
+    chunk = store.chunk("late", 0)
+    assert chunk is not None and (chunk.state, chunk.error) == (
+        "failed",
+        "run failed: Unable to reach SDK URL",
+    )
