@@ -202,7 +202,7 @@ def bulk_settle(db: Any, table: str, job_id: str, first: int, last: int, seed: i
         }  # fmt: skip
         for name, n in attempt_change(None).items():
             job[name] = int(job.get(name) or 0) + n
-        change = settle_change(job, True, 1, outcome, datetime.now(UTC).isoformat())
+        change = settle_change(job, True, 1, outcome, datetime.now(UTC))
         for name, n in change.add.items():
             job[name] = int(job.get(name) or 0) + n
         job.update(change.put)

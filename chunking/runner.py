@@ -24,7 +24,7 @@ from chunking.errors import PermanentError, TransientError
 from chunking.planning import chunk_at
 from chunking.settings import get_settings
 from chunking.status import JobRecord
-from chunking.store import JobStore
+from chunking.store import JobNotRunningError, JobStore
 from chunking.workload import OutOfBudget
 
 logger = logging.getLogger(__name__)
@@ -78,8 +78,8 @@ async def settle(
     if settlement.recorded and job is not None:  # counted once, whatever the deliveries
         prices = get_settings().llm_prices
         metrics.chunk_settled(job.path, outcome, latency_ms, usage, prices)
-        if settlement.job_finished and not workload.of(job.spec).produces_output:
-            await asyncio.to_thread(metrics.job_ended_in, store, job_id)
+        if settlement.finished_as and not workload.of(job.spec).produces_output:
+            metrics.job_ended(job.path, settlement.finished_as)
     return AttemptOutcome(
         job_id=job_id,
         chunk_index=index,
@@ -125,6 +125,31 @@ async def _run_failed(store: JobStore, job_id: str, index: int, err: BaseExcepti
                        exc_info=True)  # fmt: skip
 
 
+async def _not_running(store: JobStore, job_id: str, index: int) -> AttemptOutcome:
+    """No attempt may begin: the job was cancelled (or has ended, or is gone)."""
+    current = await asyncio.to_thread(store.get_job, job_id)
+    if current is None:
+        raise PermanentError(f"job_id {job_id!r}: no such job in the job store")
+    if current.state != "cancelled":
+        return await _duplicate(store, job_id, index, current)
+    # Not started, so it never will. A chunk begun before the cancel and now back for a
+    # retry (or redriven) would stay "running" for ever: it is recorded failed instead, so
+    # the job's accounting adds up. One never begun is not recorded: it is cancelled.
+    reason = "cancelled: the job was cancelled before this chunk's retry"
+    await settle(store, job_id, index, error=reason, begun_only=True)
+    return AttemptOutcome(job_id, index, "cancelled", None, False, False)
+
+
+async def _duplicate(
+    store: JobStore, job_id: str, index: int, current: JobRecord | None = None
+) -> AttemptOutcome:
+    """A delivery of a chunk that has settled. The finishing delivery may have died before it
+    started the job's finishing unit: told again, its adapter starts it (it is idempotent)."""
+    current = current or await asyncio.to_thread(store.get_job, job_id)
+    finished = current is not None and current.settled_by == index
+    return AttemptOutcome(job_id, index, "duplicate", None, False, finished)
+
+
 async def attempt_chunk(
     store: JobStore,
     job_id: str,
@@ -142,34 +167,25 @@ async def attempt_chunk(
     early enough for the outcome to be recorded before the platform kills the run.
     Raises PermanentError (before anything is recorded) when the job or chunk does not exist.
     """
-    # Read fresh (not from the cache): the job may have been cancelled since the last chunk.
-    job = await asyncio.to_thread(store.get_job, job_id)
+    # What the chunk needs of its job (the spec, the sizes) never changes once it runs: known
+    # to this process, it is not read again. Whether the job still runs (not cancelled), the
+    # attempt's own write checks, when it begins.
+    job = await _job(store, job_id)
     if job is None:
         raise PermanentError(f"job_id {job_id!r}: no such job in the job store")
-    _remember(job)
     try:
         chunk = chunk_at(job.total_items, job.spec.chunk_size, index)
     except IndexError as err:
         raise PermanentError(f"job {job_id!r}: {err}") from err
-
-    if job.state == "cancelled":
-        # Not started, so it never will. A chunk begun before the cancel and now back for a
-        # retry (or redriven) would stay "running" for ever: it is recorded failed instead,
-        # so the job's accounting adds up. One never begun is not recorded: it is cancelled.
-        reason = "cancelled: the job was cancelled before this chunk's retry"
-        await settle(store, job_id, index, error=reason, begun_only=True)
-        return AttemptOutcome(job_id, index, "cancelled", None, False, False)
-    attempt = await asyncio.to_thread(
-        store.begin_attempt, job_id, index, continuation=continuation > 0
-    )
-    if attempt is not None:
-        metrics.chunk_begun(job.path)
+    try:
+        attempt = await asyncio.to_thread(
+            store.begin_attempt, job_id, index, continuation=continuation > 0
+        )
+    except JobNotRunningError:
+        return await _not_running(store, job_id, index)
     if attempt is None:  # a duplicate delivery of a settled chunk: never run or count it twice
-        current = await asyncio.to_thread(store.get_job, job_id)
-        # The finishing delivery may have died before it started the job's finishing unit:
-        # told again, its adapter starts it (the unit is idempotent).
-        finished = current is not None and current.settled_by == index
-        return AttemptOutcome(job_id, index, "duplicate", None, False, finished)
+        return await _duplicate(store, job_id, index)
+    metrics.chunk_begun(job.path)
 
     started = time.perf_counter()
     try:

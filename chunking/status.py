@@ -190,6 +190,11 @@ def overall_status(
 ) -> JobStatusName:
     if job.state in ("queued", "running", "failed", "cancelled"):
         return job.state
+    return finished_status(succeeded, failed, items_failed)
+
+
+def finished_status(succeeded: int, failed: int, items_failed: int = 0) -> JobStatusName:
+    """The status of a job whose chunks have all settled, from how they did."""
     if failed == 0:
         # Every chunk ran, but an item the model refused is not success either.
         return "partial" if items_failed else "succeeded"

@@ -8,7 +8,15 @@ from datetime import datetime
 from typing import Protocol
 
 from chunking.spec import JobSpec
-from chunking.status import ChunkRecord, ChunkState, ItemResult, JobRecord, JobStatus, Path
+from chunking.status import (
+    ChunkRecord,
+    ChunkState,
+    ItemResult,
+    JobRecord,
+    JobStatus,
+    JobStatusName,
+    Path,
+)
 from chunking.workload import ChunkUsage
 
 
@@ -20,12 +28,18 @@ class JobEndedError(Exception):
     """The job has already ended: it cannot be cancelled."""
 
 
+class JobNotRunningError(Exception):
+    """The job is not running (cancelled, ended, or unknown): no attempt may begin."""
+
+
 @dataclass(frozen=True)
 class Settlement:
     """What recording a chunk's outcome did."""
 
     recorded: bool  # False when the chunk was already settled (a duplicate delivery)
     job_finished: bool  # True when this chunk's outcome is the one that finished the job
+    # The status the job finished with, when this write finished it (its metric counts it).
+    finished_as: JobStatusName | None = None
 
 
 class JobStore(Protocol):
@@ -81,7 +95,8 @@ class JobStore(Protocol):
         `continuation`: a run going on where one that ran out of budget stopped; it is counted
         as a continuation, not an attempt, and the current attempt's number is returned.
         Returns None when the chunk is already settled (or, for a continuation, unknown): the
-        caller must not run it again.
+        caller must not run it again. Raises JobNotRunningError, writing nothing, when the job
+        is not running. Reads the chunk's row, never the job's: one write of each.
         """
         ...
 
@@ -98,7 +113,8 @@ class JobStore(Protocol):
         usage: ChunkUsage | None = None,
     ) -> Settlement:
         """Record a chunk's outcome once per (job_id, chunk_index), whatever the deliveries,
-        and add it to the job's tally in the same write.
+        and add it to the job's tally in the same write, which also finishes the job when this
+        was its last chunk (`job_finished`). One read of the job's row, one write.
 
         `begun_only`: record it only for a chunk whose attempt has begun (never create one).
         """

@@ -40,6 +40,7 @@ from chunking.status import (
     Span,
     Tally,
     build_status,
+    finished_status,
 )
 from chunking.store import JobConflictError, Settlement
 from chunking.workload import ChunkUsage
@@ -72,7 +73,6 @@ ANY_STATE = JobGuard()
 ACTIVE = JobGuard(states=("queued", "running"))
 NOT_STARTED = JobGuard(states=("queued",), failed_unstarted=True)
 FAILED_BEFORE_START = JobGuard(failed_unstarted=True)
-COMPLETE = JobGuard(states=("running",), all_settled=True)
 ENDED = JobGuard(states=("finished", "failed", "cancelled"))
 # The job-row fields that say whether it may finish, and which chunk finished it.
 PROGRESS_FIELDS = ("state", "chunks_settled", "total_chunks", "settled_by")
@@ -82,6 +82,10 @@ COUNTERS = ("chunks_settled", "chunks_succeeded", "chunks_failed", "chunks_runni
             "completion_tokens", "items_failed", "chunks_resent")  # fmt: skip
 # ... and fields recomputed from the row read in the same guarded write (`version` guards it).
 SUMMARIES = ("latency", "failed_head", "events_seq", "version")
+# What a finished job's status is made of (chunking.status.finished_status).
+ENDED_COUNTS = ("chunks_succeeded", "chunks_failed", "items_failed")
+# What a settlement reads of the job's row (never its spec, which may be far bigger).
+TALLY_FIELDS = tuple(dict.fromkeys((*COUNTERS, *SUMMARIES, *PROGRESS_FIELDS)))
 # When a running job last showed life (None once it ended): the writes that begin an attempt
 # or settle a chunk set it, to the minute, so it changes (and moves in the stores' index of
 # running jobs by it) at most once a minute per job, however fast its chunks settle.
@@ -116,10 +120,10 @@ def _failed_head(job: Row) -> list[dict[str, Any]]:
 
 
 def settle_change(
-    job: Row, was_running: bool, attempts: int, outcome: Mapping[str, Field], active_at: str
+    job: Row, was_running: bool, attempts: int, outcome: Mapping[str, Field], now: datetime
 ) -> TallyChange:
     """Settling a chunk (running, or never begun) with `outcome`: counted, numbered, summed;
-    the job showed life at `active_at`."""
+    the job showed life `now`, and if this was its last chunk, it finished now."""
     succeeded = outcome["state"] == "succeeded"
     add = {
         "chunks_settled": 1,
@@ -131,7 +135,8 @@ def settle_change(
         "items_failed": int(outcome.get("items_failed") or 0),
     }
     seq = int(job.get("events_seq") or 0) + 1
-    put: dict[str, Field] = {"events_seq": seq, "version": _version(job) + 1, ACTIVE_AT: active_at}
+    put: dict[str, Field] = {"events_seq": seq, "version": _version(job) + 1,
+                             ACTIVE_AT: active_minute(now)}  # fmt: skip
     if (latency_ms := outcome.get("latency_ms")) is not None:
         summary = LatencySummary.load(job.get("latency"))
         summary.add(float(latency_ms))
@@ -147,7 +152,46 @@ def settle_change(
     }
     for name in progress:
         progress[name] += add.get(name, 0)
+    if job.get("state") == "running" and progress["chunks_settled"] >= _total(job):
+        put.update(_finished(int(str(outcome["chunk_index"])), now))
     return TallyChange(add, put, {"seq": seq, "progress": json.dumps(progress)})
+
+
+def _total(job: Row) -> int:
+    return int(job.get("total_chunks") or 0)
+
+
+def _finished(chunk_index: int, now: datetime) -> dict[str, Field]:
+    """The job's row once every chunk has settled, the last being `chunk_index`."""
+    return {"state": "finished", "finished_at": stored_time(now), "settled_by": chunk_index,
+            ACTIVE_AT: None}  # fmt: skip
+
+
+def active_minute(now: datetime) -> str:
+    """`active_at` for a write made `now`: to the minute (see ACTIVE_AT)."""
+    return stored_time(now.replace(second=0, microsecond=0))
+
+
+@dataclass(frozen=True)
+class BeginPlan:
+    """What beginning an attempt writes: the chunk's row (inserted if it had none) and the
+    counters of the job's row, which must be running for any of it to apply."""
+
+    attempt: int
+    insert: bool
+    chunk: dict[str, Field]
+    change: TallyChange
+
+
+@dataclass(frozen=True)
+class SettlePlan:
+    """What a settlement writes (nothing for a duplicate, unless it completes the job), and
+    what it tells: whether it recorded the outcome, whether the job is finished by it."""
+
+    settlement: Settlement
+    insert: bool = False
+    chunk: dict[str, Field] | None = None  # None: the chunk's row is left as it is
+    change: TallyChange | None = None  # None: the job's row is left as it is
 
 
 def reopen_change(job: Row, chunk: Row) -> TallyChange:
@@ -354,10 +398,10 @@ class BaseJobStore(ABC):
     @abstractmethod
     def _record_outcome(
         self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
-    ) -> bool:
-        """Settle a running chunk (or one never begun, unless `begun_only`) with `outcome` and
-        apply `settle_change` to the job's row, all in one atomic write. False, and nothing
-        written, when the chunk was already settled or never begun."""
+    ) -> Settlement:
+        """settle_chunk, in the store's terms: read the job's tally (TALLY_FIELDS) and the
+        chunk's row, take `_settle_plan`'s decision, and write what it says atomically, only
+        if neither row moved since it was read."""
 
     @abstractmethod
     def _insert_item(self, job_id: str, row: Mapping[str, Field]) -> bool:
@@ -369,7 +413,9 @@ class BaseJobStore(ABC):
 
     @abstractmethod
     def _begin(self, job_id: str, chunk_index: int, continuation: bool) -> int | None:
-        """begin_attempt, in the store's terms (`attempt_change` on the job's tally)."""
+        """begin_attempt, in the store's terms: read the chunk's row (not the job's), take
+        `_begin_plan`'s decision, and write it atomically with the job's counters, only if the
+        job is running (else JobNotRunningError, nothing written) and the chunk did not move."""
 
     @abstractmethod
     def _reopen(self, job_id: str, chunk_index: int) -> bool:
@@ -396,6 +442,61 @@ class BaseJobStore(ABC):
         ended = chunk and self._run_ended(chunk, str(outcome["state"]), _str(outcome["error"]))
         return {**fields, "timeline": ended} if ended else fields
 
+    # --- the decisions, written once: each store reads, asks, and writes what they say ---
+
+    def _begin_plan(self, chunk: Row | None, continuation: bool) -> BeginPlan | None:
+        """May an attempt begin at this chunk (its row, None: never begun)? None when it is
+        settled, or when a continuation finds no run to go on from: never run it again."""
+        if chunk is not None and chunk["state"] != "running":
+            return None
+        now: dict[str, Field] = {ACTIVE_AT: active_minute(self.now())}
+        if continuation:
+            if chunk is None:
+                return None
+            attempt = int(chunk["attempts"])
+            fields: dict[str, Field] = {
+                "continuations": int(chunk.get("continuations") or 0) + 1,
+                "timeline": self._run_begun(chunk, attempt, continuation=True),
+            }
+            return BeginPlan(attempt, False, fields, TallyChange({}, now, {}))
+        previous = None if chunk is None else int(chunk["attempts"])
+        attempt = (previous or 0) + 1
+        fields = {
+            "state": "running",
+            "attempts": attempt,
+            "timeline": self._run_begun(chunk, attempt, continuation=False),
+        }
+        return BeginPlan(attempt, chunk is None, fields,
+                         TallyChange(attempt_change(previous), now, {}))  # fmt: skip
+
+    def _settle_plan(
+        self, job: Row | None, chunk: Row | None, outcome: Mapping[str, Field], begun_only: bool
+    ) -> SettlePlan:
+        """Is this outcome new, and did it complete the job? From the job's tally and the
+        chunk's row as read, in the write that records it: nothing is read after."""
+        index = int(str(outcome["chunk_index"]))
+        if job is None:
+            return SettlePlan(Settlement(recorded=False, job_finished=False))
+        if chunk is not None and chunk["state"] != "running":
+            # Settled already: told again if it finished the job (to announce it), or made to
+            # finish a job that runs with every chunk settled (restarted after they settled).
+            if job.get("state") == "running" and int(job.get("chunks_settled") or 0) >= _total(job):
+                put = {**_finished(index, self.now()), "version": _version(job) + 1}
+                ended = finished_status(*(int(job.get(name) or 0) for name in ENDED_COUNTS))
+                return SettlePlan(Settlement(False, True, ended), change=TallyChange({}, put, {}))
+            return SettlePlan(Settlement(False, _int(job.get("settled_by")) == index))
+        if chunk is None and begun_only:
+            return SettlePlan(Settlement(recorded=False, job_finished=False))
+        attempts = 0 if chunk is None else int(chunk["attempts"])
+        change = settle_change(job, chunk is not None, attempts, outcome, self.now())
+        fields = self._settled_fields(outcome, change, chunk)
+        if change.put.get("settled_by") != index:
+            return SettlePlan(Settlement(True, False), chunk is None, fields, change)
+        ended = finished_status(
+            *(int(job.get(name) or 0) + change.add.get(name, 0) for name in ENDED_COUNTS)
+        )
+        return SettlePlan(Settlement(True, True, ended), chunk is None, fields, change)
+
     # --- the protocol, written once ---
 
     def now(self) -> datetime:
@@ -408,8 +509,7 @@ class BaseJobStore(ABC):
         return stored_time(self.now())
 
     def _active_now(self) -> str:
-        """`active_at` for a write made now: to the minute (see ACTIVE_AT)."""
-        return stored_time(self.now().replace(second=0, microsecond=0))
+        return active_minute(self.now())
 
     def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
         spec_json = spec.model_copy(update={"job_id": job_id}).model_dump_json()
@@ -530,32 +630,9 @@ class BaseJobStore(ABC):
             "completion_tokens": usage.completion_tokens,
             "items_failed": usage.items_failed,
         }
-        # Already settled? Or (begun_only: its job was cancelled) never begun? The store's
-        # conditional write refuses both, and counts nothing; otherwise it records the outcome.
-        recorded = self._record_outcome(job_id, chunk_index, outcome, begun_only=begun_only)
-        # Did it finish the job? Asked of duplicates too: a job restarted after its chunks
-        # settled still finishes.
-        finished = self._finishes(job_id, chunk_index)
-        return Settlement(recorded=recorded, job_finished=finished)
-
-    def _finishes(self, job_id: str, chunk_index: int) -> bool:
-        """Finish the job if every chunk has settled; True if `chunk_index` is what finished it
-        (now, or before: a redelivery of the finishing chunk is told again, to announce it)."""
-        # One read first: most settlements do not finish the job, and a refused conditional
-        # write costs more than a read (DynamoDB bills it as a write).
-        progress = self._job_row(job_id, *PROGRESS_FIELDS)
-        all_settled = progress and int(progress["chunks_settled"]) >= int(progress["total_chunks"])
-        if progress and progress["state"] == "running" and all_settled:
-            changes: dict[str, Field] = {
-                "state": "finished",
-                "finished_at": self._now_stored(),
-                "settled_by": chunk_index,
-                ACTIVE_AT: None,
-            }
-            if self._update_job(job_id, COMPLETE, changes):
-                return True
-            progress = self._job_row(job_id, *PROGRESS_FIELDS)  # another delivery finished it
-        return progress is not None and _int(progress.get("settled_by")) == chunk_index
+        # One read of the job's tally and one write: whether it was new, and whether it
+        # finished the job, are decided from what that write applies (_settle_plan).
+        return self._record_outcome(job_id, chunk_index, outcome, begun_only=begun_only)
 
     def record_item(self, job_id: str, result: ItemResult) -> bool:
         return self._insert_item(job_id, item_row(result))

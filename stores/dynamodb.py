@@ -33,25 +33,21 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from chunking.status import ChunkState
+from chunking.store import JobNotRunningError, Settlement
 from stores.base import (
     ACTIVE_AT,
-    COUNTERS,
     ENDED,
-    SUMMARIES,
+    TALLY_FIELDS,
     BaseJobStore,
     Field,
     JobGuard,
     Row,
-    attempt_change,
     reopen_change,
-    settle_change,
 )
 
-# What a settlement, an attempt or a reopen reads of the job's row and the chunk's.
+# What a settlement or a reopen reads of the job's row and the chunk's.
 TALLY_READ = tuple(
-    dict.fromkeys(
-        ("sk", "chunk_index", "state", "attempts", "latency_ms", "timeline", *COUNTERS, *SUMMARIES)
-    )
+    dict.fromkeys(("sk", "chunk_index", "attempts", "latency_ms", "timeline", *TALLY_FIELDS))
 )
 
 # What a guarded write's plan gives: the transaction (none: nothing to write) and its result.
@@ -344,9 +340,16 @@ class DynamoJobStore(BaseJobStore):
         op = self._update_op(job_id, JOB_SK, expression, condition, **values, **guard_values)
         return self._applied(self.db.update_item, **op)
 
-    def _transact_until_applied(self, job_id: str, what: str, plan: Callable[[], Planned]) -> Any:
+    def _transact_until_applied(
+        self,
+        job_id: str,
+        what: str,
+        plan: Callable[[], Planned],
+        refused: Callable[[list[str]], Exception | None] = lambda _: None,
+    ) -> Any:
         """Read, decide and write (`plan`: the transaction and its result, or no transaction
-        and the result); when another writer changed what was read, read again."""
+        and the result); when another writer changed what was read, read again. `refused`
+        names a cancellation that is an answer, not a race (raised as it says)."""
         for tries in range(WRITE_TRIES):
             if tries:
                 # Back off a little, jittered, so the writers of one busy job stop colliding.
@@ -359,6 +362,8 @@ class DynamoJobStore(BaseJobStore):
                 return result
             except ClientError as err:
                 reasons = _cancelled_by(err)
+                if answer := refused(reasons):
+                    raise answer from err
                 if not reasons or not set(reasons) <= RACES:
                     raise
         raise RuntimeError(f"job {job_id}: {what} lost {WRITE_TRIES} races to other writers")
@@ -395,80 +400,80 @@ class DynamoJobStore(BaseJobStore):
         sk = chunk_sk(chunk_index)
 
         def plan() -> Planned:
-            _, chunk = self._rows(job_id, chunk_index)
-            if chunk is not None and chunk["state"] != "running":
-                return [], None  # settled: never run (or count) it again
-            if continuation:
-                if chunk is None:
-                    return [], None
-                attempt = int(chunk["attempts"])
-                more = self._update_op(
-                    job_id, sk, "ADD #continuations :one SET #timeline = :timeline",
-                    "#state = :running", one=1, running="running",
-                    timeline=self._run_begun(chunk, attempt, continuation=True),
-                )  # fmt: skip
-                alive = self._update_op(job_id, JOB_SK, "SET #active_at = :now", None,
-                                        now=self._active_now())  # fmt: skip
-                return [{"Update": more}, {"Update": alive}], attempt
-            previous: int | None = None
+            rows = self._get_rows(job_id, [sk])  # the chunk's alone: not the job's
+            chunk = rows[0] if rows else None
+            begin = self._begin_plan(chunk, continuation)
+            if begin is None:
+                return [], None
             if chunk is None:
                 row = {"job_id": job_id, "sk": sk, "chunk_index": chunk_index,
-                       "state": "running", "attempts": 1,
-                       "chunk_state": state_key("running", chunk_index),
-                       "timeline": self._run_begun(None, 1, continuation=False)}  # fmt: skip
+                       "chunk_state": state_key("running", chunk_index), **begin.chunk}  # fmt: skip
                 write: dict[str, Any] = {"Put": {
                     "TableName": self.table, "Item": _attributes(row),
                     "ConditionExpression": "attribute_not_exists(sk)",
                 }}  # fmt: skip
             else:
-                previous = int(chunk["attempts"])
+                # Applied only to the row as read: its attempts and continuations unchanged.
+                expression, values = _assignments(begin.chunk)
                 write = {"Update": self._update_op(
-                    job_id, sk, "SET #attempts = :next, #timeline = :timeline",
-                    "#state = :running AND #attempts = :previous",
-                    next=previous + 1, previous=previous, running="running",
-                    timeline=self._run_begun(chunk, previous + 1, continuation=False),
+                    job_id, sk, expression,
+                    "#state = :running AND #attempts = :read_attempts AND "
+                    "(attribute_not_exists(#continuations) OR #continuations = :read_more)",
+                    **values, read_attempts=int(chunk["attempts"]), running="running",
+                    read_more=int(chunk.get("continuations") or 0),
                 )}  # fmt: skip
-            expression, values = _assignments(
-                {ACTIVE_AT: self._active_now()}, add=attempt_change(previous)
+            expression, values = _assignments(begin.change.put, add=begin.change.add)
+            counters = self._update_op(
+                job_id, JOB_SK, expression, "#state = :running", **values, running="running"
             )
-            counters = self._update_op(job_id, JOB_SK, expression, None, **values)
-            return [write, {"Update": counters}], (previous or 0) + 1
+            return [write, {"Update": counters}], begin.attempt
 
-        result: int | None = self._transact_until_applied(job_id, "an attempt", plan)
+        def job_not_running(reasons: list[str]) -> Exception | None:
+            # Only the job's condition failed: it is not running. Had the chunk's failed too,
+            # the chunk moved (e.g. settled): read it again, that decides first.
+            stopped = reasons == ["None", "ConditionalCheckFailed"]
+            return JobNotRunningError(f"job {job_id} is not running") if stopped else None
+
+        result: int | None = self._transact_until_applied(
+            job_id, "an attempt", plan, refused=job_not_running
+        )
         return result
 
     def _record_outcome(
         self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
-    ) -> bool:
+    ) -> Settlement:
         sk = chunk_sk(chunk_index)
 
         def plan() -> Planned:
-            job, chunk = self._rows(job_id, chunk_index)
-            # Already settled? Refused. Never begun? Refused too when begun_only.
-            if chunk is not None and chunk["state"] != "running":
-                return [], False
-            if chunk is None and begun_only:
-                return [], False
-            attempts = 0 if chunk is None else int(chunk["attempts"])
-            change = settle_change(job, chunk is not None, attempts, outcome, self._active_now())
-            fields = {**self._settled_fields(outcome, change, chunk),
-                      "chunk_state": state_key(str(outcome["state"]), chunk_index)}  # fmt: skip
-            expression, values = _assignments(fields, "#attempts = if_not_exists(#attempts, :zero)")
-            # Numbers become visible in order (the job's version guards its events_seq), so the
-            # progress stream never passes over a late one.
-            may_settle = "attribute_not_exists(sk)" if chunk is None else "#state = :running"
-            settle = self._update_op(
-                job_id, sk, expression, may_settle, **values, zero=0,
-                **({} if chunk is None else {"running": "running"}),
-            )  # fmt: skip
-            marker = {"job_id": job_id, "sk": settled_sk(int(change.chunk["seq"] or 0)),
-                      "chunk_index": chunk_index}  # fmt: skip
-            put = {"TableName": self.table, "Item": _attributes(marker)}
-            tally = self._job_update(job_id, job, change.add, change.put)
-            return [{"Update": settle}, {"Update": tally}, {"Put": put}], True
+            try:
+                job, chunk = self._rows(job_id, chunk_index)
+            except LookupError:
+                return [], Settlement(recorded=False, job_finished=False)
+            settle = self._settle_plan(job, chunk, outcome, begun_only)
+            items: list[dict[str, Any]] = []
+            if settle.chunk is not None and settle.change is not None:
+                fields = {**settle.chunk,
+                          "chunk_state": state_key(str(outcome["state"]), chunk_index)}  # fmt: skip
+                expression, values = _assignments(
+                    fields, "#attempts = if_not_exists(#attempts, :zero)"
+                )
+                # Numbers become visible in order (the job's version guards its events_seq), so
+                # the progress stream never passes over a late one.
+                may_settle = "attribute_not_exists(sk)" if chunk is None else "#state = :running"
+                items.append({"Update": self._update_op(
+                    job_id, sk, expression, may_settle, **values, zero=0,
+                    **({} if chunk is None else {"running": "running"}),
+                )})  # fmt: skip
+                marker = {"job_id": job_id, "sk": settled_sk(int(settle.change.chunk["seq"] or 0)),
+                          "chunk_index": chunk_index}  # fmt: skip
+                items.append({"Put": {"TableName": self.table, "Item": _attributes(marker)}})
+            if settle.change is not None:
+                tally = self._job_update(job_id, job, settle.change.add, settle.change.put)
+                items.append({"Update": tally})
+            return items, settle.settlement
 
-        recorded: bool = self._transact_until_applied(job_id, f"chunk {chunk_index}", plan)
-        return recorded
+        settlement: Settlement = self._transact_until_applied(job_id, f"chunk {chunk_index}", plan)
+        return settlement
 
     def _end_run(self, job_id: str, chunk_index: int, error: str) -> None:
         # Only this chunk's row: guarded by the timeline read, so a run that settled or began

@@ -1,10 +1,11 @@
 """The job store on a SQL database, written once for SQLite and Postgres.
 
-Every write is one transaction. A transaction that reads a job's chunk and tally before
-writing them first locks the job's row (`_lock_job`, `FOR UPDATE` on Postgres; SQLite's
-`BEGIN IMMEDIATE` already holds the database's one write lock), so the decision cannot race
-another delivery's. Statements use `?` placeholders; a dialect that needs others maps them in
-its `_tx`'s connection.
+Every write is one transaction. One that decides from what it read holds what it read, the
+chunk's row before the job's (`FOR UPDATE` on Postgres, always in that order, so two never wait
+on each other; SQLite's `BEGIN IMMEDIATE` already holds the database's one write lock), so the
+decision (stores.base's) cannot race another delivery's. An attempt reads only the chunk's
+row: the job's is written by a statement that applies only while the job runs. Statements use
+`?` placeholders; a dialect that needs others maps them in its `_tx`'s connection.
 """
 
 from __future__ import annotations
@@ -16,18 +17,15 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 from chunking.status import ChunkState
+from chunking.store import JobNotRunningError, Settlement
 from stores.base import (
-    ACTIVE_AT,
-    COUNTERS,
-    SUMMARIES,
+    TALLY_FIELDS,
     BaseJobStore,
     Field,
     JobGuard,
     Row,
     TallyChange,
-    attempt_change,
     reopen_change,
-    settle_change,
 )
 
 # The tables, in either dialect: {int}, {real} and {keyed} (how a table keyed by its primary
@@ -205,14 +203,9 @@ class SqlJobStore(BaseJobStore):
     def _select(self, sql: str, *params: Any) -> list[Row]:
         """Rows of one read, as dicts."""
 
-    #: Appended to a read of the job's row that holds it for the rest of the transaction; empty
-    #: where the transaction already excludes every other writer (SQLite).
+    #: Appended to a read of a row that holds it for the rest of the transaction; empty where
+    #: the transaction already excludes every other writer (SQLite).
     LOCK_ROW = ""
-
-    def _lock_job(self, db: Db, job_id: str) -> None:
-        """Hold the job's row for the rest of the transaction."""
-        if self.LOCK_ROW:
-            db.execute(f"SELECT 1 FROM jobs WHERE job_id = ?{self.LOCK_ROW}", (job_id,))
 
     # --- reads ---
 
@@ -293,71 +286,43 @@ class SqlJobStore(BaseJobStore):
     def _begin(self, job_id: str, chunk_index: int, continuation: bool) -> int | None:
         key = (job_id, chunk_index)
         with self._tx() as db:
-            self._lock_job(db, job_id)
-            row = _chunk_row(db, key)
-            if row is not None and row["state"] != "running":
-                return None  # settled: never run (or count) it again
-            if continuation:
-                if row is None:
-                    return None
-                attempt = int(row["attempts"])
-                db.execute(
-                    "UPDATE chunks SET continuations = continuations + 1, timeline = ?"
-                    " WHERE job_id = ? AND chunk_index = ?",
-                    (self._run_begun(row, attempt, continuation=True), *key),
-                )
-                _apply(db, job_id, TallyChange({}, {ACTIVE_AT: self._active_now()}, {}))
-                return attempt
-            previous = None if row is None else int(row["attempts"])
-            timeline = self._run_begun(row, (previous or 0) + 1, continuation=False)
-            if row is None:
-                db.execute(
-                    "INSERT INTO chunks (job_id, chunk_index, state, attempts, timeline)"
-                    " VALUES (?, ?, 'running', 1, ?)",
-                    (*key, timeline),
-                )
-            else:
-                db.execute(
-                    "UPDATE chunks SET attempts = attempts + 1, timeline = ?"
-                    " WHERE job_id = ? AND chunk_index = ?",
-                    (timeline, *key),
-                )
-            change = TallyChange(attempt_change(previous), {ACTIVE_AT: self._active_now()}, {})
-            _apply(db, job_id, change)
-            return (previous or 0) + 1
+            for _ in range(2):  # once more when another delivery inserted the chunk meanwhile
+                plan = self._begin_plan(self._chunk_row(db, key), continuation)
+                if plan is None:
+                    return None  # settled: never run (or count) it again
+                if not plan.insert:
+                    _update_chunk(db, key, plan.chunk)
+                elif not insert_or_ignore(
+                    db, "chunks", {"job_id": job_id, "chunk_index": chunk_index, **plan.chunk}
+                ):
+                    continue  # fmt: skip
+                if not _apply(db, job_id, plan.change, guard=" AND state = 'running'"):
+                    raise JobNotRunningError(f"job {job_id} is not running")  # rolls it back
+                return plan.attempt
+        raise RuntimeError(f"job {job_id}: chunk {chunk_index} could not be begun")
 
     def _record_outcome(
         self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
-    ) -> bool:
+    ) -> Settlement:
         key = (job_id, chunk_index)
         with self._tx() as db:
-            job = self._tally_row(db, job_id)  # first: it locks the job's row
-            row = _chunk_row(db, key)
-            # Already settled? Nothing applies. Never begun? Settled all the same, unless
-            # begun_only (its job was cancelled: a chunk never begun never will be).
-            if job is None or (row is not None and row["state"] != "running"):
-                return False
-            if row is None and begun_only:
-                return False
-            attempts = 0 if row is None else int(row["attempts"])
-            change = settle_change(
-                dict(job), row is not None, attempts, outcome, self._active_now()
-            )
-            fields = self._settled_fields(outcome, change, row)
-            if row is None:
-                insert_or_ignore(db, "chunks", {"job_id": job_id, "attempts": 0, **fields})
-            else:
-                where = "WHERE job_id = ? AND chunk_index = ?"
-                sql = f"UPDATE chunks SET {_assignments(fields)} {where}"
-                db.execute(sql, (*fields.values(), *key))
-            _apply(db, job_id, change)
-        return True
+            row = self._chunk_row(db, key)  # the chunk's row first, then the job's: one order
+            job = self._tally_row(db, job_id)
+            plan = self._settle_plan(job and dict(job), row, outcome, begun_only)
+            if plan.chunk is not None:
+                if plan.insert:
+                    insert_or_ignore(db, "chunks", {"job_id": job_id, "attempts": 0, **plan.chunk})
+                else:
+                    _update_chunk(db, key, plan.chunk)
+            if plan.change is not None:
+                _apply(db, job_id, plan.change)
+        return plan.settlement
 
     def _reopen(self, job_id: str, chunk_index: int) -> bool:
         key = (job_id, chunk_index)
         with self._tx() as db:
+            row = self._chunk_row(db, key)
             job = self._tally_row(db, job_id)
-            row = _chunk_row(db, key)
             if row is None or row["state"] != "failed" or job is None:
                 return False
             db.execute(
@@ -372,26 +337,27 @@ class SqlJobStore(BaseJobStore):
     def _end_run(self, job_id: str, chunk_index: int, error: str) -> None:
         key = (job_id, chunk_index)
         with self._tx() as db:
-            self._lock_job(db, job_id)
-            row = _chunk_row(db, key)
+            row = self._chunk_row(db, key)
             ended = row and row["state"] == "running" and self._run_ended(row, "retried", error)
             if ended:
-                db.execute(
-                    "UPDATE chunks SET timeline = ? WHERE job_id = ? AND chunk_index = ?",
-                    (ended, *key),
-                )
+                _update_chunk(db, key, {"timeline": ended})
+
+    def _chunk_row(self, db: Db, key: tuple[str, int]) -> dict[str, Any] | None:
+        """The chunk's row, held for the rest of the transaction (a decision rests on it)."""
+        sql = f"SELECT * FROM chunks WHERE job_id = ? AND chunk_index = ?{self.LOCK_ROW}"
+        row = db.execute(sql, key).fetchone()
+        return None if row is None else dict(row)
 
     def _tally_row(self, db: Db, job_id: str) -> Any:
         """The job's tally, not its spec (a settlement needs no more, and the spec may be big),
         with the job's row locked for the rest of the transaction."""
-        fields = ", ".join((*COUNTERS, *SUMMARIES))
-        sql = f"SELECT {fields} FROM jobs WHERE job_id = ?{self.LOCK_ROW}"
+        sql = f"SELECT {', '.join(TALLY_FIELDS)} FROM jobs WHERE job_id = ?{self.LOCK_ROW}"
         return db.execute(sql, (job_id,)).fetchone()
 
 
-def _chunk_row(db: Db, key: tuple[str, int]) -> dict[str, Any] | None:
-    row = db.execute("SELECT * FROM chunks WHERE job_id = ? AND chunk_index = ?", key).fetchone()
-    return None if row is None else dict(row)
+def _update_chunk(db: Db, key: tuple[str, int], fields: Mapping[str, Field]) -> None:
+    sql = f"UPDATE chunks SET {_assignments(fields)} WHERE job_id = ? AND chunk_index = ?"
+    db.execute(sql, (*fields.values(), *key))
 
 
 def _add(db: Db, job_id: str, counters: Mapping[str, int]) -> None:
@@ -399,11 +365,12 @@ def _add(db: Db, job_id: str, counters: Mapping[str, int]) -> None:
     db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", (*counters.values(), job_id))
 
 
-def _apply(db: Db, job_id: str, change: TallyChange) -> None:
-    """The change to the job's row: inside the caller's transaction, so nothing moved since
-    the row it was computed from was read."""
+def _apply(db: Db, job_id: str, change: TallyChange, guard: str = "") -> bool:
+    """The change to the job's row (if `guard`, a further WHERE clause, holds): inside the
+    caller's transaction, so nothing moved since the row it was computed from was read."""
     sets = [f"{name} = {name} + ?" for name in change.add] + [f"{name} = ?" for name in change.put]
-    db.execute(
-        f"UPDATE jobs SET {', '.join(sets)} WHERE job_id = ?",
+    cur = db.execute(
+        f"UPDATE jobs SET {', '.join(sets)} WHERE job_id = ?{guard}",
         (*change.add.values(), *change.put.values(), job_id),
     )
+    return cur.rowcount == 1

@@ -461,6 +461,7 @@ def test_a_chunks_runs_are_timed_by_the_writes_that_begin_and_settle_them(
 
 def test_a_chunk_keeps_its_latest_runs_only(store: JobStore) -> None:
     store.create_job("long", JobSpec(total_items=10, chunk_size=5), "local")
+    store.start_job("long")
     for _ in range(TIMELINE_MAX + 6):
         store.begin_attempt("long", 1)
         store.end_attempt("long", 1, "x" * 5_000)
