@@ -4,11 +4,10 @@ POST /jobs/{job_id}/cancel cancels it (workers then drop its chunks that have no
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
@@ -23,16 +22,13 @@ from chunking.spec import JobSpec
 from chunking.status import JobRecord
 from chunking.store import JobConflictError, JobEndedError
 from cloud import job_store, queue_for
+from cloud.http import reply
 from cloud.messages import PlanMessage, initial_messages
 from cloud.metrics import EmfSink
 
 metrics.use(EmfSink())  # chunking/metrics.py: CloudWatch metrics, as EMF log lines
 logger = Logger()
 app = APIGatewayRestResolver()
-
-
-def reply(status: int, body: dict[str, Any]) -> Response[str]:
-    return Response(status, content_types.APPLICATION_JSON, json.dumps(body))
 
 
 def status_url(job_id: str) -> str:
