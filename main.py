@@ -32,7 +32,6 @@ from chunking.status import (
     ChunkPage,
     ChunkQuery,
     JobListQuery,
-    JobRecord,
     JobStatus,
     chunk_page,
 )
@@ -149,9 +148,11 @@ async def create_job(request: Request) -> JSONResponse:
     return JSONResponse({**body, "status": "queued"}, status_code=status.HTTP_202_ACCEPTED)
 
 
-async def send_start_event(job: JobRecord, again: bool) -> None:
-    # On the event loop, batched with the other requests' (one POST per batch, not per job).
-    await event_batcher.send(start_job_event(job.spec.model_dump(mode="json"), resend=again))
+async def send_start_event(work: lifecycle.PlanJob) -> None:
+    # start-job plans the job. On the event loop, batched with the other requests' (one POST
+    # per batch, not per job).
+    spec = work.job.spec.model_dump(mode="json")
+    await event_batcher.send(start_job_event(spec, resend=work.again))
 
 
 @jobs.get("/jobs/{job_id}", response_model=JobStatus)

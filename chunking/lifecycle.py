@@ -6,10 +6,12 @@ Adapters only translate: `main.py` and `aws/starter` turn what these raise into 
 local path calls them through `asyncio.to_thread`, and submits with `submit_async`.
 
 - `submit`: the spec is completed from what it points at (`prepare_spec`), the job recorded
-  `queued` under its id (new, or the caller's idempotency key), then enqueued by the caller's
-  `enqueue`. The same id and spec again is a repeat: nothing is enqueued twice. Another spec
-  under that id is a JobConflictError. If enqueueing fails the job is marked failed, so its
-  status says why, and EnqueueError is raised: the caller may retry with the same id.
+  `queued` under its id (new, or the caller's idempotency key), then its first work decided
+  here (`FirstWork`: plan it in its first durable unit, or its chunks, planned already, to fan
+  out) and handed to the caller's `send`, which only sends it. The same id and spec again is a
+  repeat: nothing is sent twice. Another spec under that id is a JobConflictError. If sending
+  fails the job is marked failed, so its status says why, and EnqueueError is raised: the
+  caller may retry with the same id.
 - `adopt`: the job's first durable unit (Inngest's start-job) takes the job that `submit`
   recorded, or records it if the event came from elsewhere.
 - `plan`: in the job's first durable unit (never in a request), its workload counts (and
@@ -54,24 +56,50 @@ class Submission:
     enqueued: bool  # False: the same job_id and spec again, nothing new was sent
 
 
+@dataclass(frozen=True)
+class PlanJob:
+    """A job's first work: hand it to its first durable unit (Inngest's start-job, the cloud
+    path's plan message), which plans it (never in a request), starts it, fans out its chunks."""
+
+    job: JobRecord
+    again: bool  # recorded before, and its start failed: a new send, not a duplicate to drop
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """A job's first work when `submit` planned it: its chunks 0 .. total_chunks-1, to send now.
+    0 (nothing to send) when planning found it cannot run (it is marked failed, with the
+    reason) or it was cancelled meanwhile."""
+
+    job: JobRecord
+    total_chunks: int
+
+
+FirstWork = PlanJob | FanOut
+
+
 def submit(
     store: JobStore,
     spec: JobSpec,
     path: Path,
-    enqueue: Callable[[JobRecord, bool], None],
+    send: Callable[[FirstWork], None],
     *,
+    plan_known_items: bool = False,
     what: str = "enqueue the job",
 ) -> Submission:
-    """Prepare, record and enqueue a job; raises ValidationError, JobConflictError,
+    """Prepare, record and start a job; raises ValidationError, JobConflictError,
     InputUnavailableError (the input's store did not answer) or EnqueueError.
 
-    `enqueue(job, again)` starts the job's first durable unit; `again` when the job was
-    recorded before and failed to start (a new send, not a duplicate to drop)."""
+    `send(work)` sends the job's first work as the adapter's messages, and nothing more. With
+    `plan_known_items`, a job whose spec says how many items it has (nothing to read) is planned
+    here, before `send`, since a fast worker may settle every chunk before this returns: its
+    chunks are ready (FanOut). Otherwise, and for a job that counts its input, its first
+    durable unit plans it (PlanJob)."""
     job, again = _record_for_submit(store, spec, path)
     if again is None:
         return Submission(job, enqueued=False)  # an idempotent repeat
     try:
-        enqueue(job, again)
+        send(_first_work(store, job, again, plan_known_items))
     except Exception as err:
         raise _enqueue_failed(store, job.job_id, what, err) from err
     metrics.job_submitted(path)
@@ -86,24 +114,25 @@ async def submit_async(
     store: JobStore,
     spec: JobSpec,
     path: Path,
-    enqueue: Callable[[JobRecord, bool], Awaitable[None]],
+    send: Callable[[PlanJob], Awaitable[None]],
     *,
     what: str = "enqueue the job",
 ) -> Submission:
-    """`submit` on an event loop: the store's writes on the SUBMISSIONS thread, `enqueue`
-    awaited on the loop, so a request holds no thread while it sends (and its send can share a
-    POST with other requests': functions/client.py's EventBatcher).
+    """`submit` on an event loop, for an adapter whose first durable unit plans every job (the
+    request only records it and sends a PlanJob): the store's writes on the SUBMISSIONS thread,
+    `send` awaited on the loop, so a request holds no thread while it sends (and its send can
+    share a POST with other requests': functions/client.py's EventBatcher).
 
     Once begun, a submission runs to its end even if the caller is cancelled: a job recorded is
-    enqueued or marked failed, never left `queued` with nothing sent."""
-    return await asyncio.shield(_submit_async(store, spec, path, enqueue, what))
+    sent or marked failed, never left `queued` with nothing sent."""
+    return await asyncio.shield(_submit_async(store, spec, path, send, what))
 
 
 async def _submit_async(
     store: JobStore,
     spec: JobSpec,
     path: Path,
-    enqueue: Callable[[JobRecord, bool], Awaitable[None]],
+    send: Callable[[PlanJob], Awaitable[None]],
     what: str,
 ) -> Submission:
     record = partial(_record_for_submit, store, spec, path)
@@ -111,7 +140,7 @@ async def _submit_async(
     if again is None:
         return Submission(job, enqueued=False)  # an idempotent repeat
     try:
-        await enqueue(job, again)
+        await send(PlanJob(job, again))
     except Exception as err:
         raise await SUBMISSIONS.run(partial(_enqueue_failed, store, job.job_id, what, err)) from err
     metrics.job_submitted(path)
@@ -119,12 +148,20 @@ async def _submit_async(
 
 
 def _record_for_submit(store: JobStore, spec: JobSpec, path: Path) -> tuple[JobRecord, bool | None]:
-    """Prepare and record the job: (job, `again` for its enqueue), or (job, None) when it is an
-    idempotent repeat with nothing to enqueue. Blocking I/O."""
+    """Prepare and record the job: (job, `again` for its first work), or (job, None) when it is
+    an idempotent repeat with nothing to send. Blocking I/O."""
     job, created = _record(store, prepare_spec(spec, path), path)
     if not created and not store.requeue_job(job.job_id):
         return job, None
     return job, not created
+
+
+def _first_work(store: JobStore, job: JobRecord, again: bool, plan_known_items: bool) -> FirstWork:
+    """What starts the recorded job (see `submit`). Blocking I/O when it plans the job here."""
+    if not plan_known_items or workload.of(job.spec).known_items(job.spec) is None:
+        return PlanJob(job, again)
+    planned = plan(store, job.job_id, None, None)
+    return FanOut(job, planned.total_chunks if planned.started else 0)
 
 
 def _enqueue_failed(store: JobStore, job_id: str, what: str, err: Exception) -> EnqueueError:

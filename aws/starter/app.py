@@ -4,35 +4,31 @@ POST /jobs/{job_id}/cancel cancels it (workers then drop its chunks that have no
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
-from chunking import lifecycle, metrics, workload
+from chunking import metrics, workload
 from chunking.api_errors import BodyError, invalid_spec, parse_json_body
 from chunking.errors import InputUnavailableError
-from chunking.lifecycle import EnqueueError, submit
+from chunking.lifecycle import EnqueueError, FirstWork, PlanJob, submit
 from chunking.lifecycle import cancel as cancel_job
 from chunking.spec import JobSpec
 from chunking.status import JobRecord
 from chunking.store import JobConflictError, JobEndedError
 from cloud import job_store, queue_for
-from cloud.messages import PlanMessage, initial_messages
+from cloud.http import reply
+from cloud.messages import PlanMessage, QueueMessage, initial_messages
 from cloud.metrics import EmfSink
 
 metrics.use(EmfSink())  # chunking/metrics.py: CloudWatch metrics, as EMF log lines
 logger = Logger()
 app = APIGatewayRestResolver()
-
-
-def reply(status: int, body: dict[str, Any]) -> Response[str]:
-    return Response(status, content_types.APPLICATION_JSON, json.dumps(body))
 
 
 def status_url(job_id: str) -> str:
@@ -69,7 +65,14 @@ def raw_body() -> bytes:
 def start() -> Response[str]:
     try:
         spec = JobSpec.model_validate(parse_json_body(raw_body()) or {})
-        submission = submit(job_store(), spec, "cloud", enqueue_chunks, what="enqueue chunks")
+        submission = submit(
+            job_store(),
+            spec,
+            "cloud",
+            send_first_work,
+            plan_known_items=True,
+            what="enqueue chunks",
+        )
     except BodyError as err:
         return reply(err.status, {"message": str(err)})
     except ValidationError as err:
@@ -89,17 +92,15 @@ def start() -> Response[str]:
     return reply(202, accepted(job, "job accepted"))
 
 
-def enqueue_chunks(job: JobRecord, again: bool) -> None:
-    queue = queue_for(job.spec.priority)
-    if workload.of(job.spec).known_items(job.spec) is None:
-        # Its input is counted and indexed by a worker (in a budget, resumable), not here.
-        queue.send([PlanMessage(job_id=job.job_id)])
-        return
-    # Nothing to read: planned here. Running before enqueueing: a fast worker may settle
-    # every chunk before we return.
-    planned = lifecycle.plan(job_store(), job.job_id, None, None)
-    if planned.started:
-        queue.send(initial_messages(job.job_id, planned.total_chunks))
+def send_first_work(work: FirstWork) -> None:
+    """Send the job's first work as SQS messages, and nothing more: a plan message (a worker
+    counts and indexes its input, in a budget, resumable), or its chunks, planned already."""
+    job_id = work.job.job_id
+    if isinstance(work, PlanJob):
+        messages: list[QueueMessage] = [PlanMessage(job_id=job_id)]
+    else:
+        messages = initial_messages(job_id, work.total_chunks)
+    queue_for(work.job.spec.priority).send(messages)
 
 
 @app.post("/jobs/<job_id>/cancel")

@@ -4,7 +4,6 @@ GET /jobs/{job_id}/chunks, its chunks a page at a time, and GET /jobs, the most 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -17,6 +16,7 @@ import workloads  # noqa: F401 - registers the workloads with the core, as every
 from chunking.api_errors import invalid_query
 from chunking.status import ChunkQuery, JobListQuery, chunk_page
 from cloud import job_store
+from cloud.http import reply
 
 logger = Logger()
 app = APIGatewayRestResolver()
@@ -30,7 +30,7 @@ def list_jobs() -> Response[str]:
         return reply(400, invalid_query(err))
     store = job_store()
     jobs = [store.status_of(job).model_dump(mode="json") for job in store.list_jobs(query.limit)]
-    return Response(200, content_types.APPLICATION_JSON, json.dumps(jobs))
+    return reply(200, jobs)
 
 
 @app.get("/jobs/<job_id>")
@@ -58,10 +58,6 @@ def get_chunks(job_id: str) -> Response[str]:
         content_types.APPLICATION_JSON,
         chunk_page(job_id, found, query.limit).model_dump_json(),
     )
-
-
-def reply(status: int, body: dict[str, Any]) -> Response[str]:
-    return Response(status, content_types.APPLICATION_JSON, json.dumps(body))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -21,6 +21,8 @@ The adapter between SQS's delivery model and the core's error taxonomy:
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -46,6 +48,7 @@ from cloud.messages import (
     ChunkMessage,
     FinishMessage,
     PlanMessage,
+    QueueMessage,
     RangeMessage,
     expand,
     initial_messages,
@@ -80,20 +83,29 @@ def dead_letter(record: SQSRecord, reason: str) -> None:
     )
 
 
-def retry_later(
-    record: SQSRecord, source: SqsQueue, err: Exception, what: str, log: dict[str, Any]
-) -> RetryLater:
+@dataclass(frozen=True)
+class Delivery:
+    """A received record, with what its handler needs besides its message."""
+
+    record: SQSRecord
+    source: SqsQueue  # the queue it came from: backoff, Retry-After and follow-ups go there
+    context: LambdaContext  # the invocation: how long a chunk or a plan may run
+    log: dict[str, Any]  # the keys every log line of this record carries
+
+
+def retry_later(delivery: Delivery, err: Exception, what: str, log: dict[str, Any]) -> RetryLater:
     """Hide the message for the wait the error asks for (a rate limit's Retry-After, else an
     exponential backoff by receive count); SQS then delivers it again."""
-    receive_count = int(record.attributes.approximate_receive_count)
-    delay = err.retry_after_s if isinstance(err, RateLimitedError) else backoff_s(receive_count)
+    count = receive_count(delivery.record)
+    delay = err.retry_after_s if isinstance(err, RateLimitedError) else backoff_s(count)
     logger.warning(what, extra={**log, "error": str(err), "retry_in_s": delay})
-    source.delay(record.receipt_handle, delay)
+    delivery.source.delay(delivery.record.receipt_handle, delay)
     return RetryLater(str(err))
 
 
 async def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> str:
-    """One record: a chunk to attempt, a range to expand, or a callback to deliver."""
+    """One record: its message parsed and handed to the handler of its kind (HANDLERS); a body
+    that is none of our messages goes to the DLQ at once."""
     try:
         message = parse_message(record.body)
     except ValidationError as err:
@@ -101,18 +113,8 @@ async def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> st
         dead_letter(record, f"not a chunk or range message: {err}")
         return "dead-lettered"
     log = {"job_id": message.job_id, "receive_count": receive_count(record)}
-    # Backoff, Retry-After and range expansion go to the queue the message came from.
-    source = queue_of(record.event_source_arn)
-    if isinstance(message, CallbackMessage):
-        return await deliver_callback(record, source, message.job_id, log)
-    if isinstance(message, RangeMessage):
-        return expand_range(message, source, log)
-    if isinstance(message, PlanMessage):
-        return plan_job(record, source, message, deadline_s(lambda_context), log)
-    if isinstance(message, FinishMessage):
-        return finish_job(record, source, message.job_id, log)
-    log["chunk_index"] = message.chunk_index
-    return await run_chunk(record, source, message, deadline_s(lambda_context), log)
+    delivery = Delivery(record, queue_of(record.event_source_arn), lambda_context, log)
+    return await HANDLERS[type(message)](delivery, message)
 
 
 def receive_count(record: SQSRecord) -> int:
@@ -125,32 +127,30 @@ def deadline_s(context: LambdaContext) -> float:
     return max(0.1, remaining_s - min(MARGIN_MAX_S, 0.2 * remaining_s))
 
 
-def expand_range(message: RangeMessage, source: SqsQueue, log: dict[str, Any]) -> str:
+async def expand_range(delivery: Delivery, message: RangeMessage) -> str:
     job = job_store().get_job(message.job_id)
     if job is not None and job.state == "cancelled":
-        logger.info("range of a cancelled job dropped", extra=log)
+        logger.info("range of a cancelled job dropped", extra=delivery.log)
         return "cancelled"
     parts = expand(message)
-    source.send(parts)
+    delivery.source.send(parts)
     span = {"first": message.first, "stop": message.stop, "messages": len(parts)}
-    logger.info("range expanded", extra={**log, **span})
+    logger.info("range expanded", extra={**delivery.log, **span})
     return "expanded"
 
 
-def plan_job(
-    record: SQSRecord, source: SqsQueue, message: PlanMessage, budget_s: float,
-    log: dict[str, Any],
-) -> str:  # fmt: skip
-    deadline = time.monotonic() + budget_s
+async def plan_job(delivery: Delivery, message: PlanMessage) -> str:
+    log = delivery.log
+    deadline = time.monotonic() + deadline_s(delivery.context)
     try:
         outcome = lifecycle.plan(job_store(), message.job_id, message.resume, deadline)
     except LookupError as err:
-        dead_letter(record, str(err))
+        dead_letter(delivery.record, str(err))
         return "dead-lettered"
     except Exception as err:  # e.g. S3 did not answer: read it again later
-        raise retry_later(record, source, err, "planning failed", log) from err
+        raise retry_later(delivery, err, "planning failed", log) from err
     if outcome.resume is not None:
-        source.send([PlanMessage(job_id=message.job_id, resume=outcome.resume)])
+        delivery.source.send([PlanMessage(job_id=message.job_id, resume=outcome.resume)])
         logger.info("planning goes on in a new message", extra={**log, "at": outcome.resume})
         return "continued"
     if outcome.failed is not None:
@@ -165,50 +165,53 @@ def plan_job(
     return "duplicate"
 
 
-def finish_job(record: SQSRecord, source: SqsQueue, job_id: str, log: dict[str, Any]) -> str:
+async def finish_job(delivery: Delivery, message: FinishMessage) -> str:
+    job_id, log = message.job_id, delivery.log
     try:
         lifecycle.finish(job_store(), job_id)
     except Exception as err:
         if (
             isinstance(err, PermanentError)
-            or receive_count(record) >= get_settings().max_receive_count
+            or receive_count(delivery.record) >= get_settings().max_receive_count
         ):
             # Given up: the job's status says why, rather than `running` for ever.
             lifecycle.finish_failed(job_store(), job_id, str(err))
             logger.error(
                 "finishing the job failed: dead-lettered", extra={**log, "error": str(err)}
             )
-            dead_letter(record, str(err))
+            dead_letter(delivery.record, str(err))
             return "dead-lettered"
-        raise retry_later(record, source, err, "finishing the job failed", log) from err
+        raise retry_later(delivery, err, "finishing the job failed", log) from err
     announce_finished(job_id, log)
     return "finished"
 
 
-async def run_chunk(
-    record: SQSRecord, source: SqsQueue, message: ChunkMessage, budget_s: float,
-    log: dict[str, Any],
-) -> str:  # fmt: skip
-    last_attempt = receive_count(record) >= get_settings().max_receive_count
+async def run_chunk(delivery: Delivery, message: ChunkMessage) -> str:
+    log = {**delivery.log, "chunk_index": message.chunk_index}
+    last_attempt = receive_count(delivery.record) >= get_settings().max_receive_count
     try:
         outcome = await attempt_chunk(
-            job_store(), message.job_id, message.chunk_index,
-            last_attempt=last_attempt, budget_s=budget_s, continuation=message.continuation,
-        )  # fmt: skip
+            job_store(),
+            message.job_id,
+            message.chunk_index,
+            last_attempt=last_attempt,
+            budget_s=deadline_s(delivery.context),
+            continuation=message.continuation,
+        )
     except PermanentError as err:  # no such job or chunk: nothing to record, keep the message
         logger.error("unknown job or chunk: dead-lettered", extra={**log, "error": str(err)})
-        dead_letter(record, str(err))
+        dead_letter(delivery.record, str(err))
         return "dead-lettered"
     except Exception as err:  # transient or rate-limited
-        raise retry_later(record, source, err, "chunk attempt failed", log) from err
+        raise retry_later(delivery, err, "chunk attempt failed", log) from err
     logger.info(f"chunk {outcome.outcome}", extra={**log, "error": outcome.error})
     if outcome.outcome == "continued":
         more = message.model_copy(update={"continuation": message.continuation + 1})
-        source.send([more])
+        delivery.source.send([more])
     if outcome.job_finished:
         chunk_queue().send([FinishMessage(job_id=message.job_id)])
     if outcome.outcome == "failed":
-        report_failed(record, source, outcome.error, last_attempt)
+        report_failed(delivery, outcome.error, last_attempt)
     return outcome.outcome
 
 
@@ -223,29 +226,40 @@ def announce_finished(job_id: str, log: dict[str, Any]) -> None:
         chunk_queue().send([CallbackMessage(job_id=job_id)])
 
 
-def report_failed(record: SQSRecord, source: SqsQueue, error: str | None, last: bool) -> None:
+def report_failed(delivery: Delivery, error: str | None, last: bool) -> None:
     """A failed chunk's message ends in the DLQ: now if permanent, by redrive on the last try."""
     if last:
         # Visible again at once, so the redrive policy moves it to the DLQ on the next
         # receive rather than after a whole visibility timeout.
-        source.delay(record.receipt_handle, 0)
+        delivery.source.delay(delivery.record.receipt_handle, 0)
         raise RetryLater(error)
-    dead_letter(record, error or "permanent failure")
+    dead_letter(delivery.record, error or "permanent failure")
 
 
-async def deliver_callback(
-    record: SQSRecord, source: SqsQueue, job_id: str, log: dict[str, Any]
-) -> str:
+async def deliver_callback(delivery: Delivery, message: CallbackMessage) -> str:
+    log = delivery.log
     try:
-        result = await send_job_callback(job_store(), job_id)
+        result = await send_job_callback(job_store(), message.job_id)
     except PermanentError as err:
         logger.error("callback refused: dead-lettered", extra={**log, "error": str(err)})
-        dead_letter(record, str(err))
+        dead_letter(delivery.record, str(err))
         return "dead-lettered"
     except Exception as err:
-        raise retry_later(record, source, err, "callback failed", log) from err
+        raise retry_later(delivery, err, "callback failed", log) from err
     logger.info("callback", extra={**log, "result": result})
     return result
+
+
+# Each kind of message and its handler, all called alike: a new kind is one entry here. Typed
+# loosely (Any) because each handler takes its own kind; test_worker checks every kind has one.
+Handler = Callable[[Delivery, Any], Awaitable[str]]
+HANDLERS: dict[type[QueueMessage], Handler] = {
+    ChunkMessage: run_chunk,
+    RangeMessage: expand_range,
+    PlanMessage: plan_job,
+    FinishMessage: finish_job,
+    CallbackMessage: deliver_callback,
+}
 
 
 @logger.inject_lambda_context

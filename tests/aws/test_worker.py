@@ -210,6 +210,17 @@ def test_message_that_is_not_ours_is_dead_lettered(
     assert "not a chunk or range message" in dead["attributes"]["error"]["StringValue"]
 
 
+def test_every_kind_of_message_has_its_handler() -> None:
+    """The worker dispatches by one table: a kind of message it lacks would fail every
+    delivery of that kind (a KeyError, retried until the DLQ) rather than at review."""
+    from typing import get_args
+
+    from aws.worker.app import HANDLERS
+    from cloud.messages import QueueMessage
+
+    assert set(HANDLERS) == set(get_args(QueueMessage))
+
+
 def test_chunk_of_unknown_job_is_dead_lettered(
     source: SqsEventSource, sqs: Any, stack: LocalStack
 ) -> None:
