@@ -7,12 +7,13 @@ import gc
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import inngest.fast_api
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -53,6 +54,8 @@ from guards import (
 logger = logging.getLogger("long_jobs")
 metrics.use(METRICS)
 settings = get_settings()
+# Where POST /jobs' body is described: `openapi` files the JobSpec there.
+JOB_SPEC_REF = "#/components/schemas/JobSpec"
 app = FastAPI(title="Long jobs, chunked", version="0.1.0")
 # The URL a sync registers comes from settings, never from a request's Host; in production an
 # unsigned sync is refused (the SDK's default would accept one).
@@ -114,7 +117,7 @@ async def healthz() -> dict[str, str]:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=None,
     openapi_extra={
-        "requestBody": {"content": {"application/json": {"schema": JobSpec.model_json_schema()}}},
+        "requestBody": {"content": {"application/json": {"schema": {"$ref": JOB_SPEC_REF}}}},
         "security": [{"APIKeyHeader": []}],
     },
 )
@@ -235,6 +238,19 @@ async def list_jobs(query: Annotated[JobListQuery, Query()]) -> list[JobStatus]:
     return await asyncio.to_thread(statuses)
 
 
+def openapi() -> dict[str, Any]:
+    """The API's schema, with the JobSpec in its components: its common fields and each
+    workload's own, registered by then (the dashboard's start form is built from it)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update({**spec.pop("$defs", {}), "JobSpec": spec})
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+app.openapi = openapi  # type: ignore[method-assign]
 app.include_router(jobs)
 app.include_router(dashboard.page)
 app.include_router(dashboard.cloud)

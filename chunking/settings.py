@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     aws_poll_interval_s: float = Field(5.0, gt=0)
     aws_poll_timeout_s: float = Field(900.0, gt=0)
 
+    # More workloads: modules (comma-separated, importable, e.g. mycompany.workloads.ocr) that
+    # register one each when imported, beside simulate and llm; every entrypoint imports them.
+    workload_modules: str = ""
     # The model behind the llm workload: OpenAI, or any OpenAI-compatible server.
     openai_api_key: str | None = None
     openai_base_url: str | None = None

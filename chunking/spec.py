@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import CoreSchema, InitErrorDetails
 
 from chunking import workload
 from chunking.settings import get_settings
+from chunking.workload import WorkloadFields
 
 MAX_CHUNKS = 100_000
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 Priority = Literal["high", "normal", "low"]
-
-ChunkIndex = Annotated[int, Field(ge=0)]
-# Failure injection is for demos and tests: a bound keeps every spec far inside one DynamoDB
-# item (400 KB) and one request body (1 MB), the same on both paths.
-MAX_INJECTED_CHUNKS = 10_000
-# Fields that belong to one workload (chunking.workload: each says which are its own).
-WORKLOAD_FIELDS = ("input_uri", "prompt_template", "model", "max_tokens", "fail_chunks",
-                   "flaky_chunks")  # fmt: skip
 
 
 def _unicode_text(value: str) -> str:
@@ -46,9 +54,14 @@ def chunk_count(total_items: int, chunk_size: int) -> int:
 
 
 class JobSpec(BaseModel):
-    """What to run. Unknown fields are rejected so a typo never silently changes a job."""
+    """What to run: the fields every job has, and those of its workload, in one flat body.
+    Unknown fields are refused, each problem named by its field, so a typo never silently
+    changes a job."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The workload's own fields are validated by its `Fields` model (chunking.workload), chosen
+    # by `workload`, and ride beside these (`extra`: `model_dump` gives the flat body back);
+    # `own` types them. A field of another workload, or of none, is refused naming it.
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     job_id: str | None = Field(
         None,
@@ -61,37 +74,6 @@ class JobSpec(BaseModel):
     chunk_size: int = Field(default_factory=lambda: get_settings().chunk_size, ge=1, le=100_000)
     workload: str = Field(
         "simulate", description="What each chunk does: simulate, or llm (see the README)."
-    )
-    input_uri: Text | None = Field(
-        None,
-        min_length=1,
-        max_length=1024,
-        validate_default=True,
-        description="llm: the JSONL input, a local path or s3://bucket/key (cloud: s3 only).",
-    )
-    prompt_template: Text | None = Field(
-        None,
-        validate_default=True,
-        min_length=1,
-        max_length=20_000,
-        description="llm: wraps each item's `text`; `{text}` marks where it goes.",
-    )
-    model: Text | None = Field(
-        None,
-        validate_default=True,
-        min_length=1,
-        max_length=200,
-        description="llm: the model; default OPENAI_MODEL.",
-    )
-    max_tokens: int | None = Field(
-        None,
-        validate_default=True,
-        ge=1,
-        le=1_000_000,
-        description="llm: most completion tokens per item.",
-    )
-    item_delay_ms: int = Field(
-        default_factory=lambda: get_settings().item_delay_ms, ge=0, le=60_000
     )
     priority: Priority = Field(
         "normal", description="high runs ahead of waiting normal and low chunks (both paths)."
@@ -108,16 +90,7 @@ class JobSpec(BaseModel):
         pattern=r"^https?://",
         description="POSTed the signed summary when the job completes (public http(s) only).",
     )
-    fail_chunks: list[ChunkIndex] = Field(
-        default_factory=list,
-        max_length=MAX_INJECTED_CHUNKS,
-        description="Chunk indexes that always fail permanently.",
-    )
-    flaky_chunks: dict[ChunkIndex, Annotated[int, Field(ge=1, le=100)]] = Field(
-        default_factory=dict,
-        max_length=MAX_INJECTED_CHUNKS,
-        description="Chunk index -> how many attempts fail transiently before one succeeds.",
-    )
+    _own: WorkloadFields = PrivateAttr(default_factory=WorkloadFields)
 
     @field_validator("chunk_size")
     @classmethod
@@ -138,55 +111,108 @@ class JobSpec(BaseModel):
             raise ValueError(f"{name!r} is no workload: use one of {', '.join(workload.names())}")
         return name
 
-    @field_validator(*WORKLOAD_FIELDS)
+    @model_validator(mode="wrap")
     @classmethod
-    def _for_its_workload(cls, value: object, info: ValidationInfo) -> object:
-        """A workload's own fields: set only for it, and there when it needs them."""
-        name, field = info.data.get("workload"), info.field_name
-        if name is None or field is None:
-            return value  # the workload field already failed: its error says why
-        chosen = workload.named(name)
-        if value not in (None, [], {}) and field not in chosen.fields:
-            owner = workload.owner_of(field)
-            raise ValueError(f"{field} applies to the {owner} workload only (only the {owner} "
-                             f"workload reads it)")  # fmt: skip
-        if value is None and field in chosen.required:
-            raise ValueError(chosen.required[field])
-        return value
+    def _with_its_workload_fields(
+        cls, data: Any, handler: ModelWrapValidatorHandler[JobSpec]
+    ) -> JobSpec:
+        """Validate the common fields here and the rest with the chosen workload's model,
+        reporting every problem of both at once, each under its own field's name."""
+        if not isinstance(data, dict):
+            return handler(data)
+        common = {key: value for key, value in data.items() if key in cls.model_fields}
+        rest = {key: value for key, value in data.items() if key not in cls.model_fields}
+        problems: list[Any] = []
+        spec: JobSpec | None = None
+        try:
+            spec = handler(common)
+        except ValidationError as err:
+            problems += err.errors()
+        name = spec.workload if spec is not None else common.get("workload", "simulate")
+        if name not in workload.names():
+            if problems:  # the workload field failed: its error says why
+                raise ValidationError.from_exception_data(cls.__name__, problems)
+            name = "simulate"  # what default a spec without a workload gets
+        fields = workload.named(name).Fields
+        given: dict[str, Any] = {}
+        for key, value in rest.items():
+            owner = None if key in fields.model_fields else workload.owner_of(key)
+            if owner is None:
+                given[key] = value  # its own, or nobody's (the model refuses that, naming it)
+            elif value not in (None, [], {}):  # another workload's field, left empty: ignored
+                problems.append(_foreign(key, value, owner))
+        sizes = (
+            {} if spec is None else {"total_items": spec.total_items, "chunk_size": spec.chunk_size}
+        )
+        try:
+            own = fields.model_validate(given, context=sizes)
+        except ValidationError as err:
+            problems += err.errors()
+        if problems or spec is None:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        object.__setattr__(spec, "__pydantic_extra__", own.model_dump())
+        spec.__pydantic_fields_set__.update(given)
+        spec.__pydantic_private__ = {"_own": own}
+        return spec
 
-    @field_validator("input_uri")
     @classmethod
-    def _names_an_object(cls, value: str | None) -> str | None:
-        if value is not None and value.startswith("s3://") and "/" not in value[5:].strip("/"):
-            raise ValueError(f"{value!r} names no object: use s3://bucket/key")
-        return value
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The common fields, and each registered workload's own as one of the alternatives
+        `workload` chooses between (an OpenAPI discriminator): what /docs and the
+        dashboard's start form show."""
+        schema = handler(core_schema)
+        spec = handler.resolve_ref_schema(schema)
+        # The generator itself, not `handler`: it files each model under its own definition
+        # (`handler` would inline it), which the discriminator's mapping refers to.
+        generator: GenerateJsonSchema = handler.generate_json_schema  # type: ignore[attr-defined]
+        names = workload.names()
+        alternatives, mapping = [], {}
+        for name in names:
+            ref = generator.generate_inner(workload.named(name).Fields.__pydantic_core_schema__)
+            fields = handler.resolve_ref_schema(ref)
+            fields["properties"] = {"workload": {"const": name}, **fields.get("properties", {})}
+            alternatives.append(ref)
+            mapping[name] = ref["$ref"]
+        spec.pop("additionalProperties", None)  # what may come beside: the alternatives say
+        spec["properties"]["workload"]["enum"] = names
+        spec["oneOf"] = alternatives
+        spec["discriminator"] = {"propertyName": "workload", "mapping": mapping}
+        return schema
 
-    @field_validator("prompt_template")
-    @classmethod
-    def _has_a_place_for_the_text(cls, value: str | None) -> str | None:
-        if value is not None and "{text}" not in value:
-            raise ValueError("must contain {text}, where each item's text goes")
-        return value
+    @property
+    def own(self) -> WorkloadFields:
+        """The workload's own fields, validated by its model (`Fields.of(spec)` types them)."""
+        return self._own
 
-    @field_validator("fail_chunks", "flaky_chunks")
-    @classmethod
-    def _indexes_in_range(
-        cls, value: list[int] | dict[int, int], info: ValidationInfo
-    ) -> list[int] | dict[int, int]:
-        total, size = info.data.get("total_items"), info.data.get("chunk_size")
-        if total is None or size is None:
-            return value  # the size fields already failed; their errors say why
-        chunks = chunk_count(total, size)
-        bad = sorted(i for i in value if i >= chunks)
-        if bad:
-            shown = ", ".join(map(str, bad[:10])) + (
-                f" and {len(bad) - 10} more" if bad[10:] else ""
-            )
-            raise ValueError(
-                f"chunk indexes {shown} are out of range: this job has {chunks} chunks"
-            )
-        return value
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        # A change is validated as a new body would be: the workload's fields with the rest.
+        if not update:
+            return super().model_copy(deep=deep)
+        return self.model_validate({**self.model_dump(exclude_unset=True), **update})
 
     @property
     def total_chunks(self) -> int:
         return chunk_count(self.total_items, self.chunk_size)
+
+
+def _foreign(field: str, value: Any, owner: str) -> InitErrorDetails:
+    message = f"{field} applies to the {owner} workload only (only the {owner} workload reads it)"
+    return InitErrorDetails(
+        type="value_error", loc=(field,), input=value, ctx={"error": ValueError(message)}
+    )
+
+
+def chunk_indexes_in_range(indexes: Iterable[int], info: ValidationInfo) -> None:
+    """For a workload's fields that name chunks: each index within the job's chunks (known
+    from the validation context the JobSpec gives, when its sizes are valid)."""
+    context = info.context or {}
+    total, size = context.get("total_items"), context.get("chunk_size")
+    if total is None or size is None:
+        return  # the size fields failed; their errors say why
+    chunks = chunk_count(total, size)
+    bad = sorted(i for i in indexes if i >= chunks)
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if bad[10:] else "")
+        raise ValueError(f"chunk indexes {shown} are out of range: this job has {chunks} chunks")

@@ -1,22 +1,34 @@
 """The Workload protocol: what a kind of job does, as plug-ins the core knows by no name.
 
-A workload says which JobSpec fields are its own (others may not set them), checks a spec in
-constant time before the job is recorded (`prepare`), counts and indexes what it points at in
-the job's first durable unit (`plan`: resumable, within a budget, never inside a request), runs
-one chunk (`run_chunk`), and may leave something behind per chunk (`before_settle`, which also
-reports the chunk's model usage) and per finished job (`after_job_finished`, its own durable
-unit; a workload that `produces_output` is not final until then).
+A workload declares its own JobSpec fields as a pydantic model (`Fields`, a WorkloadFields:
+the JobSpec validates them with it, refuses them on a job of another workload, and publishes
+them in its JSON schema, which the API's docs and the dashboard's start form are built from),
+checks a spec in constant time before the job is recorded (`prepare`), counts and indexes what
+it points at in the job's first durable unit (`plan`: resumable, within a budget, never inside
+a request), runs one chunk (`run_chunk`), and may leave something behind per chunk
+(`before_settle`, which also reports the chunk's model usage) and per finished job
+(`after_job_finished`, its own durable unit; a workload that `produces_output` is not final
+until then).
 
-Workloads register themselves (`register`) when the `workloads` package is imported, as every
-entrypoint does; the spec, the runner, the lifecycle and the status look them up by the spec's
-`workload` (`of`). The core imports no workload: a third one touches only `workloads/`.
+Workloads register themselves (`register`) when their module is imported: the `workloads`
+package, which every entrypoint imports, registers `simulate` and `llm`; the registry imports
+the modules WORKLOAD_MODULES names when it is first asked. The spec, the runner, the lifecycle
+and the status look them up by the spec's `workload` (`of`). The core imports no workload,
+and nothing else names one: a new workload is one module (in any importable package named in
+WORKLOAD_MODULES; `tests/plugins/stride.py` is one) touching no other file, or one in
+`workloads/` plus its `register` line in `workloads/__init__.py`.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict
+
+from chunking.settings import get_settings
 
 if TYPE_CHECKING:
     from chunking.planning import Chunk
@@ -60,13 +72,28 @@ class OutOfBudget(Exception):
     goes on in a new run (a continuation), which spends none of its retries."""
 
 
+class WorkloadFields(BaseModel):
+    """A workload's own JobSpec fields (none, here): subclass it with them and their checks.
+    Validated with a context of the job's `total_items` and `chunk_size` (when they are
+    valid), for checks that depend on them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def of(cls, spec: JobSpec) -> Self:
+        """The spec's own fields, typed: what the workload that owns this model reads."""
+        own = spec.own
+        if not isinstance(own, cls):
+            raise TypeError(f"a {spec.workload} job has no {cls.__name__}")
+        return own
+
+
 class Workload:
     """Base with the defaults: a workload overrides `run_chunk` and what it needs of the rest."""
 
     name: ClassVar[str]
-    # JobSpec fields only this workload reads, and those it cannot run without (-> why).
-    fields: ClassVar[frozenset[str]] = frozenset()
-    required: ClassVar[Mapping[str, str]] = {}
+    # The JobSpec fields only this workload reads (a job of another workload may not set them).
+    Fields: ClassVar[type[WorkloadFields]] = WorkloadFields
     produces_output: ClassVar[bool] = False
     reports_usage: ClassVar[bool] = False  # it calls a model: the status carries its usage
 
@@ -104,17 +131,32 @@ class Workload:
 
 
 _registered: dict[str, Workload] = {}
+_imported = ""  # the WORKLOAD_MODULES whose modules were imported
 
 
 def register(workload: Workload) -> None:
     _registered[workload.name] = workload
 
 
+def _import_named_modules() -> None:
+    """Import the modules WORKLOAD_MODULES names (each registers its workload), once per
+    value: asked for on every lookup, so it holds whatever was imported first, in any process
+    (an emulator sets its functions' environment after its own imports)."""
+    global _imported
+    modules = get_settings().workload_modules
+    if modules != _imported:
+        for module in filter(None, (name.strip() for name in modules.split(","))):
+            importlib.import_module(module)
+        _imported = modules
+
+
 def names() -> list[str]:
+    _import_named_modules()
     return sorted(_registered)
 
 
 def named(name: str) -> Workload:
+    _import_named_modules()
     try:
         return _registered[name]
     except KeyError:
@@ -128,4 +170,4 @@ def of(spec: JobSpec) -> Workload:
 
 def owner_of(field: str) -> str | None:
     """The workload whose own field this is, if any."""
-    return next((w.name for w in _registered.values() if field in w.fields), None)
+    return next((w.name for w in _registered.values() if field in w.Fields.model_fields), None)

@@ -189,9 +189,15 @@ def dead_letters(args: argparse.Namespace, job_id: str) -> int | None:
     return sum(1 for letter in letters if letter.job_id == job_id)
 
 
+def input_uri(spec: JobSpec) -> str | None:
+    """The input file of a workload that reads one (llm), if any."""
+    uri = (spec.model_extra or {}).get("input_uri")
+    return uri if isinstance(uri, str) else None
+
+
 def cloud_input(spec: JobSpec, args: argparse.Namespace) -> JobSpec:
     """The spec for the cloud path: a local llm input is uploaded to the stack's data bucket."""
-    uri = spec.input_uri
+    uri = input_uri(spec)
     if uri is None or uri.startswith("s3://"):
         return spec
     target = resolve_target(args)
@@ -415,9 +421,10 @@ def job_spec(args: argparse.Namespace) -> JobSpec:
     # The servers count an llm input's items (and check it): send only what was given.
     given = {k: v for k, v in sizes.items() if v is not None}
     spec = JobSpec.model_validate({**given, **extra})
-    if spec.input_uri and not spec.input_uri.startswith("s3://"):
+    uri = input_uri(spec)
+    if uri and not uri.startswith("s3://"):
         # The app may run elsewhere than this shell's folder.
-        spec = spec.model_copy(update={"input_uri": str(Path(spec.input_uri).resolve())})
+        spec = spec.model_copy(update={"input_uri": str(Path(uri).resolve())})
     return spec
 
 
@@ -454,7 +461,8 @@ def make_report(
 
 def write_report(report: dict[str, Any], spec: JobSpec, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = Path(spec.input_uri).stem if spec.input_uri else str(spec.total_items)
+    uri = input_uri(spec)
+    name = Path(uri).stem if uri else str(spec.total_items)
     stem = out_dir / f"compare-{name}-{spec.chunk_size}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
     chart(report, stem.with_suffix(".png"))

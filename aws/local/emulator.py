@@ -136,6 +136,8 @@ class Emulator:
         functions = {route.function: self._function(route.function) for route in routes}
         for fn in functions.values():
             os.environ.update(fn.environment)
+        # Read again before the imports too: an import may read them (WORKLOAD_MODULES).
+        _forget_cached_settings()
         handlers = {logical_id: import_handler(fn) for logical_id, fn in functions.items()}
         _forget_cached_settings()
         return [Integration(route, handlers[route.function], functions[route.function].timeout_s)

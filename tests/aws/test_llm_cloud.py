@@ -165,12 +165,12 @@ def test_a_merge_that_keeps_failing_fails_the_job_with_its_reason(
     source: SqsEventSource,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import workloads.llm
+    import workloads.llm.workload
 
     def broken(job_id: str, total_chunks: int) -> str:
         raise RuntimeError("the bucket is on fire")
 
-    monkeypatch.setattr(workloads.llm, "merge_outputs", broken)
+    monkeypatch.setattr(workloads.llm.workload, "merge_outputs", broken)
     lines = [{"id": "a", "prompt": "fine a"}]
     code, body = post(
         {"workload": "llm", "input_uri": upload(stack, "inputs/m.jsonl", lines), "chunk_size": 1}

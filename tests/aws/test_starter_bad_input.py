@@ -16,9 +16,9 @@ import pytest
 from aws.local.lambda_events import lambda_context, post_start
 from aws.local.resources import NAMES, LocalStack
 from aws.starter.app import lambda_handler as starter
-from chunking.spec import MAX_INJECTED_CHUNKS
 from stores.dynamodb import JOB_SK
 from tests.aws.conftest import visible_count
+from workloads.simulate import MAX_INJECTED_CHUNKS
 
 
 def start(body: str | bytes | dict[str, Any] | None) -> tuple[int, dict[str, Any], int]:

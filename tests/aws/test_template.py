@@ -132,6 +132,7 @@ def test_parameters_and_outputs(template: dict[str, Any]) -> None:
         "WorkerBatchSize", "OpenAiBaseUrl", "OpenAiModel", "OpenAiApiKeyParameter",
         "LlmPricePromptPerMtok", "LlmPriceCompletionPerMtok", "CallbackSecretParameter",
         "AllowPrivateCallbacks", "HighPriorityWorkerConcurrency", "ApiGatewayCloudWatchRole",
+        "WorkloadModules",
     }  # fmt: skip
     # Secrets are SSM parameters' names, not values (tests/aws/test_secrets.py).
     assert not any(p.get("NoEcho") for p in template["Parameters"].values())
@@ -141,6 +142,7 @@ def test_parameters_and_outputs(template: dict[str, Any]) -> None:
     # The functions see the parameters under the names the core's settings read.
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["TOTAL_ITEMS"] == {"Ref": "TotalItems"} and env["CHUNK_SIZE"] == {"Ref": "ChunkSize"}
+    assert env["WORKLOAD_MODULES"] == {"Ref": "WorkloadModules"}
     worker_env = resource(template, "WorkerFunction")["Environment"]["Variables"]
     assert worker_env["MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
 

@@ -8,12 +8,12 @@ import pytest
 from chunking.errors import PermanentError, TransientError
 from chunking.planning import chunk_at
 from chunking.spec import JobSpec
-from workloads.simulate import simulate
+from workloads.simulate import SimulateFields, simulate
 
 
 def run(spec: JobSpec, index: int, attempt: int = 1) -> int:
     chunk = chunk_at(spec.total_items, spec.chunk_size, index)
-    return asyncio.run(simulate(spec, chunk, attempt)).items_processed
+    return asyncio.run(simulate(SimulateFields.of(spec), chunk, attempt)).items_processed
 
 
 def test_simulate_processes_the_chunk_items() -> None:

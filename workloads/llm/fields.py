@@ -1,0 +1,57 @@
+"""The llm workload's own JobSpec fields: its input, how each item becomes a prompt, the model."""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field, field_validator
+
+from chunking.spec import Text
+from chunking.workload import WorkloadFields
+
+
+class LlmFields(WorkloadFields):
+    """The llm workload's own JobSpec fields."""
+
+    # input_uri may be left out of the body only to be told why it is needed: required.
+    model_config = ConfigDict(json_schema_extra={"required": ["input_uri"]})
+
+    input_uri: Text | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        validate_default=True,
+        description="The JSONL input, a local path or s3://bucket/key (cloud: s3 only).",
+    )
+    prompt_template: Text | None = Field(
+        None,
+        min_length=1,
+        max_length=20_000,
+        description="Wraps each item's `text`; `{text}` marks where it goes.",
+    )
+    model: Text | None = Field(
+        None, min_length=1, max_length=200, description="The model; default OPENAI_MODEL."
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, le=1_000_000, description="Most completion tokens per item."
+    )
+
+    @field_validator("input_uri")
+    @classmethod
+    def _names_an_input(cls, value: str | None) -> str | None:
+        if value is None:
+            raise ValueError("the llm workload needs an input_uri (a JSONL file, one item a line)")
+        if value.startswith("s3://") and "/" not in value[5:].strip("/"):
+            raise ValueError(f"{value!r} names no object: use s3://bucket/key")
+        return value
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_a_place_for_the_text(cls, value: str | None) -> str | None:
+        if value is not None and "{text}" not in value:
+            raise ValueError("must contain {text}, where each item's text goes")
+        return value
+
+    @property
+    def input(self) -> str:
+        """`input_uri`, which validation made sure is there."""
+        assert self.input_uri is not None
+        return self.input_uri
