@@ -10,7 +10,7 @@ import { renderStatus } from "./counts.js";
 import { listLoop } from "./lists.js";
 import { drawMap, mapLegendItems, onMapHover, onMapLeave } from "./map.js";
 import { scheduleDraw, setPainters } from "./redraw.js";
-import { markCloudOff, onStart } from "./start.js";
+import { loadStartForm, markCloudOff, onStart } from "./start.js";
 import { app } from "./state.js";
 import { drawTimelineSoon, spanLegendItems } from "./timeline.js";
 import { $ } from "./util.js";
@@ -39,6 +39,7 @@ function wire() {
 async function boot() {
   fillLegends();
   wire();
+  loadStartForm(); // alongside the config: neither waits for the other
   await loadConfig();
   markCloudOff();
   if (app.config.api_key_required && !app.key) await waitForKey("this server requires one");

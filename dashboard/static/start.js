@@ -1,48 +1,28 @@
-/* The start form: builds a JobSpec from its inputs and starts it on one path or both; on
-   both, the two new jobs open in the compare view. */
+/* The start form: its inputs built from the published JobSpec schema (specform.js), the
+   JobSpec they say started on one path or both; on both, the new jobs open in the compare
+   view. */
 import { request } from "./api.js";
 import { openCompare } from "./compare.js";
 import { shortId } from "./format.js";
 import { refreshLists } from "./lists.js";
-import { notify } from "./notice.js";
+import { notify, notifyError } from "./notice.js";
+import { loadJobSpec } from "./schema.js";
+import { buildForm, readSpec } from "./specform.js";
 import { app, BASES, cloudReason } from "./state.js";
 import { $ } from "./util.js";
 import { selectJob } from "./view.js";
 
 const START_BUTTONS = ["start-local", "start-cloud", "start-both"];
 
-function readSpec() {
-  const whole = (id, min) => {
-    const value = Number($(id).value);
-    if (Number.isInteger(value) && value >= min) return value;
-    throw new Error(`${id.replace(/-/g, "_")} must be a whole number ≥ ${min}`);
-  };
-  const spec = {
-    total_items: whole("total-items", 1), chunk_size: whole("chunk-size", 1),
-    item_delay_ms: whole("item-delay-ms", 0), priority: "normal",
-  };
-  const fail = parseIndexList($("fail-chunks").value);
-  if (fail.length) spec.fail_chunks = fail;
-  const flaky = parseFlaky($("flaky-chunks").value);
-  if (Object.keys(flaky).length) spec.flaky_chunks = flaky;
-  return spec;
-}
-
-function parseIndexList(text) {
-  return text.split(/[\s,]+/).filter(Boolean).map((part) => {
-    if (!/^\d+$/.test(part)) throw new Error(`fail_chunks: "${part}" is not a chunk index`);
-    return Number(part);
-  });
-}
-
-function parseFlaky(text) {
-  const flaky = {};
-  for (const part of text.split(",").map((p) => p.trim()).filter(Boolean)) {
-    const m = /^(\d+)\s*:\s*(\d+)$/.exec(part);
-    if (!m) throw new Error(`flaky_chunks: "${part}" is not index:failures (e.g. 3:2)`);
-    flaky[m[1]] = Number(m[2]);
+// The form is built from the JobSpec schema the API publishes: until it is, nothing starts.
+export async function loadStartForm() {
+  setStartButtons(false);
+  try {
+    buildForm(await loadJobSpec());
+    setStartButtons(true);
+  } catch (err) {
+    notifyError(err, "start form: cannot read the JobSpec schema");
   }
-  return flaky;
 }
 
 export async function onStart(paths) {
