@@ -7,6 +7,7 @@ dashboard with a job's chunk map and timeline; the README shows them (docs/img/)
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,11 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from aws.local.emulator import EmulatorProcess
 from tests.executor import StandInExecutor
 from tests.support import set_settings
+from tests.test_third_workload import stride_workload  # noqa: F401 - a fixture: registers it
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", REPO / "test-artifacts"))
@@ -210,3 +212,139 @@ def test_with_an_api_key_set_the_page_asks_for_it_and_sends_it(
     sent = [key for url, key in requests if "/jobs" in url]
     assert sent and sent[-1] == "s3cret-dash-key"
     assert any(url.endswith("/events") and key == "s3cret-dash-key" for url, key in requests)
+
+
+def own_fields(doc: dict[str, Any], workload: str) -> dict[str, Any]:
+    """The workload's own fields as the API publishes them (its branch of the JobSpec)."""
+    schemas = doc["components"]["schemas"]
+    ref = schemas["JobSpec"]["discriminator"]["mapping"][workload]
+    fields: dict[str, Any] = schemas[ref.rsplit("/", 1)[1]]["properties"]
+    return {name: field for name, field in fields.items() if name != "workload"}
+
+
+def input_for(page: Page, field: str) -> Locator:
+    return page.locator(f"#{field.replace('_', '-')}")
+
+
+def bodies_posted(page: Page) -> list[Any]:
+    """The JSON bodies the page POSTs from now on."""
+    bodies: list[Any] = []
+    page.on("request", lambda r: bodies.append(r.post_data_json) if r.method == "POST" else None)
+    return bodies
+
+
+def test_the_start_form_shows_the_chosen_workloads_fields_from_the_schema(
+    api: httpx.Client, page: Page
+) -> None:
+    doc = api.get("/openapi.json").json()
+    simulate, llm = own_fields(doc, "simulate"), own_fields(doc, "llm")
+    assert {"item_delay_ms", "fail_chunks", "flaky_chunks"} <= set(simulate)
+    assert "input_uri" in llm
+    html = api.get("/ui").text
+    assert not any(name in html for name in (*simulate, *llm)), "the page lists fields itself"
+    posted = bodies_posted(page)
+    page.goto(page_url(api))
+    workload = page.locator("#workload")
+    expect(workload).to_have_value("simulate")
+    for name in simulate:
+        expect(input_for(page, name)).to_be_visible()
+    expect(page.locator("#item-delay-ms")).to_have_value("20")  # the demo's, not the server's
+    expect(page.locator("#fail-chunks")).to_have_attribute("placeholder", "e.g. 2,5")
+    expect(page.locator("#flaky-chunks")).to_have_attribute("placeholder", "e.g. 3:2,7:1")
+    expect(page.locator("#input-uri")).to_have_count(0)
+
+    workload.select_option("llm")
+    for name in llm:
+        expect(input_for(page, name)).to_be_visible()
+    input_uri = page.locator("#input-uri")
+    expect(input_uri).to_have_attribute("type", "text")
+    expect(input_uri).to_have_attribute("title", llm["input_uri"]["description"])
+    expect(input_uri).to_have_js_property("required", True)
+    for name in simulate:
+        expect(input_for(page, name)).to_have_count(0)
+
+    workload.select_option("simulate")
+    expect(page.locator("#item-delay-ms")).to_be_visible()
+    expect(page.locator("#input-uri")).to_have_count(0)
+    # What is sent: the inputs as JSON values, the empty ones (fail_chunks…) left out.
+    page.locator("#fail-chunks").fill("x")
+    page.get_by_role("button", name="Start on local").click()
+    expect(page.locator("#notice")).to_contain_text('fail_chunks: "x" is not a whole number ≥ 0')
+    page.locator("#fail-chunks").fill("")
+    page.locator("#total-items").fill("20")
+    page.get_by_role("button", name="Start on local").click()
+    expect(page.locator("#job")).to_have_attribute("data-path", "local", timeout=10_000)
+    assert posted == [{"workload": "simulate", "total_items": 20, "chunk_size": 10,
+                       "priority": "normal", "item_delay_ms": 20}]  # fmt: skip
+
+
+@pytest.mark.usefixtures("stride_workload")
+def test_a_plugin_workloads_job_is_started_from_the_form(
+    api: httpx.Client, executor: StandInExecutor, page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tests/plugins/stride.py, registered in this process: the form offers it and its one
+    field, by the schema's type and bounds, and its job runs to its end."""
+    from main import app
+
+    set_settings(monkeypatch, RETRY_BACKOFF_BASE_S="0.2")
+    monkeypatch.setattr(app, "openapi_schema", None)  # built once per app: maybe without it
+    stride = own_fields(api.get("/openapi.json").json(), "stride")["stride"]
+    posted = bodies_posted(page)
+    page.goto(page_url(api))
+    page.locator("#workload").select_option("stride")
+    field = page.locator("#stride")
+    expect(field).to_have_attribute("type", "number")
+    expect(field).to_have_attribute("min", "1")
+    expect(field).to_have_attribute("max", "100")
+    expect(field).to_have_attribute("title", stride["description"])
+    expect(page.locator("#item-delay-ms")).to_have_count(0)
+    start = page.get_by_role("button", name="Start on local")
+    fill_form(page, total_items=60, chunk_size=10, stride=0)
+    start.click()
+    expect(page.locator("#notice")).to_contain_text(
+        'stride: "0" is not a whole number ≥ 1 and ≤ 100'
+    )
+    assert not posted
+    fill_form(page, stride=3)
+    start.click()
+    job = page.locator("#job")
+    expect(job).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    expect(page.locator("#chunk-map")).to_have_attribute("data-settled", "6")
+    assert posted == [{"workload": "stride", "total_items": 60, "chunk_size": 10,
+                       "priority": "normal", "stride": 3}]  # fmt: skip
+    job_id = job.get_attribute("data-job-id")
+    assert local_status(api, job_id or "")["retries"] == 2  # its own work: chunks 0 and 3, once
+
+
+def test_a_field_of_another_type_is_typed_as_json(
+    api: httpx.Client, page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workload's field of a type the form has no input for (a flag, a list of words) is
+    typed as JSON and sent as it was typed."""
+    from main import app
+
+    doc = copy.deepcopy(app.openapi())
+    schemas = doc["components"]["schemas"]
+    schemas["EchoFields"] = {
+        "type": "object",
+        "properties": {
+            "workload": {"const": "echo"},
+            "loud": {"type": "boolean", "default": False},
+            "words": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    job_spec = schemas["JobSpec"]
+    job_spec["properties"]["workload"]["enum"].append("echo")
+    job_spec["oneOf"].append({"$ref": "#/components/schemas/EchoFields"})
+    job_spec["discriminator"]["mapping"]["echo"] = "#/components/schemas/EchoFields"
+    monkeypatch.setattr(app, "openapi_schema", doc)
+    posted = bodies_posted(page)
+    page.goto(page_url(api))
+    page.locator("#workload").select_option("echo")
+    expect(page.locator("#loud")).to_have_value("false")
+    expect(page.locator("#words")).to_have_attribute("placeholder", "JSON")
+    fill_form(page, loud="true", words='["a", "b"]')
+    page.get_by_role("button", name="Start on local").click()
+    # This server has no echo workload: it says so, and the page shows what it said.
+    expect(page.locator("#notice")).to_contain_text("local start failed")
+    assert posted[0]["loud"] is True and posted[0]["words"] == ["a", "b"]

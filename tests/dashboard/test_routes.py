@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -24,6 +27,31 @@ def test_the_page_and_its_files_are_served(api: httpx.Client) -> None:
         assert ref in page.text
         assert api.get(ref).status_code == 200
     assert api.get("/ui/static/nothing.js").status_code == 404
+
+
+def test_the_scripts_are_es_modules_served_as_javascript_and_all_imported(
+    api: httpx.Client,
+) -> None:
+    """A browser refuses a module served under any other MIME type, and resolves each import
+    against the importing module's URL: every import must be found under /ui/static/."""
+    page = api.get("/ui").text
+    assert '<script type="module" src="/ui/static/dashboard.js">' in page
+    seen: set[str] = set()
+    todo = ["/ui/static/dashboard.js"]
+    while todo:
+        url = todo.pop()
+        if url in seen:
+            continue
+        seen.add(url)
+        module = api.get(url)
+        assert module.status_code == 200, url
+        mime = module.headers["content-type"].split(";")[0].strip()
+        assert mime in ("text/javascript", "application/javascript"), (url, mime)
+        for ref in re.findall(r'^import .* from "([^"]+)";$', module.text, re.M):
+            assert ref.startswith("./"), (url, ref)  # relative: no host, no bundler
+            todo.append(urljoin(url, ref))
+    static = Path(__file__).resolve().parents[2] / "dashboard" / "static"
+    assert seen == {f"/ui/static/{f.name}" for f in static.glob("*.js")}  # none left unused
 
 
 def test_config_says_whether_a_key_is_needed_and_whether_the_cloud_is_there(

@@ -1,0 +1,137 @@
+/* The start form's inputs, built from the JobSpec schema the API publishes (schema.js): a
+   workload selector, the common fields, and the chosen workload's own fields, each input by
+   its JSON-schema type; and the JobSpec read back from them. Empty inputs are left out, so
+   the server's defaults apply. */
+import { commonFields, workloadField, workloadFields } from "./schema.js";
+import { $, el } from "./util.js";
+
+// Where the schema gives no default (it is the server's settings), values that make a demo
+// worth watching: 20 chunks of 10 items, each item taking 20 ms.
+const DEMO_DEFAULTS = { total_items: 200, chunk_size: 10, item_delay_ms: 20 };
+const HINTS = {
+  indexes: { placeholder: "e.g. 2,5", size: 10 },
+  pairs: { placeholder: "e.g. 3:2,7:1", size: 12 },
+  json: { placeholder: "JSON" },
+};
+
+// The inputs on the page, each with the field it stands for.
+const inputs = new Map();
+
+export function buildForm(spec) {
+  const selector = labelled(workloadField(spec));
+  $("spec-common").replaceChildren(selector, ...commonFields(spec).map(labelled));
+  const workload = selector.querySelector("select");
+  const showOwn = () => {
+    $("spec-workload").replaceChildren(); // first: the ids its old fields held are free again
+    for (const input of inputs.keys()) if (!input.isConnected) inputs.delete(input);
+    $("spec-workload").replaceChildren(...workloadFields(spec, workload.value).map(labelled));
+  };
+  workload.addEventListener("change", showOwn);
+  showOwn();
+}
+
+// A labelled input for one field, its kind from the schema's type.
+function labelled(f) {
+  const s = f.schema, kind = kindOf(s);
+  const input = kind === "choice" ? choiceInput(s, f.required) : el("input");
+  if (kind !== "choice") {
+    Object.assign(input, { type: kind === "integer" ? "number" : "text" }, HINTS[kind]);
+    const { min, max } = bounds(s);
+    if (kind === "integer") input.step = "1";
+    if (kind === "integer" && min != null) input.min = String(min);
+    if (kind === "integer" && max != null) input.max = String(max);
+    if (s.maxLength != null) input.maxLength = s.maxLength;
+    input.value = asText(kind, s.default ?? DEMO_DEFAULTS[f.name]);
+  }
+  // The id the page's tests know a field by (total_items -> total-items), unless the page
+  // already has an element of that id.
+  const id = f.name.replace(/_/g, "-");
+  Object.assign(input, { id: $(id) ? `spec-${id}` : id, name: f.name, required: f.required });
+  input.dataset.kind = kind;
+  const label = el("label", null, f.required && kind !== "choice" ? `${f.name} *` : f.name);
+  if (s.description) label.title = input.title = s.description;
+  label.append(input);
+  inputs.set(input, f);
+  return label;
+}
+
+function kindOf(s) {
+  if (s.enum) return "choice";
+  if (s.type === "string") return "text";
+  if (s.type === "integer") return "integer";
+  if (s.type === "array" && s.items?.type === "integer") return "indexes";
+  if (s.type === "object" && s.additionalProperties?.type === "integer") return "pairs";
+  return "json"; // any other type (boolean, number, list of strings…): typed as JSON
+}
+
+// A select of the schema's values; a blank first where the field may be left out.
+function choiceInput(s, required) {
+  const select = el("select");
+  if (!required && s.default === undefined) select.append(el("option", null, ""));
+  for (const value of s.enum) {
+    const option = el("option", null, String(value));
+    Object.assign(option, { value: String(value), selected: value === s.default });
+    select.append(option);
+  }
+  return select;
+}
+
+// An integer's bounds: pydantic writes gt and lt as exclusiveMinimum and exclusiveMaximum.
+function bounds(s) {
+  const min = s.minimum ?? (s.exclusiveMinimum != null ? s.exclusiveMinimum + 1 : null);
+  const max = s.maximum ?? (s.exclusiveMaximum != null ? s.exclusiveMaximum - 1 : null);
+  return { min, max };
+}
+
+// A default shown as it would be typed: [2, 5] as "2,5", {"3": 2} as "3:2".
+function asText(kind, value) {
+  if (value == null) return "";
+  if (kind === "indexes" && Array.isArray(value)) return value.join(",");
+  if (kind === "pairs" && typeof value === "object") {
+    return Object.entries(value).map(([k, v]) => `${k}:${v}`).join(",");
+  }
+  return kind === "json" ? JSON.stringify(value) : String(value);
+}
+
+// The JobSpec the inputs say; throws, naming the field, on what cannot be sent.
+export function readSpec() {
+  const spec = {};
+  for (const [input, f] of inputs) {
+    const text = input.value.trim();
+    if (text !== "") spec[f.name] = parse(input.dataset.kind, f, text);
+  }
+  return spec;
+}
+
+function parse(kind, { name, schema: s }, text) {
+  if (kind === "integer") return integer(text, s, name);
+  if (kind === "text") return text;
+  if (kind === "choice") return s.enum.find((v) => String(v) === text);
+  if (kind === "indexes") {
+    return text.split(/[\s,]+/).filter(Boolean).map((part) => integer(part, s.items, name));
+  }
+  if (kind === "pairs") {
+    const pairs = {};
+    for (const part of text.split(",").map((p) => p.trim()).filter(Boolean)) {
+      const m = /^(\d+)\s*:\s*(\S+)$/.exec(part);
+      if (!m) throw new Error(`${name}: "${part}" is not index:count (e.g. 3:2)`);
+      pairs[m[1]] = integer(m[2], s.additionalProperties, name);
+    }
+    return pairs;
+  }
+  try {
+    return JSON.parse(text);
+  } catch (_) {
+    throw new Error(`${name}: "${text}" is not JSON`);
+  }
+}
+
+// A whole number within the schema's bounds; else an error naming the field and the bounds.
+function integer(text, s, name) {
+  const value = Number(text), { min, max } = bounds(s);
+  if (Number.isInteger(value) && (min == null || value >= min) && (max == null || value <= max)) {
+    return value;
+  }
+  const limits = [min != null && ` ≥ ${min}`, max != null && ` ≤ ${max}`].filter(Boolean);
+  throw new Error(`${name}: "${text}" is not a whole number${limits.join(" and")}`);
+}
