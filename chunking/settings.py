@@ -1,12 +1,29 @@
-"""One pydantic-settings class for every knob, read from the environment and `.env`."""
+"""The service's settings, read from the environment and `.env`: one class per owner, so a
+reader finds what each part reads, and one `Settings` of them all (`get_settings()`), so every
+variable keeps its name and one `.env` (documented in `.env.example`) configures everything.
+
+| class | read by |
+|---|---|
+| JobDefaults | the JobSpec, for what a job leaves out |
+| InngestSettings | the local path's Inngest functions (`functions/`), its serve endpoint |
+| ApiSettings | the local app's routes and guards (`main.py`, `guards.py`) |
+| StoreSettings | the local app's job store (`stores/factory.py` through `functions/deps.py`) |
+| CloudApiSettings | what calls the cloud path's API: the trigger function, the dashboard, tools |
+| CloudStackSettings | the Lambda handlers and `cloud/` (set by `aws/template.yaml`) |
+| RetrySettings | the runner and both paths' adapters: backoff, resends, continuations |
+| CallbackSettings | completion callbacks, on both paths |
+| ModelSettings | the llm workload (`workloads/llm/`) |
+| WorkloadSettings | the workload registry (`chunking/workload.py`) |
+"""
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Inngest allows 1,000 steps per run; each poll of the cloud job costs two (poll + sleep).
@@ -15,26 +32,21 @@ MAX_CLOUD_POLLS = 400
 STORE_SCHEMES = ("sqlite", "postgresql", "postgres", "dynamodb")
 
 
-class Settings(BaseSettings):
-    """Service settings. Every field is documented in `.env.example`."""
+class JobDefaults(BaseModel):
+    """Defaults for a JobSpec that leaves these out."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
-
-    # Defaults for a JobSpec that leaves these out.
     total_items: int = Field(500, ge=1, le=10_000_000)
     chunk_size: int = Field(50, ge=1, le=100_000)
     item_delay_ms: int = Field(10, ge=0, le=60_000)
 
-    # Inngest.
+
+class InngestSettings(BaseModel):
+    """The local path's Inngest functions and the serve endpoint they are called through."""
+
     inngest_app_id: str = "long-jobs"
     inngest_dev: str = "1"
     inngest_signing_key: str | None = None
     inngest_event_key: str | None = None
-    chunk_retries: int = Field(3, ge=0, le=20)
-    chunk_concurrency: int = Field(10, ge=1, le=1_000)
-    # At most this many of one tenant's chunks at once, so one big tenant cannot take them all.
-    tenant_chunk_concurrency: int = Field(5, ge=1, le=1_000)
-    bad_job_timeout_s: float = Field(5.0, gt=0)
     # Where Inngest reaches this app (scheme://host[:port]) and the serve path: what a sync
     # registers. Never taken from request headers; required in production (INNGEST_DEV=0).
     inngest_serve_origin: str | None = None
@@ -42,61 +54,14 @@ class Settings(BaseSettings):
     # Behind a proxy that strips a path prefix (uvicorn --root-path /svc): the path Inngest
     # calls, which a sync registers instead of the serve path (e.g. /svc/api/inngest).
     inngest_public_path: str | None = None
-
-    # Local /jobs API: the key every /jobs route requires in `x-api-key` (unset: open, say so),
-    # and the Host header values the app answers to (comma-separated; "*" for any).
-    api_key: str | None = None
-    allowed_hosts: str = "localhost,127.0.0.1"
-
-    # The local path's job store: sqlite:///<file> (embedded, one machine), postgresql://…
-    # (shared by several workers or replicas), or dynamodb://<table> (an app running on AWS);
-    # the connections a Postgres store keeps per process; how often GET /jobs/{id}/events
-    # looks for news in it.
-    job_store_url: str = "sqlite:///data/jobs.sqlite3"
-    job_store_pool_size: int = Field(10, ge=1, le=200)
-    sse_poll_interval_s: float = Field(0.5, gt=0, le=60)
-
-    # Cloud path, as seen from the local path's demo/trigger_aws_sam_job and tools/compare.py.
-    # The defaults point at the offline emulation (make aws-local).
-    aws_start_url: str | None = "http://127.0.0.1:3000/Prod/start"
-    cloud_api_key: str | None = "local-dev-key"
-    aws_request_timeout_s: float = Field(10.0, gt=0, le=120)
-    aws_poll_interval_s: float = Field(5.0, gt=0)
-    aws_poll_timeout_s: float = Field(900.0, gt=0)
-
-    # More workloads: modules (comma-separated, importable, e.g. mycompany.workloads.ocr) that
-    # register one each when imported, beside simulate and llm; every entrypoint imports them.
-    workload_modules: str = ""
-    # The model behind the llm workload: OpenAI, or any OpenAI-compatible server.
-    openai_api_key: str | None = None
-    openai_base_url: str | None = None
-    openai_model: str = "gpt-4o-mini"
-    # USD per million tokens, for the estimated cost in the status JSON.
-    llm_price_prompt_per_mtok: float = Field(0.15, ge=0)
-    llm_price_completion_per_mtok: float = Field(0.60, ge=0)
-    # Cloud path: names of SSM SecureString parameters holding the model's API key and the
-    # callback secret, read at run time (Powertools Parameters, cached) instead of the plain
-    # values above, which are then left unset.
-    openai_api_key_parameter: str | None = None
-    # Longest any one model call may take; a call also never outlives what its run has left.
-    llm_call_timeout_s: float = Field(60.0, gt=0, le=900)
-    # The only folder (and below) a local llm input_uri may name: the API reads no other file.
-    llm_input_root: Path = Path(".")
-    # Largest llm input (bytes): refused from its size; its lines are read by the job's indexing.
-    llm_input_max_bytes: int = Field(64 * 2**20, ge=1)
-    # Where the llm workload writes its outputs: a local folder or an s3:// prefix.
-    llm_output_uri: str = "data/outputs"
+    chunk_retries: int = Field(3, ge=0, le=20)
+    chunk_concurrency: int = Field(10, ge=1, le=1_000)
+    # At most this many of one tenant's chunks at once, so one big tenant cannot take them all.
+    tenant_chunk_concurrency: int = Field(5, ge=1, le=1_000)
+    bad_job_timeout_s: float = Field(5.0, gt=0)
     # What one process-chunk step may spend (its run ends after it): keep it under the request
     # timeout of wherever the app is hosted.
     inngest_step_budget_s: float = Field(240.0, gt=0, le=7_200)
-    # The wait before a retry (of a chunk, a callback, a plan or a finish), on both paths:
-    # BASE x FACTOR^(n - 1) seconds after the n-th failure in a row, at most MAX.
-    retry_backoff_base_s: float = Field(2.0, ge=0, le=3_600)
-    retry_backoff_factor: float = Field(2.0, ge=1, le=10)
-    retry_backoff_max_s: float = Field(300.0, ge=0, le=43_200)  # SQS allows at most 12 h
-    # Fresh runs a chunk gets when every delivery of its run failed before it began (the app
-    # was unreachable): an outage must not spend its retries.
-    chunk_max_resends: int = Field(10, ge=0, le=1_000)
     # Deliveries of a failed run's handler beyond the first (Inngest spaces them 15 s, 30 s,
     # 1 min, 2 min, 5 min … apart): the SDK's own on_failure gets none, so an outage of the
     # app lost the handler with the run.
@@ -110,23 +75,6 @@ class Settings(BaseSettings):
     sweep_cron: str = "* * * * *"
     sweep_idle_s: float = Field(900.0, ge=60, le=7 * 86_400)
     sweep_window: int = Field(1_000, ge=1, le=10_000)
-    # Runs a chunk may go on in after stopping to respect its budget, none spending a retry
-    # (each must have answered something, so a chunk never continues more than its items).
-    chunk_max_continuations: int = Field(50, ge=0, le=10_000)
-
-    # Completion callbacks (JobSpec callback_url): the HMAC-SHA256 key they are signed with,
-    # whether private/loopback targets are allowed, and each delivery's timeout.
-    callback_secret: str | None = None
-    callback_secret_parameter: str | None = None
-    allow_private_callbacks: bool = False
-    callback_timeout_s: float = Field(10.0, gt=0, le=120)
-
-    # Cloud path (set by template.yaml in Lambda; by the offline emulation locally).
-    job_table: str | None = None
-    chunk_queue_url: str | None = None
-    high_priority_queue_url: str | None = None
-    chunk_dlq_url: str | None = None
-    max_receive_count: int = Field(3, ge=1, le=1_000)
 
     @field_validator("inngest_serve_origin")
     @classmethod
@@ -134,6 +82,15 @@ class Settings(BaseSettings):
         if value and not re.fullmatch(r"https?://[^/?#\s]+", value.rstrip("/")):
             raise ValueError(f"{value!r} is not an origin: give scheme://host[:port], no path")
         return value.rstrip("/") if value else None
+
+    @field_validator("inngest_serve_path", "inngest_public_path")
+    @classmethod
+    def _url_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value and info.field_name == "inngest_public_path":
+            return None  # unset: the serve path is the public one
+        if not value or not re.fullmatch(r"/[A-Za-z0-9._~/-]*", value):
+            raise ValueError(f"{value!r} is not a URL path: give one like /api/inngest")
+        return value
 
     @field_validator("sweep_cron")
     @classmethod
@@ -145,28 +102,8 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a cron schedule: give 5 fields, e.g. '* * * * *'")
         return value.strip()
 
-    @field_validator("inngest_serve_path", "inngest_public_path")
-    @classmethod
-    def _url_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if not value and info.field_name == "inngest_public_path":
-            return None  # unset: the serve path is the public one
-        if not value or not re.fullmatch(r"/[A-Za-z0-9._~/-]*", value):
-            raise ValueError(f"{value!r} is not a URL path: give one like /api/inngest")
-        return value
-
-    @field_validator("job_store_url")
-    @classmethod
-    def _known_store(cls, value: str) -> str:
-        scheme = value.split("://", 1)[0] if "://" in value else ""
-        if scheme not in STORE_SCHEMES or not value.split("://", 1)[1].strip("/"):
-            raise ValueError(
-                f"{value!r} names no job store: give sqlite:///<file>, "
-                "postgresql://user:password@host:port/db or dynamodb://<table>"
-            )
-        return value
-
     @model_validator(mode="after")
-    def _production_is_pinned(self) -> Settings:
+    def _production_is_pinned(self) -> Self:
         # In production the URL a sync registers must not come from a request's headers, and
         # no call may run unsigned: refuse to start without what that takes.
         if not self.inngest_dev_mode:
@@ -186,31 +123,6 @@ class Settings(BaseSettings):
                 )
         return self
 
-    @model_validator(mode="after")
-    def _polls_fit_in_one_run(self) -> Settings:
-        polls = self.aws_poll_timeout_s / self.aws_poll_interval_s
-        if polls > MAX_CLOUD_POLLS:
-            raise ValueError(
-                f"AWS_POLL_TIMEOUT_S / AWS_POLL_INTERVAL_S = {polls:.0f} polls; at most "
-                f"{MAX_CLOUD_POLLS} fit in one Inngest run: raise AWS_POLL_INTERVAL_S"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _sweep_waits_for_healthy_jobs(self) -> Settings:
-        # A job waiting out a retry's backoff, or a chunk's whole step, is not stalled.
-        longest = max(self.inngest_step_budget_s, self.retry_backoff_max_s)
-        if self.sweep_idle_s <= longest:
-            raise ValueError(
-                f"SWEEP_IDLE_S={self.sweep_idle_s:g} must exceed INNGEST_STEP_BUDGET_S and "
-                f"RETRY_BACKOFF_MAX_S ({longest:g} s): a healthy job waits that long"
-            )
-        return self
-
-    @property
-    def llm_prices(self) -> tuple[float, float]:
-        return (self.llm_price_prompt_per_mtok, self.llm_price_completion_per_mtok)
-
     @property
     def inngest_dev_mode(self) -> bool:
         """INNGEST_DEV is "1"/"true", "0"/"false", or the Dev Server's URL (dev mode)."""
@@ -220,6 +132,158 @@ class Settings(BaseSettings):
     def inngest_dev_url(self) -> str | None:
         value = self.inngest_dev.strip()
         return value if value.startswith(("http://", "https://")) else None
+
+
+class ApiSettings(BaseModel):
+    """The local /jobs API: the key every /jobs route requires in `x-api-key` (unset: open,
+    say so), the Host header values the app answers to (comma-separated; "*" for any), and how
+    often GET /jobs/{id}/events looks for news in the job store."""
+
+    api_key: str | None = None
+    allowed_hosts: str = "localhost,127.0.0.1"
+    sse_poll_interval_s: float = Field(0.5, gt=0, le=60)
+
+
+class StoreSettings(BaseModel):
+    """The local path's job store: sqlite:///<file> (embedded, one machine), postgresql://…
+    (shared by several workers or replicas), or dynamodb://<table> (an app running on AWS);
+    and the connections a Postgres store keeps per process."""
+
+    job_store_url: str = "sqlite:///data/jobs.sqlite3"
+    job_store_pool_size: int = Field(10, ge=1, le=200)
+
+    @field_validator("job_store_url")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in STORE_SCHEMES or not value.split("://", 1)[1].strip("/"):
+            raise ValueError(
+                f"{value!r} names no job store: give sqlite:///<file>, "
+                "postgresql://user:password@host:port/db or dynamodb://<table>"
+            )
+        return value
+
+
+class CloudApiSettings(BaseModel):
+    """The cloud path's API as the local side calls it: demo/trigger_aws_sam_job, the
+    dashboard's /cloud routes, tools/compare.py. The defaults point at the offline emulation
+    (make aws-local)."""
+
+    aws_start_url: str | None = "http://127.0.0.1:3000/Prod/start"
+    cloud_api_key: str | None = "local-dev-key"
+    aws_request_timeout_s: float = Field(10.0, gt=0, le=120)
+    aws_poll_interval_s: float = Field(5.0, gt=0)
+    aws_poll_timeout_s: float = Field(900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _polls_fit_in_one_run(self) -> Self:
+        polls = self.aws_poll_timeout_s / self.aws_poll_interval_s
+        if polls > MAX_CLOUD_POLLS:
+            raise ValueError(
+                f"AWS_POLL_TIMEOUT_S / AWS_POLL_INTERVAL_S = {polls:.0f} polls; at most "
+                f"{MAX_CLOUD_POLLS} fit in one Inngest run: raise AWS_POLL_INTERVAL_S"
+            )
+        return self
+
+
+class CloudStackSettings(BaseModel):
+    """The cloud path's resources, set by template.yaml in Lambda (by the offline emulation
+    locally)."""
+
+    job_table: str | None = None
+    chunk_queue_url: str | None = None
+    high_priority_queue_url: str | None = None
+    chunk_dlq_url: str | None = None
+    max_receive_count: int = Field(3, ge=1, le=1_000)
+
+
+class RetrySettings(BaseModel):
+    """How a chunk is tried again, the same on both paths."""
+
+    # The wait before a retry (of a chunk, a callback, a plan or a finish): BASE x
+    # FACTOR^(n - 1) seconds after the n-th failure in a row, at most MAX.
+    retry_backoff_base_s: float = Field(2.0, ge=0, le=3_600)
+    retry_backoff_factor: float = Field(2.0, ge=1, le=10)
+    retry_backoff_max_s: float = Field(300.0, ge=0, le=43_200)  # SQS allows at most 12 h
+    # Fresh runs a chunk gets when every delivery of its run failed before it began (the app
+    # was unreachable): an outage must not spend its retries.
+    chunk_max_resends: int = Field(10, ge=0, le=1_000)
+    # Runs a chunk may go on in after stopping to respect its budget, none spending a retry
+    # (each must have answered something, so a chunk never continues more than its items).
+    chunk_max_continuations: int = Field(50, ge=0, le=10_000)
+
+
+class CallbackSettings(BaseModel):
+    """Completion callbacks (JobSpec callback_url): the HMAC-SHA256 key they are signed with
+    (or, in the cloud, the name of the SSM SecureString holding it), whether private or
+    loopback targets are allowed, and each delivery's timeout."""
+
+    callback_secret: str | None = None
+    callback_secret_parameter: str | None = None
+    allow_private_callbacks: bool = False
+    callback_timeout_s: float = Field(10.0, gt=0, le=120)
+
+
+class ModelSettings(BaseModel):
+    """The model behind the llm workload: OpenAI, or any OpenAI-compatible server."""
+
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    # Cloud path: the name of the SSM SecureString holding the model's API key, read at run
+    # time (Powertools Parameters, cached) instead of OPENAI_API_KEY, which is then unset.
+    openai_api_key_parameter: str | None = None
+    # USD per million tokens, for the estimated cost in the status JSON.
+    llm_price_prompt_per_mtok: float = Field(0.15, ge=0)
+    llm_price_completion_per_mtok: float = Field(0.60, ge=0)
+    # Longest any one model call may take; a call also never outlives what its run has left.
+    llm_call_timeout_s: float = Field(60.0, gt=0, le=900)
+    # The only folder (and below) a local llm input_uri may name: the API reads no other file.
+    llm_input_root: Path = Path(".")
+    # Largest llm input (bytes): refused from its size; its lines are read by the job's indexing.
+    llm_input_max_bytes: int = Field(64 * 2**20, ge=1)
+    # Where the llm workload writes its outputs: a local folder or an s3:// prefix.
+    llm_output_uri: str = "data/outputs"
+
+    @property
+    def llm_prices(self) -> tuple[float, float]:
+        return (self.llm_price_prompt_per_mtok, self.llm_price_completion_per_mtok)
+
+
+class WorkloadSettings(BaseModel):
+    """More workloads: modules (comma-separated, importable, e.g. mycompany.workloads.ocr)
+    that register one each when imported, beside simulate and llm."""
+
+    workload_modules: str = ""
+
+
+class Settings(
+    JobDefaults,
+    InngestSettings,
+    ApiSettings,
+    StoreSettings,
+    CloudApiSettings,
+    CloudStackSettings,
+    RetrySettings,
+    CallbackSettings,
+    ModelSettings,
+    WorkloadSettings,
+    BaseSettings,
+):
+    """Every setting, from the environment and `.env` (each documented in `.env.example`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    @model_validator(mode="after")
+    def _sweep_waits_for_healthy_jobs(self) -> Self:
+        # A job waiting out a retry's backoff, or a chunk's whole step, is not stalled.
+        longest = max(self.inngest_step_budget_s, self.retry_backoff_max_s)
+        if self.sweep_idle_s <= longest:
+            raise ValueError(
+                f"SWEEP_IDLE_S={self.sweep_idle_s:g} must exceed INNGEST_STEP_BUDGET_S and "
+                f"RETRY_BACKOFF_MAX_S ({longest:g} s): a healthy job waits that long"
+            )
+        return self
 
 
 @lru_cache
