@@ -114,9 +114,11 @@ class InngestSignatureWindow:
         if problem is None:
             problem = self.body_refusal(body, headers)
         if problem is None and not await asyncio.to_thread(
-            self.claim_once, f"inngest-signature:{self._fields(signature_header or '')[1]}",
-            now, 2 * SIGNATURE_MAX_AGE_S,
-        ):  # fmt: skip
+            self.claim_once,
+            f"inngest-signature:{self._fields(signature_header or '')[1]}",
+            now,
+            2 * SIGNATURE_MAX_AGE_S,
+        ):
             problem = "signature already used (a replayed request)"
         if problem is not None:
             client = scope.get("client") or ("?", 0)

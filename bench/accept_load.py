@@ -162,11 +162,26 @@ def start_app(
     app_env.update(env)
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1",
-             "--port", str(port), "--workers", str(workers), "--log-level", "warning",
-             "--no-access-log"],
-            cwd=ROOT, env=app_env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                app,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=app_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_up(url: str, proc: subprocess.Popen[bytes] | None, log: Path | None) -> None:
@@ -277,8 +292,9 @@ async def load(
             posts: list[Post] = [post_httpx] * args.clients
         else:
             parts = httpx.URL(url)
-            connections = [Connection(parts.host, parts.port or 80, "/jobs", body)
-                           for _ in range(args.clients)]  # fmt: skip
+            connections = [
+                Connection(parts.host, parts.port or 80, "/jobs", body) for _ in range(args.clients)
+            ]
             posts = [c.post for c in connections]
         warm = await post_jobs(posts, args.warmup)
         await asyncio.to_thread(between)
@@ -329,17 +345,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the app")
     parser.add_argument("--store-url", help="the job store (default: a SQLite file in a temp dir)")
     parser.add_argument(
-        "--postgres", action="store_true",
+        "--postgres",
+        action="store_true",
         help="the store on a durable Postgres server this bench starts (tests/postgres_server.py)",
-    )  # fmt: skip
+    )
     parser.add_argument("--settler-chunks", type=int, default=100, help="chunks per settler job")
     parser.add_argument("--settle-rate", type=float, default=200, help="settlements/s (0: max)")
     parser.add_argument("--p99-target-ms", type=float, default=50)
     parser.add_argument(
-        "--client", choices=("raw", "httpx"), default="raw",
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
         help="the load's HTTP client: raw keep-alive HTTP/1.1 on asyncio streams (little CPU), "
         "or httpx.AsyncClient (some milliseconds of CPU per request)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     if not args.postgres:
         run(args, argv)
@@ -420,27 +439,33 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> None:
 
     ms = [x * 1000 for x in latencies]
     p99 = percentile(ms, 99)
-    print(f"{args.requests} POST /jobs from {args.clients} clients ({args.client} HTTP client; "
-          f"after {args.warmup} warm-up requests) to {args.workers} app worker(s); "
-          "event intake: a stand-in answering at once")  # fmt: skip
+    print(
+        f"{args.requests} POST /jobs from {args.clients} clients ({args.client} HTTP client; "
+        f"after {args.warmup} warm-up requests) to {args.workers} app worker(s); "
+        "event intake: a stand-in answering at once"
+    )
     print(
         f"settler: {settled_during} chunks settled in the same store during the load "
         f"({settled_during / elapsed:.0f}/s; "
         f"{f'at most {args.settle_rate:g}/s' if args.settle_rate else 'as fast as it can'})"
     )
     print(f"{'requests':>9} {'errors':>7} {'p50':>9} {'p95':>9} {'p99':>9} {'max':>9} {'req/s':>7}")
-    print(f"{len(ms):>9} {sum(errors.values()):>7} {percentile(ms, 50):>6.1f} ms "
-          f"{percentile(ms, 95):>6.1f} ms {p99:>6.1f} ms {max(ms):>6.1f} ms "
-          f"{args.requests / elapsed:>7.0f}")  # fmt: skip
+    print(
+        f"{len(ms):>9} {sum(errors.values()):>7} {percentile(ms, 50):>6.1f} ms "
+        f"{percentile(ms, 95):>6.1f} ms {p99:>6.1f} ms {max(ms):>6.1f} ms "
+        f"{args.requests / elapsed:>7.0f}"
+    )
     if errors:
         print(f"errors: {dict(errors)}")
     print(
         f"CPU during the load ({elapsed:.1f} s, {os.cpu_count()} cores): "
         + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cpu.items())
     )
-    print(f"accepted {len(all_accepted)} jobs (warm-up included): "
-          f"{len(all_accepted) - len(missing)} recorded queued in the store, "
-          f"{len(all_accepted) - len(unsent)} start events received by the intake")  # fmt: skip
+    print(
+        f"accepted {len(all_accepted)} jobs (warm-up included): "
+        f"{len(all_accepted) - len(missing)} recorded queued in the store, "
+        f"{len(all_accepted) - len(unsent)} start events received by the intake"
+    )
     for what, ids in (("not recorded", missing), ("not sent", unsent)):
         if ids:
             print(f"{what}: {len(ids)}, e.g. {', '.join(ids[:5])}")

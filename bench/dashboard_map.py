@@ -59,11 +59,17 @@ from stores.factory import open_store
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     # performance.memory is otherwise rounded (to 10 MB steps here): useless at 1,000 chunks.
     "--enable-precise-memory-info",
-]  # fmt: skip
+]
 VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 FAIL_EVERY, FAIL_AT = 100, 7  # chunk i fails when i % 100 == 7
 NAN = float("nan")  # not measured
@@ -204,8 +210,9 @@ def build_store(path: Path, job_id: str, chunks: int) -> float:
         for index in range(chunks):
             ok = index % FAIL_EVERY != FAIL_AT
             store.begin_attempt(job_id, index)
-            store.settle_chunk(job_id, index, succeeded=ok, items=1, latency_ms=3.0,
-                               error=None if ok else "broke")  # fmt: skip
+            store.settle_chunk(
+                job_id, index, succeeded=ok, items=1, latency_ms=3.0, error=None if ok else "broke"
+            )
     status = store.status(job_id)
     assert status is not None and status.chunks_succeeded + status.chunks_failed == chunks
     return time.perf_counter() - started
@@ -243,8 +250,10 @@ def blame(frames: list[dict[str, Any]], app_url: str) -> list[str]:
                 sources[url] = httpx.get(url, timeout=30).text  # char positions -> lines
             totals.setdefault(where(script, sources), []).append(float(script["duration"]))
     ranked = sorted(totals.items(), key=lambda kv: -sum(kv[1]))
-    return [f"{sum(d):8.0f} ms in {len(d):>4} frame(s), longest {max(d):6.0f} ms: {name}"
-            for name, d in ranked[:6]]  # fmt: skip
+    return [
+        f"{sum(d):8.0f} ms in {len(d):>4} frame(s), longest {max(d):6.0f} ms: {name}"
+        for name, d in ranked[:6]
+    ]
 
 
 def open_page(browser: Browser, app_url: str, job_id: str) -> Page:
@@ -272,8 +281,9 @@ def timed_load(page: Page, n: int, timeout_s: float) -> Load:
     try:
         page.wait_for_function(
             f"document.querySelector('#chunk-map')?.dataset.settled === '{n}'",
-            polling=100, timeout=timeout_s * 1000,
-        )  # fmt: skip
+            polling=100,
+            timeout=timeout_s * 1000,
+        )
         load.loaded = True
     except PlaywrightTimeout:
         pass
@@ -390,15 +400,31 @@ def table(results: list[Result]) -> None:
 
     rows: list[tuple[str, Callable[[Result], str]]] = [
         ("chunks", lambda r: f"{r.chunks:,}"),
-        ("time to full map", lambda r: f"{r.load_ms / 1000:.2f} s" if r.loaded else
-            "NOT in time (" + ", ".join(f"{x.settled_seen} settled" for x in r.loads) + ")"),
+        (
+            "time to full map",
+            lambda r: (
+                f"{r.load_ms / 1000:.2f} s"
+                if r.loaded
+                else "NOT in time (" + ", ".join(f"{x.settled_seen} settled" for x in r.loads) + ")"
+            ),
+        ),
         ("per 1,000 chunks", lambda r: ms(r.load_ms / r.chunks * 1000, 1)),
         ("longest long task", lambda r: ms(max(r.long_tasks, default=0))),
-        ("total long tasks", lambda r: f"{ms(r.median_of(lambda x: sum(x.long_tasks)))} "
-            f"({r.median_of(lambda x: len(x.long_tasks)):g})"),
+        (
+            "total long tasks",
+            lambda r: (
+                f"{ms(r.median_of(lambda x: sum(x.long_tasks)))} "
+                f"({r.median_of(lambda x: len(x.long_tasks)):g})"
+            ),
+        ),
         ("JS heap MB", lambda r: f"{r.heap_bytes / 1e6:.1f}"),
-        ("frame after load", lambda r: ms(med(r.redraw_ms), 1)
-            + (f" ({r.redraw_missed} no redraw)" if r.redraw_missed else "")),
+        (
+            "frame after load",
+            lambda r: (
+                ms(med(r.redraw_ms), 1)
+                + (f" ({r.redraw_missed} no redraw)" if r.redraw_missed else "")
+            ),
+        ),
         ("- details -", lambda r: ""),
         ("time to full map, runs", lambda r: each(r, lambda x: x.load_ms)),
         ("wall, from Python", lambda r: each(r, lambda x: x.wall_ms)),
@@ -406,14 +432,23 @@ def table(results: list[Result]) -> None:
         ("map redraws in load", lambda r: f"{r.median_of(lambda x: x.redraws):g}"),
         ("GET .../chunks", lambda r: f"{r.median_of(lambda x: x.chunk_requests):,g} requests"),
         ("frame after load, all", lambda r: spread(r.redraw_ms)),
-        ("hover -> #map-hover", lambda r: spread(r.hover_ms)
-            + (f", {r.hover_missed} unchanged" if r.hover_missed else "")),
+        (
+            "hover -> #map-hover",
+            lambda r: (
+                spread(r.hover_ms) + (f", {r.hover_missed} unchanged" if r.hover_missed else "")
+            ),
+        ),
         ('page.evaluate("1")', lambda r: spread(r.evaluate_ms)),
         ("click -> focus", lambda r: spread(r.focus_ms)),
-        ("long tasks when idle", lambda r: f"{ms(sum(r.idle_long_tasks))} "
-            f"({len(r.idle_long_tasks)}, longest {ms(max(r.idle_long_tasks, default=0))})"),
+        (
+            "long tasks when idle",
+            lambda r: (
+                f"{ms(sum(r.idle_long_tasks))} "
+                f"({len(r.idle_long_tasks)}, longest {ms(max(r.idle_long_tasks, default=0))})"
+            ),
+        ),
         ("store built in", lambda r: f"{r.build_s:.1f} s"),
-    ]  # fmt: skip
+    ]
     print(f"{'':<23}" + "".join(f"{f'{r.chunks:,} chunks':>33}" for r in results))
     for label, value in rows:
         print(f"{label:<23}" + "".join(f"{value(r):>33}" for r in results))
@@ -422,10 +457,11 @@ def table(results: list[Result]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sizes", default="1000,100000",
+        "--sizes",
+        default="1000,100000",
         type=lambda s: sorted(int(x.replace("_", "")) for x in s.split(",") if x.strip()),
         help="chunks per job, comma-separated: one store and one app per size",
-    )  # fmt: skip
+    )
     parser.add_argument("--timeout-s", type=float, default=300, help="for the map to fill")
     parser.add_argument("--runs", type=int, default=3, help="loads per size, each a fresh page")
     parser.add_argument("--idle-s", type=float, default=5, help="watched after the load")
@@ -448,8 +484,10 @@ def main(argv: list[str] | None = None) -> None:
     for n in args.sizes:
         job_id = f"map-{n}"
         took = build_store(folder / f"jobs-{n}.sqlite3", job_id, n)
-        print(f"store of {n:,} chunks built through the store API in {took:.1f} s "
-              f"(not measured: the page is)")  # fmt: skip
+        print(
+            f"store of {n:,} chunks built through the store API in {took:.1f} s "
+            f"(not measured: the page is)"
+        )
         results.append(Result(chunks=n, build_s=took))
 
     with sync_playwright() as playwright:
@@ -467,8 +505,10 @@ def main(argv: list[str] | None = None) -> None:
                 wait_up(f"{app_url}/healthz", app, log)
                 if n == results[0].chunks:
                     size = f"{VIEWPORT['width']}x{VIEWPORT['height']}"
-                    print(f"Chromium {browser.version}, viewport {size}, "
-                          f"{os.cpu_count()} cores shared with the app")  # fmt: skip
+                    print(
+                        f"Chromium {browser.version}, viewport {size}, "
+                        f"{os.cpu_count()} cores shared with the app"
+                    )
                 measure(browser, app_url, f"map-{n}", result, args)
             finally:
                 browser.close()
@@ -488,8 +528,10 @@ def main(argv: list[str] | None = None) -> None:
     longest = max(large.long_tasks, default=0)
     if large is not small:
         extra = (large.load_ms - small.load_ms) / (large.chunks - small.chunks) * 1000
-        print(f"time per chunk {large.chunks:,} / {small.chunks:,}: {ratio:.2f}; "
-              f"beyond the first {small.chunks:,}: {extra:.1f} ms per 1,000 chunks")  # fmt: skip
+        print(
+            f"time per chunk {large.chunks:,} / {small.chunks:,}: {ratio:.2f}; "
+            f"beyond the first {small.chunks:,}: {extra:.1f} ms per 1,000 chunks"
+        )
     checks = {
         f"every map filled within {args.timeout_s:g} s": all(r.loaded for r in results),
         f"time per chunk at {large.chunks:,} <= {args.ratio_target:g} x at {small.chunks:,}"

@@ -89,8 +89,10 @@ def sweep() -> None:
             cost = estimate(status, status_polls=1, batch_size=1).usd  # one poll: the client's own
             walls.append(wall_s(status))
             costs.append(cost)
-            print(f"{size:>6} {status['total_chunks']:>7} {walls[-1]:>8.3f} "
-                  f"{2_000 / walls[-1]:>8.0f} {cost:>10.7f}")  # fmt: skip
+            print(
+                f"{size:>6} {status['total_chunks']:>7} {walls[-1]:>8.3f} "
+                f"{2_000 / walls[-1]:>8.0f} {cost:>10.7f}"
+            )
     fig, left = plt.subplots(figsize=(7, 4))
     left.plot(sizes, walls, "o-", color="#4c72b0", label="wall time (s)")
     left.set_xscale("log")
@@ -144,32 +146,40 @@ def load(clients: int, requests: int) -> None:
         latencies, errors, accepted = asyncio.run(_load(emulator, clients, requests))
         elapsed = time.perf_counter() - started
         dynamodb = boto3.client(
-            "dynamodb", endpoint_url=emulator.moto, region_name="us-east-1",
-            aws_access_key_id="bench", aws_secret_access_key="bench",
-        )  # fmt: skip
+            "dynamodb",
+            endpoint_url=emulator.moto,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
         stored: set[str] = set()
         for page in dynamodb.get_paginator("scan").paginate(
-            TableName=NAMES["JobTable"], FilterExpression="sk = :job",
-            ExpressionAttributeValues={":job": {"S": "JOB"}}, ProjectionExpression="job_id",
-        ):  # fmt: skip
+            TableName=NAMES["JobTable"],
+            FilterExpression="sk = :job",
+            ExpressionAttributeValues={":job": {"S": "JOB"}},
+            ProjectionExpression="job_id",
+        ):
             stored.update(item["job_id"]["S"] for item in page["Items"])
     latencies.sort()
     p50 = statistics.median(latencies)
     p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
     missing = set(accepted) - stored
-    print(f"POST /start: {requests} requests from {clients} concurrent clients in {elapsed:.1f} s "
-          f"({requests / elapsed:.0f} req/s)")  # fmt: skip
+    print(
+        f"POST /start: {requests} requests from {clients} concurrent clients in {elapsed:.1f} s "
+        f"({requests / elapsed:.0f} req/s)"
+    )
     print(f"latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms")
     print(f"errors: {len(errors)}{' e.g. ' + errors[0] if errors else ''}")
-    print(f"accepted {len(accepted)}, in the job table {len(set(accepted) & stored)}, "
-          f"missing {len(missing)}")  # fmt: skip
+    print(
+        f"accepted {len(accepted)}, in the job table {len(set(accepted) & stored)}, "
+        f"missing {len(missing)}"
+    )
 
 
 def fairness(runs: int, low_chunk_ms: int) -> None:
     """A 10-chunk high-priority job, alone and while a 2,000-chunk low-priority job runs."""
     high = {"total_items": 500, "chunk_size": 50, "item_delay_ms": 5, "priority": "high"}
-    low = {"total_items": 2_000, "chunk_size": 1, "item_delay_ms": low_chunk_ms,
-           "priority": "low"}  # fmt: skip
+    low = {"total_items": 2_000, "chunk_size": 1, "item_delay_ms": low_chunk_ms, "priority": "low"}
     with EmulatorProcess(*EIGHT_IN_FLIGHT) as emulator:
         headers = {"x-api-key": emulator.api_key}
         run_job(emulator, high)  # warm the worker processes of both event sources

@@ -40,8 +40,21 @@ AWS_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
-WORDS = ["the", "model", "answered", "with", "a", "short", "paragraph", "about", "the", "item",
-         "it", "was", "given"]  # fmt: skip
+WORDS = [
+    "the",
+    "model",
+    "answered",
+    "with",
+    "a",
+    "short",
+    "paragraph",
+    "about",
+    "the",
+    "item",
+    "it",
+    "was",
+    "given",
+]
 
 
 def item_lines(first: int, count: int, rng: random.Random) -> str:
@@ -172,8 +185,10 @@ def measure(where: str, output_uri: str, sizes: list[int], chunk_size: int) -> N
         assert merged_size(figures["uri"]) == total, "the merge is not the chunks' concatenation"
         rows.append((items, chunks, total, figures))
     print(f"\n{where}, chunks of {chunk_size:,} items")
-    print(f"{'items':>9} {'chunks':>6} {'output':>9} {'tracemalloc peak':>16} {'RSS before':>11}"
-          f" {'peak RSS':>10} {'ru_maxrss':>10} {'merge':>7}")  # fmt: skip
+    print(
+        f"{'items':>9} {'chunks':>6} {'output':>9} {'tracemalloc peak':>16} {'RSS before':>11}"
+        f" {'peak RSS':>10} {'ru_maxrss':>10} {'merge':>7}"
+    )
     for items, chunks, total, f in rows:
         print(
             f"{items:>9,} {chunks:>6,} {total / 2**20:>6.1f} MB {f['peak'] / 2**20:>12.2f} MiB"

@@ -30,10 +30,14 @@ def main(argv: list[str] | None = None) -> None:
     intake = ServerThread(fake.app).start()
     folder = Path(tempfile.mkdtemp(prefix="protocol-calls-"))
     # Before the app is imported: its Inngest client and settings are built from these.
-    os.environ.update({
-        "INNGEST_DEV": intake.url, "JOB_STORE_URL": f"sqlite:///{folder / 'jobs.sqlite3'}",
-        "ITEM_DELAY_MS": "0", "LLM_OUTPUT_URI": str(folder / "outputs"),
-    })  # fmt: skip
+    os.environ.update(
+        {
+            "INNGEST_DEV": intake.url,
+            "JOB_STORE_URL": f"sqlite:///{folder / 'jobs.sqlite3'}",
+            "ITEM_DELAY_MS": "0",
+            "LLM_OUTPUT_URI": str(folder / "outputs"),
+        }
+    )
     from main import app
     from tests.support import drive_counting_calls
 
@@ -45,8 +49,12 @@ def main(argv: list[str] | None = None) -> None:
         assert response.status_code in (200, 500), response.text
         return calls
 
-    spec = {"job_id": "bench-calls", "total_items": args.chunks * 10, "chunk_size": 10,
-            "fail_chunks": [1]}  # fmt: skip
+    spec = {
+        "job_id": "bench-calls",
+        "total_items": args.chunks * 10,
+        "chunk_size": 10,
+        "fail_chunks": [1],
+    }
     start_calls = drive("start-job", {"name": "demo/start_job", "data": spec})
     chunk_calls = [drive("process-chunk", e) for e in fake.named("demo/process_chunk")]
     finish = fake.named("demo/finish_job")
@@ -55,8 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     callback_calls = [drive("send-callback", e) for e in completed]
     print(f"job of {args.chunks} chunks (chunk 1 fails permanently), driven over HTTP")
     print(f"start-job      {start_calls} calls")
-    print(f"process-chunk  {statistics.mean(chunk_calls):.2f} calls per chunk on average "
-          f"(min {min(chunk_calls)}, max {max(chunk_calls)}; {len(chunk_calls)} runs)")  # fmt: skip
+    print(
+        f"process-chunk  {statistics.mean(chunk_calls):.2f} calls per chunk on average "
+        f"(min {min(chunk_calls)}, max {max(chunk_calls)}; {len(chunk_calls)} runs)"
+    )
     for name, calls in (("finish-job", finish_calls), ("send-callback", callback_calls)):
         print(f"{name:<14} {', '.join(map(str, calls)) or '(no such function)'} calls")
     total = start_calls + sum(chunk_calls) + sum(finish_calls) + sum(callback_calls)

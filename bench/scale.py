@@ -134,15 +134,21 @@ def time_status(store: Any, jobs: dict[int, str], calls: int) -> dict[int, list[
 def print_status(name: str, jobs: dict[int, str], timings: dict[int, list[float]]) -> None:
     for n in jobs:
         t = sorted(timings[n])
-        print(f"{name:<16} {n:>15,} {median_ms(t):>10.3f} {t[0] * 1000:>8.3f} "
-              f"{t[int(len(t) * 0.9)] * 1000:>8.3f} {len(t):>6}")  # fmt: skip
+        print(
+            f"{name:<16} {n:>15,} {median_ms(t):>10.3f} {t[0] * 1000:>8.3f} "
+            f"{t[int(len(t) * 0.9)] * 1000:>8.3f} {len(t):>6}"
+        )
     small, large = (statistics.median(timings[n]) for n in sorted(jobs))
-    print(f"{name:<16} ratio median({max(jobs):,}) / median({min(jobs):,}) = "
-          f"{verdict(large / small, 1.5)}")  # fmt: skip
+    print(
+        f"{name:<16} ratio median({max(jobs):,}) / median({min(jobs):,}) = "
+        f"{verdict(large / small, 1.5)}"
+    )
 
 
-STATUS_HEADER = f"{'store':<16} {'settled chunks':>15} {'median ms':>10} {'min ms':>8} " \
-    f"{'p90 ms':>8} {'calls':>6}"  # fmt: skip
+STATUS_HEADER = (
+    f"{'store':<16} {'settled chunks':>15} {'median ms':>10} {'min ms':>8} "
+    f"{'p90 ms':>8} {'calls':>6}"
+)
 
 
 def status_sqlite(sizes: list[int], calls: int) -> None:
@@ -155,8 +161,10 @@ def status_sqlite(sizes: list[int], calls: int) -> None:
             jobs[n] = f"sqlite-{n}"
             create_running_job(store, jobs[n], n)
             took = settle_through_api(store, jobs[n], 0, n, seed=n)
-            print(f"sqlite: {n:,} chunks begun and settled through the store API in {took:.1f} s "
-                  f"({took / n * 1000:.2f} ms each)")  # fmt: skip
+            print(
+                f"sqlite: {n:,} chunks begun and settled through the store API in {took:.1f} s "
+                f"({took / n * 1000:.2f} ms each)"
+            )
         timings = time_status(store, jobs, calls)
         print(STATUS_HEADER)
         print_status("SqliteJobStore", jobs, timings)
@@ -174,8 +182,11 @@ def bulk_settle(db: Any, table: str, job_id: str, first: int, last: int, seed: i
     ser, de = TypeSerializer(), TypeDeserializer()
 
     def attributes(item: dict[str, Any]) -> dict[str, Any]:
-        return {k: ser.serialize(Decimal(str(v)) if isinstance(v, float) else v)
-                for k, v in item.items() if v is not None}  # fmt: skip
+        return {
+            k: ser.serialize(Decimal(str(v)) if isinstance(v, float) else v)
+            for k, v in item.items()
+            if v is not None
+        }
 
     key = {"job_id": {"S": job_id}, "sk": {"S": "JOB"}}
     raw = db.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
@@ -195,11 +206,15 @@ def bulk_settle(db: Any, table: str, job_id: str, first: int, last: int, seed: i
         drawn = outcome_of(index, rng)
         succeeded = drawn["succeeded"]
         outcome = {
-            "chunk_index": index, "state": "succeeded" if succeeded else "failed",
-            "items": drawn["items"] if succeeded else 0, "latency_ms": drawn["latency_ms"],
-            "error": drawn["error"], "prompt_tokens": 0, "completion_tokens": 0,
+            "chunk_index": index,
+            "state": "succeeded" if succeeded else "failed",
+            "items": drawn["items"] if succeeded else 0,
+            "latency_ms": drawn["latency_ms"],
+            "error": drawn["error"],
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
             "items_failed": 0,
-        }  # fmt: skip
+        }
         for name, n in attempt_change(None).items():
             job[name] = int(job.get(name) or 0) + n
         change = settle_change(job, True, 1, outcome, datetime.now(UTC))
@@ -207,25 +222,38 @@ def bulk_settle(db: Any, table: str, job_id: str, first: int, last: int, seed: i
             job[name] = int(job.get(name) or 0) + n
         job.update(change.put)
         state = state_key(str(outcome["state"]), index)
-        chunk = {"job_id": job_id, "sk": chunk_sk(index), "attempts": 1, **outcome,
-                 **change.chunk, "chunk_state": state}  # fmt: skip
-        marker = {"job_id": job_id, "sk": settled_sk(int(change.chunk["seq"] or 0)),
-                  "chunk_index": index}  # fmt: skip
+        chunk = {
+            "job_id": job_id,
+            "sk": chunk_sk(index),
+            "attempts": 1,
+            **outcome,
+            **change.chunk,
+            "chunk_state": state,
+        }
+        marker = {
+            "job_id": job_id,
+            "sk": settled_sk(int(change.chunk["seq"] or 0)),
+            "chunk_index": index,
+        }
         batch += [chunk, marker]
         if len(batch) >= BATCH_WRITE_MAX - 1:
             flush()
     if batch:
         flush()
     fields = {name: job.get(name) for name in (*COUNTERS, *SUMMARIES)}
-    fields |= {"state": "finished", "finished_at": stored_time(datetime.now(UTC)),
-               "settled_by": last - 1}  # fmt: skip
+    fields |= {
+        "state": "finished",
+        "finished_at": stored_time(datetime.now(UTC)),
+        "settled_by": last - 1,
+    }
     fields = {k: v for k, v in fields.items() if v is not None}
     db.update_item(
-        TableName=table, Key=key,
+        TableName=table,
+        Key=key,
         UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields),
         ExpressionAttributeNames={f"#{k}": k for k in fields},
         ExpressionAttributeValues={f":{k}": v for k, v in attributes(fields).items()},
-    )  # fmt: skip
+    )
 
 
 def status_dynamodb(sizes: list[int], calls: int, api_budget_s: float) -> None:
@@ -250,30 +278,40 @@ def status_dynamodb(sizes: list[int], calls: int, api_budget_s: float) -> None:
         head_s = settle_through_api(store, jobs[large], 0, head, seed=large)
         took = settle_through_api(store, jobs[small], 0, small, seed=small)
         projected = took / small * (large - head)
-        print(f"dynamodb (moto): {small:,} chunks begun and settled through the store API in "
-              f"{took:.1f} s ({took / small * 1000:.1f} ms each); the other {large - head:,} "
-              f"of the {large:,}-chunk job would take at least {projected / 60:.0f} min (more: "
-              "moto copies the whole table for every transaction)")  # fmt: skip
+        print(
+            f"dynamodb (moto): {small:,} chunks begun and settled through the store API in "
+            f"{took:.1f} s ({took / small * 1000:.1f} ms each); the other {large - head:,} "
+            f"of the {large:,}-chunk job would take at least {projected / 60:.0f} min (more: "
+            "moto copies the whole table for every transaction)"
+        )
         if projected <= api_budget_s:
             took = settle_through_api(store, jobs[large], head, large, seed=large)
-            print(f"dynamodb (moto): {large:,} chunks settled through the store API in "
-                  f"{took + head_s:.1f} s")  # fmt: skip
+            print(
+                f"dynamodb (moto): {large:,} chunks settled through the store API in "
+                f"{took + head_s:.1f} s"
+            )
         else:
             started = time.perf_counter()
             bulk_settle(db, created.table_name, jobs[large], head, large, seed=large)
-            print(f"dynamodb (moto): BULK-LOADED - of the {large:,}-chunk job, the first {head:,} "
-                  f"chunks were settled through the store API ({head_s:.1f} s), the other "
-                  f"{large - head:,} chunk rows and SETTLED markers were written with "
-                  f"BatchWriteItem and the job row's tally set to the totals with one "
-                  f"UpdateItem ({time.perf_counter() - started:.1f} s)")  # fmt: skip
+            print(
+                f"dynamodb (moto): BULK-LOADED - of the {large:,}-chunk job, the first {head:,} "
+                f"chunks were settled through the store API ({head_s:.1f} s), the other "
+                f"{large - head:,} chunk rows and SETTLED markers were written with "
+                f"BatchWriteItem and the job row's tally set to the totals with one "
+                f"UpdateItem ({time.perf_counter() - started:.1f} s)"
+            )
         timings = time_status(store, jobs, calls)
         pages = db.get_paginator("query").paginate(
-            TableName=created.table_name, KeyConditionExpression="job_id = :j",
-            ExpressionAttributeValues={":j": {"S": jobs[large]}}, Select="COUNT",
-        )  # fmt: skip
+            TableName=created.table_name,
+            KeyConditionExpression="job_id = :j",
+            ExpressionAttributeValues={":j": {"S": jobs[large]}},
+            Select="COUNT",
+        )
         count = sum(page["Count"] for page in pages)
-        print(f"dynamodb (moto): the {large:,}-chunk job's partition holds {count:,} items "
-              "(its row, a row and a SETTLED marker per chunk)")  # fmt: skip
+        print(
+            f"dynamodb (moto): the {large:,}-chunk job's partition holds {count:,} items "
+            "(its row, a row and a SETTLED marker per chunk)"
+        )
         print(STATUS_HEADER)
         print_status("DynamoJobStore", jobs, timings)
 
@@ -294,10 +332,12 @@ def write_input(path: Path, lines: int) -> int:
     """An llm input of `lines` lines `{"id": i, "prompt": "..."}`; its size in bytes."""
     with path.open("w") as f:
         for start in range(0, lines, 10_000):
-            f.write("".join(
-                f'{{"id": {i}, "prompt": "Say something about item {i}."}}\n'
-                for i in range(start, min(lines, start + 10_000))
-            ))  # fmt: skip
+            f.write(
+                "".join(
+                    f'{{"id": {i}, "prompt": "Say something about item {i}."}}\n'
+                    for i in range(start, min(lines, start + 10_000))
+                )
+            )
     return path.stat().st_size
 
 
@@ -389,10 +429,14 @@ def drain(sqs: Any, url: str) -> None:
 def print_accept(name: str, medians: dict[str, float], calls: int) -> None:
     small, large = medians.values()
     labels = list(medians)
-    print(f"{name:<12} {labels[0]}: median {small:7.2f} ms; {labels[1]}: median {large:7.2f} ms "
-          f"(n={calls} each)")  # fmt: skip
-    print(f"{name:<12} ratio {verdict(large / small, 2)}; the {labels[1]} input's job "
-          f"{large:.1f} ms ({'met' if large < 100 else 'NOT met'}: target < 100 ms)")  # fmt: skip
+    print(
+        f"{name:<12} {labels[0]}: median {small:7.2f} ms; {labels[1]}: median {large:7.2f} ms "
+        f"(n={calls} each)"
+    )
+    print(
+        f"{name:<12} ratio {verdict(large / small, 2)}; the {labels[1]} input's job "
+        f"{large:.1f} ms ({'met' if large < 100 else 'NOT met'}: target < 100 ms)"
+    )
 
 
 def accept_bench(args: argparse.Namespace) -> None:
@@ -402,13 +446,23 @@ def accept_bench(args: argparse.Namespace) -> None:
         inputs = {"10 lines": root / "small.jsonl", f"{args.lines:,} lines": root / "large.jsonl"}
         for lines, path in zip((10, args.lines), inputs.values(), strict=True):
             print(f"input {path.name}: {lines:,} lines, {write_input(path, lines):,} bytes")
-        os.environ.update({
-            "LLM_INPUT_ROOT": tmp, "LLM_OUTPUT_URI": str(root / "outputs"),
-            "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "x",
-            "JOB_STORE_URL": f"sqlite:///{root / 'jobs.sqlite3'}", "ITEM_DELAY_MS": "0",
-        })  # fmt: skip
-        for name in ("INNGEST_SIGNING_KEY", "INNGEST_EVENT_KEY", "AWS_START_URL", "API_KEY",
-                     "CLOUD_API_KEY"):  # fmt: skip
+        os.environ.update(
+            {
+                "LLM_INPUT_ROOT": tmp,
+                "LLM_OUTPUT_URI": str(root / "outputs"),
+                "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+                "OPENAI_API_KEY": "x",
+                "JOB_STORE_URL": f"sqlite:///{root / 'jobs.sqlite3'}",
+                "ITEM_DELAY_MS": "0",
+            }
+        )
+        for name in (
+            "INNGEST_SIGNING_KEY",
+            "INNGEST_EVENT_KEY",
+            "AWS_START_URL",
+            "API_KEY",
+            "CLOUD_API_KEY",
+        ):
             os.environ.pop(name, None)
         local = accept_local(inputs, args.calls, warmup=3)
         print_accept("POST /jobs", local, args.calls)
@@ -444,8 +498,10 @@ def chunk_read_one(name: str, uri: str, index_at: str, lines: int, calls: int) -
     chunks = lines // 100
     first, last = time_chunks(uri, index_at, chunks, calls)
     print(f"{name:<6} build_index ({lines:,} lines, {chunks:,} chunks of 100): {took:.2f} s")
-    print(f"{name:<6} chunk 0: median {first:.3f} ms; chunk {chunks - 1:,}: median {last:.3f} ms "
-          f"(n={calls} each); last / first = {verdict(last / first, 2)}")  # fmt: skip
+    print(
+        f"{name:<6} chunk 0: median {first:.3f} ms; chunk {chunks - 1:,}: median {last:.3f} ms "
+        f"(n={calls} each); last / first = {verdict(last / first, 2)}"
+    )
 
 
 def chunk_read_bench(args: argparse.Namespace) -> None:
@@ -524,9 +580,12 @@ def llm_e2e_bench(args: argparse.Namespace) -> None:
         ) as emulator,
     ):
         s3 = boto3.client(
-            "s3", endpoint_url=emulator.moto, region_name="us-east-1",
-            aws_access_key_id="bench", aws_secret_access_key="bench",
-        )  # fmt: skip
+            "s3",
+            endpoint_url=emulator.moto,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
         path = Path(tmp) / "input.jsonl"
         size = write_input(path, args.items)
         s3.upload_file(str(path), bucket, "inputs/e2e.jsonl")
@@ -535,39 +594,59 @@ def llm_e2e_bench(args: argparse.Namespace) -> None:
         chunks = 1
         while True:
             warm = Path(tmp) / f"warm-{chunks}.jsonl"
-            warm.write_text("".join(json.dumps({"id": f"w{i}", "prompt": f"warm {chunks} {i}"})
-                                    + "\n" for i in range(4 * chunks)))  # fmt: skip
+            warm.write_text(
+                "".join(
+                    json.dumps({"id": f"w{i}", "prompt": f"warm {chunks} {i}"}) + "\n"
+                    for i in range(4 * chunks)
+                )
+            )
             s3.upload_file(str(warm), bucket, f"inputs/{warm.name}")
-            spec = {"workload": "llm", "input_uri": f"s3://{bucket}/inputs/{warm.name}",
-                    "chunk_size": 4}  # fmt: skip
+            spec = {
+                "workload": "llm",
+                "input_uri": f"s3://{bucket}/inputs/{warm.name}",
+                "chunk_size": 4,
+            }
             warmed = run_job(emulator, spec)
             assert warmed["status"] == "succeeded", warmed
             if chunks >= args.concurrency:
                 break
             chunks = min(2 * chunks, args.concurrency)
         model.calls.clear()
-        spec = {"workload": "llm", "input_uri": f"s3://{bucket}/inputs/e2e.jsonl",
-                "chunk_size": 1000}  # fmt: skip
+        spec = {
+            "workload": "llm",
+            "input_uri": f"s3://{bucket}/inputs/e2e.jsonl",
+            "chunk_size": 1000,
+        }
         started = time.monotonic()
         status = run_job(emulator, spec, timeout_s=args.timeout_s)
         observed = time.monotonic() - started
         state = httpx.get(f"{emulator.api}/_emulator", timeout=30).json()
     server.stop()
     calls = sum(model.calls.values())
-    print(f"input: {args.items:,} items, {size:,} bytes, chunks of 1,000; WorkerConcurrency "
-          f"{args.concurrency}, WorkerBatchSize 1, visibility timeout 600 s, worker Timeout "
-          "300 s (the template's)")  # fmt: skip
-    print(f"status {status['status']}: {status['chunks_succeeded']} chunks succeeded, "
-          f"{status['chunks_failed']} failed, {status['items_processed']:,} items processed, "
-          f"retries {status['retries']}")  # fmt: skip
-    print(f"wall time (finished_at - created_at): {wall_s(status):.1f} s "
-          f"({args.items / wall_s(status):.0f} items/s); start to final status seen: "
-          f"{observed:.1f} s")  # fmt: skip
-    print(f"model calls counted: {calls:,} ({len(model.calls):,} distinct prompts, at most "
-          f"{max(model.calls.values(), default=0)} per prompt); exactly {args.items:,}: "
-          f"{'yes' if calls == args.items else 'NO'}")  # fmt: skip
-    print(f"emulator: {state['invocations']} worker invocations (warm-up included), "
-          f"{state['failed_invocations']} failed, last error {state['last_error']!r}")  # fmt: skip
+    print(
+        f"input: {args.items:,} items, {size:,} bytes, chunks of 1,000; WorkerConcurrency "
+        f"{args.concurrency}, WorkerBatchSize 1, visibility timeout 600 s, worker Timeout "
+        "300 s (the template's)"
+    )
+    print(
+        f"status {status['status']}: {status['chunks_succeeded']} chunks succeeded, "
+        f"{status['chunks_failed']} failed, {status['items_processed']:,} items processed, "
+        f"retries {status['retries']}"
+    )
+    print(
+        f"wall time (finished_at - created_at): {wall_s(status):.1f} s "
+        f"({args.items / wall_s(status):.0f} items/s); start to final status seen: "
+        f"{observed:.1f} s"
+    )
+    print(
+        f"model calls counted: {calls:,} ({len(model.calls):,} distinct prompts, at most "
+        f"{max(model.calls.values(), default=0)} per prompt); exactly {args.items:,}: "
+        f"{'yes' if calls == args.items else 'NO'}"
+    )
+    print(
+        f"emulator: {state['invocations']} worker invocations (warm-up included), "
+        f"{state['failed_invocations']} failed, last error {state['last_error']!r}"
+    )
 
 
 # --- all ---
@@ -593,12 +672,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("benchmark", choices=list(BENCHMARKS))
     parser.add_argument("--calls", type=int, help="timed calls per size (status 200, else 30)")
-    parser.add_argument("--api-budget-s", type=float, default=600,
-                        help="status: most time for the settlements on moto")  # fmt: skip
-    parser.add_argument("--sizes", type=int, nargs=2, default=[1_000, 100_000],
-                        help="status: settled chunks of the two jobs")  # fmt: skip
-    parser.add_argument("--lines", type=int, default=1_000_000,
-                        help="accept, chunk-read: lines of the large input")  # fmt: skip
+    parser.add_argument(
+        "--api-budget-s",
+        type=float,
+        default=600,
+        help="status: most time for the settlements on moto",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs=2,
+        default=[1_000, 100_000],
+        help="status: settled chunks of the two jobs",
+    )
+    parser.add_argument(
+        "--lines", type=int, default=1_000_000, help="accept, chunk-read: lines of the large input"
+    )
     parser.add_argument("--items", type=int, default=100_000, help="llm-e2e: the job's items")
     parser.add_argument("--concurrency", type=int, default=4, help="llm-e2e: workers at once")
     parser.add_argument("--timeout-s", type=float, default=3600, help="llm-e2e: wait at most")

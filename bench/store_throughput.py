@@ -191,11 +191,15 @@ def verify(store: JobStore, job_id: str, chunks: int, settled: int, finished: in
     if settled != chunks:
         problems.append(f"the writers settled {settled} chunks of {chunks}")
     if status.chunks_succeeded != chunks or status.chunks_failed != 0:
-        problems.append(f"chunks_succeeded {status.chunks_succeeded}, "
-                        f"chunks_failed {status.chunks_failed} (expected {chunks}, 0)")  # fmt: skip
+        problems.append(
+            f"chunks_succeeded {status.chunks_succeeded}, "
+            f"chunks_failed {status.chunks_failed} (expected {chunks}, 0)"
+        )
     if status.items_processed != chunks or status.attempts != chunks:
-        problems.append(f"items_processed {status.items_processed}, attempts "
-                        f"{status.attempts} (expected {chunks} each)")  # fmt: skip
+        problems.append(
+            f"items_processed {status.items_processed}, attempts "
+            f"{status.attempts} (expected {chunks} each)"
+        )
     if job.state != "finished" or status.status != "succeeded":
         problems.append(f"state {job.state!r}, status {status.status!r} (expected finished)")
     if finished != 1:
@@ -313,10 +317,14 @@ def run_postgres(config: Config, chunks: int, writers: int, url: str) -> list[Ti
 
 
 def describe(server_url: str | None) -> None:
-    print(f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
-          f"{platform.python_version()}")  # fmt: skip
-    print("sqlite: WAL, synchronous=NORMAL (as SqliteJobStore opens it: a commit is not "
-          "fsynced, a checkpoint is)")  # fmt: skip
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
+        f"{platform.python_version()}"
+    )
+    print(
+        "sqlite: WAL, synchronous=NORMAL (as SqliteJobStore opens it: a commit is not "
+        "fsynced, a checkpoint is)"
+    )
     if server_url is not None:
         import psycopg
 
@@ -325,10 +333,12 @@ def describe(server_url: str | None) -> None:
                 name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
                 for name in ("server_version", "fsync", "synchronous_commit", "wal_sync_method")
             }
-        print(f"postgres {shown['server_version']} on this machine (tests/postgres_server.py, "
-              f"durable: fsync={shown['fsync']}, synchronous_commit="
-              f"{shown['synchronous_commit']}, wal_sync_method="
-              f"{shown['wal_sync_method']})")  # fmt: skip
+        print(
+            f"postgres {shown['server_version']} on this machine (tests/postgres_server.py, "
+            f"durable: fsync={shown['fsync']}, synchronous_commit="
+            f"{shown['synchronous_commit']}, wal_sync_method="
+            f"{shown['wal_sync_method']})"
+        )
 
 
 def print_table(figures: Sequence[Figures], chunks: int) -> None:
@@ -338,13 +348,17 @@ def print_table(figures: Sequence[Figures], chunks: int) -> None:
     for f in figures:
         per = f"{f.writers}" + (" per process" if f.config.processes > 1 else "")
         runs = ", ".join(f"{r:,.0f}" for r in f.rates)
-        print(f"| {f.config.name} | {per} | {f.config.processes} | {chunks:,} | "
-              f"**{statistics.median(f.rates):,.0f}** | {runs} |")  # fmt: skip
+        print(
+            f"| {f.config.name} | {per} | {f.config.processes} | {chunks:,} | "
+            f"**{statistics.median(f.rates):,.0f}** | {runs} |"
+        )
     replicas = [f for f in figures if f.config.processes > 1]
     if replicas:
         print()
-        print("Per process (two replicas): settlements/s of each, run by run, and how far apart "
-              "they started")  # fmt: skip
+        print(
+            "Per process (two replicas): settlements/s of each, run by run, and how far apart "
+            "they started"
+        )
         print()
         print("| store | writers | run | combined | per process | start skew |")
         print("|---|---:|---:|---:|---|---:|")
@@ -353,18 +367,29 @@ def print_table(figures: Sequence[Figures], chunks: int) -> None:
                 zip(f.rates, f.per_process, f.skews_ms, strict=True), 1
             ):
                 shown = " + ".join(f"{r:,.0f}" for r in each)
-                print(f"| {f.config.name} | {f.writers} | {run} | {rate:,.0f} | {shown} | "
-                      f"{skew:.1f} ms |")  # fmt: skip
+                print(
+                    f"| {f.config.name} | {f.writers} | {run} | {rate:,.0f} | {shown} | "
+                    f"{skew:.1f} ms |"
+                )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--writers", type=int, nargs="+", default=[8],
-                        help="threads per process (several: each in turn)")  # fmt: skip
+    parser.add_argument(
+        "--writers",
+        type=int,
+        nargs="+",
+        default=[8],
+        help="threads per process (several: each in turn)",
+    )
     parser.add_argument("--chunks", type=int, default=10_000, help="settlements per run")
     parser.add_argument("--runs", type=int, default=3, help="runs of each configuration")
-    parser.add_argument("--only", nargs="+", choices=["sqlite", "postgres", "replicas"],
-                        help="run only these (default: all)")  # fmt: skip
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["sqlite", "postgres", "replicas"],
+        help="run only these (default: all)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # a replica's process
     args = parser.parse_args(argv)
     if args.worker is not None:
@@ -381,8 +406,10 @@ def main(argv: list[str] | None = None) -> None:
     configs = [c for c in CONFIGS if chosen(c)]
     only = f" --only {' '.join(args.only)}" if args.only else ""
     writers = " ".join(map(str, args.writers))
-    print(f"$ .venv/bin/python -m bench.store_throughput --writers {writers} "
-          f"--chunks {args.chunks} --runs {args.runs}{only}")  # fmt: skip
+    print(
+        f"$ .venv/bin/python -m bench.store_throughput --writers {writers} "
+        f"--chunks {args.chunks} --runs {args.runs}{only}"
+    )
     server = PostgresServer(durable=True).start() if any(c.postgres for c in configs) else None
     try:
         describe(None if server is None else server.base_url)
@@ -398,12 +425,15 @@ def main(argv: list[str] | None = None) -> None:
                 rate = sum(t.settled for t in timed) / span
                 f.rates.append(rate)
                 f.per_process.append([t.rate for t in timed])
-                f.skews_ms.append((max(t.started for t in timed) - min(t.started for t in timed))
-                                  * 1000)  # fmt: skip
+                f.skews_ms.append(
+                    (max(t.started for t in timed) - min(t.started for t in timed)) * 1000
+                )
                 each = " + ".join(f"{t.rate:,.0f}" for t in timed) if len(timed) > 1 else ""
-                print(f"run {run} {f.config.name:<31} W={f.writers:<3} {args.chunks:,} settled "
-                      f"in {span:6.2f} s: {rate:7,.0f}/s {f'({each}) ' if each else ''}"
-                      "verified")  # fmt: skip
+                print(
+                    f"run {run} {f.config.name:<31} W={f.writers:<3} {args.chunks:,} settled "
+                    f"in {span:6.2f} s: {rate:7,.0f}/s {f'({each}) ' if each else ''}"
+                    "verified"
+                )
         print_table(figures, args.chunks)
     finally:
         if server is not None:

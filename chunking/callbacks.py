@@ -219,8 +219,10 @@ async def send_job_callback(store: JobStore, job_id: str) -> str:
     if not secret:
         raise PermanentError("CALLBACK_SECRET is not set: callbacks are always signed")
     code = await deliver(
-        job.spec.callback_url, summary.model_dump(mode="json"),
-        secret=secret, allow_private=settings.allow_private_callbacks,
+        job.spec.callback_url,
+        summary.model_dump(mode="json"),
+        secret=secret,
+        allow_private=settings.allow_private_callbacks,
         timeout_s=settings.callback_timeout_s,
-    )  # fmt: skip
+    )
     return f"delivered ({code})"

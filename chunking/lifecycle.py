@@ -349,8 +349,13 @@ def _sweep_job(
     give_up = passes > get_settings().chunk_max_resends
     resent = 0 if give_up else len(indexes)
     ended = examined >= job.total_chunks - 1
-    if not store.record_sweep(job.job_id, passes=passes, after=None if ended else examined,
-                              swept_at=swept_at, resent=resent):  # fmt: skip
+    if not store.record_sweep(
+        job.job_id,
+        passes=passes,
+        after=None if ended else examined,
+        swept_at=swept_at,
+        resent=resent,
+    ):
         return []  # it ended meanwhile
     spec = job.spec
     return [LostChunk(job.job_id, i, spec.priority, spec.tenant, passes, give_up) for i in indexes]

@@ -25,19 +25,30 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {
-    "chunks_settled": Metric("counter", "Count", ("path", "outcome"),
-                             "chunks settled (once each), by outcome: succeeded or failed"),
-    "chunk_attempts": Metric("counter", "Count", ("path",),
-                             "attempts begun at chunks (first runs and retries)"),
-    "chunk_latency_ms": Metric("histogram", "Milliseconds", ("path",),
-                               "latency of a chunk's attempt that succeeded"),
+    "chunks_settled": Metric(
+        "counter",
+        "Count",
+        ("path", "outcome"),
+        "chunks settled (once each), by outcome: succeeded or failed",
+    ),
+    "chunk_attempts": Metric(
+        "counter", "Count", ("path",), "attempts begun at chunks (first runs and retries)"
+    ),
+    "chunk_latency_ms": Metric(
+        "histogram", "Milliseconds", ("path",), "latency of a chunk's attempt that succeeded"
+    ),
     "jobs_submitted": Metric("counter", "Count", ("path",), "jobs accepted"),
-    "jobs_ended": Metric("counter", "Count", ("path", "status"),
-                         "jobs ended, by status: succeeded, partial, failed or cancelled"),
-    "model_tokens": Metric("counter", "Count", ("path", "kind"),
-                           "model tokens, by kind: prompt or completion"),
+    "jobs_ended": Metric(
+        "counter",
+        "Count",
+        ("path", "status"),
+        "jobs ended, by status: succeeded, partial, failed or cancelled",
+    ),
+    "model_tokens": Metric(
+        "counter", "Count", ("path", "kind"), "model tokens, by kind: prompt or completion"
+    ),
     "model_cost_usd": Metric("counter", "None", ("path",), "estimated model cost, in USD"),
-}  # fmt: skip
+}
 
 
 class MetricsSink(Protocol):

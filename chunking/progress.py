@@ -48,9 +48,14 @@ async def job_events(
                 # The job's counts as of this settlement, kept on its row when it settled: a
                 # reconnect resumes without recounting what came before.
                 counts = asdict(chunk.progress) if chunk.progress else {}
-                data = {"chunk_index": chunk.index, "outcome": chunk.state, "error": chunk.error,
-                        "attempts": chunk.attempts, "total_chunks": status.total_chunks,
-                        **counts}  # fmt: skip
+                data = {
+                    "chunk_index": chunk.index,
+                    "outcome": chunk.state,
+                    "error": chunk.error,
+                    "attempts": chunk.attempts,
+                    "total_chunks": status.total_chunks,
+                    **counts,
+                }
                 yield ProgressEvent("chunk", data, id=str(chunk.seq))
             if len(page) < SETTLED_PAGE:
                 break

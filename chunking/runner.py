@@ -121,8 +121,9 @@ async def _run_failed(store: JobStore, job_id: str, index: int, err: BaseExcepti
     try:
         await asyncio.to_thread(store.end_attempt, job_id, index, f"{type(err).__name__}: {err}")
     except Exception:
-        logger.warning("chunk %s of job %s: its failed run's end not recorded", index, job_id,
-                       exc_info=True)  # fmt: skip
+        logger.warning(
+            "chunk %s of job %s: its failed run's end not recorded", index, job_id, exc_info=True
+        )
 
 
 async def _not_running(store: JobStore, job_id: str, index: int) -> AttemptOutcome:

@@ -55,6 +55,5 @@ def dead_letter_queue() -> SqsQueue:
 
 def reset() -> None:
     """Forget the cached clients (tests, and the emulator between stacks)."""
-    for cached in (job_store, chunk_queue, high_priority_queue, dead_letter_queue,
-                   blobs.s3_client):  # fmt: skip
+    for cached in (job_store, chunk_queue, high_priority_queue, dead_letter_queue, blobs.s3_client):
         cached.cache_clear()

@@ -11,9 +11,15 @@ from chunking.secrets import SecretNotReadableError, SecretReadFailedError
 MAX_AGE_S = 300
 # SSM answers that another attempt cannot change: the deployment needs fixing (then redrive).
 NOT_READABLE_CODES = frozenset(
-    {"ParameterNotFound", "ParameterVersionNotFound", "AccessDeniedException",
-     "ValidationException", "InvalidKeyId", "KMSAccessDeniedException"}
-)  # fmt: skip
+    {
+        "ParameterNotFound",
+        "ParameterVersionNotFound",
+        "AccessDeniedException",
+        "ValidationException",
+        "InvalidKeyId",
+        "KMSAccessDeniedException",
+    }
+)
 
 
 def read_parameter(name: str, setting: str) -> str:

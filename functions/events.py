@@ -56,8 +56,12 @@ def chunk_event(
     n > 0 for the n-th fresh run of one whose deliveries all failed before it began, `sweep`
     n > 0 for a chunk its stalled job lost, sent again by the n-th sweep of that job (and
     every run that goes on from it: its ids never meet the lost lineage's)."""
-    data: dict[str, Any] = {"job_id": job_id, "chunk_index": chunk_index, "priority": priority,
-                            "tenant": tenant}  # fmt: skip
+    data: dict[str, Any] = {
+        "job_id": job_id,
+        "chunk_index": chunk_index,
+        "priority": priority,
+        "tenant": tenant,
+    }
     event_id = f"{job_id}-chunk-{chunk_index}"
     if sweep:
         data["sweep"] = sweep

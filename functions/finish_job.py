@@ -58,6 +58,10 @@ async def finish_job_failed(ctx: inngest.Context, run: FailedRun) -> None:
     job_id = run.data.get("job_id")
     if isinstance(job_id, str):
         await ctx.step.run(
-            "record-finish-failure", asyncio.to_thread,
-            lifecycle.finish_failed, get_store(), job_id, run.message,
-        )  # fmt: skip
+            "record-finish-failure",
+            asyncio.to_thread,
+            lifecycle.finish_failed,
+            get_store(),
+            job_id,
+            run.message,
+        )

@@ -13,8 +13,23 @@ from chunking import metrics
 
 PREFIX = "long_jobs_"
 # Chunk latency buckets (ms): a chunk runs from milliseconds to its step budget (minutes).
-LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000,
-                      60_000, 120_000, 300_000)  # fmt: skip
+LATENCY_BUCKETS_MS = (
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    30_000,
+    60_000,
+    120_000,
+    300_000,
+)
 
 
 class PrometheusSink:
@@ -26,12 +41,17 @@ class PrometheusSink:
         for name, metric in metrics.METRICS.items():
             full = PREFIX + name
             if metric.kind == "histogram":
-                self._metrics[name] = Histogram(full, metric.help, metric.labels,
-                                                registry=self.registry,
-                                                buckets=LATENCY_BUCKETS_MS)  # fmt: skip
+                self._metrics[name] = Histogram(
+                    full,
+                    metric.help,
+                    metric.labels,
+                    registry=self.registry,
+                    buckets=LATENCY_BUCKETS_MS,
+                )
             else:
-                self._metrics[name] = Counter(full, metric.help, metric.labels,
-                                              registry=self.registry)  # fmt: skip
+                self._metrics[name] = Counter(
+                    full, metric.help, metric.labels, registry=self.registry
+                )
 
     def add(self, name: str, value: float, labels: dict[str, str]) -> None:
         metric = self._metrics[name]

@@ -69,10 +69,13 @@ async def run_attempt(
     # PermanentError here means the job or chunk does not exist: nothing to record.
     with inngest_retries(platform_attempt):
         outcome = await attempt_chunk(
-            get_store(), job_id, index,
-            last_attempt=last_attempt, budget_s=get_settings().inngest_step_budget_s,
+            get_store(),
+            job_id,
+            index,
+            last_attempt=last_attempt,
+            budget_s=get_settings().inngest_step_budget_s,
             continuation=continuation,
-        )  # fmt: skip
+        )
     return outcome.as_dict()
 
 
@@ -83,9 +86,10 @@ async def send_finish(job_id: str) -> None:
 async def send_continuation(ref: ChunkRef) -> int:
     n = ref.continuation + 1
     await inngest_client.send(
-        chunk_event(ref.job_id, ref.chunk_index, ref.priority, ref.tenant, continuation=n,
-                    sweep=ref.sweep)
-    )  # fmt: skip
+        chunk_event(
+            ref.job_id, ref.chunk_index, ref.priority, ref.tenant, continuation=n, sweep=ref.sweep
+        )
+    )
     return n
 
 
@@ -93,9 +97,16 @@ async def send_resend(ref_data: dict[str, Any]) -> int:
     ref = ChunkRef.model_validate(ref_data)
     n = ref.resend + 1
     await inngest_client.send(
-        chunk_event(ref.job_id, ref.chunk_index, ref.priority, ref.tenant,
-                    continuation=ref.continuation, resend=n, sweep=ref.sweep)
-    )  # fmt: skip
+        chunk_event(
+            ref.job_id,
+            ref.chunk_index,
+            ref.priority,
+            ref.tenant,
+            continuation=ref.continuation,
+            resend=n,
+            sweep=ref.sweep,
+        )
+    )
     return n
 
 
@@ -104,9 +115,13 @@ async def record_failure(
 ) -> dict[str, Any]:
     store = get_store()
     action = await asyncio.to_thread(
-        lifecycle.after_failed_run, store, job_id, index, resends,
+        lifecycle.after_failed_run,
+        store,
+        job_id,
+        index,
+        resends,
         datetime.fromisoformat(failed_at),
-    )  # fmt: skip
+    )
     if action != "settle":
         return {"action": action, "recorded": False, "job_finished": False}
     return {"action": action, **(await settle(store, job_id, index, error=error)).as_dict()}
@@ -145,9 +160,14 @@ async def process_chunk_failed(ctx: inngest.Context, run: FailedRun) -> None:
     as a fresh run, bounded by CHUNK_MAX_RESENDS (`chunks_resent` in the status)."""
     ref = parse_chunk_ref(run.data)
     outcome = await ctx.step.run(
-        "record-run-failure", record_failure, ref.job_id, ref.chunk_index,
-        f"run failed: {run.message}", ref.resend, run.failed_at.isoformat(),
-    )  # fmt: skip
+        "record-run-failure",
+        record_failure,
+        ref.job_id,
+        ref.chunk_index,
+        f"run failed: {run.message}",
+        ref.resend,
+        run.failed_at.isoformat(),
+    )
     if outcome["action"] == "resend":
         await ctx.step.run("resend-chunk", send_resend, ref.model_dump())
     if outcome["recorded"] and outcome["job_finished"]:

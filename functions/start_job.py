@@ -101,9 +101,14 @@ async def start_job(ctx: inngest.Context) -> dict[str, Any]:
     send_steps = 0
     for send_steps, indexes in enumerate(fan_out_batches(total_chunks, FAN_OUT_BATCH), start=1):
         await ctx.step.run(
-            f"fan-out-{send_steps}", send_chunk_events, job_id, indexes.start, indexes.stop,
-            spec.priority, spec.tenant,
-        )  # fmt: skip
+            f"fan-out-{send_steps}",
+            send_chunk_events,
+            job_id,
+            indexes.start,
+            indexes.stop,
+            spec.priority,
+            spec.tenant,
+        )
     return {"job_id": job_id, "total_chunks": total_chunks, "send_steps": send_steps}
 
 
@@ -113,6 +118,10 @@ async def start_job_failed(ctx: inngest.Context, run: FailedRun) -> None:
     job_id = run.data.get("job_id")
     if isinstance(job_id, str):
         await ctx.step.run(
-            "mark-job-failed", asyncio.to_thread, lifecycle.start_failed, get_store(), job_id,
+            "mark-job-failed",
+            asyncio.to_thread,
+            lifecycle.start_failed,
+            get_store(),
+            job_id,
             f"{START_JOB} failed: {run.message}",
-        )  # fmt: skip
+        )

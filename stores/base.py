@@ -77,9 +77,19 @@ ENDED = JobGuard(states=("finished", "failed", "cancelled"))
 # The job-row fields that say whether it may finish, and which chunk finished it.
 PROGRESS_FIELDS = ("state", "chunks_settled", "total_chunks", "settled_by")
 # The job's tally: counters only ever added to (concurrent writers commute)...
-COUNTERS = ("chunks_settled", "chunks_succeeded", "chunks_failed", "chunks_running",
-            "chunks_begun", "attempts", "items_processed", "prompt_tokens",
-            "completion_tokens", "items_failed", "chunks_resent")  # fmt: skip
+COUNTERS = (
+    "chunks_settled",
+    "chunks_succeeded",
+    "chunks_failed",
+    "chunks_running",
+    "chunks_begun",
+    "attempts",
+    "items_processed",
+    "prompt_tokens",
+    "completion_tokens",
+    "items_failed",
+    "chunks_resent",
+)
 # ... and fields recomputed from the row read in the same guarded write (`version` guards it).
 SUMMARIES = ("latency", "failed_head", "events_seq", "version")
 # What a finished job's status is made of (chunking.status.finished_status).
@@ -135,8 +145,11 @@ def settle_change(
         "items_failed": int(outcome.get("items_failed") or 0),
     }
     seq = int(job.get("events_seq") or 0) + 1
-    put: dict[str, Field] = {"events_seq": seq, "version": _version(job) + 1,
-                             ACTIVE_AT: active_minute(now)}  # fmt: skip
+    put: dict[str, Field] = {
+        "events_seq": seq,
+        "version": _version(job) + 1,
+        ACTIVE_AT: active_minute(now),
+    }
     if (latency_ms := outcome.get("latency_ms")) is not None:
         summary = LatencySummary.load(job.get("latency"))
         summary.add(float(latency_ms))
@@ -163,8 +176,12 @@ def _total(job: Row) -> int:
 
 def _finished(chunk_index: int, now: datetime) -> dict[str, Field]:
     """The job's row once every chunk has settled, the last being `chunk_index`."""
-    return {"state": "finished", "finished_at": stored_time(now), "settled_by": chunk_index,
-            ACTIVE_AT: None}  # fmt: skip
+    return {
+        "state": "finished",
+        "finished_at": stored_time(now),
+        "settled_by": chunk_index,
+        ACTIVE_AT: None,
+    }
 
 
 def active_minute(now: datetime) -> str:
@@ -261,11 +278,15 @@ def span_ended(timeline: Any, now: datetime, outcome: str, error: str | None) ->
 
 def timeline_spans(timeline: Any) -> tuple[Span, ...]:
     return tuple(
-        Span(attempt=attempt, started_at=datetime.fromtimestamp(started / 1000, UTC),
-             ended_at=None if ended is None else datetime.fromtimestamp(ended / 1000, UTC),
-             outcome=outcome, error=error)
+        Span(
+            attempt=attempt,
+            started_at=datetime.fromtimestamp(started / 1000, UTC),
+            ended_at=None if ended is None else datetime.fromtimestamp(ended / 1000, UTC),
+            outcome=outcome,
+            error=error,
+        )
         for attempt, started, ended, outcome, error in _spans(timeline)
-    )  # fmt: skip
+    )
 
 
 def _str(value: Any) -> str | None:
@@ -344,11 +365,16 @@ def item_result(row: Row) -> ItemResult:
 
 def item_row(result: ItemResult) -> dict[str, Field]:
     return {
-        "item_index": result.index, "chunk_index": result.chunk_index, "id": result.id,
-        "output": result.output, "error": result.error, "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens, "latency_ms": result.latency_ms,
+        "item_index": result.index,
+        "chunk_index": result.chunk_index,
+        "id": result.id,
+        "output": result.output,
+        "error": result.error,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "latency_ms": result.latency_ms,
         "output_uri": result.output_uri,
-    }  # fmt: skip
+    }
 
 
 class BaseJobStore(ABC):
@@ -466,8 +492,9 @@ class BaseJobStore(ABC):
             "attempts": attempt,
             "timeline": self._run_begun(chunk, attempt, continuation=False),
         }
-        return BeginPlan(attempt, chunk is None, fields,
-                         TallyChange(attempt_change(previous), now, {}))  # fmt: skip
+        return BeginPlan(
+            attempt, chunk is None, fields, TallyChange(attempt_change(previous), now, {})
+        )
 
     def _settle_plan(
         self, job: Row | None, chunk: Row | None, outcome: Mapping[str, Field], begun_only: bool
@@ -515,11 +542,17 @@ class BaseJobStore(ABC):
         spec_json = spec.model_copy(update={"job_id": job_id}).model_dump_json()
         items = workload.of(spec).known_items(spec) or 0
         row: dict[str, Field] = {
-            "job_id": job_id, "path": path, "spec": spec_json, "state": "queued",
-            "total_items": items, "total_chunks": chunk_count(items, spec.chunk_size),
+            "job_id": job_id,
+            "path": path,
+            "spec": spec_json,
+            "state": "queued",
+            "total_items": items,
+            "total_chunks": chunk_count(items, spec.chunk_size),
             "created_at": self._now_stored(),
-            **dict.fromkeys(COUNTERS, 0), "events_seq": 0, "version": 0,
-        }  # fmt: skip
+            **dict.fromkeys(COUNTERS, 0),
+            "events_seq": 0,
+            "version": 0,
+        }
         if self._insert_job(row):
             return job_record(row), True
         job = self.get_job(job_id)
@@ -546,14 +579,23 @@ class BaseJobStore(ABC):
         return [job_record(row) for row in self._recent_job_rows(limit)]
 
     def start_job(self, job_id: str) -> bool:
-        changes = {"state": "running", "started_at": self._now_stored(), "error": None,
-                   ACTIVE_AT: self._active_now()}  # fmt: skip
+        changes = {
+            "state": "running",
+            "started_at": self._now_stored(),
+            "error": None,
+            ACTIVE_AT: self._active_now(),
+        }
         return self._update_job(job_id, NOT_STARTED, changes)
 
     def fail_job(self, job_id: str, error: str) -> None:
         # started_at is cleared: the job never properly started, so it may be requeued.
-        changes = {"state": "failed", "error": error, "finished_at": self._now_stored(),
-                   "started_at": None, ACTIVE_AT: None}  # fmt: skip
+        changes = {
+            "state": "failed",
+            "error": error,
+            "finished_at": self._now_stored(),
+            "started_at": None,
+            ACTIVE_AT: None,
+        }
         self._update_job(job_id, ACTIVE, changes)
 
     def cancel_job(self, job_id: str) -> bool:
@@ -588,8 +630,11 @@ class BaseJobStore(ABC):
     def record_sweep(
         self, job_id: str, *, passes: int, after: int | None, swept_at: datetime, resent: int
     ) -> bool:
-        changes: dict[str, Field] = {"sweep_passes": passes, "sweep_after": after,
-                                     "swept_at": stored_time(swept_at)}  # fmt: skip
+        changes: dict[str, Field] = {
+            "sweep_passes": passes,
+            "sweep_after": after,
+            "swept_at": stored_time(swept_at),
+        }
         if not self._update_job(job_id, JobGuard(states=("running",)), changes):
             return False
         if resent:
@@ -600,9 +645,14 @@ class BaseJobStore(ABC):
         if not self._reopen(job_id, chunk_index):
             return False
         # A finished job runs again; one that failed to start, or was cancelled, stays so.
-        changes: dict[str, Field] = {"state": "running", "finished_at": None, "settled_by": None,
-                                     "output_uri": None, "error": None,
-                                     ACTIVE_AT: self._active_now()}  # fmt: skip
+        changes: dict[str, Field] = {
+            "state": "running",
+            "finished_at": None,
+            "settled_by": None,
+            "output_uri": None,
+            "error": None,
+            ACTIVE_AT: self._active_now(),
+        }
         if not self._update_job(job_id, JobGuard(states=("finished",)), changes):
             self._update_job(job_id, ANY_STATE, {"settled_by": None, "output_uri": None})
         return True

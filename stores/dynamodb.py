@@ -193,14 +193,19 @@ class DynamoJobStore(BaseJobStore):
     def claim_once(self, key: str, now: float, ttl_s: float) -> bool:
         # An item of its own, kept until `expires` (epoch seconds: the table's TTL attribute,
         # so DynamoDB deletes it some time after; the condition does not wait for that).
-        item = {"job_id": f"{CLAIM}{key}", "sk": CLAIM_SK,
-                CLAIM_TTL_ATTRIBUTE: math.ceil(now + ttl_s)}  # fmt: skip
+        item = {
+            "job_id": f"{CLAIM}{key}",
+            "sk": CLAIM_SK,
+            CLAIM_TTL_ATTRIBUTE: math.ceil(now + ttl_s),
+        }
         return self._applied(
-            self.db.put_item, TableName=self.table, Item=_attributes(item),
+            self.db.put_item,
+            TableName=self.table,
+            Item=_attributes(item),
             ConditionExpression="attribute_not_exists(job_id) OR #expires < :now",
             ExpressionAttributeNames={"#expires": CLAIM_TTL_ATTRIBUTE},
             ExpressionAttributeValues=_values(now=math.floor(now)),
-        )  # fmt: skip
+        )
 
     # --- reads (all consistent: a decision never rests on a stale read) ---
 
@@ -279,12 +284,13 @@ class DynamoJobStore(BaseJobStore):
         # one is skipped (its chunk comes at its new number), never listed out of order.
         # "~" sorts after every digit: the range is every settlement numbered after after_seq.
         args: dict[str, Any] = {
-            "TableName": self.table, "ConsistentRead": True,
+            "TableName": self.table,
+            "ConsistentRead": True,
             "KeyConditionExpression": "job_id = :job AND sk BETWEEN :first AND :last",
             "ExpressionAttributeValues": _values(
                 job=job_id, first=settled_sk(after_seq + 1), last=SETTLED + "~"
             ),
-        }  # fmt: skip
+        }
         settled: list[Row] = []
         while len(settled) < limit:
             found = self.db.query(**args, Limit=limit - len(settled))
@@ -307,8 +313,10 @@ class DynamoJobStore(BaseJobStore):
         projection: dict[str, Any] = {}
         if fields:
             expression = ", ".join(f"#{field}" for field in fields)
-            projection = {"ProjectionExpression": expression,
-                          "ExpressionAttributeNames": _names(expression)}  # fmt: skip
+            projection = {
+                "ProjectionExpression": expression,
+                "ExpressionAttributeNames": _names(expression),
+            }
         for start in range(0, len(sks), BATCH_GET_MAX):
             keys = [self._key(job_id, sk) for sk in sks[start : start + BATCH_GET_MAX]]
             request: dict[str, Any] = {
@@ -378,8 +386,9 @@ class DynamoJobStore(BaseJobStore):
             raise LookupError(f"job {job_id}: no such job in the job table")
         return found[JOB_SK], found.get(chunk_sk(chunk_index))
 
-    def _job_update(self, job_id: str, job: Row, add: Mapping[str, int],
-                    put: Mapping[str, Field] | None = None) -> dict[str, Any]:  # fmt: skip
+    def _job_update(
+        self, job_id: str, job: Row, add: Mapping[str, int], put: Mapping[str, Field] | None = None
+    ) -> dict[str, Any]:
         """The job's tally changed, if its version is still the one read."""
         expression, values = _assignments(put or {}, add=add)
         condition = "#version = :read_version"
@@ -406,22 +415,36 @@ class DynamoJobStore(BaseJobStore):
             if begin is None:
                 return [], None
             if chunk is None:
-                row = {"job_id": job_id, "sk": sk, "chunk_index": chunk_index,
-                       "chunk_state": state_key("running", chunk_index), **begin.chunk}  # fmt: skip
-                write: dict[str, Any] = {"Put": {
-                    "TableName": self.table, "Item": _attributes(row),
-                    "ConditionExpression": "attribute_not_exists(sk)",
-                }}  # fmt: skip
+                row = {
+                    "job_id": job_id,
+                    "sk": sk,
+                    "chunk_index": chunk_index,
+                    "chunk_state": state_key("running", chunk_index),
+                    **begin.chunk,
+                }
+                write: dict[str, Any] = {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": _attributes(row),
+                        "ConditionExpression": "attribute_not_exists(sk)",
+                    }
+                }
             else:
                 # Applied only to the row as read: its attempts and continuations unchanged.
                 expression, values = _assignments(begin.chunk)
-                write = {"Update": self._update_op(
-                    job_id, sk, expression,
-                    "#state = :running AND #attempts = :read_attempts AND "
-                    "(attribute_not_exists(#continuations) OR #continuations = :read_more)",
-                    **values, read_attempts=int(chunk["attempts"]), running="running",
-                    read_more=int(chunk.get("continuations") or 0),
-                )}  # fmt: skip
+                write = {
+                    "Update": self._update_op(
+                        job_id,
+                        sk,
+                        expression,
+                        "#state = :running AND #attempts = :read_attempts AND "
+                        "(attribute_not_exists(#continuations) OR #continuations = :read_more)",
+                        **values,
+                        read_attempts=int(chunk["attempts"]),
+                        running="running",
+                        read_more=int(chunk.get("continuations") or 0),
+                    )
+                }
             expression, values = _assignments(begin.change.put, add=begin.change.add)
             counters = self._update_op(
                 job_id, JOB_SK, expression, "#state = :running", **values, running="running"
@@ -452,20 +475,34 @@ class DynamoJobStore(BaseJobStore):
             settle = self._settle_plan(job, chunk, outcome, begun_only)
             items: list[dict[str, Any]] = []
             if settle.chunk is not None and settle.change is not None:
-                fields = {**settle.chunk,
-                          "chunk_state": state_key(str(outcome["state"]), chunk_index)}  # fmt: skip
+                fields = {
+                    **settle.chunk,
+                    "chunk_state": state_key(str(outcome["state"]), chunk_index),
+                }
                 expression, values = _assignments(
                     fields, "#attempts = if_not_exists(#attempts, :zero)"
                 )
                 # Numbers become visible in order (the job's version guards its events_seq), so
                 # the progress stream never passes over a late one.
                 may_settle = "attribute_not_exists(sk)" if chunk is None else "#state = :running"
-                items.append({"Update": self._update_op(
-                    job_id, sk, expression, may_settle, **values, zero=0,
-                    **({} if chunk is None else {"running": "running"}),
-                )})  # fmt: skip
-                marker = {"job_id": job_id, "sk": settled_sk(int(settle.change.chunk["seq"] or 0)),
-                          "chunk_index": chunk_index}  # fmt: skip
+                items.append(
+                    {
+                        "Update": self._update_op(
+                            job_id,
+                            sk,
+                            expression,
+                            may_settle,
+                            **values,
+                            zero=0,
+                            **({} if chunk is None else {"running": "running"}),
+                        )
+                    }
+                )
+                marker = {
+                    "job_id": job_id,
+                    "sk": settled_sk(int(settle.change.chunk["seq"] or 0)),
+                    "chunk_index": chunk_index,
+                }
                 items.append({"Put": {"TableName": self.table, "Item": _attributes(marker)}})
             if settle.change is not None:
                 tally = self._job_update(job_id, job, settle.change.add, settle.change.put)
@@ -485,11 +522,18 @@ class DynamoJobStore(BaseJobStore):
         if chunk is None or chunk["state"] != "running":
             return
         if ended := self._run_ended(chunk, "retried", error):
-            self._applied(self.db.update_item, **self._update_op(
-                job_id, chunk_sk(chunk_index), "SET #timeline = :ended",
-                "#state = :running AND #timeline = :read",
-                ended=ended, read=chunk["timeline"], running="running",
-            ))  # fmt: skip
+            self._applied(
+                self.db.update_item,
+                **self._update_op(
+                    job_id,
+                    chunk_sk(chunk_index),
+                    "SET #timeline = :ended",
+                    "#state = :running AND #timeline = :read",
+                    ended=ended,
+                    read=chunk["timeline"],
+                    running="running",
+                ),
+            )
 
     def _reopen(self, job_id: str, chunk_index: int) -> bool:
         sk = chunk_sk(chunk_index)
@@ -503,14 +547,17 @@ class DynamoJobStore(BaseJobStore):
                 return [], False
             change = reopen_change(job, chunk)
             reopen = self._update_op(
-                job_id, sk,
+                job_id,
+                sk,
                 "SET #state = :running, #chunk_state = :key, #prompt_tokens = :zero,"
                 " #completion_tokens = :zero, #items_failed = :zero"
                 " REMOVE #error, #latency_ms, #seq, #progress",
                 "#state = :failed",
-                running="running", failed="failed", zero=0,
+                running="running",
+                failed="failed",
+                zero=0,
                 key=state_key("running", chunk_index),
-            )  # fmt: skip
+            )
             tally = self._job_update(job_id, job, change.add, change.put)
             return [{"Update": reopen}, {"Update": tally}], True
 

@@ -23,8 +23,18 @@ from stores.sql import INDEXES, LATER_COLUMNS, SCHEMA, Cursor, SqlJobStore
 # against a concurrent create of the same name).
 SCHEMA_LOCK = 7_242_001
 # What SCHEMA and INDEXES create.
-SCHEMA_NAMES = ("jobs", "chunks", "items", "jobs_created_at", "items_by_chunk", "chunks_by_seq",
-                "chunks_by_state", "claims", "claims_by_expiry", "jobs_by_activity")  # fmt: skip
+SCHEMA_NAMES = (
+    "jobs",
+    "chunks",
+    "items",
+    "jobs_created_at",
+    "items_by_chunk",
+    "chunks_by_seq",
+    "chunks_by_state",
+    "claims",
+    "claims_by_expiry",
+    "jobs_by_activity",
+)
 
 
 class _Db:
@@ -70,8 +80,9 @@ class PostgresJobStore(SqlJobStore):
         """Every table and index there already? Then a replica starting takes no lock at all:
         even CREATE INDEX IF NOT EXISTS locks its table first, which can deadlock with the
         other replicas' settlements."""
-        found = self._select("SELECT count(to_regclass(name)) AS n FROM unnest(?::text[]) name",
-                             list(SCHEMA_NAMES))  # fmt: skip
+        found = self._select(
+            "SELECT count(to_regclass(name)) AS n FROM unnest(?::text[]) name", list(SCHEMA_NAMES)
+        )
         return int(found[0]["n"]) == len(SCHEMA_NAMES)
 
     def close(self) -> None:

@@ -231,20 +231,26 @@ class SqlJobStore(BaseJobStore):
         return self._select(
             f"SELECT * FROM chunks WHERE job_id = ?{where} AND chunk_index > ?"
             " ORDER BY chunk_index LIMIT ?",
-            job_id, *params, after, limit,
-        )  # fmt: skip
+            job_id,
+            *params,
+            after,
+            limit,
+        )
 
     def _settled_rows(self, job_id: str, after_seq: int, limit: int) -> list[Row]:
         return self._select(
             "SELECT * FROM chunks WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            job_id, after_seq, limit,
-        )  # fmt: skip
+            job_id,
+            after_seq,
+            limit,
+        )
 
     def _item_rows(self, job_id: str, chunk_index: int) -> list[Row]:
         return self._select(
             "SELECT * FROM items WHERE job_id = ? AND chunk_index = ? ORDER BY item_index",
-            job_id, chunk_index,
-        )  # fmt: skip
+            job_id,
+            chunk_index,
+        )
 
     # --- conditional writes ---
 
@@ -295,7 +301,7 @@ class SqlJobStore(BaseJobStore):
                 elif not insert_or_ignore(
                     db, "chunks", {"job_id": job_id, "chunk_index": chunk_index, **plan.chunk}
                 ):
-                    continue  # fmt: skip
+                    continue
                 if not _apply(db, job_id, plan.change, guard=" AND state = 'running'"):
                     raise JobNotRunningError(f"job {job_id} is not running")  # rolls it back
                 return plan.attempt

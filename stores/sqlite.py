@@ -20,19 +20,34 @@ ADDED_COLUMNS = [
     ("jobs", "output_uri", "TEXT"),
     ("jobs", "events_seq", _COUNT),
     ("chunks", "seq", "INTEGER"),
-    *(("jobs", name, _COUNT) for name in (
-        "total_items", "chunks_succeeded", "chunks_failed", "chunks_running", "chunks_begun",
-        "attempts", "items_processed", "prompt_tokens", "completion_tokens", "items_failed",
-        "version", "chunks_resent")),
+    *(
+        ("jobs", name, _COUNT)
+        for name in (
+            "total_items",
+            "chunks_succeeded",
+            "chunks_failed",
+            "chunks_running",
+            "chunks_begun",
+            "attempts",
+            "items_processed",
+            "prompt_tokens",
+            "completion_tokens",
+            "items_failed",
+            "version",
+            "chunks_resent",
+        )
+    ),
     ("jobs", "latency", "TEXT"),
     ("jobs", "failed_head", "TEXT"),
-    *(("chunks", name, _COUNT) for name in (
-        "prompt_tokens", "completion_tokens", "items_failed", "continuations")),
+    *(
+        ("chunks", name, _COUNT)
+        for name in ("prompt_tokens", "completion_tokens", "items_failed", "continuations")
+    ),
     ("chunks", "progress", "TEXT"),
     ("chunks", "timeline", "TEXT"),
     ("items", "output_uri", "TEXT"),
     *((table, column, ddl.format(int="INTEGER")) for table, column, ddl in LATER_COLUMNS),
-]  # fmt: skip
+]
 
 # A file from before the tally: each job's counters recounted once from its rows (the latency
 # summary and the failed chunks' head start empty: the chunks endpoint still lists them).

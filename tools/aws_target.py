@@ -42,14 +42,20 @@ def resolve_target(args: argparse.Namespace) -> CloudTarget:
         [stack] = cfn.describe_stacks(StackName=args.stack_name)["Stacks"]
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         return CloudTarget(
-            outputs["ChunkQueueUrl"], outputs["ChunkDeadLetterQueueUrl"],
-            outputs.get("JobTableName"), args.endpoint_url, outputs.get("DataBucketName"),
-        )  # fmt: skip
+            outputs["ChunkQueueUrl"],
+            outputs["ChunkDeadLetterQueueUrl"],
+            outputs.get("JobTableName"),
+            args.endpoint_url,
+            outputs.get("DataBucketName"),
+        )
     endpoint = args.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or EMULATOR_ENDPOINT
     if endpoint == EMULATOR_ENDPOINT:
         # The emulator accepts any credentials; don't make users configure some.
-        for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-                            "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
             os.environ.setdefault(name, value)
     sqs = boto3.client("sqs", endpoint_url=endpoint)
     return CloudTarget(

@@ -152,12 +152,18 @@ def wait(runs: list[PathRun], timeout_s: float, console: Console) -> None:
     active = [r for r in runs if r.not_run is None]
     stop = threading.Event()
     streamed = [r for r in active if r.name == "local"]
-    followers = [threading.Thread(target=follow_events, args=(r, stop), daemon=True)
-                 for r in streamed]  # fmt: skip
+    followers = [
+        threading.Thread(target=follow_events, args=(r, stop), daemon=True) for r in streamed
+    ]
     for follower in followers:
         follower.start()
-    columns = (TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("chunks  {task.fields[state]}"), TimeElapsedColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description:>6}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chunks  {task.fields[state]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         tasks = {r.name: progress.add_task(r.name, total=None, state="starting") for r in active}
         deadline = time.monotonic() + timeout_s
@@ -168,8 +174,12 @@ def wait(runs: list[PathRun], timeout_s: float, console: Console) -> None:
                 if not run.status:
                     continue
                 settled = run.status["chunks_succeeded"] + run.status["chunks_failed"]
-                progress.update(tasks[run.name], total=run.status["total_chunks"],
-                                completed=settled, state=run.status["status"])  # fmt: skip
+                progress.update(
+                    tasks[run.name],
+                    total=run.status["total_chunks"],
+                    completed=settled,
+                    state=run.status["status"],
+                )
             time.sleep(0.25)
     stop.set()
     for run in active:
@@ -213,10 +223,12 @@ def usage_figures(status: dict[str, Any]) -> dict[str, Any]:
     if not usage:
         return {}
     return {
-        "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
-        "items_failed": usage["items_failed"], "model_cost_usd": usage["est_cost_usd"],
+        "prompt_tokens": usage["prompt_tokens"],
+        "completion_tokens": usage["completion_tokens"],
+        "items_failed": usage["items_failed"],
+        "model_cost_usd": usage["est_cost_usd"],
         "output_uri": status.get("output_uri"),
-    }  # fmt: skip
+    }
 
 
 def figures(run: PathRun) -> dict[str, Any]:
@@ -231,16 +243,24 @@ def figures(run: PathRun) -> dict[str, Any]:
     wall = run.wall_s or 0.0
     return {
         **usage_figures(s),
-        "status": s["status"], "job_id": s["job_id"], "total_items": s["total_items"],
+        "status": s["status"],
+        "job_id": s["job_id"],
+        "total_items": s["total_items"],
         "total_chunks": s["total_chunks"],
-        "chunks_succeeded": s["chunks_succeeded"], "chunks_failed": s["chunks_failed"],
-        "items_processed": s["items_processed"], "wall_s": round(wall, 3),
+        "chunks_succeeded": s["chunks_succeeded"],
+        "chunks_failed": s["chunks_failed"],
+        "items_processed": s["items_processed"],
+        "wall_s": round(wall, 3),
         "items_per_s": round(s["items_processed"] / wall, 1) if wall else None,
-        "chunk_p50_ms": s["chunk_latency_ms"]["p50"], "chunk_p95_ms": s["chunk_latency_ms"]["p95"],
-        "attempts": s["attempts"], "retries": s["retries"],
-        "failed_chunks": [f["index"] for f in s["failed_chunks"]], "status_polls": run.polls,
-        "timeline": runs, **({"timeline_error": missing} if missing else {}),
-    }  # fmt: skip
+        "chunk_p50_ms": s["chunk_latency_ms"]["p50"],
+        "chunk_p95_ms": s["chunk_latency_ms"]["p95"],
+        "attempts": s["attempts"],
+        "retries": s["retries"],
+        "failed_chunks": [f["index"] for f in s["failed_chunks"]],
+        "status_polls": run.polls,
+        "timeline": runs,
+        **({"timeline_error": missing} if missing else {}),
+    }
 
 
 def title(report: dict[str, Any]) -> str:
@@ -251,8 +271,10 @@ def title(report: dict[str, Any]) -> str:
         ]
         items, size = counted[0] if counted else "?", spec["chunk_size"]
         return f"llm: {Path(spec['input_uri']).name} ({items} items), chunks of {size}"
-    return (f"{spec['total_items']} items, chunks of {spec['chunk_size']}, "
-            f"{spec['item_delay_ms']} ms per item")  # fmt: skip
+    return (
+        f"{spec['total_items']} items, chunks of {spec['chunk_size']}, "
+        f"{spec['item_delay_ms']} ms per item"
+    )
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -261,24 +283,36 @@ def render(report: dict[str, Any], console: Console) -> None:
     table.add_column("")
     table.add_column("local (Inngest)")
     table.add_column("cloud (SAM stack)")
-    rows = [("status", "status"), ("chunks succeeded", "chunks_succeeded"),
-            ("chunks failed", "chunks_failed"), ("items", "items_processed"),
-            ("wall time (s)", "wall_s"), ("items/s", "items_per_s"),
-            ("chunk p50 (ms)", "chunk_p50_ms"), ("chunk p95 (ms)", "chunk_p95_ms"),
-            ("attempts", "attempts"), ("retries", "retries"),
-            ("failed chunk indexes", "failed_chunks")]  # fmt: skip
+    rows = [
+        ("status", "status"),
+        ("chunks succeeded", "chunks_succeeded"),
+        ("chunks failed", "chunks_failed"),
+        ("items", "items_processed"),
+        ("wall time (s)", "wall_s"),
+        ("items/s", "items_per_s"),
+        ("chunk p50 (ms)", "chunk_p50_ms"),
+        ("chunk p95 (ms)", "chunk_p95_ms"),
+        ("attempts", "attempts"),
+        ("retries", "retries"),
+        ("failed chunk indexes", "failed_chunks"),
+    ]
     local, cloud = report["local"], report["cloud"]
     if spec["workload"] == "llm":
-        rows += [("prompt tokens", "prompt_tokens"), ("completion tokens", "completion_tokens"),
-                 ("items the model failed", "items_failed"),
-                 ("est. model cost ($)", "model_cost_usd"), ("output", "output_uri")]  # fmt: skip
+        rows += [
+            ("prompt tokens", "prompt_tokens"),
+            ("completion tokens", "completion_tokens"),
+            ("items the model failed", "items_failed"),
+            ("est. model cost ($)", "model_cost_usd"),
+            ("output", "output_uri"),
+        ]
     for label, key in rows:
         table.add_row(label, *(str(p.get(key, "—")) for p in (local, cloud)))
     dlq = report.get("dlq_messages")
     table.add_row("DLQ messages", "n/a (Inngest run history)", "n/a" if dlq is None else str(dlq))
     cost = report.get("cloud_cost")
-    table.add_row("est. AWS cost", "n/a (your machine)",
-                  "—" if cost is None else f"${cost['usd']:.6f}")  # fmt: skip
+    table.add_row(
+        "est. AWS cost", "n/a (your machine)", "—" if cost is None else f"${cost['usd']:.6f}"
+    )
     console.print(table)
     for name in ("local", "cloud"):
         if "not_run" in report[name]:
@@ -294,8 +328,14 @@ def render(report: dict[str, Any], console: Console) -> None:
 # Chunks whose runs the timeline shows (the first ones, by index): enough to see the pattern,
 # few enough that a job of 100,000 chunks costs the compare a few pages, not 100.
 TIMELINE_CHUNKS = 2_000
-SPAN_COLOURS = {"succeeded": "#55a868", "failed": "#c44e52", "retried": "#dd8452",
-                "continued": "#4c72b0", "lost": "#8c8c8c", "running": "#ccb974"}  # fmt: skip
+SPAN_COLOURS = {
+    "succeeded": "#55a868",
+    "failed": "#c44e52",
+    "retried": "#dd8452",
+    "continued": "#4c72b0",
+    "lost": "#8c8c8c",
+    "running": "#ccb974",
+}
 
 
 def timeline(run: PathRun) -> list[list[Any]]:
@@ -306,16 +346,27 @@ def timeline(run: PathRun) -> list[list[Any]]:
     spans: list[list[Any]] = []
     after, seen = -1, 0
     while seen < TIMELINE_CHUNKS:
-        response = httpx.get(f"{run.status_url}/chunks", headers=run.headers, timeout=30,
-                             params={"after": after, "limit": 1_000})  # fmt: skip
+        response = httpx.get(
+            f"{run.status_url}/chunks",
+            headers=run.headers,
+            timeout=30,
+            params={"after": after, "limit": 1_000},
+        )
         response.raise_for_status()
         page = response.json()
         for chunk in page["chunks"]:
             for span in chunk["timeline"]:
                 start = datetime.fromisoformat(span["started_at"]) - accepted
                 end = span["ended_at"] and datetime.fromisoformat(span["ended_at"]) - accepted
-                spans.append([chunk["index"], span["attempt"], round(start.total_seconds(), 3),
-                              end and round(end.total_seconds(), 3), span["outcome"]])  # fmt: skip
+                spans.append(
+                    [
+                        chunk["index"],
+                        span["attempt"],
+                        round(start.total_seconds(), 3),
+                        end and round(end.total_seconds(), 3),
+                        span["outcome"],
+                    ]
+                )
         seen += len(page["chunks"])
         if page["next_after"] is None:
             break
@@ -328,9 +379,15 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
         found = report[path]
         return "not run" if "not_run" in found else str(found.get(key, "n/a"))
 
-    keys = [("status", "status"), ("wall (s)", "wall_s"), ("items/s", "items_per_s"),
-            ("chunk p50 (ms)", "chunk_p50_ms"), ("chunk p95 (ms)", "chunk_p95_ms"),
-            ("attempts", "attempts"), ("retries", "retries")]  # fmt: skip
+    keys = [
+        ("status", "status"),
+        ("wall (s)", "wall_s"),
+        ("items/s", "items_per_s"),
+        ("chunk p50 (ms)", "chunk_p50_ms"),
+        ("chunk p95 (ms)", "chunk_p95_ms"),
+        ("attempts", "attempts"),
+        ("retries", "retries"),
+    ]
     rows = [[label, cell("local", key), cell("cloud", key)] for label, key in keys]
     dlq = report.get("dlq_messages")
     return [*rows, ["DLQ (this job)", "n/a", "n/a" if dlq is None else str(dlq)]]
@@ -356,10 +413,17 @@ def chart(report: dict[str, Any], path: Path) -> None:
         spans = report[name].get("timeline", [])
         for outcome, colour in SPAN_COLOURS.items():
             mine = [s for s in spans if s[4] == outcome]
-            widths = [((s[3] if s[3] is not None else horizon) - s[2]) or horizon / 500
-                      for s in mine]  # fmt: skip
-            ax.barh([s[0] for s in mine], widths, left=[s[2] for s in mine], height=0.8,
-                    color=colour, linewidth=0)  # fmt: skip
+            widths = [
+                ((s[3] if s[3] is not None else horizon) - s[2]) or horizon / 500 for s in mine
+            ]
+            ax.barh(
+                [s[0] for s in mine],
+                widths,
+                left=[s[2] for s in mine],
+                height=0.8,
+                color=colour,
+                linewidth=0,
+            )
         label = "local (Inngest)" if name == "local" else "cloud (SQS + Lambda)"
         ax.set_ylabel(f"{label}\nchunk")
         ax.set_xlim(0, horizon * 1.02)
@@ -368,12 +432,21 @@ def chart(report: dict[str, Any], path: Path) -> None:
         if "not_run" in report[name]:
             ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", color="grey")
     axes[1].set_xlabel("seconds since the job was accepted")
-    axes[0].legend(handles=[Patch(color=c, label=o) for o, c in SPAN_COLOURS.items()],
-                   loc="upper right", fontsize=8, ncols=3)  # fmt: skip
+    axes[0].legend(
+        handles=[Patch(color=c, label=o) for o, c in SPAN_COLOURS.items()],
+        loc="upper right",
+        fontsize=8,
+        ncols=3,
+    )
     table_ax = fig.add_subplot(grid[:, 1])
     table_ax.axis("off")
-    table = table_ax.table(cellText=summary_rows(report), colLabels=["", "local", "cloud"],
-                           loc="center", cellLoc="left", colWidths=[0.44, 0.28, 0.28])  # fmt: skip
+    table = table_ax.table(
+        cellText=summary_rows(report),
+        colLabels=["", "local", "cloud"],
+        loc="center",
+        cellLoc="left",
+        colWidths=[0.44, 0.28, 0.28],
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(9)
     table.scale(1, 1.6)
@@ -412,8 +485,11 @@ def job_spec(args: argparse.Namespace) -> JobSpec:
     """The job to run on both paths; raises ValidationError or JSONDecodeError."""
     settings = get_settings()
     extra = json.loads(args.spec)
-    sizes = {"total_items": args.items, "chunk_size": args.chunk_size,
-             "item_delay_ms": args.item_delay_ms}  # fmt: skip
+    sizes = {
+        "total_items": args.items,
+        "chunk_size": args.chunk_size,
+        "item_delay_ms": args.item_delay_ms,
+    }
     if not (isinstance(extra, dict) and extra.get("workload") == "llm"):
         sizes["total_items"] = args.items or settings.total_items
         if args.item_delay_ms is None:
@@ -452,9 +528,12 @@ def make_report(
     if cloud.not_run is None:
         prices = Prices(**{n: getattr(args, f"price_{n}") for n in Prices().__dict__})
         report["cloud_cost"] = estimate(
-            cloud.status, status_polls=cloud.polls, batch_size=args.batch_size,
-            memory_mb=args.lambda_memory_mb, prices=prices,
-        ).as_dict()  # fmt: skip
+            cloud.status,
+            status_polls=cloud.polls,
+            batch_size=args.batch_size,
+            memory_mb=args.lambda_memory_mb,
+            prices=prices,
+        ).as_dict()
         report["dlq_messages"] = dead_letters(args, cloud.status["job_id"])
     return report
 

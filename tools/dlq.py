@@ -49,9 +49,12 @@ def read_dead_letters(target: CloudTarget, limit: int = 10_000) -> list[DeadLett
     found: list[DeadLetter] = []
     while len(found) < limit:
         batch = sqs.receive_message(
-            QueueUrl=target.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=HIDE_S,
-            AttributeNames=["All"], MessageAttributeNames=["All"],
-        ).get("Messages", [])  # fmt: skip
+            QueueUrl=target.dlq_url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=HIDE_S,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
         if not batch:
             break
         for m in batch:
@@ -66,13 +69,15 @@ def read_dead_letters(target: CloudTarget, limit: int = 10_000) -> list[DeadLett
                     reason, receives = record.error, str(record.attempts)
             found.append(
                 DeadLetter(
-                    message_id=m["MessageId"], receipt_handle=m["ReceiptHandle"], body=m["Body"],
+                    message_id=m["MessageId"],
+                    receipt_handle=m["ReceiptHandle"],
+                    body=m["Body"],
                     job_id=chunk.job_id if chunk else None,
                     chunk_index=chunk.chunk_index if chunk else None,
                     reason=reason or "exceeded maxReceiveCount",
                     receive_count=int(receives or m["Attributes"]["ApproximateReceiveCount"]),
                 )
-            )  # fmt: skip
+            )
     return found
 
 
@@ -109,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "list":
         release(target, letters)
         if args.json:
-            rows = [{k: v for k, v in letter.__dict__.items() if k != "receipt_handle"}
-                    for letter in letters]  # fmt: skip
+            rows = [
+                {k: v for k, v in letter.__dict__.items() if k != "receipt_handle"}
+                for letter in letters
+            ]
             print(json.dumps(rows, indent=2))
             return 0
         table = Table(title=f"{len(letters)} dead-lettered message(s) in {target.dlq_url}")

@@ -39,9 +39,10 @@ def api_app(
     for integration in integrations:
         route = integration.route
         app.add_api_route(
-            f"/{route.stage}{_fastapi_path(route.path)}", _endpoint(integration, api_key),
+            f"/{route.stage}{_fastapi_path(route.path)}",
+            _endpoint(integration, api_key),
             methods=None if route.method == "ANY" else [route.method],
-        )  # fmt: skip
+        )
 
     @app.get("/_emulator")
     async def emulator_state() -> dict[str, Any]:
@@ -60,11 +61,17 @@ def _endpoint(integration: Integration, api_key: str) -> Callable[[Request], Any
             return JSONResponse({"message": "Request Too Long"}, status_code=413)
         body = await request.body() or None
         event = api_event(
-            request.method, request.url.path.removeprefix(f"/{route.stage}"), body=body,
-            resource=route.path, path_parameters=dict(request.path_params) or None,
-            api_key=api_key, stage=route.stage, domain=request.headers.get("host", "127.0.0.1"),
-            proto="http", query=request.query_params.multi_items(),
-        )  # fmt: skip
+            request.method,
+            request.url.path.removeprefix(f"/{route.stage}"),
+            body=body,
+            resource=route.path,
+            path_parameters=dict(request.path_params) or None,
+            api_key=api_key,
+            stage=route.stage,
+            domain=request.headers.get("host", "127.0.0.1"),
+            proto="http",
+            query=request.query_params.multi_items(),
+        )
         result = await asyncio.to_thread(
             integration.handler, event, lambda_context(integration.timeout_s)
         )

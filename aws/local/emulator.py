@@ -55,8 +55,11 @@ from aws.local.template import REPO, EventSourceMapping, FunctionConfig, StackTe
 from aws.local.worker_process import WarmWorkers
 
 DEFAULT_API_KEY = "local-dev-key"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-               "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @dataclass
@@ -91,8 +94,9 @@ class Emulator:
         self.moto = self._start_moto()
         self._keep_local_secrets_in_ssm_only()
         self.stack = self._create_queues_table_and_bucket()
-        self.event_sources = [self._start_event_source(mapping)
-                              for mapping in self.template.event_sources(self.stack)]  # fmt: skip
+        self.event_sources = [
+            self._start_event_source(mapping) for mapping in self.template.event_sources(self.stack)
+        ]
         app = api_app(self._api_integrations(), self.api_key, self.state)
         self.api, self.api_thread = self._serve_until_listening(app)
 
@@ -111,9 +115,11 @@ class Emulator:
 
     def _create_queues_table_and_bucket(self) -> LocalStack:
         return create_resources(
-            boto3.client("dynamodb"), boto3.client("sqs"), template=self.template,
+            boto3.client("dynamodb"),
+            boto3.client("sqs"),
+            template=self.template,
             visibility_timeout_s=self.visibility_timeout_s,
-        )  # fmt: skip
+        )
 
     def _function(self, logical_id: str) -> FunctionConfig:
         shared = {**CREDENTIALS, "AWS_ENDPOINT_URL": self.moto.url}
@@ -125,8 +131,13 @@ class Emulator:
         if self.worker_timeout_s:
             worker = replace(worker, timeout_s=self.worker_timeout_s)
         workers = WarmWorkers(worker)
-        source = SqsEventSource(boto3.client("sqs"), self.stack.url_of_queue(mapping.queue_arn),
-                                workers, mapping.config, worker.timeout_s)  # fmt: skip
+        source = SqsEventSource(
+            boto3.client("sqs"),
+            self.stack.url_of_queue(mapping.queue_arn),
+            workers,
+            mapping.config,
+            worker.timeout_s,
+        )
         source.start()
         return EventSourceRun(mapping, worker, source, workers)
 
@@ -140,8 +151,10 @@ class Emulator:
         _forget_cached_settings()
         handlers = {logical_id: import_handler(fn) for logical_id, fn in functions.items()}
         _forget_cached_settings()
-        return [Integration(route, handlers[route.function], functions[route.function].timeout_s)
-                for route in routes]  # fmt: skip
+        return [
+            Integration(route, handlers[route.function], functions[route.function].timeout_s)
+            for route in routes
+        ]
 
     def _serve_until_listening(self, app: FastAPI) -> tuple[uvicorn.Server, threading.Thread]:
         server = uvicorn.Server(
@@ -189,10 +202,24 @@ class EmulatorProcess:
         self.api_port, self.moto_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JOB_", "CHUNK_"))}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aws.local.emulator", "--api-port", str(self.api_port),
-             "--moto-port", str(self.moto_port), "--api-key", api_key, *args],
-            env=env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "aws.local.emulator",
+                "--api-port",
+                str(self.api_port),
+                "--moto-port",
+                str(self.moto_port),
+                "--api-key",
+                api_key,
+                *args,
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.moto = f"http://127.0.0.1:{self.moto_port}"
         deadline = time.monotonic() + 60
@@ -266,17 +293,23 @@ def main() -> None:
     parser.add_argument("--moto-port", type=int, default=5000)
     parser.add_argument("--api-key", default=os.environ.get("CLOUD_API_KEY") or DEFAULT_API_KEY)
     parser.add_argument(
-        "--parameter", action="append", default=[], metavar="NAME=VALUE",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="a template parameter, e.g. WorkerConcurrency=8 (repeatable)",
-    )  # fmt: skip
+    )
     parser.add_argument("--worker-timeout", type=float, help="seconds (default: the template's)")
     parser.add_argument("--visibility-timeout", type=int, help="seconds (default: the template's)")
     args = parser.parse_args()
     emulator = Emulator(
-        api_port=args.api_port, moto_port=args.moto_port, api_key=args.api_key,
-        parameters=parse_parameters(args.parameter), worker_timeout_s=args.worker_timeout,
+        api_port=args.api_port,
+        moto_port=args.moto_port,
+        api_key=args.api_key,
+        parameters=parse_parameters(args.parameter),
+        worker_timeout_s=args.worker_timeout,
         visibility_timeout_s=args.visibility_timeout,
-    )  # fmt: skip
+    )
     emulator.start()
     print(banner(emulator), flush=True)
     stop = threading.Event()
@@ -287,21 +320,28 @@ def main() -> None:
 
 
 def banner(emulator: Emulator) -> str:
-    routes = [f"{r.method:<5}{emulator.api_url(f'/{r.stage}{r.path}')}"
-              for r in emulator.template.routes()]  # fmt: skip
-    workers = [f"  worker ({run.mapping.logical_id}): BatchSize {run.mapping.config.batch_size}, "
-               f"MaximumConcurrency {run.mapping.config.max_concurrency}, "
-               f"Timeout {run.worker.timeout_s:g}s" for run in emulator.event_sources]  # fmt: skip
+    routes = [
+        f"{r.method:<5}{emulator.api_url(f'/{r.stage}{r.path}')}"
+        for r in emulator.template.routes()
+    ]
+    workers = [
+        f"  worker ({run.mapping.logical_id}): BatchSize {run.mapping.config.batch_size}, "
+        f"MaximumConcurrency {run.mapping.config.max_concurrency}, "
+        f"Timeout {run.worker.timeout_s:g}s"
+        for run in emulator.event_sources
+    ]
     stack = emulator.stack
-    return "\n".join([
-        "Cloud path emulator ready.",
-        f"  API (x-api-key: {emulator.api_key}):",
-        *(f"    {route}" for route in routes),
-        f"  SQS+DynamoDB+S3 (moto): {emulator.moto.url}  queue {stack.queue_url}",
-        f"  data bucket: s3://{stack.bucket_name}  (llm inputs under inputs/)",
-        *workers,
-        f"  maxReceiveCount {stack.max_receive_count}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "Cloud path emulator ready.",
+            f"  API (x-api-key: {emulator.api_key}):",
+            *(f"    {route}" for route in routes),
+            f"  SQS+DynamoDB+S3 (moto): {emulator.moto.url}  queue {stack.queue_url}",
+            f"  data bucket: s3://{stack.bucket_name}  (llm inputs under inputs/)",
+            *workers,
+            f"  maxReceiveCount {stack.max_receive_count}",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,13 @@ def api_event(
             body = raw.decode("utf-8")
         except UnicodeDecodeError:
             body, encoded = base64.b64encode(raw).decode("ascii"), True
-    headers = {"Host": domain, "X-Forwarded-Proto": proto, "x-api-key": api_key,
-               "Content-Type": "application/json", "User-Agent": "pytest"}  # fmt: skip
+    headers = {
+        "Host": domain,
+        "X-Forwarded-Proto": proto,
+        "x-api-key": api_key,
+        "Content-Type": "application/json",
+        "User-Agent": "pytest",
+    }
     resource = resource or path
     return {
         "resource": resource,
@@ -114,9 +119,12 @@ def get_status(job_id: str) -> dict[str, Any]:
 
 def get_chunks(job_id: str, **query: str) -> dict[str, Any]:
     return api_event(
-        "GET", f"/jobs/{job_id}/chunks", resource="/jobs/{job_id}/chunks",
-        path_parameters={"job_id": job_id}, query=list(query.items()),
-    )  # fmt: skip
+        "GET",
+        f"/jobs/{job_id}/chunks",
+        resource="/jobs/{job_id}/chunks",
+        path_parameters={"job_id": job_id},
+        query=list(query.items()),
+    )
 
 
 def list_jobs(**query: str) -> dict[str, Any]:

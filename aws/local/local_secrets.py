@@ -24,8 +24,10 @@ def local_secrets() -> dict[str, str]:
     from chunking.settings import get_settings
 
     settings = get_settings()
-    values = {"OpenAiApiKeyParameter": settings.openai_api_key,
-              "CallbackSecretParameter": settings.callback_secret}  # fmt: skip
+    values = {
+        "OpenAiApiKeyParameter": settings.openai_api_key,
+        "CallbackSecretParameter": settings.callback_secret,
+    }
     return {parameter: value for parameter, value in values.items() if value}
 
 

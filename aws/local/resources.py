@@ -32,9 +32,15 @@ NAMES = {
     "DataBucket": "long-jobs-data",
 }
 # CreateTable takes these properties of an AWS::DynamoDB::Table as CloudFormation spells them.
-TABLE_PROPERTIES = ("BillingMode", "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes",
-                    "LocalSecondaryIndexes", "ProvisionedThroughput",
-                    "StreamSpecification")  # fmt: skip
+TABLE_PROPERTIES = (
+    "BillingMode",
+    "AttributeDefinitions",
+    "KeySchema",
+    "GlobalSecondaryIndexes",
+    "LocalSecondaryIndexes",
+    "ProvisionedThroughput",
+    "StreamSpecification",
+)
 
 
 @dataclass(frozen=True)
@@ -61,9 +67,13 @@ class LocalStack:
 
     def ref(self, logical_id: str) -> str:
         """What `!Ref` of one of these resources gives in CloudFormation."""
-        refs = {"JobTable": self.table_name, "ChunkQueue": self.queue_url,
-                "ChunkDeadLetterQueue": self.dlq_url, "DataBucket": self.bucket_name,
-                "HighPriorityChunkQueue": self.high_queue_url}  # fmt: skip
+        refs = {
+            "JobTable": self.table_name,
+            "ChunkQueue": self.queue_url,
+            "ChunkDeadLetterQueue": self.dlq_url,
+            "DataBucket": self.bucket_name,
+            "HighPriorityChunkQueue": self.high_queue_url,
+        }
         return refs[logical_id]
 
     def get_att(self, logical_id: str, attribute: str) -> str:
@@ -71,8 +81,11 @@ class LocalStack:
 
     def url_of_queue(self, arn: str) -> str:
         """The URL of the queue with this ARN (an event source mapping names its queue so)."""
-        [logical_id] = [logical_id for (logical_id, attribute), value in self.attributes.items()
-                        if attribute == "Arn" and value == arn]  # fmt: skip
+        [logical_id] = [
+            logical_id
+            for (logical_id, attribute), value in self.attributes.items()
+            if attribute == "Arn" and value == arn
+        ]
         return self.get_att(logical_id, "QueueUrl")
 
 
@@ -105,19 +118,27 @@ def create_resources(
     refs = creating.refs
     redrive = creating.properties["ChunkQueue"]["RedrivePolicy"]
     return LocalStack(
-        refs["JobTable"], refs["ChunkQueue"], refs["ChunkDeadLetterQueue"],
-        int(redrive["maxReceiveCount"]), refs["DataBucket"], refs["HighPriorityChunkQueue"],
+        refs["JobTable"],
+        refs["ChunkQueue"],
+        refs["ChunkDeadLetterQueue"],
+        int(redrive["maxReceiveCount"]),
+        refs["DataBucket"],
+        refs["HighPriorityChunkQueue"],
         attributes=creating.attributes,
-    )  # fmt: skip
+    )
 
 
 class _Creating:
     """The stack's resources as the resolver sees them, each created on its first Ref/GetAtt."""
 
     def __init__(
-        self, template: StackTemplate, dynamodb: Any, sqs: Any, s3: Any,
+        self,
+        template: StackTemplate,
+        dynamodb: Any,
+        sqs: Any,
+        s3: Any,
         visibility_timeout_s: int | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.template, self.dynamodb, self.sqs, self.s3 = template, dynamodb, sqs, s3
         self.visibility_timeout_s = visibility_timeout_s
         creators: dict[str, Callable[[str, dict[str, Any]], tuple[str, dict[str, str]]]] = {
@@ -125,8 +146,11 @@ class _Creating:
             "AWS::DynamoDB::Table": self._table,
             "AWS::S3::Bucket": self._bucket,
         }
-        self.types = {logical_id: creators[resource_type] for resource_type in creators
-                      for logical_id in template.resources(resource_type)}  # fmt: skip
+        self.types = {
+            logical_id: creators[resource_type]
+            for resource_type in creators
+            for logical_id in template.resources(resource_type)
+        }
         self.resolver = template.resolver(self)
         self.refs: dict[str, str] = {}
         self.attributes: dict[tuple[str, str], str] = {}
@@ -151,8 +175,11 @@ class _Creating:
         self.attributes.update({(logical_id, key): value for key, value in attributes.items()})
 
     def _queue(self, name: str, props: dict[str, Any]) -> tuple[str, dict[str, str]]:
-        attributes = {key: _attribute(value) for key, value in props.items()
-                      if key not in ("QueueName", "Tags")}  # fmt: skip
+        attributes = {
+            key: _attribute(value)
+            for key, value in props.items()
+            if key not in ("QueueName", "Tags")
+        }
         if self.visibility_timeout_s and "RedrivePolicy" in props:  # the queues work is retried on
             attributes["VisibilityTimeout"] = str(self.visibility_timeout_s)
         url: str = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]

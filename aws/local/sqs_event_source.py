@@ -140,9 +140,11 @@ class SqsEventSource:
         for lo in range(0, len(messages), SQS_MAX_BATCH):
             self.sqs.delete_message_batch(
                 QueueUrl=self.queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                         for i, m in enumerate(messages[lo : lo + SQS_MAX_BATCH])],
-            )  # fmt: skip
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages[lo : lo + SQS_MAX_BATCH])
+                ],
+            )
         with self._lock:
             self.stats.deleted += len(messages)
 

@@ -68,9 +68,11 @@ def translate(sam: dict[str, Any], parameters: Mapping[str, Any]) -> dict[str, A
     policies named by their short name would need AWS, and the template names none.
     """
     translator = Translator(
-        managed_policy_map=None, sam_parser=Parser(), plugins=[],
+        managed_policy_map=None,
+        sam_parser=Parser(),
+        plugins=[],
         boto_session=boto3.session.Session(region_name=REGION),
-    )  # fmt: skip
+    )
     cfn: dict[str, Any] = translator.translate(
         _with_code_in_s3(sam), dict(parameters), get_managed_policy_map=dict
     )
@@ -130,8 +132,9 @@ class StackTemplate:
     def __init__(self, parameters: Mapping[str, Any] | None = None) -> None:
         """`parameters` override the template's defaults, as `sam deploy --parameter-overrides`."""
         self.sam, self.cfn = _translated(tuple(sorted((parameters or {}).items())))
-        defaults = {name: p["Default"] for name, p in self.cfn["Parameters"].items()
-                    if "Default" in p}  # fmt: skip
+        defaults = {
+            name: p["Default"] for name, p in self.cfn["Parameters"].items() if "Default" in p
+        }
         self.parameters: dict[str, Any] = {**defaults, **(parameters or {})}
         self.types = {logical_id: r["Type"] for logical_id, r in self.cfn["Resources"].items()}
 
@@ -173,8 +176,11 @@ class StackTemplate:
             if queue_arn.startswith("arn:aws:sqs:"):  # only SQS is emulated
                 found.append(EventSourceMapping(logical_id, function, queue_arn, _config(props)))
         # SAM names an event's mapping <function><event>; the translation's order is not stable.
-        events = [f"{function}{event}" for function, resource in self.sam["Resources"].items()
-                  for event in resource.get("Properties", {}).get("Events", {})]  # fmt: skip
+        events = [
+            f"{function}{event}"
+            for function, resource in self.sam["Resources"].items()
+            for event in resource.get("Properties", {}).get("Events", {})
+        ]
         order = {logical_id: position for position, logical_id in enumerate(events)}
         return sorted(found, key=lambda mapping: order.get(mapping.logical_id, len(order)))
 
@@ -219,11 +225,15 @@ def _routes(stage: str, body: dict[str, Any], resolver: Intrinsics) -> list[Rout
             function = re.search(r":function:([^/:]+)", uri)
             assert function, f"{method} {path} integrates no function: {uri}"
             requirements = operation.get("security", [])
-            found.append(Route(
-                stage=stage, path=path, function=function[1],
-                method="ANY" if method == ANY_METHOD else method.upper(),
-                api_key_required=any(set(r) & key_schemes for r in requirements),
-            ))  # fmt: skip
+            found.append(
+                Route(
+                    stage=stage,
+                    path=path,
+                    function=function[1],
+                    method="ANY" if method == ANY_METHOD else method.upper(),
+                    api_key_required=any(set(r) & key_schemes for r in requirements),
+                )
+            )
     return found
 
 

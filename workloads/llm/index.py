@@ -162,10 +162,15 @@ def _resumed(index_at: str, chunk_size: int, state: Mapping[str, int]) -> _Build
         # The checkpoint is gone or short: not the input's fault, so read it again from its start.
         return _Build(chunk_size)
     return _Build(
-        chunk_size, offset=int(state["offset"]), lines=int(state["lines"]), items=items,
-        tail_offset=int(state["tail_offset"]), tail_line=int(state["tail_line"]),
-        starts=starts, ids=Ids(dict(zip(flat[0::2], flat[1::2], strict=True))),
-    )  # fmt: skip
+        chunk_size,
+        offset=int(state["offset"]),
+        lines=int(state["lines"]),
+        items=items,
+        tail_offset=int(state["tail_offset"]),
+        tail_line=int(state["tail_line"]),
+        starts=starts,
+        ids=Ids(dict(zip(flat[0::2], flat[1::2], strict=True))),
+    )
 
 
 def chunk_items(

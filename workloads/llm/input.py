@@ -101,9 +101,14 @@ def _lines(
     root = get_settings().llm_input_root
     with _reading(uri):
         yield from blobs.read_line_spans(
-            uri, start, end, root=root, max_bytes=max_bytes, max_line_bytes=MAX_LINE_BYTES,
+            uri,
+            start,
+            end,
+            root=root,
+            max_bytes=max_bytes,
+            max_line_bytes=MAX_LINE_BYTES,
             first_number=first_number,
-        )  # fmt: skip
+        )
 
 
 def _item(index: int, number: int, line: str, template: str | None) -> Item:

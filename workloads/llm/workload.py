@@ -69,18 +69,28 @@ async def run_llm_chunk(
     index_at = index_uri(get_settings().llm_output_uri, job_id)
     try:
         items = await asyncio.to_thread(
-            chunk_items, fields.input, fields.prompt_template, index_at, chunk.index,
-            chunk.start, chunk.size,
-        )  # fmt: skip
+            chunk_items,
+            fields.input,
+            fields.prompt_template,
+            index_at,
+            chunk.index,
+            chunk.start,
+            chunk.size,
+        )
     except InputError as err:
         raise PermanentError(f"the input cannot be read any more: {err}") from err
     # Off the event loop: the key may be an SSM read (chunking.secrets) when not cached.
     client = await asyncio.to_thread(LlmClient.from_settings, fields.model, fields.max_tokens)
     async with client:
         return await answer_items(
-            store, client, job_id, chunk.index, items,
-            budget_s=budget_s, call_timeout_s=get_settings().llm_call_timeout_s,
-        )  # fmt: skip
+            store,
+            client,
+            job_id,
+            chunk.index,
+            items,
+            budget_s=budget_s,
+            call_timeout_s=get_settings().llm_call_timeout_s,
+        )
 
 
 async def answer_items(
@@ -124,10 +134,15 @@ async def answer_items(
                 keep_output, job_id, item.index, answer.output
             )
             result = ItemResult(
-                item.index, chunk_index, item.id, output=output, output_uri=output_uri,
-                prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+                item.index,
+                chunk_index,
+                item.id,
+                output=output,
+                output_uri=output_uri,
+                prompt_tokens=answer.prompt_tokens,
+                completion_tokens=answer.completion_tokens,
                 latency_ms=answer.latency_ms,
-            )  # fmt: skip
+            )
         if await asyncio.to_thread(store.record_item, job_id, result):
             kept[item.index] = result
         done.add(item.index)
@@ -197,10 +212,14 @@ class Llm(Workload):
         settings = get_settings()
         try:
             step = build_index(
-                fields.input, fields.prompt_template, job.spec.chunk_size,
+                fields.input,
+                fields.prompt_template,
+                job.spec.chunk_size,
                 index_uri(settings.llm_output_uri, job.job_id),
-                resume=resume, deadline=deadline, max_bytes=settings.llm_input_max_bytes,
-            )  # fmt: skip
+                resume=resume,
+                deadline=deadline,
+                max_bytes=settings.llm_input_max_bytes,
+            )
         except InputError as err:
             raise PlanError(f"input_uri: {err}") from err
         if not isinstance(step, Indexed):
