@@ -258,6 +258,6 @@ app.include_router(dashboard.cloud)
 app.mount("/ui/static", dashboard.static_files, name="ui-static")
 
 # What is loaded by now lives as long as the app: frozen, it is left out of the collector's full
-# passes, which walked all of it and held every request for 60-80 ms at a time under load.
+# passes, which walked all of it and held every request up at a time under load.
 gc.collect()
 gc.freeze()

@@ -14,9 +14,11 @@ local path calls them through `asyncio.to_thread`, and submits with `submit_asyn
   caller may retry with the same id.
 - `adopt`: the job's first durable unit (Inngest's start-job) takes the job that `submit`
   recorded, or records it if the event came from elsewhere.
-- `plan`: in the job's first durable unit (never in a request), its workload counts (and
-  indexes) its items within a budget, paused and resumed as often as that takes; then the job
-  starts, once. What cannot run (a bad input line) fails the job, with the reason.
+- `plan`: in the job's first durable unit, its workload counts (and indexes) its items within
+  a budget, paused and resumed as often as that takes; then the job starts, once. A job whose
+  spec gives its items has nothing to read: the cloud path's `submit` plans it in the request
+  (`plan_known_items`), so its chunks go out with it. What cannot run (a bad input line)
+  fails the job, with the reason.
 - `cancel`: chunks not yet started never run; running ones finish (JobEndedError if it ended).
 - `finish`: what a finished job leaves behind, re-run safely on a redelivery.
 - `after_failed_run` and `sweep`: a chunk whose run failed for good, or that a stalled job
@@ -37,7 +39,7 @@ from chunking.one_thread import OneThread
 from chunking.prepare import prepare_spec
 from chunking.settings import get_settings
 from chunking.spec import MAX_CHUNKS, JobSpec, chunk_count, new_job_id
-from chunking.status import ChunkRecord, JobRecord, JobStatus, Path
+from chunking.status import ChunkRecord, JobPath, JobRecord, JobStatus
 from chunking.store import JobEndedError, JobStore
 from chunking.workload import PlanError, PlanPaused
 
@@ -81,7 +83,7 @@ FirstWork = PlanJob | FanOut
 def submit(
     store: JobStore,
     spec: JobSpec,
-    path: Path,
+    path: JobPath,
     send: Callable[[FirstWork], None],
     *,
     plan_known_items: bool = False,
@@ -113,7 +115,7 @@ SUBMISSIONS = OneThread("submissions")
 async def submit_async(
     store: JobStore,
     spec: JobSpec,
-    path: Path,
+    path: JobPath,
     send: Callable[[PlanJob], Awaitable[None]],
     *,
     what: str = "enqueue the job",
@@ -131,7 +133,7 @@ async def submit_async(
 async def _submit_async(
     store: JobStore,
     spec: JobSpec,
-    path: Path,
+    path: JobPath,
     send: Callable[[PlanJob], Awaitable[None]],
     what: str,
 ) -> Submission:
@@ -147,7 +149,9 @@ async def _submit_async(
     return Submission(job, enqueued=True)
 
 
-def _record_for_submit(store: JobStore, spec: JobSpec, path: Path) -> tuple[JobRecord, bool | None]:
+def _record_for_submit(
+    store: JobStore, spec: JobSpec, path: JobPath
+) -> tuple[JobRecord, bool | None]:
     """Prepare and record the job: (job, `again` for its first work), or (job, None) when it is
     an idempotent repeat with nothing to send. Blocking I/O."""
     job, created = _record(store, prepare_spec(spec, path), path)
@@ -171,7 +175,7 @@ def _enqueue_failed(store: JobStore, job_id: str, what: str, err: Exception) -> 
     return EnqueueError(job_id, reason)
 
 
-def adopt(store: JobStore, spec: JobSpec, path: Path) -> JobRecord:
+def adopt(store: JobStore, spec: JobSpec, path: JobPath) -> JobRecord:
     """The job `submit` recorded (or a new one for this spec)."""
     recorded = store.get_job(spec.job_id) if spec.job_id else None
     if recorded is None or recorded.spec.model_dump() != spec.model_dump():
@@ -220,7 +224,7 @@ def plan(
     return PlanOutcome(started=store.start_job(job_id), total_chunks=chunks)
 
 
-def _record(store: JobStore, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
+def _record(store: JobStore, spec: JobSpec, path: JobPath) -> tuple[JobRecord, bool]:
     """Record a prepared spec under its id (or a new one): (job, created now)."""
     return store.create_job(spec.job_id or new_job_id(), spec, path)
 

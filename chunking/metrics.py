@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from chunking.status import TERMINAL_STATUSES, Path, model_cost_usd
+from chunking.status import TERMINAL_STATUSES, JobPath, model_cost_usd
 from chunking.store import JobStore
 from chunking.workload import ChunkUsage
 
@@ -72,12 +72,12 @@ def _add(name: str, value: float, **labels: str) -> None:
         _sink.add(name, value, labels)
 
 
-def chunk_begun(path: Path) -> None:
+def chunk_begun(path: JobPath) -> None:
     _add("chunk_attempts", 1, path=path)
 
 
 def chunk_settled(
-    path: Path,
+    path: JobPath,
     outcome: str,
     latency_ms: float | None,
     usage: ChunkUsage | None,
@@ -94,11 +94,11 @@ def chunk_settled(
         _add("model_cost_usd", cost, path=path)
 
 
-def job_submitted(path: Path) -> None:
+def job_submitted(path: JobPath) -> None:
     _add("jobs_submitted", 1, path=path)
 
 
-def job_ended(path: Path, status: str) -> None:
+def job_ended(path: JobPath, status: str) -> None:
     _add("jobs_ended", 1, path=path, status=status)
 
 

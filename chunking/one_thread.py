@@ -2,9 +2,8 @@
 use for blocking calls, `OneThread`, which runs them on one thread, as many per trip as wait.
 
 `asyncio.to_thread` per call costs far more than a short call itself under load: each trip
-hands the GIL between the loop's thread and a worker and back, and 50 concurrent POST /jobs
-spent ~1.4 ms of CPU per request on that alone, against 0.08 ms for recording the job (issue
-13, point 5: p99 155-207 ms, where one trip per batch gives ~40 ms). `OneThread.run` queues
+hands the GIL between the loop's thread and a worker and back, many times what recording a job
+costs (BENCHMARKS.md, accepting jobs under load). `OneThread.run` queues
 the call; one trip runs every call queued by then, one after another, each with its own
 outcome, while the next calls gather for the following trip. Calls may also share a context
 per trip: POST /jobs records the jobs of a trip in one transaction (`JobStore.batch`). The

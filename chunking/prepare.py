@@ -15,7 +15,7 @@ from chunking import secrets, workload
 from chunking.callbacks import CallbackTargetError, check_target
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
-from chunking.status import Path
+from chunking.status import JobPath
 
 
 def check_callback(url: str) -> None:
@@ -35,7 +35,7 @@ def spec_error(field: str, message: str, value: object) -> ValidationError:
     return ValidationError.from_exception_data("JobSpec", [detail])
 
 
-def prepare_spec(spec: JobSpec, path: Path) -> JobSpec:
+def prepare_spec(spec: JobSpec, path: JobPath) -> JobSpec:
     """The spec to record; raises ValidationError when it cannot run. Blocking I/O."""
     if spec.callback_url is not None:
         check_callback(spec.callback_url)

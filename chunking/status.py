@@ -12,7 +12,8 @@ from chunking import workload
 from chunking.latency import LatencySummary
 from chunking.spec import JobSpec
 
-Path = Literal["local", "cloud"]
+# Which of the two ways a job runs: the status JSON's `path`.
+JobPath = Literal["local", "cloud"]
 JobState = Literal["queued", "running", "finished", "failed", "cancelled"]
 ChunkState = Literal["running", "succeeded", "failed"]
 JobStatusName = Literal["queued", "running", "succeeded", "partial", "failed", "cancelled"]
@@ -65,7 +66,7 @@ class Liveness:
 @dataclass(frozen=True)
 class JobRecord:
     job_id: str
-    path: Path
+    path: JobPath
     spec: JobSpec
     state: JobState
     total_chunks: int
@@ -160,7 +161,7 @@ class Usage(BaseModel):
 
 class JobStatus(BaseModel):
     job_id: str
-    path: Path
+    path: JobPath
     status: JobStatusName
     total_items: int
     chunk_size: int

@@ -12,10 +12,10 @@ from chunking.status import (
     ChunkRecord,
     ChunkState,
     ItemResult,
+    JobPath,
     JobRecord,
     JobStatus,
     JobStatusName,
-    Path,
 )
 from chunking.workload import ChunkUsage
 
@@ -43,7 +43,7 @@ class Settlement:
 
 
 class JobStore(Protocol):
-    def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
+    def create_job(self, job_id: str, spec: JobSpec, path: JobPath) -> tuple[JobRecord, bool]:
         """Insert a `queued` job, or return the existing one; the bool says if it was created.
 
         Its items are the spec's, or 0 until `set_plan` (a workload that counts its input).

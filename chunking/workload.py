@@ -33,7 +33,7 @@ from chunking.settings import get_settings
 if TYPE_CHECKING:
     from chunking.planning import Chunk
     from chunking.spec import JobSpec
-    from chunking.status import JobRecord, Path
+    from chunking.status import JobPath, JobRecord
     from chunking.store import JobStore
 
 
@@ -97,7 +97,7 @@ class Workload:
     produces_output: ClassVar[bool] = False
     reports_usage: ClassVar[bool] = False  # it calls a model: the status carries its usage
 
-    def prepare(self, spec: JobSpec, path: Path) -> JobSpec:
+    def prepare(self, spec: JobSpec, path: JobPath) -> JobSpec:
         """The spec to record, checked in constant time (in the request). Blocking; raises a
         pydantic ValidationError naming the field when it cannot run."""
         return spec

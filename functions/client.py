@@ -36,9 +36,9 @@ class EventBatcher:
 
     The events that requests send at the same time go in one POST (a batch of up to MAX_BATCH),
     with at most MAX_IN_FLIGHT POSTs in flight (chunking/one_thread.py's Gatherer); an event
-    sent alone goes at once, as alone. A POST costs the app 0.7-0.9 ms of CPU (the SDK's httpx)
+    sent alone goes at once, as alone. A POST costs the app the same CPU (the SDK's httpx)
     whatever its number of events: one per job was most of what accepting a job cost under load
-    (issue 13, point 5).
+    (BENCHMARKS.md).
 
     If a batch of several fails, each of its events is sent again alone, so that one event the
     API refuses (too large, say) fails its own request only.

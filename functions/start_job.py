@@ -20,7 +20,7 @@ from chunking.api_errors import describe
 from chunking.planning import fan_out_batches
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
-from chunking.status import Path
+from chunking.status import JobPath
 from chunking.store import JobConflictError
 from functions.client import inngest_client
 from functions.deps import get_store, inngest_retries, spec_from_event
@@ -28,7 +28,7 @@ from functions.events import CANCEL_ON_JOB_CANCELLED, FAN_OUT_BATCH, START_JOB, 
 from functions.failures import FailedRun, failure_handler
 
 
-async def create_or_adopt_job(spec_data: dict[str, Any], path: Path = "local") -> dict[str, Any]:
+async def create_or_adopt_job(spec_data: dict[str, Any], path: JobPath = "local") -> dict[str, Any]:
     """Create the job, or adopt the `queued` one that `POST /jobs` wrote; plan it at once when
     its spec says its items (nothing to read)."""
     # The job id is generated inside this step, so a replay of the function sees the same id.

@@ -2,10 +2,12 @@
 
 In the manner of kombu's virtual transport and Powertools' BasePersistenceLayer, the decisions
 live here (a repeated job_id with the same spec is the same job, another spec a conflict; which
-state a job may move from and what changes; when the last settled chunk finishes the job; how
+state a job may move from and what changes; whether an attempt may begin (`_begin_plan`);
+whether an outcome is new and whether it finished the job (`_settle_plan`); how
 stored fields become records; the status assembly; the clock). A store supplies only its reads
 and its conditional writes, each stated in its own terms (SQL, DynamoDB expressions), over rows
-with the same field names: the columns of `stores.sqlite`, the attributes of `stores.dynamodb`.
+with the same field names: the columns of `stores.sql`'s tables, the attributes of
+`stores.dynamodb`'s items.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ from chunking.status import (
     ChunkState,
     FailedChunk,
     ItemResult,
+    JobPath,
     JobRecord,
     JobState,
     JobStatus,
     Liveness,
-    Path,
     Progress,
     Span,
     Tally,
@@ -414,6 +416,10 @@ class BaseJobStore(ABC):
     # --- the primitives: conditional writes ---
 
     @abstractmethod
+    def claim_once(self, key: str, now: float, ttl_s: float) -> bool:
+        """JobStore.claim_once: record `key` until `now + ttl_s`, True only the first time."""
+
+    @abstractmethod
     def _insert_job(self, row: Mapping[str, Field]) -> bool:
         """Insert the job's row unless its job_id exists; True when inserted."""
 
@@ -538,7 +544,7 @@ class BaseJobStore(ABC):
     def _active_now(self) -> str:
         return active_minute(self.now())
 
-    def create_job(self, job_id: str, spec: JobSpec, path: Path) -> tuple[JobRecord, bool]:
+    def create_job(self, job_id: str, spec: JobSpec, path: JobPath) -> tuple[JobRecord, bool]:
         spec_json = spec.model_copy(update={"job_id": job_id}).model_dump_json()
         items = workload.of(spec).known_items(spec) or 0
         row: dict[str, Field] = {

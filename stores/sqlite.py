@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any
 
 from stores.base import Row
@@ -76,14 +76,14 @@ UPDATE jobs SET
 class SqliteJobStore(SqlJobStore):
     """JobStore on one SQLite file; safe to share between threads."""
 
-    def __init__(self, path: FsPath | str) -> None:
+    def __init__(self, path: Path | str) -> None:
         super().__init__()
-        self.path = FsPath(path)
+        self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         # This process's writers take turns on a lock, woken the moment it is free: SQLite's
         # own busy handler (still what waits for other processes) sleeps 1, 2, 5 ... 100 ms
-        # between tries, which under 50 concurrent requests put p99 at ~200 ms (issue 13, 5).
+        # between tries, which under many concurrent requests is most of their wait.
         self._write_lock = threading.Lock()
         self._conn().executescript(SCHEMA.format(int="INTEGER", real="REAL", keyed=KEYED))
         self._migrate()

@@ -28,7 +28,7 @@ from chunking.planning import Chunk
 from chunking.prepare import spec_error
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
-from chunking.status import ItemResult, JobRecord, Path
+from chunking.status import ItemResult, JobPath, JobRecord
 from chunking.store import JobStore
 from chunking.workload import (
     ChunkResult,
@@ -168,7 +168,7 @@ class Llm(Workload):
     produces_output = True
     reports_usage = True
 
-    def prepare(self, spec: JobSpec, path: Path) -> JobSpec:
+    def prepare(self, spec: JobSpec, path: JobPath) -> JobSpec:
         """Check the input in constant time: where it is, its size, and every line only of an
         input of at most FULL_CHECK_BYTES (a few ms of reading: a demo's bad line is refused
         at once); a larger one is validated and counted by `plan`."""
