@@ -34,6 +34,12 @@ class FailedRun:
     message: str  # its error
     failed_at: datetime  # when the engine declared it failed
 
+    @property
+    def job_id(self) -> str | None:
+        """The job the failed run was for, if its event named one."""
+        job_id = self.data.get("job_id")
+        return job_id if isinstance(job_id, str) else None
+
 
 def failed_run(event: inngest.Event) -> FailedRun:
     """The failed run, from its `inngest/function.failed` event (missing parts read as empty)."""

@@ -55,8 +55,7 @@ async def finish_job(ctx: inngest.Context) -> str:
 @failure_handler(of=finish_job)
 async def finish_job_failed(ctx: inngest.Context, run: FailedRun) -> None:
     """Safety net: when the finish gave up, the job's status says why (not `running`)."""
-    job_id = run.data.get("job_id")
-    if isinstance(job_id, str):
+    if job_id := run.job_id:
         await ctx.step.run(
             "record-finish-failure",
             asyncio.to_thread,

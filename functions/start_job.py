@@ -115,8 +115,7 @@ async def start_job(ctx: inngest.Context) -> dict[str, Any]:
 @failure_handler(of=start_job)
 async def start_job_failed(ctx: inngest.Context, run: FailedRun) -> None:
     """Safety net: a job whose start gave up says so instead of waiting for ever."""
-    job_id = run.data.get("job_id")
-    if isinstance(job_id, str):
+    if job_id := run.job_id:
         await ctx.step.run(
             "mark-job-failed",
             asyncio.to_thread,

@@ -156,3 +156,18 @@ def postgres_server() -> Iterator[PostgresServer]:
     server = PostgresServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def stride_workload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/plugins/stride.py's workload registered in this process, for one test only, and
+    the app's API schema built again to publish it."""
+    import importlib
+
+    from chunking import workload
+    from main import app
+
+    monkeypatch.setattr(workload, "_registered", dict(workload._registered))
+    plugin = importlib.import_module("tests.plugins.stride")
+    workload.register(plugin.Stride())  # the import registers it only the first time
+    monkeypatch.setattr(app, "openapi_schema", None)  # built once per app: maybe without it

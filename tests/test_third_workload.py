@@ -7,7 +7,6 @@ functions' environment, as a deployed stack would set it)."""
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,21 +15,12 @@ import httpx
 import pytest
 
 from aws.local.emulator import EmulatorProcess
-from chunking import workload
 from tests.executor import StandInExecutor
 from tests.support import FakeInngestApi
 
 # 60 items in chunks of 10 with stride 3: chunks 0 and 3 fail once, then succeed.
 SPEC = {"workload": "stride", "stride": 3, "total_items": 60, "chunk_size": 10}
 CLOUD_KEY = "stride-test-key"
-
-
-@pytest.fixture
-def stride_workload(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The workload registered in this process, for this test only."""
-    monkeypatch.setattr(workload, "_registered", dict(workload._registered))
-    plugin = importlib.import_module("tests.plugins.stride")
-    workload.register(plugin.Stride())  # the import registers it only the first time
 
 
 @pytest.fixture
@@ -70,7 +60,7 @@ def assert_ran_its_own_work(status: dict[str, Any]) -> None:
 
 
 def test_a_third_workload_runs_on_the_local_path(
-    api: httpx.Client, executor: StandInExecutor, monkeypatch: pytest.MonkeyPatch
+    api: httpx.Client, executor: StandInExecutor
 ) -> None:
     bad = api.post("/jobs", json={**SPEC, "stride": 0})
     assert bad.status_code == 400
@@ -83,9 +73,6 @@ def test_a_third_workload_runs_on_the_local_path(
     job_id = started.json()["job_id"]
     assert_ran_its_own_work(wait_until_ended(lambda: api.get(f"/jobs/{job_id}").json()))
     # The API publishes its field beside the others' (what the dashboard's form is built from).
-    from main import app
-
-    monkeypatch.setattr(app, "openapi_schema", None)  # built once per app: maybe before it came
     schemas = api.get("/openapi.json").json()["components"]["schemas"]
     assert schemas["JobSpec"]["discriminator"]["mapping"]["stride"].endswith("/StrideFields")
     assert schemas["StrideFields"]["properties"]["stride"]["minimum"] == 1

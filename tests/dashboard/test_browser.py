@@ -21,7 +21,6 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from aws.local.emulator import EmulatorProcess
 from tests.executor import StandInExecutor
 from tests.support import set_settings
-from tests.test_third_workload import stride_workload  # noqa: F401 - a fixture: registers it
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", REPO / "test-artifacts"))
@@ -284,10 +283,7 @@ def test_a_plugin_workloads_job_is_started_from_the_form(
 ) -> None:
     """tests/plugins/stride.py, registered in this process: the form offers it and its one
     field, by the schema's type and bounds, and its job runs to its end."""
-    from main import app
-
     set_settings(monkeypatch, RETRY_BACKOFF_BASE_S="0.2")
-    monkeypatch.setattr(app, "openapi_schema", None)  # built once per app: maybe without it
     stride = own_fields(api.get("/openapi.json").json(), "stride")["stride"]
     posted = bodies_posted(page)
     page.goto(page_url(api))
