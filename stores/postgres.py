@@ -17,7 +17,14 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from stores.base import Row
-from stores.sql import INDEXES, LATER_COLUMNS, SCHEMA, Cursor, SqlJobStore
+from stores.sql import (
+    ACTIVE_SINCE_START,
+    INDEXES,
+    LATER_COLUMNS,
+    SCHEMA,
+    Cursor,
+    SqlJobStore,
+)
 
 # Serialises two replicas creating the tables at once (CREATE … IF NOT EXISTS is not safe
 # against a concurrent create of the same name).
@@ -72,7 +79,7 @@ class PostgresJobStore(SqlJobStore):
                     + declaration.format(int="BIGINT")
                     for table, column, declaration in LATER_COLUMNS
                 )
-                for statement in (*ddl.split(";"), *added, *INDEXES):
+                for statement in (*ddl.split(";"), *added, ACTIVE_SINCE_START, *INDEXES):
                     if statement.strip():
                         db.execute(statement)
 

@@ -112,6 +112,11 @@ LATER_COLUMNS = (
     ("jobs", "swept_at", "TEXT"),
 )
 
+# A running job from before `active_at` shows life as of its start, so the sweep sees it too.
+ACTIVE_SINCE_START = (
+    "UPDATE jobs SET active_at = started_at WHERE state = 'running' AND active_at IS NULL"
+)
+
 # After SCHEMA (and after a database from before these columns has them).
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS chunks_by_seq ON chunks (job_id, seq)",

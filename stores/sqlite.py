@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from stores.base import Row
-from stores.sql import INDEXES, LATER_COLUMNS, SCHEMA, SqlJobStore
+from stores.sql import ACTIVE_SINCE_START, INDEXES, LATER_COLUMNS, SCHEMA, SqlJobStore
 
 KEYED = " WITHOUT ROWID"  # chunks and items are read by their key: no rowid to keep beside it
 _COUNT = "INTEGER NOT NULL DEFAULT 0"
@@ -99,6 +99,8 @@ class SqliteJobStore(SqlJobStore):
                     added.add((table, column))
             if ("jobs", "chunks_succeeded") in added:
                 db.execute(RECOUNT)
+            if ("jobs", "active_at") in added:
+                db.execute(ACTIVE_SINCE_START)
             for index in INDEXES:
                 db.execute(index)
 

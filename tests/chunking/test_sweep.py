@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from chunking import lifecycle
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.store import JobStore
+from stores.sqlite import SqliteJobStore
 from tests.support import set_settings
 
 T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
@@ -179,3 +181,21 @@ def test_the_job_row_records_the_sweep_only_while_it_runs(store: JobStore, clock
     assert not store.record_sweep(job_id, passes=2, after=None, swept_at=T0, resent=1)
     status = store.status(job_id)
     assert status is not None and status.chunks_resent == 1
+
+
+def test_a_running_job_from_before_the_sweep_is_swept_as_of_its_start(tmp_path: Path) -> None:
+    """A SQLite file an earlier version wrote (no `active_at`): its running jobs show life as of
+    their start once the store opens it, so the sweep finds them."""
+    file = tmp_path / "old.sqlite3"
+    old = SqliteJobStore(file)
+    old.create_job("old", JobSpec(total_items=2, chunk_size=1), "local")
+    assert old.start_job("old")
+    with old._transaction() as db:  # back to the earlier schema
+        db.execute("DROP INDEX jobs_by_activity")
+        for column in ("active_at", "sweep_passes", "sweep_after", "swept_at"):
+            db.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+    store = SqliteJobStore(file)
+    job = store.get_job("old")
+    assert job is not None and job.liveness.active_at == job.started_at
+    later = datetime.now(UTC) + IDLE + timedelta(minutes=1)
+    assert [j.job_id for j in store.stalled_jobs(later - IDLE, 10)] == ["old"]
