@@ -16,6 +16,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.chunking.llm_chunks import build_all, chunks_of
 from tests.support import free_port
 from workloads.llm import blobs, index
 from workloads.llm.index import Indexed, Paused, build_index, chunk_items, index_uri
@@ -137,21 +138,6 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
         s3_place: Place = request.getfixturevalue("s3")
         return s3_place
     return Place("local", str(tmp_path))  # LLM_INPUT_ROOT is tmp_path (tests/conftest.py)
-
-
-def build_all(uri: str, template: str | None, chunk_size: int, index_at: str) -> int:
-    result = build_index(uri, template, chunk_size, index_at)
-    assert isinstance(result, Indexed)
-    return result.total_items
-
-
-def chunks_of(
-    uri: str, template: str | None, chunk_size: int, index_at: str, total: int
-) -> list[list[Item]]:
-    return [
-        chunk_items(uri, template, index_at, c, first, min(chunk_size, total - first))
-        for c, first in enumerate(range(0, total, chunk_size))
-    ]
 
 
 @dataclass
