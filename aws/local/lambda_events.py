@@ -2,8 +2,8 @@
 
 API Gateway events follow the REST API proxy format (v1). SQS events are built from messages
 really received from the queue (moto here), so receipt handles and ApproximateReceiveCount are
-real (aws/local/sqs_event_source.py receives them). Used by the tests, the benchmarks and the
-offline emulation.
+real (aws/local/sqs_event_source.py receives them). Used by the offline emulation, the
+benchmarks and the tests (which keep their own status-route events in tests/aws/events.py).
 """
 
 from __future__ import annotations
@@ -109,26 +109,6 @@ def api_event(
 def post_start(body: str | bytes | dict[str, Any] | None) -> dict[str, Any]:
     text = body if isinstance(body, (str, bytes)) or body is None else json.dumps(body)
     return api_event("POST", "/start", body=text)
-
-
-def get_status(job_id: str) -> dict[str, Any]:
-    return api_event(
-        "GET", f"/jobs/{job_id}", resource="/jobs/{job_id}", path_parameters={"job_id": job_id}
-    )
-
-
-def get_chunks(job_id: str, **query: str) -> dict[str, Any]:
-    return api_event(
-        "GET",
-        f"/jobs/{job_id}/chunks",
-        resource="/jobs/{job_id}/chunks",
-        path_parameters={"job_id": job_id},
-        query=list(query.items()),
-    )
-
-
-def list_jobs(**query: str) -> dict[str, Any]:
-    return api_event("GET", "/jobs", resource="/jobs", query=list(query.items()))
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:

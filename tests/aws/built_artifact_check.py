@@ -37,6 +37,7 @@ def main() -> None:
              for name in ("lambda_events", "intrinsics", "sqs_event_source", "template",
                           "resources")}  # fmt: skip
     resources, events = local["resources"], local["lambda_events"]
+    routes = load("status_events", REPO / "tests/aws/events.py")
     atomic = load("atomic_calls", REPO / "tests/aws/atomic_calls.py")
     from botocore.client import BaseClient
 
@@ -56,7 +57,7 @@ def main() -> None:
         job_id = json.loads(started["body"])["job_id"]
         source = local["sqs_event_source"].SqsEventSource
         source(boto3.client("sqs"), stack.queue_url, worker.lambda_handler).drain()
-        answer = status.lambda_handler(events.get_status(job_id), events.lambda_context())
+        answer = status.lambda_handler(routes.get_status(job_id), events.lambda_context())
 
     origins = {name: str(Path(sys.modules[name].__file__ or "").resolve()) for name in FROM_LAYER}
     print(json.dumps({"start_status": started["statusCode"], "status_code": answer["statusCode"],

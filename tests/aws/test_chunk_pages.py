@@ -10,10 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from aws.local.lambda_events import get_chunks, lambda_context
+from aws.local.lambda_events import lambda_context
 from aws.local.resources import LocalStack
 from chunking.spec import JobSpec
 from chunking.store import JobStore
+from tests.aws.events import get_chunks
 
 Fetch = Callable[..., tuple[int, dict[str, Any]]]
 

@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from aws.local.lambda_events import lambda_context, list_jobs
+from aws.local.lambda_events import lambda_context
 from chunking.spec import JobSpec
 from chunking.store import JobStore
+from tests.aws.events import list_jobs
 
 Fetch = Callable[..., tuple[int, Any]]
 

@@ -10,13 +10,14 @@ import boto3
 import pytest
 
 import cloud
-from aws.local.lambda_events import get_status, lambda_context, post_start
+from aws.local.lambda_events import lambda_context, post_start
 from aws.local.resources import LocalStack
 from aws.local.sqs_event_source import SqsEventSource
 from aws.starter.app import lambda_handler as starter
 from aws.status.app import lambda_handler as status_handler
 from aws.worker.app import lambda_handler as worker
 from tests.aws.conftest import queue_bodies
+from tests.aws.events import get_status
 from tests.llm_server import FakeModelServer
 
 

@@ -8,12 +8,13 @@ from typing import Any
 import boto3
 import pytest
 
-from aws.local.lambda_events import DOMAIN, get_status, lambda_context, post_start
+from aws.local.lambda_events import DOMAIN, lambda_context, post_start
 from aws.local.resources import LocalStack
 from aws.starter.app import lambda_handler as starter
 from aws.status.app import lambda_handler as status_handler
 from chunking.status import JobStatus
 from tests.aws.conftest import queue_bodies, visible_count
+from tests.aws.events import get_status
 
 
 def start(body: str | dict[str, Any] | None) -> tuple[int, dict[str, Any]]:

@@ -31,17 +31,12 @@ from chunking.runner import AttemptOutcome, attempt_chunk
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from stores.sqlite import SqliteJobStore
+from tests.chunking.llm_chunks import build_all
 from tests.llm_server import FakeModelServer
 from tests.support import free_port
 from workloads.llm import blobs
-from workloads.llm.index import build_index, index_uri
-from workloads.llm.input import (
-    MAX_LINE_BYTES,
-    InputError,
-    InputUnavailableError,
-    read_items,
-    validate_input,
-)
+from workloads.llm.index import build_index, chunk_items, index_uri
+from workloads.llm.input import MAX_LINE_BYTES, InputError, InputUnavailableError
 
 SECRET = "SECRET outside the root"
 
@@ -105,10 +100,14 @@ def test_a_symlink_repointed_outside_after_submission_fails_the_chunk_permanentl
 def swap_dir_on_open(
     monkeypatch: pytest.MonkeyPatch, folder: Path, target: Path, *, swap_back: bool = False
 ) -> None:
-    """Between the reader's check and its open, `folder` becomes a symlink to `target`."""
+    """Between the reader's check and its open of a file in `folder`, `folder` becomes a
+    symlink to `target`."""
     real_open = os.open
+    real_folder = os.path.realpath(folder)
 
     def open_after_swap(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if not str(path).startswith(real_folder + os.sep):  # e.g. the job's index
+            return real_open(path, flags, *args, **kwargs)
         monkeypatch.setattr(os, "open", real_open)  # once
         folder.rename(folder.with_name("was-" + folder.name))
         folder.symlink_to(target, target_is_directory=True)
@@ -126,9 +125,11 @@ def test_a_folder_swapped_for_a_symlink_between_check_and_open_is_refused(
 ) -> None:
     (tmp_path / "d").mkdir()
     uri = write_input(tmp_path / "d" / "in.jsonl", ["inside"])
+    index_at = str(tmp_path / "input.index")
+    assert build_all(uri, None, 5, index_at) == 1
     swap_dir_on_open(monkeypatch, tmp_path / "d", outside, swap_back=True)
     with pytest.raises(InputError, match="must be under LLM_INPUT_ROOT") as info:
-        read_items(uri, None, 0, 5)
+        chunk_items(uri, None, index_at, 0, 0, 1)
     assert "changed as it was opened" in str(info.value.__cause__)
 
 
@@ -145,33 +146,44 @@ def test_without_proc_a_swapped_folder_is_still_refused(
     monkeypatch.setattr(os, "readlink", no_proc)
     (tmp_path / "d").mkdir()
     uri = write_input(tmp_path / "d" / "in.jsonl", ["inside"])
-    assert [item.prompt for item in read_items(uri, None, 0, 5)] == ["inside"]
+    index_at = str(tmp_path / "input.index")
+    assert build_all(uri, None, 5, index_at) == 1
+    assert [item.prompt for item in chunk_items(uri, None, index_at, 0, 0, 1)] == ["inside"]
     swap_dir_on_open(monkeypatch, tmp_path / "d", outside)
     with pytest.raises(InputError, match="must be under LLM_INPUT_ROOT"):
-        read_items(uri, None, 0, 5)
+        chunk_items(uri, None, index_at, 0, 0, 1)
 
 
-@pytest.fixture
-def fifo(tmp_path: Path) -> str:
-    os.mkfifo(tmp_path / "fifo.jsonl")  # no writer: a blocking open would wait for ever
-    return str(tmp_path / "fifo.jsonl")
-
-
-def test_a_fifo_is_refused_at_submission_and_at_read(model: FakeModelServer, fifo: str) -> None:
-    assert "a FIFO (named pipe), not a regular file" in input_error(fifo)
+def test_a_fifo_is_refused_at_submission_and_at_read(
+    model: FakeModelServer, tmp_path: Path
+) -> None:
+    # Indexed while it was a file, then swapped for a FIFO before the chunk reads it.
+    uri = write_input(tmp_path / "fifo.jsonl", ["p"])
+    index_at = str(tmp_path / "input.index")
+    assert build_all(uri, None, 5, index_at) == 1
+    os.unlink(uri)
+    os.mkfifo(uri)  # no writer: a blocking open would wait for ever
+    assert "a FIFO (named pipe), not a regular file" in input_error(uri)
     with pytest.raises(InputError, match="FIFO"):
-        read_items(fifo, None, 0, 5)
+        build_index(uri, None, 5, str(tmp_path / "again.index"))
+    with pytest.raises(InputError, match="FIFO"):
+        chunk_items(uri, None, index_at, 0, 0, 1)
 
 
 def test_a_device_is_refused_even_under_the_root(
-    model: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+    model: FakeModelServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # A chunk's index, of a file; the chunk is then pointed at a device under the root.
+    index_at = str(tmp_path / "input.index")
+    assert build_all(write_input(tmp_path / "in.jsonl", ["p"]), None, 5, index_at) == 1
     assert "must be under LLM_INPUT_ROOT" in input_error("/dev/zero")
     monkeypatch.setenv("LLM_INPUT_ROOT", "/dev")
     get_settings.cache_clear()
     assert "a device, not a regular file" in input_error("/dev/zero")
     with pytest.raises(InputError, match="a device"):
-        read_items("/dev/zero", None, 0, 5)
+        build_index("/dev/zero", None, 5, str(tmp_path / "again.index"))
+    with pytest.raises(InputError, match="a device"):
+        chunk_items("/dev/zero", None, index_at, 0, 0, 1)
 
 
 # --- C: input_uri values that used to be 500s --------------------------------------------------
@@ -270,11 +282,13 @@ def test_an_input_over_the_size_limit_is_refused_from_its_size(
     assert f"{8 * 2**30} bytes, over the limit of {64 * 2**20} bytes" in message
     assert "LLM_INPUT_MAX_BYTES raises it" in message
 
+    good = write_input(tmp_path / "good.jsonl", [f"prompt {i}" for i in range(10)])  # 300 bytes
+    index_at = str(tmp_path / "input.index")
+    assert build_all(good, None, 10, index_at) == 10  # indexed before the limit was lowered
     monkeypatch.setenv("LLM_INPUT_MAX_BYTES", "100")
     get_settings.cache_clear()
-    good = write_input(tmp_path / "good.jsonl", [f"prompt {i}" for i in range(10)])  # 300 bytes
     assert "over the limit of 100 bytes" in input_error(good)
-    assert len(read_items(good, None, 0, 10)) == 10  # a chunk reads its own items, unbounded
+    assert len(chunk_items(good, None, index_at, 0, 0, 10)) == 10  # its own items, unbounded
 
 
 def test_a_line_without_end_is_refused_having_read_about_one_line_bound(tmp_path: Path) -> None:
@@ -282,10 +296,12 @@ def test_a_line_without_end_is_refused_having_read_about_one_line_bound(tmp_path
     with path.open("wb") as f:
         f.write(b'{"id": 1, "prompt": "fine"}\n')
         f.truncate(32 * 2**20)  # then 32 MiB of NUL bytes, no newline: under the size limit
+    index_at, max_bytes = str(tmp_path / "input.index"), get_settings().llm_input_max_bytes
     tracemalloc.start()
     try:
         with pytest.raises(InputError, match=f"line 2: longer than {MAX_LINE_BYTES} bytes"):
-            validate_input(str(path), None)
+            # The job's read of a file this size (a submission reads only a small one through).
+            build_index(str(path), None, 10, index_at, max_bytes=max_bytes)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

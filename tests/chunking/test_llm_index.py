@@ -16,6 +16,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.chunking.llm_chunks import build_all, chunks_of
 from tests.support import free_port
 from workloads.llm import blobs, index
 from workloads.llm.index import Indexed, Paused, build_index, chunk_items, index_uri
@@ -137,21 +138,6 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
         s3_place: Place = request.getfixturevalue("s3")
         return s3_place
     return Place("local", str(tmp_path))  # LLM_INPUT_ROOT is tmp_path (tests/conftest.py)
-
-
-def build_all(uri: str, template: str | None, chunk_size: int, index_at: str) -> int:
-    result = build_index(uri, template, chunk_size, index_at)
-    assert isinstance(result, Indexed)
-    return result.total_items
-
-
-def chunks_of(
-    uri: str, template: str | None, chunk_size: int, index_at: str, total: int
-) -> list[list[Item]]:
-    return [
-        chunk_items(uri, template, index_at, c, first, min(chunk_size, total - first))
-        for c, first in enumerate(range(0, total, chunk_size))
-    ]
 
 
 @dataclass
@@ -586,14 +572,16 @@ def test_ranged_reads_sizes_and_whole_writes(place: Place) -> None:
     assert blobs.read_range(uri, 2, 5) == b"\r\n\xe7"
     assert blobs.read_range(uri, 9, 99) == b"last"
     assert blobs.read_range(uri, 13, 20) == b"" and blobs.read_range(uri, 3, 3) == b""
-    assert list(blobs.read_lines_in_range(uri, 4, 13, first_number=2)) == ["猫", "", "last"]
-    assert list(blobs.read_lines_in_range(uri, 0, 4)) == ["ab"]
-    assert list(blobs.read_lines_in_range(uri, 99, 120)) == []
+    assert [tuple(line) for line in blobs.read_line_spans(uri, 4, 13, first_number=2)] == [
+        (2, 4, 8, "猫"), (3, 8, 9, ""), (4, 9, 13, "last"),
+    ]  # fmt: skip
+    assert [tuple(line) for line in blobs.read_line_spans(uri, 0, 4)] == [(1, 0, 4, "ab")]
+    assert list(blobs.read_line_spans(uri, 99, 120)) == []
     assert [tuple(line) for line in blobs.read_line_spans(uri, 4)] == [
         (1, 4, 8, "猫"), (2, 8, 9, ""), (3, 9, 13, "last"),
     ]  # fmt: skip
     with pytest.raises(blobs.LineTooLongError, match="line 3 is longer than 3 bytes"):
-        list(blobs.read_lines_in_range(uri, 4, 13, first_number=1, max_line_bytes=3))
+        list(blobs.read_line_spans(uri, 4, 13, first_number=1, max_line_bytes=3))
     missing = blobs.join(place.root, "inputs", "missing.jsonl")
     with pytest.raises(FileNotFoundError):
         blobs.read_range(missing, 0, 10)

@@ -351,9 +351,9 @@ def test_a_big_output_round_trips_through_the_store_and_the_chunk_file(
     assert [r.output_uri is not None for r in store.item_results(JOB, 1)] == [False, True, True]
 
     write_chunk_output(store, JOB, 1)
-    lines = list(blobs.read_lines(chunk_output_uri(JOB, 1)))
+    lines = [line.text for line in blobs.read_line_spans(chunk_output_uri(JOB, 1))]
     assert lines == [
         output_line(ItemResult(index=i, chunk_index=1, id=f"i{i}", output=answer))
         for i, answer in answers.items()
     ]
-    assert list(blobs.read_lines(merge_outputs(JOB, 2))) == lines
+    assert [line.text for line in blobs.read_line_spans(merge_outputs(JOB, 2))] == lines

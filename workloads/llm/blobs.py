@@ -278,39 +278,6 @@ def _blocks(f: IO[bytes], limit: int | None = None) -> Iterator[bytes]:
         yield block
 
 
-def read_lines(
-    uri: str,
-    *,
-    root: Path | None = None,
-    max_bytes: int | None = None,
-    max_line_bytes: int | None = None,
-) -> Iterator[str]:
-    """The file's lines, without line endings, as they are read.
-
-    `root`: a local file must be under it (S3 has none). `max_bytes`: a larger file is refused
-    before it is read. `max_line_bytes`: a longer line is refused after at most that much of it.
-    """
-    spans = read_line_spans(uri, root=root, max_bytes=max_bytes, max_line_bytes=max_line_bytes)
-    yield from (line.text for line in spans)
-
-
-def read_lines_in_range(
-    uri: str,
-    start: int,
-    end: int,
-    *,
-    root: Path | None = None,
-    max_line_bytes: int | None = None,
-    first_number: int = 1,
-) -> Iterator[str]:
-    """The lines of bytes `start` to `end` (exclusive) of the file, `start` being where a line
-    starts: `first_number` is that line's number, for the errors. Nothing else is read."""
-    spans = read_line_spans(
-        uri, start, end, root=root, max_line_bytes=max_line_bytes, first_number=first_number
-    )
-    yield from (line.text for line in spans)
-
-
 def read_line_spans(
     uri: str,
     start: int = 0,

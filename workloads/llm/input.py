@@ -23,7 +23,6 @@ import json
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from itertools import islice
 
 from chunking.errors import InputUnavailableError as InputUnavailableError
 from chunking.settings import get_settings
@@ -198,22 +197,3 @@ def _count(uri: str, template: str | None, max_bytes: int | None) -> int:
     if count == 0:
         raise no_items(uri)
     return count
-
-
-def validate_input(uri: str, template: str | None) -> int:
-    """Check every line and that ids are unique; returns the number of items.
-
-    Superseded by `check_input`, which reads only a small file through. Bounded: a file over
-    LLM_INPUT_MAX_BYTES is refused from its size, before it is read.
-    """
-    return _count(uri, template, get_settings().llm_input_max_bytes)
-
-
-def read_items(uri: str, template: str | None, start: int, stop: int) -> list[Item]:
-    """Items start <= index < stop, in file order, read from the start of the file.
-
-    Superseded by `workloads.llm.index.chunk_items`, which reads only the chunk's bytes.
-    """
-    with closing(_lines(uri)) as lines:
-        items = (item for _, item in _parsed(lines, template, Ids()) if item is not None)
-        return list(islice(items, start, stop))
