@@ -389,14 +389,22 @@ class DynamoJobStore(BaseJobStore):
     def _job_update(
         self, job_id: str, job: Row, add: Mapping[str, int], put: Mapping[str, Field] | None = None
     ) -> dict[str, Any]:
-        """The job's tally changed, if its version is still the one read."""
+        """The job's tally changed, if its version and its state are still the ones read (a
+        cancel changes the state alone: a settlement decided on `running` must not apply)."""
         expression, values = _assignments(put or {}, add=add)
         condition = "#version = :read_version"
         version = int(job.get("version") or 0)
         if version == 0:
             condition = f"attribute_not_exists(#version) OR {condition}"
+        condition = f"({condition}) AND #state = :read_state"
         return self._update_op(
-            job_id, JOB_SK, expression, condition, **values, read_version=version
+            job_id,
+            JOB_SK,
+            expression,
+            condition,
+            **values,
+            read_version=version,
+            read_state=job["state"],
         )
 
     def _add_to_job(self, job_id: str, counters: Mapping[str, int]) -> None:

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chunking.latency import RELATIVE_ERROR
 from chunking.spec import JobSpec
 from chunking.status import SPAN_ERROR_MAX_CHARS, TIMELINE_MAX
-from chunking.store import JobConflictError, JobStore
+from chunking.store import JobConflictError, JobStore, Settlement
 from chunking.workload import ChunkUsage
+from stores.dynamodb import DynamoJobStore
 from stores.sql import SqlJobStore
 from stores.sqlite import SqliteJobStore
 
@@ -470,3 +472,31 @@ def test_a_chunk_keeps_its_latest_runs_only(store: JobStore) -> None:
     assert chunk.timeline[-1].attempt == TIMELINE_MAX + 6
     assert chunk.timeline[-1].outcome == "retried"
     assert len(chunk.timeline[-1].error or "") == SPAN_ERROR_MAX_CHARS
+
+
+
+def test_a_cancel_between_a_settlements_read_and_its_write_is_not_undone(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last chunk's settlement read the job as running; a cancel lands before its write.
+    The write must not finish the job over the cancel: it is decided again on what is now.
+    (SQL stores hold the rows they read, so there the cancel waits: DynamoDB only.)"""
+    if not isinstance(store, DynamoJobStore):
+        pytest.skip("a SQL store holds the job's row from its read to its write")
+    job_id = started_job(store, total=10, size=10)
+    store.begin_attempt(job_id, 0)
+    decide = store._settle_plan
+    cancels: list[bool] = []
+
+    def cancel_after_the_read(*args: Any, **kwargs: Any) -> Any:
+        plan = decide(*args, **kwargs)
+        if not cancels:  # another request cancels the job now, after the read
+            cancels.append(store.cancel_job(job_id))
+        return plan
+
+    monkeypatch.setattr(store, "_settle_plan", cancel_after_the_read)
+    settlement = store.settle_chunk(job_id, 0, succeeded=True, items=10)
+    assert cancels == [True] and settlement == Settlement(recorded=True, job_finished=False)
+    job = store.get_job(job_id)
+    assert job is not None and (job.state, job.settled_by) == ("cancelled", None)
+    assert job.tally.chunks_succeeded == 1  # counted all the same, once
