@@ -97,6 +97,8 @@ KNOWN_JOBS_MAX = 256
 
 
 def _remember(job: JobRecord) -> None:
+    if job.state == "queued":
+        return  # not planned yet: its items may still be counted
     _known_jobs[job.job_id] = job
     _known_jobs.move_to_end(job.job_id)
     while len(_known_jobs) > KNOWN_JOBS_MAX:
