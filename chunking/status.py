@@ -54,7 +54,7 @@ class Tally:
 
 @dataclass(frozen=True)
 class Liveness:
-    """What the sweep of stalled jobs (`lifecycle.sweep`) knows of a running job: when it last
+    """What the sweep of stalled jobs (`recovery.sweep`) knows of a running job: when it last
     showed life (an attempt begun or a chunk settled; to the minute), and its sweeps so far."""
 
     active_at: datetime | None = None  # None once the job has ended

@@ -20,7 +20,7 @@ from typing import Any
 import inngest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chunking import lifecycle
+from chunking import recovery
 from chunking.api_errors import describe
 from chunking.runner import attempt_chunk, settle
 from chunking.settings import get_settings
@@ -115,7 +115,7 @@ async def record_failure(
 ) -> dict[str, Any]:
     store = get_store()
     action = await asyncio.to_thread(
-        lifecycle.after_failed_run,
+        recovery.after_failed_run,
         store,
         job_id,
         index,

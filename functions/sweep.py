@@ -2,7 +2,7 @@
 
 The backstop behind the failure handlers (functions/failures.py): a run whose deliveries and
 whose handler's deliveries all failed (an outage longer than both) leaves its chunk with no row,
-or `running`, for ever. Each tick runs `lifecycle.sweep`, which finds the running jobs that have
+or `running`, for ever. Each tick runs `recovery.sweep`, which finds the running jobs that have
 shown no life for SWEEP_IDLE_S and the chunks they lost, a window at a time; this sends those
 chunks again as fresh runs (`<job>-chunk-<i>-swept-<n>`), or records them failed once their
 sweeps are spent. Its tick has retries of its own, and a tick lost in an outage costs nothing:
@@ -17,7 +17,7 @@ from typing import Any
 
 import inngest
 
-from chunking import lifecycle
+from chunking import recovery
 from chunking.runner import settle
 from chunking.settings import get_settings
 from functions.client import inngest_client
@@ -27,7 +27,7 @@ from functions.events import FAN_OUT_BATCH, chunk_event, finish_job_event
 
 async def find_lost_chunks() -> list[dict[str, Any]]:
     store = get_store()  # its clock: the one that stamped the jobs' last signs of life
-    lost = await asyncio.to_thread(lifecycle.sweep, store, store.now())
+    lost = await asyncio.to_thread(recovery.sweep, store, store.now())
     return [asdict(chunk) for chunk in lost]
 
 

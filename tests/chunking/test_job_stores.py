@@ -474,7 +474,6 @@ def test_a_chunk_keeps_its_latest_runs_only(store: JobStore) -> None:
     assert len(chunk.timeline[-1].error or "") == SPAN_ERROR_MAX_CHARS
 
 
-
 def test_a_cancel_between_a_settlements_read_and_its_write_is_not_undone(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chunking import lifecycle
+from chunking import recovery
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
 from chunking.store import JobStore
@@ -53,7 +53,7 @@ def settle(store: JobStore, job_id: str, index: int) -> None:
 
 def lost_of(store: JobStore, now: datetime) -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
-    for chunk in lifecycle.sweep(store, now):
+    for chunk in recovery.sweep(store, now):
         found.setdefault(chunk.job_id, []).append(chunk.chunk_index)
     return found
 
@@ -103,7 +103,7 @@ def test_a_stalled_job_gets_its_lost_chunks_again_and_nothing_else(
     clock.at = T0 + timedelta(minutes=5)
     assert lost_of(store, clock.at) == {}  # not idle long enough: left alone
     clock.at = T0 + timedelta(minutes=16)
-    lost = lifecycle.sweep(store, clock.at)
+    lost = recovery.sweep(store, clock.at)
     assert [(c.chunk_index, c.sweep, c.give_up) for c in lost if c.job_id == job_id] == [
         (1, 1, False), (3, 1, False), (4, 1, False), (5, 1, False)
     ]  # fmt: skip
@@ -163,7 +163,7 @@ def test_after_its_sweeps_a_lost_chunk_is_given_up(store: JobStore, clock: Clock
     given_up = []
     for n in range(1, bound + 3):
         clock.at = T0 + n * (IDLE + timedelta(minutes=1))
-        for chunk in lifecycle.sweep(store, clock.at):
+        for chunk in recovery.sweep(store, clock.at):
             if chunk.job_id == job_id:
                 assert chunk.sweep == n
                 given_up.append(chunk.give_up)
