@@ -53,6 +53,7 @@ async def settle(
     items: int = 0,
     latency_ms: float | None = None,
     begun_only: bool = False,
+    expected: JobRecord | None = None,
 ) -> AttemptOutcome:
     """Record a chunk's outcome (once, whatever the deliveries), after what it leaves behind.
 
@@ -73,6 +74,7 @@ async def settle(
         error=error,
         begun_only=begun_only,
         usage=usage,
+        expected=expected,
     )
     outcome: Outcome = "succeeded" if error is None else "failed"
     if settlement.recorded and job is not None:  # counted once, whatever the deliveries
@@ -111,10 +113,18 @@ def forget_jobs() -> None:
 
 
 async def _job(store: JobStore, job_id: str) -> JobRecord | None:
-    job = _known_jobs.get(job_id) or await asyncio.to_thread(store.get_job, job_id)
+    return (await _known_or_read(store, job_id))[0]
+
+
+async def _known_or_read(store: JobStore, job_id: str) -> tuple[JobRecord | None, bool]:
+    """The job as this process knows it, or read now (then True: its tally is fresh)."""
+    if known := _known_jobs.get(job_id):
+        _known_jobs.move_to_end(job_id)
+        return known, False
+    job = await asyncio.to_thread(store.get_job, job_id)
     if job is not None:
         _remember(job)
-    return job
+    return job, True
 
 
 async def _run_failed(store: JobStore, job_id: str, index: int, err: BaseException) -> None:
@@ -173,9 +183,12 @@ async def attempt_chunk(
     # What the chunk needs of its job (the spec, the sizes) never changes once it runs: known
     # to this process, it is not read again. Whether the job still runs (not cancelled), the
     # attempt's own write checks, when it begins.
-    job = await _job(store, job_id)
+    job, read_now = await _known_or_read(store, job_id)
     if job is None:
         raise PermanentError(f"job_id {job_id!r}: no such job in the job store")
+    # Read for this attempt, the job's tally is what its settlement is first tried on: an
+    # attempt begun writes only counters, so unless a settlement came between, no second read.
+    known = job if read_now else None
     try:
         chunk = chunk_at(job.total_items, job.spec.chunk_size, index)
     except IndexError as err:
@@ -200,17 +213,18 @@ async def attempt_chunk(
         spent = TransientError(f"{err} (and its {continuation} continuations are spent)")
         if last_attempt:
             reason = f"gave up after {attempt} attempts: {spent}"
-            return await settle(store, job_id, index, error=reason)
+            return await settle(store, job_id, index, error=reason, expected=known)
         await _run_failed(store, job_id, index, spent)
         raise spent from err
     except PermanentError as err:
-        return await settle(store, job_id, index, error=f"permanent: {err}")
+        return await settle(store, job_id, index, error=f"permanent: {err}", expected=known)
     except Exception as err:  # transient, rate-limited, or a bug: all worth a retry
         if last_attempt:
             what = f"ran past its {budget_s:g}s budget" if isinstance(err, TimeoutError) else err
             reason = f"gave up after {attempt} attempts: {type(err).__name__}: {what}"
-            return await settle(store, job_id, index, error=reason)
+            return await settle(store, job_id, index, error=reason, expected=known)
         await _run_failed(store, job_id, index, err)
         raise
     latency_ms = (time.perf_counter() - started) * 1000
-    return await settle(store, job_id, index, items=result.items_processed, latency_ms=latency_ms)
+    items = result.items_processed
+    return await settle(store, job_id, index, items=items, latency_ms=latency_ms, expected=known)

@@ -50,6 +50,8 @@ class Tally:
     chunks_resent: int = 0  # fresh runs of chunks whose deliveries all failed before they began
     latency: LatencySummary = field(default_factory=LatencySummary)
     failed_head: tuple[FailedChunk, ...] = ()  # the first FAILED_HEAD_MAX to fail
+    events_seq: int = 0  # the last settlement's number
+    version: int = 0  # moved on by every write that recomputes the summaries above
 
 
 @dataclass(frozen=True)

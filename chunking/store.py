@@ -111,12 +111,15 @@ class JobStore(Protocol):
         error: str | None = None,
         begun_only: bool = False,
         usage: ChunkUsage | None = None,
+        expected: JobRecord | None = None,
     ) -> Settlement:
         """Record a chunk's outcome once per (job_id, chunk_index), whatever the deliveries,
         and add it to the job's tally in the same write, which also finishes the job when this
         was its last chunk (`job_finished`). One read of the job's row, one write.
 
         `begun_only`: record it only for a chunk whose attempt has begun (never create one).
+        `expected`: the job as the caller read it (and no settlement of its since, as far as it
+        knows): the write is tried on that, and the row read only if it had moved.
         """
         ...
 

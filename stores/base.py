@@ -323,6 +323,8 @@ def job_record(row: Row) -> JobRecord:
             **{name: int(row.get(name) or 0) for name in COUNTERS},
             latency=LatencySummary.load(row.get("latency")),
             failed_head=tuple(FailedChunk(**entry) for entry in _failed_head(row)),
+            events_seq=int(row.get("events_seq") or 0),
+            version=_version(row),
         ),
         liveness=Liveness(
             active_at=read_time(row.get(ACTIVE_AT)),
@@ -331,6 +333,21 @@ def job_record(row: Row) -> JobRecord:
             swept_at=read_time(row.get("swept_at")),
         ),
     )
+
+
+def tally_row(job: JobRecord) -> dict[str, Field]:
+    """The TALLY_FIELDS of a job already read, as its row holds them."""
+    tally = job.tally
+    return {
+        **{name: int(getattr(tally, name)) for name in COUNTERS},
+        "latency": tally.latency.dump(),
+        "failed_head": json.dumps([entry.model_dump() for entry in tally.failed_head]),
+        "events_seq": tally.events_seq,
+        "version": tally.version,
+        "state": job.state,
+        "total_chunks": job.total_chunks,
+        "settled_by": job.settled_by,
+    }
 
 
 def chunk_record(row: Row) -> ChunkRecord:
@@ -429,11 +446,19 @@ class BaseJobStore(ABC):
 
     @abstractmethod
     def _record_outcome(
-        self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
+        self,
+        job_id: str,
+        chunk_index: int,
+        outcome: Mapping[str, Field],
+        *,
+        begun_only: bool,
+        expected: Row | None,
     ) -> Settlement:
         """settle_chunk, in the store's terms: read the job's tally (TALLY_FIELDS) and the
         chunk's row, take `_settle_plan`'s decision, and write what it says atomically, only
-        if neither row moved since it was read."""
+        if neither row moved since it was read. `expected`: the tally as the caller read it;
+        tried first instead of a read, and read only if the job's row moved since (its version
+        or state) or the decision writes nothing to it."""
 
     @abstractmethod
     def _insert_item(self, job_id: str, row: Mapping[str, Field]) -> bool:
@@ -674,6 +699,7 @@ class BaseJobStore(ABC):
         error: str | None = None,
         begun_only: bool = False,
         usage: ChunkUsage | None = None,
+        expected: JobRecord | None = None,
     ) -> Settlement:
         usage = usage or ChunkUsage()
         outcome: dict[str, Field] = {
@@ -686,9 +712,13 @@ class BaseJobStore(ABC):
             "completion_tokens": usage.completion_tokens,
             "items_failed": usage.items_failed,
         }
-        # One read of the job's tally and one write: whether it was new, and whether it
-        # finished the job, are decided from what that write applies (_settle_plan).
-        return self._record_outcome(job_id, chunk_index, outcome, begun_only=begun_only)
+        # One read of the job's tally (none when the caller read it and nothing moved it
+        # since) and one write: whether it was new, and whether it finished the job, are
+        # decided from what that write applies (_settle_plan).
+        known = tally_row(expected) if expected is not None else None
+        return self._record_outcome(
+            job_id, chunk_index, outcome, begun_only=begun_only, expected=known
+        )
 
     def record_item(self, job_id: str, result: ItemResult) -> bool:
         return self._insert_item(job_id, item_row(result))

@@ -471,16 +471,33 @@ class DynamoJobStore(BaseJobStore):
         return result
 
     def _record_outcome(
-        self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
+        self,
+        job_id: str,
+        chunk_index: int,
+        outcome: Mapping[str, Field],
+        *,
+        begun_only: bool,
+        expected: Row | None,
     ) -> Settlement:
         sk = chunk_sk(chunk_index)
+        known: list[Row] = [expected] if expected is not None else []  # tried first, once
 
         def plan() -> Planned:
-            try:
-                job, chunk = self._rows(job_id, chunk_index)
-            except LookupError:
-                return [], Settlement(recorded=False, job_finished=False)
-            settle = self._settle_plan(job, chunk, outcome, begun_only)
+            if known:
+                # The tally as the caller read it: the write's condition (its version and
+                # state) says whether it still is; if not, the next plan reads it.
+                job = known.pop()
+                rows = self._get_rows(job_id, [sk])
+                chunk = rows[0] if rows else None
+                settle = self._settle_plan(job, chunk, outcome, begun_only)
+                if settle.change is None:
+                    return plan()  # nothing to write, so nothing to check it: read it now
+            else:
+                try:
+                    job, chunk = self._rows(job_id, chunk_index)
+                except LookupError:
+                    return [], Settlement(recorded=False, job_finished=False)
+                settle = self._settle_plan(job, chunk, outcome, begun_only)
             items: list[dict[str, Any]] = []
             if settle.chunk is not None and settle.change is not None:
                 fields = {

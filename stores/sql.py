@@ -313,21 +313,38 @@ class SqlJobStore(BaseJobStore):
         raise RuntimeError(f"job {job_id}: chunk {chunk_index} could not be begun")
 
     def _record_outcome(
-        self, job_id: str, chunk_index: int, outcome: Mapping[str, Field], *, begun_only: bool
+        self,
+        job_id: str,
+        chunk_index: int,
+        outcome: Mapping[str, Field],
+        *,
+        begun_only: bool,
+        expected: Row | None,
     ) -> Settlement:
         key = (job_id, chunk_index)
-        with self._tx() as db:
-            row = self._chunk_row(db, key)  # the chunk's row first, then the job's: one order
-            job = self._tally_row(db, job_id)
-            plan = self._settle_plan(job and dict(job), row, outcome, begun_only)
-            if plan.chunk is not None:
-                if plan.insert:
-                    insert_or_ignore(db, "chunks", {"job_id": job_id, "attempts": 0, **plan.chunk})
-                else:
-                    _update_chunk(db, key, plan.chunk)
-            if plan.change is not None:
-                _apply(db, job_id, plan.change)
-        return plan.settlement
+        for known in (expected, None) if expected is not None else (None,):
+            try:
+                with self._tx() as db:
+                    row = self._chunk_row(db, key)  # the chunk's row first, then the job's
+                    job = dict(known) if known is not None else self._tally_row(db, job_id)
+                    plan = self._settle_plan(job and dict(job), row, outcome, begun_only)
+                    if known is not None and plan.change is None:
+                        raise _Moved  # nothing to write: decide on the row as it is now
+                    if plan.chunk is not None:
+                        chunk = {"job_id": job_id, "attempts": 0, **plan.chunk}
+                        if plan.insert:
+                            insert_or_ignore(db, "chunks", chunk)
+                        else:
+                            _update_chunk(db, key, plan.chunk)
+                    if plan.change is not None:
+                        # As it was known: its version and state unchanged (a read holds it).
+                        guard, values = ("", ()) if known is None else (_AS_KNOWN, _as_known(job))
+                        if not _apply(db, job_id, plan.change, guard, values):
+                            raise _Moved  # rolls the chunk's write back too
+                return plan.settlement
+            except _Moved:
+                continue
+        raise AssertionError("a settlement decided on the row it read always applies")
 
     def _reopen(self, job_id: str, chunk_index: int) -> bool:
         key = (job_id, chunk_index)
@@ -376,12 +393,27 @@ def _add(db: Db, job_id: str, counters: Mapping[str, int]) -> None:
     db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", (*counters.values(), job_id))
 
 
-def _apply(db: Db, job_id: str, change: TallyChange, guard: str = "") -> bool:
-    """The change to the job's row (if `guard`, a further WHERE clause, holds): inside the
-    caller's transaction, so nothing moved since the row it was computed from was read."""
+def _apply(
+    db: Db, job_id: str, change: TallyChange, guard: str = "", values: Sequence[Field] = ()
+) -> bool:
+    """The change to the job's row (if `guard`, a further WHERE clause with its `values`,
+    holds): inside the caller's transaction, so nothing moved since the row it was computed
+    from was read."""
     sets = [f"{name} = {name} + ?" for name in change.add] + [f"{name} = ?" for name in change.put]
     cur = db.execute(
         f"UPDATE jobs SET {', '.join(sets)} WHERE job_id = ?{guard}",
-        (*change.add.values(), *change.put.values(), job_id),
+        (*change.add.values(), *change.put.values(), job_id, *values),
     )
     return cur.rowcount == 1
+
+
+class _Moved(Exception):
+    """The job's row is not as the caller knew it: undo, read it, decide again."""
+
+
+# A settlement on a tally its caller read before: only while no other write recomputed it.
+_AS_KNOWN = " AND version = ? AND state = ?"
+
+
+def _as_known(job: Row) -> tuple[Field, Field]:
+    return int(job.get("version") or 0), job.get("state")
