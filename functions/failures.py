@@ -13,6 +13,7 @@ jobs finds (functions/sweep.py).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +22,9 @@ from typing import Any
 import inngest
 
 from chunking.settings import get_settings
+from chunking.store import JobStore
 from functions.client import inngest_client
+from functions.deps import get_store
 
 FUNCTION_FAILED = "inngest/function.failed"
 
@@ -52,6 +55,19 @@ def failed_run(event: inngest.Event) -> FailedRun:
 
 
 Handler = Callable[[inngest.Context, FailedRun], Awaitable[None]]
+
+
+async def record_for_job(
+    ctx: inngest.Context,
+    run: FailedRun,
+    step_id: str,
+    record: Callable[[JobStore, str, str], None],
+    reason: str,
+) -> None:
+    """One step that records, in the failed run's job, why it failed: `record(store, job_id,
+    reason)`, blocking I/O. Nothing to do when the run's event named no job."""
+    if job_id := run.job_id:
+        await ctx.step.run(step_id, asyncio.to_thread, record, get_store(), job_id, reason)
 
 
 def failure_handler(

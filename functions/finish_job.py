@@ -18,7 +18,7 @@ from chunking.settings import get_settings
 from functions.client import inngest_client
 from functions.deps import get_store, inngest_retries
 from functions.events import CANCEL_ON_JOB_CANCELLED, FINISH_JOB, job_completed_event
-from functions.failures import FailedRun, failure_handler
+from functions.failures import FailedRun, failure_handler, record_for_job
 
 
 async def finish(job_id: str, attempt: int = 0) -> None:
@@ -55,12 +55,4 @@ async def finish_job(ctx: inngest.Context) -> str:
 @failure_handler(of=finish_job)
 async def finish_job_failed(ctx: inngest.Context, run: FailedRun) -> None:
     """Safety net: when the finish gave up, the job's status says why (not `running`)."""
-    if job_id := run.job_id:
-        await ctx.step.run(
-            "record-finish-failure",
-            asyncio.to_thread,
-            lifecycle.finish_failed,
-            get_store(),
-            job_id,
-            run.message,
-        )
+    await record_for_job(ctx, run, "record-finish-failure", lifecycle.finish_failed, run.message)

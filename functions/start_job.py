@@ -25,7 +25,7 @@ from chunking.store import JobConflictError
 from functions.client import inngest_client
 from functions.deps import get_store, inngest_retries, spec_from_event
 from functions.events import CANCEL_ON_JOB_CANCELLED, FAN_OUT_BATCH, START_JOB, chunk_event
-from functions.failures import FailedRun, failure_handler
+from functions.failures import FailedRun, failure_handler, record_for_job
 
 
 async def create_or_adopt_job(spec_data: dict[str, Any], path: JobPath = "local") -> dict[str, Any]:
@@ -115,12 +115,5 @@ async def start_job(ctx: inngest.Context) -> dict[str, Any]:
 @failure_handler(of=start_job)
 async def start_job_failed(ctx: inngest.Context, run: FailedRun) -> None:
     """Safety net: a job whose start gave up says so instead of waiting for ever."""
-    if job_id := run.job_id:
-        await ctx.step.run(
-            "mark-job-failed",
-            asyncio.to_thread,
-            lifecycle.start_failed,
-            get_store(),
-            job_id,
-            f"{START_JOB} failed: {run.message}",
-        )
+    reason = f"{START_JOB} failed: {run.message}"
+    await record_for_job(ctx, run, "mark-job-failed", lifecycle.start_failed, reason)

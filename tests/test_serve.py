@@ -434,3 +434,33 @@ def test_a_failure_handler_leaves_a_chunk_that_a_later_run_has_begun(
         "failed",
         "run failed: Unable to reach SDK URL",
     )
+
+
+def test_a_start_that_gave_up_fails_a_job_it_had_not_started_only(app_server: str) -> None:
+    """Before its job started, a start-job that gave up fails the job with the reason; after
+    (planned and started, its fan-out cut short), the job goes on: the sweep of stalled jobs
+    sends the chunks that were never sent."""
+    from functions.deps import get_store
+
+    store = get_store()
+    store.create_job("unstarted", JobSpec(total_items=10, chunk_size=5), "local")
+    store.create_job("cut-short", JobSpec(total_items=10, chunk_size=5), "local")
+    store.start_job("cut-short")
+    for run, job_id in enumerate(("unstarted", "cut-short")):
+        failed_run = {
+            "name": "inngest/function.failed",
+            "data": {"function_id": f"{APP_ID}-start-job", "run_id": f"run-{run}",
+                     "error": {"name": "Error", "message": "Unable to reach SDK URL"},
+                     "event": {"name": "demo/start_job", "data": {"job_id": job_id}}},
+        }  # fmt: skip
+        response = drive_over_http(
+            f"{app_server}/api/inngest", f"{APP_ID}-start-job-failure", failed_run, run_id=f"r{run}"
+        )
+        assert response.status_code == 200, response.text
+    unstarted, cut_short = store.status("unstarted"), store.status("cut-short")
+    assert unstarted is not None and cut_short is not None
+    assert (unstarted.status, unstarted.error) == (
+        "failed",
+        "demo/start_job failed: Unable to reach SDK URL",
+    )
+    assert (cut_short.status, cut_short.error) == ("running", None)
