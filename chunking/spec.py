@@ -187,9 +187,11 @@ class JobSpec(BaseModel):
         return self._own
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        # A change is validated as a new body would be: the workload's fields with the rest.
-        if not update:
-            return super().model_copy(deep=deep)
+        # A change of the common fields is a copy, as pydantic makes it (the store's create_job
+        # sets the job_id of every submitted job this way); one of the workload's fields is
+        # validated as a new body would be, so `own` never disagrees with the body.
+        if not update or update.keys() <= type(self).model_fields.keys():
+            return super().model_copy(update=update, deep=deep)
         return self.model_validate({**self.model_dump(exclude_unset=True), **update})
 
     @property

@@ -538,7 +538,8 @@ class BaseJobStore(ABC):
         if chunk is not None and chunk["state"] != "running":
             # Settled already: told again if it finished the job (to announce it), or made to
             # finish a job that runs with every chunk settled (restarted after they settled).
-            if job.get("state") == "running" and int(job.get("chunks_settled") or 0) >= _total(job):
+            all_settled = int(job.get("chunks_settled") or 0) >= _total(job)
+            if job.get("state") == "running" and all_settled:
                 put = {**_finished(index, self.now()), "version": _version(job) + 1}
                 ended = finished_status(*(int(job.get(name) or 0) for name in ENDED_COUNTS))
                 return SettlePlan(Settlement(False, True, ended), change=TallyChange({}, put, {}))
