@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Self
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Inngest allows 1,000 steps per run; each poll of the cloud job costs two (poll + sleep).
@@ -224,6 +224,15 @@ class CallbackSettings(BaseModel):
     callback_timeout_s: float = Field(10.0, gt=0, le=120)
 
 
+class RateLimit(BaseModel):
+    """A model's limits: requests and tokens per minute (left out: not limited)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+
+
 class ModelSettings(BaseModel):
     """The model behind the llm workload: OpenAI, or any OpenAI-compatible server."""
 
@@ -244,6 +253,21 @@ class ModelSettings(BaseModel):
     llm_input_max_bytes: int = Field(64 * 2**20, ge=1)
     # Where the llm workload writes its outputs: a local folder or an s3:// prefix.
     llm_output_uri: str = "data/outputs"
+    # The provider's rate limits, per model ("*": any other), e.g.
+    # {"gpt-4o-mini": {"rpm": 5000, "tpm": 4000000}}: every process of a path shares one budget
+    # per model in the job store. Unset: the limits the provider announces in its
+    # x-ratelimit-* headers, or, with none, a rate found by probing.
+    llm_rate_limits: dict[str, RateLimit] = Field(default_factory=dict)
+    # Items of a chunk asked at once (the shared budget paces them).
+    llm_item_concurrency: int = Field(16, ge=1, le=1_000)
+    # At most this much of the rate is sent at once (keep it within the provider's own burst).
+    llm_rate_burst_s: float = Field(0.5, gt=0, le=60)
+    # A model that answers nothing but 429s for this long fails the chunk (it never lifts).
+    llm_rate_limit_give_up_s: float = Field(1_800.0, gt=0)
+
+    def llm_rate_limit(self, model: str) -> RateLimit:
+        """The configured limits of `model`, else of "*", else none."""
+        return self.llm_rate_limits.get(model) or self.llm_rate_limits.get("*") or RateLimit()
 
     @property
     def llm_prices(self) -> tuple[float, float]:

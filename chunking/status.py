@@ -48,6 +48,8 @@ class Tally:
     completion_tokens: int = 0
     items_failed: int = 0
     chunks_resent: int = 0  # fresh runs of chunks whose deliveries all failed before they began
+    rate_limited: int = 0  # the model's 429s
+    rate_wait_ms: int = 0  # time its requests waited for the model's shared budget (or a 429)
     latency: LatencySummary = field(default_factory=LatencySummary)
     failed_head: tuple[FailedChunk, ...] = ()  # the first FAILED_HEAD_MAX to fail
     events_seq: int = 0  # the last settlement's number
@@ -159,6 +161,10 @@ class Usage(BaseModel):
     completion_tokens: int
     items_failed: int
     est_cost_usd: float
+    # Rate limiting: the 429s the model answered (none spends a retry) and the time requests
+    # waited for the model's shared budget or a 429's retry-after, summed over requests.
+    rate_limited: int = 0
+    rate_wait_s: float = 0.0
 
 
 class JobStatus(BaseModel):
@@ -223,6 +229,8 @@ def usage_of(job: JobRecord, prices_per_mtok: tuple[float, float]) -> Usage | No
         completion_tokens=tally.completion_tokens,
         items_failed=tally.items_failed,
         est_cost_usd=round(cost, 6),
+        rate_limited=tally.rate_limited,
+        rate_wait_s=round(tally.rate_wait_ms / 1000, 3),
     )
 
 

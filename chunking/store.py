@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from chunking.budget import Lease, LeaseAsk, Limits
 from chunking.spec import JobSpec
 from chunking.status import (
     ChunkRecord,
@@ -166,6 +167,15 @@ class JobStore(Protocol):
     def fail_finish(self, job_id: str, error: str) -> bool:
         """Record why a finished job's results could not be left behind (its finishing unit
         gave up): its status is then `failed`, with this error. False if it is not finished."""
+        ...
+
+    def take_lease(self, name: str, ask: LeaseAsk, limits: Limits, burst_s: float) -> Lease:
+        """Take a lease of the shared budget `name` (a model's), in one conditional write
+        shared by every process on this store (chunking.budget decides what it grants)."""
+        ...
+
+    def count_rate_limiting(self, job_id: str, refused: int, waited_ms: int) -> None:
+        """Add a run's 429s and its requests' wait for the budget to the job's tally."""
         ...
 
     def record_item(self, job_id: str, result: ItemResult) -> bool:

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from chunking import workload
+from chunking import budget, workload
+from chunking.budget import Bucket, Lease, LeaseAsk, Limits
+from chunking.errors import TransientError
 from chunking.latency import LatencySummary
 from chunking.settings import get_settings
 from chunking.spec import JobSpec, chunk_count
@@ -91,6 +93,8 @@ COUNTERS = (
     "completion_tokens",
     "items_failed",
     "chunks_resent",
+    "rate_limited",
+    "rate_wait_ms",
 )
 # ... and fields recomputed from the row read in the same guarded write (`version` guards it).
 SUMMARIES = ("latency", "failed_head", "events_seq", "version")
@@ -98,6 +102,8 @@ SUMMARIES = ("latency", "failed_head", "events_seq", "version")
 ENDED_COUNTS = ("chunks_succeeded", "chunks_failed", "items_failed")
 # What a settlement reads of the job's row (never its spec, which may be far bigger).
 TALLY_FIELDS = tuple(dict.fromkeys((*COUNTERS, *SUMMARIES, *PROGRESS_FIELDS)))
+# Writes of a shared budget a lease tries before giving up (each lost only to another's).
+LEASE_TRIES = 50
 # When a running job last showed life (None once it ended): the writes that begin an attempt
 # or settle a chunk set it, to the minute, so it changes (and moves in the stores' index of
 # running jobs by it) at most once a minute per job, however fast its chunks settle.
@@ -437,6 +443,15 @@ class BaseJobStore(ABC):
         """JobStore.claim_once: record `key` until `now + ttl_s`, True only the first time."""
 
     @abstractmethod
+    def _budget_row(self, name: str) -> tuple[str | None, int]:
+        """A shared budget's stored state and version ((None, 0): none stored yet)."""
+
+    @abstractmethod
+    def _put_budget(self, name: str, state: str, version: int) -> bool:
+        """Store the budget's state if its version is still `version` (0: none is stored),
+        moving it to `version + 1`; True when written."""
+
+    @abstractmethod
     def _insert_job(self, row: Mapping[str, Field]) -> bool:
         """Insert the job's row unless its job_id exists; True when inserted."""
 
@@ -720,6 +735,20 @@ class BaseJobStore(ABC):
         return self._record_outcome(
             job_id, chunk_index, outcome, begun_only=begun_only, expected=known
         )
+
+    def take_lease(self, name: str, ask: LeaseAsk, limits: Limits, burst_s: float) -> Lease:
+        # Read, decide, write if nobody wrote between: a lost race is read again at once.
+        for _ in range(LEASE_TRIES):
+            state, version = self._budget_row(name)
+            now = self.now().timestamp()
+            bucket, lease = budget.take(Bucket.loads(state), ask, limits, now, burst_s)
+            if self._put_budget(name, bucket.dumps(), version):
+                return lease
+        raise TransientError(f"the shared budget {name!r} is contended: {LEASE_TRIES} writes lost")
+
+    def count_rate_limiting(self, job_id: str, refused: int, waited_ms: int) -> None:
+        if refused or waited_ms:
+            self._add_to_job(job_id, {"rate_limited": refused, "rate_wait_ms": waited_ms})
 
     def record_item(self, job_id: str, result: ItemResult) -> bool:
         return self._insert_item(job_id, item_row(result))

@@ -9,7 +9,8 @@ scanning chunks; chunk items carry `chunk_state` = "failed#000042" so the sparse
 carries `active_at` (removed when it ends), so the sparse index `by_activity` (keys only) lists
 the running jobs idle longest for the sweep of stalled jobs. A claim
 (`claim_once`) is an item of its own, `job_id` = "CLAIM#<key>", `sk` = "CLAIM", with `expires`
-(epoch seconds), the table's TTL attribute.
+(epoch seconds), the table's TTL attribute. A shared budget (`take_lease`) is one too:
+`job_id` = "BUDGET#<name>", `sk` = "BUDGET", its `state` written under its `version`.
 
 Every decision that could race (a chunk's attempt, its outcome and number, the job's tally,
 finishing the job) is one conditional write or transaction: what it changes was read, and the
@@ -57,6 +58,7 @@ JOB_SK = "JOB"
 CHUNK = "CHUNK#"
 SETTLED = "SETTLED#"
 CLAIM, CLAIM_SK = "CLAIM#", "CLAIM"  # claim_once's items: keyed apart from every job
+BUDGET, BUDGET_SK = "BUDGET#", "BUDGET"  # take_lease's items, one per shared budget
 CLAIM_TTL_ATTRIBUTE = "expires"  # the table's TTL attribute (template.yaml): claims only
 LIST_INDEX = "by_created"
 STATE_INDEX = "by_state"
@@ -206,6 +208,31 @@ class DynamoJobStore(BaseJobStore):
             ExpressionAttributeNames={"#expires": CLAIM_TTL_ATTRIBUTE},
             ExpressionAttributeValues=_values(now=math.floor(now)),
         )
+
+    def _put_budget(self, name: str, state: str, version: int) -> bool:
+        item = {
+            "job_id": f"{BUDGET}{name}",
+            "sk": BUDGET_SK,
+            "state": state,
+            "version": version + 1,
+        }
+        args: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(job_id)"}
+        if version:
+            args = {
+                "ConditionExpression": "#version = :seen",
+                "ExpressionAttributeNames": {"#version": "version"},
+                "ExpressionAttributeValues": _values(seen=version),
+            }
+        return self._applied(self.db.put_item, TableName=self.table, Item=_attributes(item), **args)
+
+    def _budget_row(self, name: str) -> tuple[str | None, int]:
+        found = self.db.get_item(
+            TableName=self.table, Key=self._key(f"{BUDGET}{name}", BUDGET_SK), ConsistentRead=True
+        ).get("Item")
+        if not found:
+            return None, 0
+        row = _item(found)
+        return str(row["state"]), int(row["version"])
 
     # --- reads (all consistent: a decision never rests on a stale read) ---
 

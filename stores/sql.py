@@ -62,7 +62,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     active_at TEXT,
     sweep_passes {int} NOT NULL DEFAULT 0,
     sweep_after {int},
-    swept_at TEXT
+    swept_at TEXT,
+    rate_limited {int} NOT NULL DEFAULT 0,
+    rate_wait_ms {int} NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -101,6 +103,11 @@ CREATE TABLE IF NOT EXISTS claims (
     expires_at {real} NOT NULL
 ){keyed};
 CREATE INDEX IF NOT EXISTS claims_by_expiry ON claims (expires_at);
+CREATE TABLE IF NOT EXISTS budgets (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    version {int} NOT NULL
+){keyed};
 """
 
 # Columns added to SCHEMA since its tables were first created: (table, column, declaration,
@@ -110,6 +117,8 @@ LATER_COLUMNS = (
     ("jobs", "sweep_passes", "{int} NOT NULL DEFAULT 0"),
     ("jobs", "sweep_after", "{int}"),
     ("jobs", "swept_at", "TEXT"),
+    ("jobs", "rate_limited", "{int} NOT NULL DEFAULT 0"),
+    ("jobs", "rate_wait_ms", "{int} NOT NULL DEFAULT 0"),
 )
 
 # A running job from before `active_at` shows life as of its start, so the sweep sees it too.
@@ -271,6 +280,20 @@ class SqlJobStore(BaseJobStore):
                 (key, now + ttl_s, now),
             )
             return taken.rowcount == 1
+
+    def _budget_row(self, name: str) -> tuple[str | None, int]:
+        rows = self._select("SELECT state, version FROM budgets WHERE name = ?", name)
+        return (rows[0]["state"], int(rows[0]["version"])) if rows else (None, 0)
+
+    def _put_budget(self, name: str, state: str, version: int) -> bool:
+        with self._tx() as db:
+            if version == 0:
+                return insert_or_ignore(db, "budgets", {"name": name, "state": state, "version": 1})
+            cur = db.execute(
+                "UPDATE budgets SET state = ?, version = ? WHERE name = ? AND version = ?",
+                (state, version + 1, name, version),
+            )
+            return cur.rowcount == 1
 
     def _insert_job(self, row: Mapping[str, Field]) -> bool:
         with self._tx() as db:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chunking.errors import RateLimitedError, TransientError
+from chunking.errors import TransientError
 from chunking.spec import JobSpec
+from chunking.workload import OutOfBudget
 from stores.sqlite import SqliteJobStore
 from tests.conftest import MODEL_RETRY_AFTER_S
 from tests.llm_server import FakeModelServer
@@ -55,21 +56,42 @@ def test_bad_item_is_recorded_and_its_neighbours_are_answered(
     assert fake.calls["[400-context] two"] == 1
 
 
-def test_a_retried_chunk_never_asks_an_answered_item_again(
+def test_a_429_waits_what_the_server_asked_and_the_item_is_asked_again_in_the_run(
+    model: tuple[FakeModelServer, LlmClient], store: SqliteJobStore
+) -> None:
+    fake, client = model
+    result = run(store, client, ["alpha x", "[429x1] gamma", "delta x"], budget_s=20)
+    assert result.items_answered == 3  # no failure, no retry: the same run asked it again
+    assert fake.calls["[429x1] gamma"] == 2
+    assert fake.calls["alpha x"] == fake.calls["delta x"] == 1
+    tally = store.get_job("llm-job").tally  # type: ignore[union-attr]
+    assert tally.rate_limited == 1
+    assert tally.rate_wait_ms >= MODEL_RETRY_AFTER_S * 1000 * 0.9
+
+
+def test_a_run_whose_time_runs_out_waiting_out_a_429_goes_on_and_never_asks_twice(
     model: tuple[FakeModelServer, LlmClient], store: SqliteJobStore
 ) -> None:
     fake, client = model
     prompts = ["alpha x", "beta x", "[429] gamma", "delta x"]
-    with pytest.raises(RateLimitedError) as info:
-        run(store, client, prompts)
-    assert info.value.retry_after_s == MODEL_RETRY_AFTER_S
-    assert [r.id for r in store.item_results("llm-job", 0)] == ["id-0", "id-1"]  # kept at once
-    # The retry: the rate limit is gone (a new prompt stands for it), answered items are skipped.
+    with pytest.raises(OutOfBudget):  # a continuation: no retry spent
+        run(store, client, prompts, budget_s=3)
+    # Kept at once; the 429 held every request of the model, so the last one was left too.
+    assert [r.id for r in store.item_results("llm-job", 0)] == ["id-0", "id-1"]
+    # The next run: the limit has lifted (a new prompt stands for it); answered items skipped.
     prompts[2] = "gamma x"
     result = run(store, client, prompts)
     assert result.items_answered == 4
-    assert fake.calls["alpha x"] == fake.calls["beta x"] == 1
-    assert fake.calls["gamma x"] == fake.calls["delta x"] == 1
+    assert fake.calls["alpha x"] == fake.calls["beta x"] == fake.calls["delta x"] == 1
+    assert fake.calls["gamma x"] == 1
+
+
+def test_a_run_that_only_waited_for_the_rate_limit_goes_on_without_spending_a_retry(
+    model: tuple[FakeModelServer, LlmClient], store: SqliteJobStore
+) -> None:
+    _, client = model
+    with pytest.raises(OutOfBudget, match="rate limit"):
+        run(store, client, ["[429] only"], budget_s=2.5)
 
 
 def test_a_spent_budget_stops_the_attempt_with_answers_kept(

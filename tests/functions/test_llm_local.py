@@ -3,7 +3,6 @@ the SDK's in-process executor, the real openai SDK talking to the OpenAI-compati
 
 from __future__ import annotations
 
-import datetime
 import json
 import time
 from pathlib import Path
@@ -74,17 +73,16 @@ def test_an_llm_job_runs_end_to_end_and_reports_tokens_cost_and_output(
     run_finishes(fake_inngest)  # a redelivered finishing unit: not counted again
     assert len([c for c in counted if c[0] == "jobs_ended"]) == 1
 
-    [rate_limited] = errors  # one retry in all, for the 429, after the server's Retry-After
-    assert isinstance(rate_limited, inngest.RetryAfterError)
-    waited = (rate_limited.retry_after - datetime.datetime.now()).total_seconds()
-    assert MODEL_RETRY_AFTER_S - 5 < waited <= MODEL_RETRY_AFTER_S
+    # The 429 is no failure: the item waited the server's Retry-After and was asked again.
+    assert errors == []
 
     final = api.get(f"/jobs/{job_id}").json()
     assert (final["status"], final["chunks_succeeded"], final["items_processed"]) == (
         "partial", 3, 5,
     )  # fmt: skip
-    assert (final["attempts"], final["retries"]) == (4, 1)
+    assert (final["attempts"], final["retries"]) == (3, 0)
     usage = final["usage"]
+    assert usage["rate_limited"] == 1 and usage["rate_wait_s"] >= MODEL_RETRY_AFTER_S * 0.9
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (3 * 3 + 3, 3 * 4 + 4)
     tokens = {kind: sum(c[1] for c in counted if c[0] == "model_tokens" and c[2]["kind"] == kind)
               for kind in ("prompt", "completion")}  # fmt: skip
@@ -97,7 +95,8 @@ def test_an_llm_job_runs_end_to_end_and_reports_tokens_cost_and_output(
     assert [r["id"] for r in rows] == ["t0", "t1", "t2", "t3", "t4"]
     assert rows[0]["output"] is None and "content_filter" in rows[0]["error"]
     assert model.calls["[refuse] something unsafe"] == 1  # permanent: never asked again
-    assert model.calls["Classify: ticket 2"] == 1  # its chunk ran twice; it was asked once
+    assert model.calls["Classify: ticket 2"] == 1
+    assert model.calls["[429x1] ticket three"] == 2
 
     [completed] = fake_inngest.named(JOB_COMPLETED)
     assert completed["data"]["output_uri"] == final["output_uri"]

@@ -2,7 +2,8 @@
 
 Every call has an explicit timeout (the caller passes what its run has left) and the SDK's own
 silent retries are off: every retry is ours, counted, and visible in the job's status.
-- 429 -> RateLimitedError with the server's Retry-After;
+- 429 -> ModelRateLimited with the server's Retry-After (the caller waits it out: a 429 is
+  never a failure);
 - timeouts, connection errors, 5xx -> TransientError;
 - 400 (context length, invalid request), 422, content-policy refusals -> PermanentError for
   that item: never retried;
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import openai
 
 from chunking import secrets
+from chunking.budget import Observation
 from chunking.errors import PermanentError, RateLimitedError, TransientError, retry_after_s
 from chunking.settings import get_settings
+from workloads.llm.ratelimit import observe
 
 ENDPOINT_STATUSES = (401, 403, 404)
 
@@ -28,12 +32,21 @@ class ModelEndpointError(PermanentError):
     """The endpoint refuses every request (key, access, model name): not one item's fault."""
 
 
+class ModelRateLimited(RateLimitedError):
+    """A 429, with what its x-ratelimit-* headers said."""
+
+    def __init__(self, message: str, retry_after_s: float, seen: Observation | None) -> None:
+        super().__init__(message, retry_after_s)
+        self.seen = seen
+
+
 @dataclass(frozen=True)
 class Completion:
     output: str
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
+    seen: Observation | None = None  # the answer's x-ratelimit-* headers
 
 
 def _describe(err: openai.APIStatusError) -> str:
@@ -72,6 +85,13 @@ class LlmClient:
             max_tokens=max_tokens,
         )
 
+    @property
+    def budget_name(self) -> str:
+        """The shared budget this client's requests take their turn in: its model's, at its
+        endpoint (the same model elsewhere has a limit of its own)."""
+        host = urlsplit(str(self.client.base_url)).netloc
+        return f"{self.model}@{host}"
+
     async def __aenter__(self) -> LlmClient:
         return self
 
@@ -86,16 +106,19 @@ class LlmClient:
         self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
 
     async def complete(self, prompt: str, *, timeout_s: float) -> Completion:
-        started = time.perf_counter()
+        started, sent_at = time.perf_counter(), time.time()
         try:
-            response = await self.client.chat.completions.create(
+            raw = await self.client.chat.completions.with_raw_response.create(
                 model=self.model,
                 messages=[{"role": "user", "content": prompt}],
                 timeout=timeout_s,
                 max_tokens=self.max_tokens if self.max_tokens else openai.omit,
             )
+            response = raw.parse()
         except openai.RateLimitError as err:
-            raise RateLimitedError(_describe(err), retry_after_s(err.response.headers)) from err
+            headers = err.response.headers
+            wait = retry_after_s(headers)
+            raise ModelRateLimited(_describe(err), wait, observe(headers, sent_at)) from err
         except (openai.APITimeoutError, openai.APIConnectionError) as err:
             raise TransientError(f"{type(err).__name__}: {err}") from err
         except openai.APIStatusError as err:
@@ -116,4 +139,5 @@ class LlmClient:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             latency_ms=round(latency_ms, 3),
+            seen=observe(raw.headers, sent_at),
         )

@@ -1,13 +1,18 @@
-"""The llm workload (`Llm`), and its chunk: ask the model about each item, keeping every answer
-as it arrives.
+"""The llm workload (`Llm`), and its chunk: ask the model about its items, LLM_ITEM_CONCURRENCY
+at a time, keeping every answer as it arrives.
 
+- Requests take their turn in the model's shared budget (workloads.llm.ratelimit): every
+  process of a path together stays within the provider's rate limit.
+- A 429 is never a failure: the request waits what the server asked and is asked again; a
+  run whose time runs out waiting goes on in a new run (a continuation, no retry spent). Only
+  a limit that never lifts (LLM_RATE_LIMIT_GIVE_UP_S of nothing but 429s) fails the chunk.
 - An item already answered (its result is in the job store) is never asked again: a retried
   chunk pays only for what is missing.
 - A permanent failure of the item (context too long, refused, invalid) is that item's result:
   it is recorded with its reason and the chunk goes on with the next item. One of the endpoint
   (bad key, unknown model) fails the chunk: every other item would fail the same way.
-- A transient failure or a rate limit ends the attempt (raised for the platform to retry);
-  everything answered so far is already kept.
+- A transient failure ends the attempt (raised for the platform to retry) once the requests
+  in flight have come back: everything answered is kept.
 - Running out of budget having answered something is not a failure: OutOfBudget, and the chunk
   goes on in a new run (a continuation, no retry spent). Having answered nothing, it is a
   transient failure: the retries bound a chunk that cannot make progress.
@@ -20,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from chunking.budget import Limits
 from chunking.errors import PermanentError, TransientError
 from chunking.planning import Chunk
 from chunking.prepare import spec_error
@@ -40,11 +47,17 @@ from chunking.workload import (
     Workload,
 )
 from workloads.llm import blobs
-from workloads.llm.client import LlmClient, ModelEndpointError, missing_model_endpoint
+from workloads.llm.client import (
+    LlmClient,
+    ModelEndpointError,
+    ModelRateLimited,
+    missing_model_endpoint,
+)
 from workloads.llm.fields import LlmFields
 from workloads.llm.index import Indexed, build_index, chunk_items, index_uri
 from workloads.llm.input import FULL_CHECK_BYTES, InputError, Item, check_input
 from workloads.llm.outputs import keep_output, merge_outputs, write_chunk_output
+from workloads.llm.ratelimit import SharedBudget, estimate_tokens
 
 MIN_CALL_S = 1.0  # below this, a call cannot finish: stop and let the retry have the time
 
@@ -66,7 +79,8 @@ async def run_llm_chunk(
 ) -> LlmChunkResult:
     """Read the chunk's own bytes of the input (through the job's index) and answer them
     within `budget_s`."""
-    index_at = index_uri(get_settings().llm_output_uri, job_id)
+    settings = get_settings()
+    index_at = index_uri(settings.llm_output_uri, job_id)
     try:
         items = await asyncio.to_thread(
             chunk_items,
@@ -89,7 +103,59 @@ async def run_llm_chunk(
             chunk.index,
             items,
             budget_s=budget_s,
-            call_timeout_s=get_settings().llm_call_timeout_s,
+            call_timeout_s=settings.llm_call_timeout_s,
+            concurrency=settings.llm_item_concurrency,
+        )
+
+
+@dataclass
+class _Run:
+    """What a run's concurrent requests share: the items left, and how it went."""
+
+    todo: deque[Item]
+    kept: dict[int, ItemResult]
+    done: set[int]
+    answered_now: int = 0
+    unasked: int = 0  # left for the next run: its budget ran out
+    stop: BaseException | None = None  # a failure that ends the attempt: ask no more
+    completion_tokens: int = 0
+
+
+async def _ask(
+    run: _Run, client: LlmClient, budget: SharedBudget, item: Item, deadline: float, call_s: float
+) -> ItemResult | None:
+    """The item's answer (or its permanent failure), waiting its turn in the model's budget
+    and out every 429; None when the run's time ran out first (left for the next run)."""
+    completion_mean = run.completion_tokens / run.answered_now if run.answered_now else None
+    tokens = estimate_tokens(item.prompt, client.max_tokens, completion_mean)
+    while True:
+        # The latest a call may start and still finish in the run: anything later is left.
+        last_start = time.time() + (deadline - time.monotonic()) - MIN_CALL_S
+        if last_start < time.time() or not await budget.acquire(tokens, ready_by=last_start):
+            return None
+        left = deadline - time.monotonic()
+        try:
+            answer = await client.complete(item.prompt, timeout_s=min(call_s, left))
+        except ModelRateLimited as err:
+            budget.unsent(tokens)
+            if not await budget.refused(err.retry_after_s, err.seen, ready_by=last_start):
+                return None
+            continue
+        except ModelEndpointError:
+            raise
+        except PermanentError as err:
+            budget.unsent(tokens)
+            return ItemResult(item.index, -1, item.id, error=str(err))
+        budget.answered(tokens, answer.prompt_tokens + answer.completion_tokens, answer.seen)
+        run.completion_tokens += answer.completion_tokens
+        return ItemResult(
+            item.index,
+            -1,
+            item.id,
+            output=answer.output,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            latency_ms=answer.latency_ms,
         )
 
 
@@ -102,53 +168,77 @@ async def answer_items(
     *,
     budget_s: float,
     call_timeout_s: float,
+    concurrency: int = 1,
 ) -> LlmChunkResult:
+    """Ask the model about the chunk's items not answered yet, `concurrency` at a time, each
+    kept as it arrives. A failure that ends the attempt (transient, or the endpoint's) stops
+    new requests; those in flight are still kept before it is raised."""
     deadline = time.monotonic() + budget_s
     kept = {r.index: r for r in await asyncio.to_thread(store.item_results, job_id, chunk_index)}
-    done = set(kept)
-    answered_now = 0
-    for item in items:
-        if item.index in done:
-            continue
-        left = deadline - time.monotonic()
-        if left < MIN_CALL_S:
-            unanswered = len(items) - len(done)
-            if answered_now:
-                raise OutOfBudget(
-                    f"time budget spent with {unanswered} items of chunk {chunk_index} "
-                    f"unanswered ({answered_now} answered in this run); it goes on in a new run"
-                )
-            raise TransientError(
-                f"time budget spent with {unanswered} items of chunk {chunk_index} unanswered "
-                "and none answered in this run; they are asked on the next attempt"
-            )
-        try:
-            answer = await client.complete(item.prompt, timeout_s=min(call_timeout_s, left))
-        except ModelEndpointError:
-            raise
-        except PermanentError as err:
-            result = ItemResult(item.index, chunk_index, item.id, error=str(err))
-        else:
+    run = _Run(deque(item for item in items if item.index not in kept), kept, set(kept))
+    settings = get_settings()
+    budget = SharedBudget(
+        store,
+        client.budget_name,
+        Limits(**settings.llm_rate_limit(client.model).model_dump()),
+        burst_s=settings.llm_rate_burst_s,
+        give_up_s=settings.llm_rate_limit_give_up_s,
+        unasked=len(run.todo),
+    )
+
+    async def keep(item: Item, result: ItemResult) -> None:
+        if result.output is not None and result.error is None:
             # A huge answer goes to the data bucket: a store's row has a size limit.
             output, output_uri = await asyncio.to_thread(
-                keep_output, job_id, item.index, answer.output
+                keep_output, job_id, item.index, result.output
             )
-            result = ItemResult(
-                item.index,
-                chunk_index,
-                item.id,
-                output=output,
-                output_uri=output_uri,
-                prompt_tokens=answer.prompt_tokens,
-                completion_tokens=answer.completion_tokens,
-                latency_ms=answer.latency_ms,
-            )
+            result = replace(result, output=output, output_uri=output_uri)
+        result = replace(result, chunk_index=chunk_index)
         if await asyncio.to_thread(store.record_item, job_id, result):
-            kept[item.index] = result
-        done.add(item.index)
-        answered_now += 1
-    results = list(kept.values())
-    if len(kept) < len(done):
+            run.kept[item.index] = result
+        run.done.add(item.index)
+        run.answered_now += 1
+
+    async def worker() -> None:
+        while run.todo and run.stop is None:
+            item = run.todo.popleft()
+            try:
+                result = await _ask(run, client, budget, item, deadline, call_timeout_s)
+            except (ModelEndpointError, TransientError) as err:
+                run.stop = run.stop or err
+                return
+            if result is None:
+                run.unasked += 1 + len(run.todo)
+                run.todo.clear()
+                return
+            await keep(item, result)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(run.todo)))))
+    finally:
+        await budget.close()
+        waited_ms = round(budget.waited_s * 1000)
+        await asyncio.to_thread(store.count_rate_limiting, job_id, budget.refusals, waited_ms)
+    if run.stop is not None:
+        raise run.stop
+    if run.unasked:
+        unanswered = len(items) - len(run.done)
+        if run.answered_now:
+            raise OutOfBudget(
+                f"time budget spent with {unanswered} items of chunk {chunk_index} "
+                f"unanswered ({run.answered_now} answered in this run); it goes on in a new run"
+            )
+        if budget.refusals or budget.waited_s:
+            raise OutOfBudget(
+                f"time budget spent waiting for the model's rate limit with {unanswered} items "
+                f"of chunk {chunk_index} unanswered; it goes on in a new run"
+            )
+        raise TransientError(
+            f"time budget spent with {unanswered} items of chunk {chunk_index} unanswered "
+            "and none answered in this run; they are asked on the next attempt"
+        )
+    results = list(run.kept.values())
+    if len(run.kept) < len(run.done):
         # A concurrent delivery kept some answers first (the first one wins): read what is kept.
         results = await asyncio.to_thread(store.item_results, job_id, chunk_index)
     return LlmChunkResult(

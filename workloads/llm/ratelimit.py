@@ -1,0 +1,206 @@
+"""A chunk run's side of its model's shared budget (chunking.budget): leases taken in small
+batches, handed to the run's concurrent requests, corrected by what the provider says.
+
+- `acquire` gives a request its turn: from the run's current lease, or from a new one taken
+  in one store write for up to `LEASE_S` of the rate (never more requests than the run still
+  has to ask), then sleeps until the lease is ready. Nothing is granted that would be ready
+  too late for the run to use: the request is left for the next run.
+- `answered` keeps, for the next write, the difference between the tokens the answer reported
+  and its estimate, and the answer's `x-ratelimit-*` headers.
+- `refused` (a 429) tells the store at once: every process waits what the server asked.
+- `close` gives back what the run leased and did not use, in its last write.
+
+A request's tokens are estimated before it is sent from its prompt (4 characters a token,
+OpenAI's rule of thumb: no tokenizer download is possible offline) and its `max_tokens`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from chunking.budget import Lease, LeaseAsk, Limits, Observation
+from chunking.errors import PermanentError
+from chunking.store import JobStore
+
+LEASE_S = 0.2  # of the rate taken per lease: a store write per that much of the traffic
+CHARS_PER_TOKEN = 4
+COMPLETION_ESTIMATE = 256  # tokens, for a request with no max_tokens, until answers tell
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_s(text: str) -> float | None:
+    """OpenAI's reset durations ("20ms", "1s", "6m0s", "1h2m3.5s") in seconds."""
+    parts = _DURATION.findall(text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        return None
+    return sum(float(number) * _UNIT_S[unit] for number, unit in parts)
+
+
+def _number(headers: Mapping[str, str], name: str) -> float | None:
+    try:
+        value = float(headers[name])
+    except (KeyError, ValueError):
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def observe(headers: Mapping[str, str], at: float) -> Observation | None:
+    """What an answer's x-ratelimit-* headers say (None when it sent none)."""
+    seen = Observation(
+        at=at,
+        limit_requests=_number(headers, "x-ratelimit-limit-requests"),
+        remaining_requests=_number(headers, "x-ratelimit-remaining-requests"),
+        limit_tokens=_number(headers, "x-ratelimit-limit-tokens"),
+        remaining_tokens=_number(headers, "x-ratelimit-remaining-tokens"),
+    )
+    return seen if seen != Observation(at=at) else None
+
+
+def estimate_tokens(prompt: str, max_tokens: int | None, completion_mean: float | None) -> int:
+    completion = max_tokens or completion_mean or COMPLETION_ESTIMATE
+    return math.ceil(len(prompt) / CHARS_PER_TOKEN) + math.ceil(completion)
+
+
+@dataclass
+class _Held:
+    """What the run holds of its last lease."""
+
+    requests: int = 0
+    tokens: int = 0
+    ready_at: float = 0.0
+
+
+@dataclass
+class SharedBudget:
+    store: JobStore
+    name: str
+    limits: Limits
+    burst_s: float
+    give_up_s: float
+    unasked: int  # requests the run has still to make (no lease is larger)
+    held: _Held = field(default_factory=_Held)
+    rpm: float | None = None
+    tpm: float | None = None
+    correction: int = 0
+    observation: Observation | None = None
+    answered_since: bool = False
+    refusals: int = 0  # 429s
+    waited_s: float = 0.0
+    writes: int = 0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def _lease_size(self, tokens: int) -> int:
+        sizes = [self.unasked]
+        if self.rpm:
+            sizes.append(math.floor(self.rpm / 60 * LEASE_S))
+        if self.tpm:
+            sizes.append(math.floor(self.tpm / 60 * LEASE_S / max(tokens, 1)))
+        if not self.rpm and not self.tpm:
+            sizes.append(1)  # nothing known yet: the first answer tells
+        return max(1, min(sizes))
+
+    def _ask(self, **what: object) -> LeaseAsk:
+        """A write's ask, carrying what was learned since the last one (and clearing it)."""
+        ask = LeaseAsk(
+            token_correction=self.correction,
+            observation=self.observation,
+            answered=self.answered_since,
+            **what,  # type: ignore[arg-type]
+        )
+        self.correction, self.observation, self.answered_since = 0, None, False
+        return ask
+
+    async def _write(self, ask: LeaseAsk) -> Lease:
+        lease = await asyncio.to_thread(
+            self.store.take_lease, self.name, ask, self.limits, self.burst_s
+        )
+        self.writes += 1
+        self.rpm, self.tpm = lease.rpm, lease.tpm
+        since = lease.limited_since
+        if since is not None and time.time() - since > self.give_up_s:
+            raise PermanentError(
+                f"rate limited: the model has answered nothing but 429s for "
+                f"{time.time() - since:.0f} s (LLM_RATE_LIMIT_GIVE_UP_S={self.give_up_s:g}): "
+                "its limit is not lifting"
+            )
+        return lease
+
+    def _give_back(self) -> None:
+        """What is held and unused goes back with the next write."""
+        self.correction -= self.held.tokens
+        self.held = _Held()
+
+    async def acquire(self, tokens: int, ready_by: float) -> bool:
+        """Wait for this request's turn; False when it would not come by `ready_by` (epoch s)."""
+        async with self._lock:
+            held = self.held
+            if held.requests < 1 or (self.tpm and held.tokens < tokens):
+                returned_requests = held.requests
+                self._give_back()
+                size = self._lease_size(tokens)
+                lease = await self._write(
+                    self._ask(
+                        requests=size,
+                        tokens=size * tokens,
+                        returned_requests=returned_requests,
+                        ready_by=ready_by,
+                    )
+                )
+                if not lease.requests:
+                    return False
+                self.held = held = _Held(lease.requests, lease.tokens, lease.ready_at)
+            held.requests -= 1
+            held.tokens = max(0, held.tokens - tokens)
+            self.unasked -= 1
+            ready_at = held.ready_at
+        wait = ready_at - time.time()
+        if wait > 0:
+            self.waited_s += wait
+            await asyncio.sleep(wait)
+        return True
+
+    def answered(self, leased_tokens: int, used_tokens: int, seen: Observation | None) -> None:
+        self.correction += used_tokens - leased_tokens
+        self.answered_since = True
+        if seen is not None:
+            self.observation = seen
+
+    def unsent(self, leased_tokens: int) -> None:
+        """A request that got its turn and was refused: its tokens go back (the request
+        itself counts: the provider saw it)."""
+        self.correction -= leased_tokens
+
+    async def refused(self, wait_s: float, seen: Observation | None, ready_by: float) -> bool:
+        """A 429: every process waits `wait_s` (one write now); then this request sleeps it.
+        False when the wait ends after `ready_by`."""
+        self.refusals += 1
+        self.unasked += 1  # it is asked again
+        async with self._lock:
+            if seen is not None:
+                self.observation = seen
+            returned_requests = self.held.requests
+            self._give_back()
+            now = time.time()
+            await self._write(
+                self._ask(refused_for_s=wait_s, refused_at=now, returned_requests=returned_requests)
+            )
+        until = now + wait_s
+        if until > ready_by:
+            return False
+        self.waited_s += wait_s
+        await asyncio.sleep(wait_s)
+        return True
+
+    async def close(self) -> None:
+        """Give back what the run did not use, with what it learned: one write, if any."""
+        async with self._lock:
+            returned_requests = self.held.requests
+            self._give_back()
+            if returned_requests or self.correction or self.observation or self.answered_since:
+                await self._write(self._ask(returned_requests=returned_requests))
