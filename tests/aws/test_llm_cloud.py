@@ -134,9 +134,7 @@ def test_a_rejected_key_fails_the_chunk_and_dead_letters_it_at_once(
     # What was answered (before the refusal, or in flight beside it) is kept.
     kept = cloud.job_store().item_results(body["job_id"], 0)
     assert kept and kept[0].output == "echo: fine a"
-    assert final["usage"]["prompt_tokens"] == 2 * len(kept) == 2 * model.calls["fine a"] + 2 * (
-        model.calls["fine c"]
-    )
+    assert final["usage"]["prompt_tokens"] == 2 * len(kept)
 
 
 def test_an_output_too_big_for_a_dynamodb_item_is_kept_in_the_bucket(
