@@ -133,7 +133,7 @@ def _learn(bucket: Bucket, observed: Observation | None, now: float, burst_s: fl
         )
     if bucket.probe_rpm is None:
         return replace(bucket, probe_rpm=PROBE_START_RPM, probed_at=now)
-    used_up = bucket.tat_requests > now - burst_s / 2
+    used_up = bucket.tat_requests > now + burst_s / 2
     if now - bucket.probed_at >= PROBE_PERIOD_S and bucket.limited_since is None and used_up:
         grown = bucket.probe_rpm * (PROBE_GROWTH if bucket.cut_once else 2.0)
         return replace(bucket, probe_rpm=grown, probed_at=now)
@@ -155,12 +155,13 @@ def take(
     rpm, tpm, source = bucket.rates(configured)
     rate_r = rpm / 60 if rpm else None
     rate_t = tpm / 60 if tpm else None
-    tat_r, tat_t = max(bucket.tat_requests, now - burst_s), max(bucket.tat_tokens, now - burst_s)
+    # `tat` at or before now: the bucket is full (it holds `burst_s` of the rate, no more).
+    tat_r, tat_t = max(bucket.tat_requests, now), max(bucket.tat_tokens, now)
     blocked, limited_since = bucket.blocked_until, bucket.limited_since
     if rate_t and ask.token_correction:
-        tat_t = max(tat_t + ask.token_correction / rate_t, now - burst_s)
+        tat_t = max(tat_t + ask.token_correction / rate_t, now)
     if rate_r and ask.returned_requests:
-        tat_r = max(tat_r - ask.returned_requests / rate_r, now - burst_s)
+        tat_r = max(tat_r - ask.returned_requests / rate_r, now)
     if ask.observation:
         seen = ask.observation
         if rate_r:
@@ -180,18 +181,19 @@ def take(
             bucket = replace(bucket, probe_rpm=cut, probed_at=blocked, cut_once=True)
 
     ready = max(now, blocked)
+    # A lease larger than the burst goes only when the bucket is full, and empties it.
     cost_r = ask.requests / rate_r if rate_r else 0.0
     cost_t = ask.tokens / rate_t if rate_t else 0.0
     if rate_r:
-        ready = max(ready, tat_r + cost_r - burst_s)
+        ready = max(ready, tat_r + min(cost_r, burst_s) - burst_s)
     if rate_t:
         ready = max(ready, tat_t + min(cost_t, burst_s) - burst_s)
     granted = ask.requests > 0 and ready <= ask.ready_by
     if granted:
         if rate_r:
-            tat_r = max(tat_r, ready - burst_s) + cost_r
+            tat_r = max(tat_r, ready) + cost_r
         if rate_t:
-            tat_t = max(tat_t, ready - burst_s) + cost_t
+            tat_t = max(tat_t, ready) + cost_t
     after = replace(
         bucket,
         tat_requests=tat_r,
