@@ -4,7 +4,9 @@ It answers `POST /v1/chat/completions` as the OpenAI API does — same JSON for 
 errors — and misbehaves on request: a prompt containing `[429]`, `[500]`, `[400-context]`,
 `[401]`, `[refuse]` or `[hang]` gets that response; `[slow]` adds `slow_s` of latency;
 `[429x2]` / `[500x1]` fail only the first 2 / 1 calls with that prompt, then answer.
-It counts the calls it received per prompt, so tests can prove what was (not) retried.
+`storm(seconds)` answers every call with a 429 until then (Retry-After: what is left of it).
+It counts the calls it received per prompt, and keeps when each was answered (`spans`), so
+tests can prove what was (not) retried and what overlapped.
 
 Also runnable, to try the README's example without a real model:
     python -m tests.llm_server --port 8001    # then OPENAI_BASE_URL=http://127.0.0.1:8001/v1
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import re
 import time
 import uuid
@@ -35,13 +38,25 @@ class FakeModelServer:
     def __init__(self, retry_after: str = "7", slow_s: float = 0.2, hang_s: float = 30) -> None:
         self.calls: Counter[str] = Counter()
         self.retry_after, self.slow_s, self.hang_s = retry_after, slow_s, hang_s
+        self.storm_until = 0.0
+        self.spans: list[tuple[str, float, float]] = []  # (prompt, start, end), monotonic
         self.app = FastAPI()
 
         @self.app.post("/v1/chat/completions")
         async def completions(request: Request) -> Any:
             body = await request.json()
-            prompt = body["messages"][-1]["content"]
+            prompt, started = body["messages"][-1]["content"], time.monotonic()
+            try:
+                return await answer(body, prompt)
+            finally:
+                self.spans.append((prompt, started, time.monotonic()))
+
+        async def answer(body: dict[str, Any], prompt: str) -> Any:
             self.calls[prompt] += 1
+            if (storm_left := self.storm_until - time.monotonic()) > 0:
+                wait = {"retry-after": str(math.ceil(storm_left))}
+                return _error(429, "Rate limit reached for requests", "requests",
+                              "rate_limit_exceeded", **wait)  # fmt: skip
             if (flaky := FLAKY.search(prompt)) and self.calls[prompt] <= int(flaky["times"]):
                 prompt = f"[{flaky['status']}]"  # fail this call as the marker says
             if "[429]" in prompt:
@@ -76,6 +91,23 @@ class FakeModelServer:
                 "usage": {"prompt_tokens": words, "completion_tokens": words + 1,
                           "total_tokens": 2 * words + 1},
             }  # fmt: skip
+
+    def peak(self, prompts: set[str]) -> int:
+        """The most of these prompts that were being answered at once."""
+        edges = sorted(
+            (at, step)
+            for prompt, start, end in self.spans
+            if prompt in prompts
+            for at, step in ((start, 1), (end, -1))
+        )
+        most = now = 0
+        for _, step in edges:
+            now += step
+            most = max(most, now)
+        return most
+
+    def storm(self, seconds: float) -> None:
+        self.storm_until = time.monotonic() + seconds
 
 
 def main() -> None:

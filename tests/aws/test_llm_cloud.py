@@ -201,3 +201,24 @@ def test_a_bad_line_deep_in_a_large_input_fails_the_job_and_enqueues_no_chunk(
     assert "line 15432: has a text but the job has no prompt_template" in final["error"]
     assert queue_bodies(sqs, stack.queue_url) == [] and queue_bodies(sqs, stack.dlq_url) == []
     assert sum(model.calls.values()) == 0
+
+
+def test_a_429_storm_ends_with_every_chunk_succeeded_and_no_retry_spent(
+    model: FakeModelServer, stack: LocalStack, sqs: Any, source: SqsEventSource
+) -> None:
+    lines = [{"id": f"s{i}", "prompt": f"cloud storm {i}"} for i in range(6)]
+    code, body = post(
+        {"workload": "llm", "input_uri": upload(stack, "inputs/s.jsonl", lines), "chunk_size": 2}
+    )
+    assert code == 202, body
+    source.poll_once()  # the plan message
+    model.storm(3)  # the server refuses everything for 3 s
+    _messages, failed = source.poll_once()
+    assert failed == set()  # no record back to the queue: nothing for SQS to redeliver
+    source.drain()
+    assert queue_bodies(sqs, stack.dlq_url) == []
+    final = status(body["job_id"])
+    assert (final["status"], final["chunks_succeeded"], final["retries"]) == ("succeeded", 3, 0)
+    assert final["usage"]["rate_limited"] >= 1 and final["usage"]["rate_wait_s"] >= 2
+    calls = sum(model.calls[f"cloud storm {i}"] for i in range(6))
+    assert calls == 6 + final["usage"]["rate_limited"]

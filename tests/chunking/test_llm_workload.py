@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from chunking.errors import TransientError
+from chunking.errors import PermanentError, TransientError
 from chunking.spec import JobSpec
 from chunking.workload import OutOfBudget
 from stores.sqlite import SqliteJobStore
 from tests.conftest import MODEL_RETRY_AFTER_S
 from tests.llm_server import FakeModelServer
+from tests.support import set_settings
 from workloads.llm.client import LlmClient
 from workloads.llm.input import Item
 from workloads.llm.workload import LlmChunkResult, answer_items
@@ -102,3 +103,48 @@ def test_a_spent_budget_stops_the_attempt_with_answers_kept(
         run(store, client, ["first y", "[hang] second", "third y"], budget_s=1.5)
     assert [r.id for r in store.item_results("llm-job", 0)] == ["id-0"]
     assert fake.calls["third y"] == 0
+
+
+def test_the_items_of_a_chunk_are_asked_at_once_each_once_and_kept_in_order(
+    model: tuple[FakeModelServer, LlmClient], store: SqliteJobStore
+) -> None:
+    fake, client = model
+    prompts = [f"[slow] item {i}" for i in range(8)]
+    items = [Item(i, f"id-{i}", p) for i, p in enumerate(prompts)]
+    asked = answer_items(
+        store, client, "llm-job", 0, items, budget_s=20, call_timeout_s=5, concurrency=4
+    )
+    result = asyncio.get_event_loop().run_until_complete(asked)
+    assert result.items_answered == 8
+    assert fake.peak(set(prompts)) == 4  # they overlapped, as many as allowed
+    assert all(fake.calls[p] == 1 for p in prompts)
+    assert [r.output for r in store.item_results("llm-job", 0)] == [f"echo: {p}" for p in prompts]
+
+
+def test_a_limit_that_never_lifts_fails_the_chunk_with_that_reason(
+    model: tuple[FakeModelServer, LlmClient], store: SqliteJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, client = model
+    set_settings(monkeypatch, LLM_RATE_LIMIT_GIVE_UP_S="2")
+    with pytest.raises(PermanentError, match="nothing but 429s"):
+        run(store, client, ["fine x", "[429] always"], budget_s=20)
+    # Refused, told to wait 6 s: past the bound with no answer since, it is not asked again.
+    assert fake.calls["[429] always"] == 1
+    assert [r.id for r in store.item_results("llm-job", 0)] == ["id-0"]
+
+
+def test_a_429_storm_ends_with_every_item_answered_in_the_same_run(
+    model: tuple[FakeModelServer, LlmClient], store: SqliteJobStore
+) -> None:
+    fake, client = model
+    fake.storm(2.5)
+    items = [Item(i, f"id-{i}", f"storm {i}") for i in range(6)]
+    asked = answer_items(
+        store, client, "llm-job", 0, items, budget_s=30, call_timeout_s=5, concurrency=3
+    )
+    result = asyncio.get_event_loop().run_until_complete(asked)
+    assert result.items_answered == 6
+    assert all(fake.calls[f"storm {i}"] >= 1 for i in range(6))
+    tally = store.get_job("llm-job").tally  # type: ignore[union-attr]
+    # Every request in flight when it began was refused; then all waited what was asked.
+    assert 1 <= tally.rate_limited <= 6 and tally.rate_wait_ms >= 2_000

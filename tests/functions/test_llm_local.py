@@ -220,3 +220,29 @@ def test_a_bad_line_deep_in_a_large_input_fails_the_job_and_enqueues_nothing(
     assert "line 17321: not valid JSON" in status["error"] and "input_uri" in status["error"]
     assert fake_inngest.named(PROCESS_CHUNK) == []
     assert sum(model.calls.values()) == 0
+
+
+def test_a_429_storm_ends_with_every_chunk_succeeded_and_no_retry_spent(
+    api: httpx.Client,
+    fake_inngest: FakeInngestApi,
+    model: FakeModelServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines: list[dict[str, Any]] = [{"id": f"s{i}", "prompt": f"storm {i}"} for i in range(6)]
+    uri = write_input(tmp_path / "storm.jsonl", lines)
+    response = api.post("/jobs", json={"workload": "llm", "input_uri": uri, "chunk_size": 2})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    [start_event] = fake_inngest.named(START_JOB)
+    assert replay(start_job, start_event).status is mocked.Status.COMPLETED
+    errors = spy_run_errors(process_chunk, monkeypatch)
+    model.storm(3)  # the server refuses everything for 3 s
+    results = [replay(process_chunk, e) for e in fake_inngest.named(PROCESS_CHUNK)]
+    assert all(r.status is mocked.Status.COMPLETED for r in results), results
+    assert errors == []  # no run failed: nothing for the executor to retry
+    run_finishes(fake_inngest)
+    final = api.get(f"/jobs/{job_id}").json()
+    assert (final["status"], final["chunks_succeeded"], final["retries"]) == ("succeeded", 3, 0)
+    assert final["usage"]["rate_limited"] >= 1 and final["usage"]["rate_wait_s"] >= 2
+    assert sum(model.calls[f"storm {i}"] for i in range(6)) == 6 + final["usage"]["rate_limited"]

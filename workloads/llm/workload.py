@@ -204,7 +204,7 @@ async def answer_items(
             item = run.todo.popleft()
             try:
                 result = await _ask(run, client, budget, item, deadline, call_timeout_s)
-            except (ModelEndpointError, TransientError) as err:
+            except (PermanentError, TransientError) as err:  # the chunk's, not the item's
                 run.stop = run.stop or err
                 return
             if result is None:
