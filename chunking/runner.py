@@ -5,9 +5,10 @@ mechanism: TransientError and unexpected errors -> retry with backoff, RateLimit
 retry after the wait asked for, PermanentError -> no retry. What it returns is settled, except
 `continued`: the chunk stopped to respect its budget having made progress, and the adapter
 starts a new run of it (a continuation: a fresh event or message, which spends no retry).
-Continuations are bounded twice: each one answered something (so at most one per item), and
-at most CHUNK_MAX_CONTINUATIONS of them; past that, running out of budget is a retryable
-failure like any other, bounded by the retries.
+Continuations are bounded twice: each one answered something (so at most one per item) or
+waited for the model's rate limit (bounded in time by the workload), and at most
+CHUNK_MAX_CONTINUATIONS of them; past that, running out of budget is a retryable failure like
+any other, bounded by the retries.
 """
 
 from __future__ import annotations

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from chunking.budget import Observation
 from chunking.errors import PermanentError, RateLimitedError, TransientError, retry_after_s
 from tests.llm_server import FakeModelServer
 from tests.support import ServerThread
 from workloads.llm.client import Completion, LlmClient
+from workloads.llm.ratelimit import observe
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +92,24 @@ def test_retry_after_forms() -> None:
     http_date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))
     assert 55 < retry_after_s({"retry-after": http_date}) <= 60
     assert retry_after_s({}) == 10
+
+
+def test_openai_s_rate_limit_headers_are_read_as_the_provider_sends_them() -> None:
+    headers = {
+        "x-ratelimit-limit-requests": "3000",
+        "x-ratelimit-remaining-requests": "2999",
+        "x-ratelimit-reset-requests": "20ms",
+        "x-ratelimit-limit-tokens": "250000",
+        "x-ratelimit-remaining-tokens": "249000",
+        "x-ratelimit-reset-tokens": "240ms",
+    }
+    seen = observe(headers, at=5.0)
+    assert seen == Observation(
+        at=5.0,
+        limit_requests=3000,
+        remaining_requests=2999,
+        limit_tokens=250_000,
+        remaining_tokens=249_000,
+    )
+    assert observe({"x-ratelimit-remaining-requests": "nan"}, at=5.0) is None
+    assert observe({}, at=5.0) is None

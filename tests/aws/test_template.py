@@ -130,7 +130,8 @@ def test_parameters_and_outputs(template: dict[str, Any]) -> None:
     assert set(template["Parameters"]) == {
         "TotalItems", "ChunkSize", "ItemDelayMs", "MaxReceiveCount", "WorkerConcurrency",
         "WorkerBatchSize", "OpenAiBaseUrl", "OpenAiModel", "OpenAiApiKeyParameter",
-        "LlmPricePromptPerMtok", "LlmPriceCompletionPerMtok", "CallbackSecretParameter",
+        "LlmPricePromptPerMtok", "LlmPriceCompletionPerMtok", "LlmRateLimits", "LlmItemConcurrency",
+        "CallbackSecretParameter",
         "AllowPrivateCallbacks", "HighPriorityWorkerConcurrency", "ApiGatewayCloudWatchRole",
         "WorkloadModules",
     }  # fmt: skip
@@ -143,6 +144,11 @@ def test_parameters_and_outputs(template: dict[str, Any]) -> None:
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["TOTAL_ITEMS"] == {"Ref": "TotalItems"} and env["CHUNK_SIZE"] == {"Ref": "ChunkSize"}
     assert env["WORKLOAD_MODULES"] == {"Ref": "WorkloadModules"}
+    assert env["LLM_ITEM_CONCURRENCY"] == {"Ref": "LlmItemConcurrency"}
+    # Unset when empty: the settings then use the provider's announced limits.
+    assert env["LLM_RATE_LIMITS"] == {
+        "Fn::If": ["HasLlmRateLimits", {"Ref": "LlmRateLimits"}, {"Ref": "AWS::NoValue"}]
+    }
     worker_env = resource(template, "WorkerFunction")["Environment"]["Variables"]
     assert worker_env["MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
 

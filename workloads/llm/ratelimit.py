@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,16 +29,6 @@ from chunking.store import JobStore
 LEASE_S = 0.2  # of the rate taken per lease: a store write per that much of the traffic
 CHARS_PER_TOKEN = 4
 COMPLETION_ESTIMATE = 256  # tokens, for a request with no max_tokens, until answers tell
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def duration_s(text: str) -> float | None:
-    """OpenAI's reset durations ("20ms", "1s", "6m0s", "1h2m3.5s") in seconds."""
-    parts = _DURATION.findall(text.strip())
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        return None
-    return sum(float(number) * _UNIT_S[unit] for number, unit in parts)
 
 
 def _number(headers: Mapping[str, str], name: str) -> float | None:
