@@ -55,6 +55,7 @@ def test_a_local_chunk_out_of_budget_continues_in_a_fresh_run(
     from functions.deps import get_store
 
     monkeypatch.setenv("INNGEST_STEP_BUDGET_S", "2.5")
+    monkeypatch.setenv("LLM_ITEM_CONCURRENCY", "1")  # one at a time: more than a budget holds
     get_settings.cache_clear()
     path = tmp_path / "slow.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in slow_lines()))
@@ -81,9 +82,12 @@ def test_a_local_chunk_out_of_budget_continues_in_a_fresh_run(
 
 
 def test_a_cloud_chunk_out_of_budget_continues_in_a_fresh_message(
-    model: FakeModelServer, stack: LocalStack, sqs: Any
+    model: FakeModelServer, stack: LocalStack, sqs: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import cloud
+
+    monkeypatch.setenv("LLM_ITEM_CONCURRENCY", "1")  # one at a time: more than a budget holds
+    get_settings.cache_clear()
 
     body = "".join(json.dumps(line) + "\n" for line in slow_lines())
     boto3.client("s3").put_object(Bucket=stack.bucket_name, Key="in/slow.jsonl", Body=body)

@@ -23,6 +23,7 @@ from workloads.llm.workload import LlmChunkResult, answer_items
 def model(model_server: tuple[FakeModelServer, str]) -> tuple[FakeModelServer, LlmClient]:
     fake, url = model_server
     fake.calls.clear()
+    fake.spans.clear()
     return fake, LlmClient(api_key="k", base_url=url, model="m")
 
 
@@ -116,8 +117,8 @@ def test_the_items_of_a_chunk_are_asked_at_once_each_once_and_kept_in_order(
     )
     result = asyncio.get_event_loop().run_until_complete(asked)
     assert result.items_answered == 8
-    assert fake.peak(set(prompts)) == 4  # they overlapped, as many as allowed
-    assert all(fake.calls[p] == 1 for p in prompts)
+    assert [fake.calls[p] for p in prompts] == [1] * 8
+    assert fake.peak(set(prompts)) == 4, fake.spans  # they overlapped, as many as allowed
     assert [r.output for r in store.item_results("llm-job", 0)] == [f"echo: {p}" for p in prompts]
 
 
