@@ -84,6 +84,7 @@ class Lease:
     limited_since: float | None  # the first of an unbroken run of 429s, if one is going on
     rpm: float | None  # the rate in force
     tpm: float | None
+    source: Source
 
 
 @dataclass(frozen=True)
@@ -209,5 +210,6 @@ def take(
         limited_since=limited_since,
         rpm=rpm,
         tpm=tpm,
+        source=source,
     )
     return after, lease

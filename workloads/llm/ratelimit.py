@@ -22,11 +22,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from chunking.budget import Lease, LeaseAsk, Limits, Observation
+from chunking.budget import Lease, LeaseAsk, Limits, Observation, Source
 from chunking.errors import PermanentError
 from chunking.store import JobStore
 
 LEASE_S = 0.2  # of the rate taken per lease: a store write per that much of the traffic
+# While the rate is being found, no turn is taken further ahead than this: a turn taken at a
+# low first guess would keep its place long after the rate has grown (or been announced).
+PROBING_HORIZON_S = 1.0
+LATER = -1.0  # _take: no turn within the horizon
 CHARS_PER_TOKEN = 4
 COMPLETION_ESTIMATE = 256  # tokens, for a request with no max_tokens, until answers tell
 
@@ -76,9 +80,11 @@ class SharedBudget:
     held: _Held = field(default_factory=_Held)
     rpm: float | None = None
     tpm: float | None = None
+    source: Source = "probing"  # until the first lease says
     correction: int = 0
     observation: Observation | None = None
     answered_since: bool = False
+    next_turn: float = 0.0  # when the last lease not granted would have been ready
     refusals: int = 0  # 429s
     waited_s: float = 0.0
     writes: int = 0
@@ -110,7 +116,7 @@ class SharedBudget:
             self.store.take_lease, self.name, ask, self.limits, self.burst_s
         )
         self.writes += 1
-        self.rpm, self.tpm = lease.rpm, lease.tpm
+        self.rpm, self.tpm, self.source = lease.rpm, lease.tpm, lease.source
         since = lease.limited_since
         if since is not None and time.time() - since > self.give_up_s:
             raise PermanentError(
@@ -127,32 +133,51 @@ class SharedBudget:
 
     async def acquire(self, tokens: int, ready_by: float) -> bool:
         """Wait for this request's turn; False when it would not come by `ready_by` (epoch s)."""
+        started = time.time()
+        while (ready_at := await self._take(tokens, ready_by)) == LATER:
+            # Probing: no turn within the horizon. Asked again once the turn it would have had
+            # is that near (sooner, if the rate has grown meanwhile).
+            again = max(self.next_turn - PROBING_HORIZON_S, time.time() + 0.05)
+            if again > ready_by:
+                return False
+            await asyncio.sleep(again - time.time())
+        if ready_at is None:
+            return False
+        wait = ready_at - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self.waited_s += time.time() - started
+        return True
+
+    async def _take(self, tokens: int, ready_by: float) -> float | None:
+        """A turn (when it may go), from what the run holds or a new lease; None if there is
+        none by `ready_by`, LATER if there is none within the horizon while probing."""
         async with self._lock:
             held = self.held
             if held.requests < 1 or (self.tpm and held.tokens < tokens):
                 returned_requests = held.requests
                 self._give_back()
                 size = self._lease_size(tokens)
+                horizon = time.time() + PROBING_HORIZON_S
+                probing = self.source == "probing" and horizon < ready_by
+                if probing and self.next_turn > horizon:
+                    return LATER  # another request of this run was just told so: no write
                 lease = await self._write(
                     self._ask(
                         requests=size,
                         tokens=size * tokens,
                         returned_requests=returned_requests,
-                        ready_by=ready_by,
+                        ready_by=horizon if probing else ready_by,
                     )
                 )
                 if not lease.requests:
-                    return False
+                    self.next_turn = lease.ready_at
+                    return LATER if probing else None
                 self.held = held = _Held(lease.requests, lease.tokens, lease.ready_at)
             held.requests -= 1
             held.tokens = max(0, held.tokens - tokens)
             self.unasked -= 1
-            ready_at = held.ready_at
-        wait = ready_at - time.time()
-        if wait > 0:
-            self.waited_s += wait
-            await asyncio.sleep(wait)
-        return True
+            return held.ready_at
 
     def answered(self, leased_tokens: int, used_tokens: int, seen: Observation | None) -> None:
         self.correction += used_tokens - leased_tokens
