@@ -47,10 +47,6 @@ def assert_within_the_limit(granted: Granted) -> None:
                 allowed = per_s[what] * ((end - start) + BURST_S)
                 # (to float precision: instants are epoch seconds)
                 assert totals[what] <= allowed + 1e-3, (what, start, end, totals, allowed)
-    # and the leases did not wait for nothing: the last one was ready when the rate says
-    asked = sum(requests for _, requests, _ in granted)
-    span = granted[-1][0] - granted[0][0]
-    assert span <= asked / per_s[1] + 1e-6
 
 
 def test_concurrent_leases_by_threads_never_overdraw_the_bucket(store: JobStore) -> None:
