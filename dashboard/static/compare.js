@@ -75,6 +75,7 @@ const COMPARE_ROWS = [
   ["tokens", "tokens", (s) =>
     (s.usage ? fmtInt((s.usage.prompt_tokens || 0) + (s.usage.completion_tokens || 0)) : "—")],
   ["cost", "est. cost", (s) => (s.usage ? fmtUsd(s.usage.est_cost_usd) : "—")],
+  ["limited", "429s", (s) => (s.usage ? fmtInt(s.usage.rate_limited || 0) : "—")],
 ];
 
 function renderCompareTable(cmp) {

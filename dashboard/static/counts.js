@@ -47,7 +47,9 @@ function renderUsage(usage) {
   const tokens = (usage.prompt_tokens || 0) + (usage.completion_tokens || 0);
   $("job-usage").textContent = `${fmtInt(tokens)} (${fmtInt(usage.prompt_tokens)} in, ` +
     `${fmtInt(usage.completion_tokens)} out) · ${fmtUsd(usage.est_cost_usd)}` +
-    (usage.items_failed ? ` · ${fmtInt(usage.items_failed)} items failed` : "");
+    (usage.items_failed ? ` · ${fmtInt(usage.items_failed)} items failed` : "") +
+    (usage.rate_limited ? ` · ${fmtInt(usage.rate_limited)} × 429` : "") +
+    (usage.rate_wait_s ? ` · waited ${fmtSecs(usage.rate_wait_s)} for the rate limit` : "");
 }
 
 function renderFailed(st) {
