@@ -179,7 +179,8 @@ class WarmWorkers:
         with self._freed:
             while True:
                 if self._idle:
-                    self.stats.took_freed_warm += waited
+                    if waited:
+                        self.stats.took_freed_warm += 1
                     return self._idle.pop(), self.fn.timeout_s
                 if self._gate.acquire(blocking=False):
                     break
