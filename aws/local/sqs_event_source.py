@@ -58,7 +58,7 @@ class PollerScaling:
     queue: `initial` when messages are first found, then `per_minute` more a minute for as long
     as receives keep finding messages, never past `maximum` (MaximumConcurrency). A receive that
     finds the queue empty ends the ramp: the count falls back to the batches still in flight,
-    and at least `initial`. Called from the poller thread only."""
+    and at least `initial`. Changed by the poller thread only (snapshots read it)."""
 
     maximum: int
     initial: int = INITIAL_BATCHES
