@@ -7,11 +7,13 @@
   integrate, as API Gateway proxy events, and answers 403 without the right `x-api-key`, as
   the deployed API does (aws/local/api_gateway.py);
 - one SQS event source per event source mapping of the template polls its queue and invokes
-  the real worker handler with batches of up to BatchSize records, at most MaximumConcurrency
-  at once, each in a worker process kept warm and reused like a Lambda container, and killed
-  at the function's Timeout (aws/local/sqs_event_source.py, worker_process.py). It deletes the
-  records that succeeded; failed ones reappear after their visibility timeout, and SQS's
-  redrive policy (maxReceiveCount) moves them to the DLQ.
+  the real worker handler with batches of up to BatchSize records, scaled up as Lambda's
+  pollers are (5 batches at once, then 300 more a minute while messages remain) to at most
+  MaximumConcurrency, each in a worker process kept warm and reused like a Lambda container,
+  and killed at the function's Timeout (aws/local/sqs_event_source.py, worker_process.py).
+  Cold starts share this machine's cores: one per core runs at once, and an init's 10 s limit
+  begins when it runs. It deletes the records that succeeded; failed ones reappear after their
+  visibility timeout, and SQS's redrive policy (maxReceiveCount) moves them to the DLQ.
 
 Every setting comes from aws/template.yaml as SAM's translator makes it CloudFormation, with
 its parameters (`--parameter Key=Value`, as `sam deploy --parameter-overrides`): see

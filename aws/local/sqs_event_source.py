@@ -6,9 +6,16 @@ succeeded and leaves the ones the function reported failed (ReportBatchItemFailu
 reappear after their visibility timeout. An invocation that fails as a whole (timed out,
 crashed: `InvocationFailed`) deletes nothing. Two ways to run it:
 
-- `start()`: poller threads, at most MaximumConcurrency invocations at once (the emulator);
+- `start()`: poller threads (the emulator), scaled as Lambda scales them for a standard queue
+  (`PollerScaling`): 5 batches at once when messages arrive, then up to 300 more a minute while
+  receives keep finding messages, never past MaximumConcurrency; back down to the batches still
+  in flight (at least 5) when a receive finds the queue empty;
 - `poll_once()` / `drain()`: one batch at a time, in the caller's thread (the tests), with
   `fast_forward()` standing in for the visibility timeouts that would pass in real time.
+
+Not modelled: long polling (a receive returns at once), FIFO queues, Lambda's scaling down to
+2 batches on a quiet queue without MaximumConcurrency, the 1,000-batch ceiling, provisioned
+pollers, and the account's concurrency limit (throttles).
 """
 
 from __future__ import annotations
@@ -16,13 +23,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aws.local.lambda_events import Handler, lambda_context, sqs_event
 
 SQS_MAX_BATCH = 10  # ReceiveMessage and DeleteMessageBatch take at most 10 messages a call
+# Lambda's pollers for a standard queue: 5 batches at once at first, up to 300 more a minute.
+INITIAL_BATCHES = 5
+MORE_BATCHES_PER_MINUTE = 300
 
 
 class InvocationFailed(Exception):
@@ -35,8 +46,43 @@ class EventSourceConfig:
 
     batch_size: int = 10
     batching_window_s: float = 0.0
-    max_concurrency: int = 5  # Lambda's SQS poller starts with 5 concurrent batches
+    # Without MaximumConcurrency Lambda would scale on towards 1,000 batches, as the account's
+    # concurrency allows; offline, such a mapping stays at the first 5.
+    max_concurrency: int = INITIAL_BATCHES
     report_batch_item_failures: bool = True
+
+
+@dataclass
+class PollerScaling:
+    """How many batches the pollers may process at once, as Lambda scales them for a standard
+    queue: `initial` when messages are first found, then `per_minute` more a minute for as long
+    as receives keep finding messages, never past `maximum` (MaximumConcurrency). A receive that
+    finds the queue empty ends the ramp: the count falls back to the batches still in flight,
+    and at least `initial`. Changed by the poller thread only (snapshots read it)."""
+
+    maximum: int
+    initial: int = INITIAL_BATCHES
+    per_minute: float = MORE_BATCHES_PER_MINUTE
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+
+    def __post_init__(self) -> None:
+        self._floor = min(self.initial, self.maximum)
+        self._base = self._floor
+        self._ramp_began: float | None = None  # None: no messages found since the last empty
+
+    def limit(self) -> int:
+        if self._ramp_began is None:
+            return self._base
+        grown = int((self.clock() - self._ramp_began) * self.per_minute / 60)
+        return min(self.maximum, self._base + grown)
+
+    def found_messages(self) -> None:
+        if self._ramp_began is None:
+            self._ramp_began = self.clock()
+
+    def found_empty(self, in_flight: int) -> None:
+        self._base = min(self.maximum, max(self._floor, in_flight))
+        self._ramp_began = None
 
 
 @dataclass
@@ -48,6 +94,7 @@ class PollerStats:
     invocation_s: float = 0.0  # summed wall time of invocations, as Lambda would bill them
     in_flight_now: int = 0
     max_in_flight: int = 0
+    scaled_to: int = 0  # batches the pollers may process at once now (PollerScaling)
     last_error: str | None = None
 
 
@@ -62,6 +109,7 @@ class SqsEventSource:
         handler: Handler,
         config: EventSourceConfig | None = None,
         timeout_s: float = 60,
+        scaling: PollerScaling | None = None,
     ) -> None:
         self.sqs, self.queue_url, self.handler = sqs, queue_url, handler
         self.config, self.timeout_s = config or EventSourceConfig(), timeout_s
@@ -71,9 +119,11 @@ class SqsEventSource:
         self.stats = PollerStats()
         self.failed_receipts: list[str] = []  # for fast_forward; only kept when not polling
         self._lock = threading.Lock()
+        self._batch_ended = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._slots = threading.Semaphore(self.config.max_concurrency)
+        self.scaling = scaling or PollerScaling(self.config.max_concurrency)
+        self._batches = 0  # received and handed to an invocation, not yet ended
         self._pool: ThreadPoolExecutor | None = None
 
     @property
@@ -150,10 +200,10 @@ class SqsEventSource:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            stats = replace(self.stats)
+            stats = replace(self.stats, scaled_to=self.scaling.limit())
         return stats.__dict__
 
-    # -- in the background: poller threads, MaximumConcurrency invocations at once -----------
+    # -- in the background: poller threads, scaled up to MaximumConcurrency batches at once ---
 
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix="invoke")
@@ -170,20 +220,29 @@ class SqsEventSource:
     def _run(self) -> None:
         assert self._pool is not None
         while not self._stop.is_set():
-            if not self._slots.acquire(timeout=0.1):
-                continue
+            with self._batch_ended:
+                if self._batches >= self.scaling.limit():
+                    # Woken when a batch ends; the timeout lets the ramp's limit grow meanwhile.
+                    self._batch_ended.wait(0.05)
+                    continue
+                self._batches += 1
             messages = self.receive()
             if not messages:
-                self._slots.release()
+                with self._batch_ended:
+                    self._batches -= 1
+                    self.scaling.found_empty(self._batches)
                 self._stop.wait(0.05)
                 continue
+            self.scaling.found_messages()
             self._pool.submit(self._invoke_in_slot, messages)
 
     def _invoke_in_slot(self, messages: list[dict[str, Any]]) -> None:
         try:
             self.invoke(messages)
         finally:
-            self._slots.release()
+            with self._batch_ended:
+                self._batches -= 1
+                self._batch_ended.notify()
 
     # -- in the caller's thread: one batch at a time (tests) ---------------------------------
 

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from aws.local.emulator import EmulatorProcess
+from aws.local.worker_process import machine_cores
 from chunking.status import JobStatus
 from cloud.messages import ChunkMessage
 from tests.support import wait_for
@@ -258,3 +259,25 @@ def test_cancel_through_the_api_stops_the_rest_and_the_accounting_adds_up(
     final = emulator.status(job_id)
     assert final["status"] == "cancelled" and final["chunks_cancelled"] > 0
     assert final["attempts"] == final["chunks_succeeded"] + final["chunks_failed"]
+
+
+def test_fifty_workers_start_without_losing_a_delivery(capsys: pytest.CaptureFixture[str]) -> None:
+    """WorkerConcurrency=50 with one record a batch: a hundred 10 ms chunks want up to 50
+    invocations at once, far more cold starts than this machine can init side by side within
+    Lambda's 10 s. The template's visibility timeout (30 min) is kept: a delivery lost to a
+    failed init would come back only long after this test's wait."""
+    args = ("--parameter", "WorkerConcurrency=50", "--parameter", "WorkerBatchSize=1")
+    with running_emulator(*args) as emulator:
+        spec = {"total_items": 200, "chunk_size": 2, "item_delay_ms": 5}
+        job_id = emulator.start(spec).json()["job_id"]
+        status = emulator.wait_until_done(job_id, timeout_s=60)
+        outcome = status["status"], status["chunks_succeeded"], status["chunks_failed"]
+        assert outcome == ("succeeded", 100, 0)
+        assert status["items_processed"] == 200
+        assert status["attempts"] == 100  # each chunk once: no delivery came back
+        state = emulator.state()
+        assert (state["failed_invocations"], state["init_failures"]) == (0, 0)
+        assert state["max_initing"] <= machine_cores()
+        assert state["max_in_flight"] <= 50
+        letters = json.loads(emulator.dlq(capsys, "list", "--json"))
+        assert [r for r in letters if r["job_id"] == job_id] == []
