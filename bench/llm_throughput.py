@@ -15,7 +15,9 @@ the app in a subprocess (`uvicorn main:app`) whose events go to a stand-in for I
 API, each one run by the stand-in executor (tests/executor.py) over the serve endpoint, with as
 many runs at once as the Dev Server's concurrency would allow (TENANT_CHUNK_CONCURRENCY). The
 cloud path is the emulator (`python -m aws.local.emulator`), its input uploaded to the stack's
-data bucket on moto, WorkerConcurrency chunks in flight (WorkerBatchSize 1).
+data bucket on moto, WorkerConcurrency chunks in flight (WorkerBatchSize 1), the worker's Timeout
+100 s and the queue's visibility 120 s (see run_cloud). Both are warmed by small jobs first, and
+the server's records cleared before the measured job.
 
 Each figure is a ratio measured in one run: efficiency = ideal / duration, where the ideal is
 items / (rpm / 60) (an RPM-bound case) or tokens / (tpm / 60) (TPM-bound) and the duration is the
@@ -398,7 +400,7 @@ def job_spec(input_uri: str, chunk_size: int) -> dict[str, Any]:
 
 
 def poll(get: Callable[[], dict[str, Any]], timeout_s: float) -> dict[str, Any]:
-    """The status once terminal; TimeoutError carrying the last one read."""
+    """The status once terminal; JobTimeout carrying the last one read."""
     deadline = time.monotonic() + timeout_s
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
