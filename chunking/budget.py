@@ -16,8 +16,10 @@ What the lease write carries corrects the bucket ("the provider's own word wins"
   provider says is left (another client on the same key spends it too);
 - a 429's wait (`retry-after`): nothing is granted before it ends.
 With no limit configured nor announced, the rate is found (`source` "probing"): it starts at
-`PROBE_START_RPM` and doubles every `PROBE_PERIOD_S` it is used up, until the first 429; each
-429 cuts it to `PROBE_CUT` of itself, and it grows by `PROBE_GROWTH` a period after one.
+`PROBE_START_RPM` and grows by a quarter every `PROBE_PERIOD_S` it is used up, until the first
+429, which halves it; each later 429 cuts it to `PROBE_CUT` of itself (once a period: the 429s
+of requests sent before a cut tell of the overshoot it was for), and it grows by
+`PROBE_GROWTH` each period with no 429.
 
 Pure: no store, no clock of its own (the caller passes `now`, epoch seconds).
 """
@@ -36,6 +38,7 @@ PROBE_MIN_RPM = 6.0
 PROBE_PERIOD_S = 1.0
 PROBE_CUT = 0.7
 PROBE_GROWTH = 1.05
+PROBE_SLOW_START = 1.25  # growth per period until the first 429
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,11 @@ class LeaseAsk:
     token_correction: int = 0
     returned_requests: int = 0  # leased before and not used: given back
     observation: Observation | None = None
-    # A 429 asked to wait this long from `refused_at`.
+    # A 429 asked to wait this long from `refused_at`; the refused request was sent at
+    # `refused_sent_at` (a request sent before the rate last changed says nothing of the new).
     refused_for_s: float | None = None
     refused_at: float | None = None
+    refused_sent_at: float | None = None
     answered: bool = False  # an answer came since the last write: the limit lifts
     # Grant nothing that would be ready after this (epoch s): the asker could not spend it.
     ready_by: float = math.inf
@@ -99,6 +104,7 @@ class Bucket:
     probe_rpm: float | None = None  # the rate found, when nobody stated one
     probed_at: float = 0.0
     cut_once: bool = False  # probing: a 429 has been seen (slow start is over)
+    refused_last: float = 0.0  # when the last 429 came
     limited_since: float | None = None
 
     def dumps(self) -> str:
@@ -135,8 +141,9 @@ def _learn(bucket: Bucket, observed: Observation | None, now: float, burst_s: fl
     if bucket.probe_rpm is None:
         return replace(bucket, probe_rpm=PROBE_START_RPM, probed_at=now)
     used_up = bucket.tat_requests > now + burst_s / 2
-    if now - bucket.probed_at >= PROBE_PERIOD_S and bucket.limited_since is None and used_up:
-        grown = bucket.probe_rpm * (PROBE_GROWTH if bucket.cut_once else 2.0)
+    quiet = now - max(bucket.probed_at, bucket.refused_last) >= PROBE_PERIOD_S  # no 429 lately
+    if quiet and used_up:
+        grown = bucket.probe_rpm * (PROBE_GROWTH if bucket.cut_once else PROBE_SLOW_START)
         return replace(bucket, probe_rpm=grown, probed_at=now)
     return bucket
 
@@ -174,12 +181,21 @@ def take(
     if ask.refused_for_s is not None:
         refused_at = ask.refused_at if ask.refused_at is not None else now
         blocked = max(blocked, refused_at + ask.refused_for_s)
+        bucket = replace(bucket, refused_last=max(bucket.refused_last, refused_at))
+        if rate_r:  # a 429 says the provider had nothing left: neither has the bucket
+            tat_r = _capped(tat_r, rate_r, burst_s, 0, refused_at)
         if limited_since is None:
             limited_since = refused_at
-        # Probing, one cut per wait: the 429s of requests already in flight say the same.
-        if source == "probing" and rpm and refused_at >= bucket.probed_at:
-            cut = max(PROBE_MIN_RPM, rpm * PROBE_CUT)
-            bucket = replace(bucket, probe_rpm=cut, probed_at=blocked, cut_once=True)
+        # Probing, one cut per wait: the 429s of requests sent before it say the same.
+        sent_at = ask.refused_sent_at if ask.refused_sent_at is not None else refused_at
+        if source == "probing" and rpm and sent_at >= bucket.probed_at:
+            # The first 429 comes a latency and the provider's own burst after the rate passed
+            # the limit, when slow start has grown it further: halved, as TCP's slow start is.
+            cut = max(PROBE_MIN_RPM, rpm * (PROBE_CUT if bucket.cut_once else 0.5))
+            # The provider's bucket refills for a period before a 429 may cut again: until then
+            # 429s tell of the overshoot already cut for.
+            settled = blocked + PROBE_PERIOD_S
+            bucket = replace(bucket, probe_rpm=cut, probed_at=settled, cut_once=True)
 
     ready = max(now, blocked)
     # A lease larger than the burst goes only when the bucket is full, and empties it.

@@ -8,6 +8,8 @@ import math
 
 from chunking.budget import (
     PROBE_CUT,
+    PROBE_GROWTH,
+    PROBE_SLOW_START,
     PROBE_START_RPM,
     Bucket,
     Lease,
@@ -102,17 +104,27 @@ def test_with_no_limit_known_the_rate_is_probed_up_while_used_and_cut_by_a_429()
     limits, now = Limits(), T0
     bucket, lease = take(None, LeaseAsk(requests=1), limits, now, BURST)
     assert lease.rpm == PROBE_START_RPM
-    for _ in range(3):  # used up, a period apart: doubled each time (slow start)
+    for _ in range(3):  # used up, a period apart: grown each time (slow start)
         now += 1.0
         bucket, lease = take(bucket, LeaseAsk(requests=200), limits, now, BURST)
-    assert lease.rpm == PROBE_START_RPM * 4
-    bucket, lease = take(bucket, LeaseAsk(refused_for_s=1.0, refused_at=now), limits, now, BURST)
-    bucket, lease = take(bucket, LeaseAsk(refused_for_s=1.0, refused_at=now), limits, now, BURST)
-    assert lease.rpm == PROBE_START_RPM * 4 * PROBE_CUT  # one cut for the 429s of one wait
+    assert lease.rpm == PROBE_START_RPM * PROBE_SLOW_START**2
+    refused = LeaseAsk(refused_for_s=1.0, refused_at=now)
+    bucket, _ = take(bucket, refused, limits, now, BURST)
+    assert bucket.probe_rpm == PROBE_START_RPM * PROBE_SLOW_START**2 / 2  # slow start ends: halved
+    bucket, _ = take(bucket, refused, limits, now, BURST)
+    assert bucket.probe_rpm == PROBE_START_RPM * PROBE_SLOW_START**2 / 2  # one cut, one overshoot
+    # A period after the wait, a 429 of a request sent since cuts again (after growing by
+    # PROBE_GROWTH for the quiet period, by PROBE_CUT).
+    now += 3.0
+    late = LeaseAsk(refused_for_s=1.0, refused_at=now, refused_sent_at=now)
+    before = bucket.probe_rpm
+    bucket, _ = take(bucket, late, limits, now, BURST)
+    assert bucket.probe_rpm is not None and before is not None
+    assert math.isclose(bucket.probe_rpm, before * PROBE_GROWTH * PROBE_CUT)
     # Unused, it does not grow: a rate never reached says nothing about the provider.
-    idle, lease = take(bucket, LeaseAsk(answered=True), limits, now + 100, BURST)
+    idle, _ = take(bucket, LeaseAsk(answered=True), limits, now + 100, BURST)
     _, lease = take(idle, LeaseAsk(), limits, now + 200, BURST)
-    assert lease.rpm == PROBE_START_RPM * 4 * PROBE_CUT
+    assert lease.rpm == bucket.probe_rpm
 
 
 def test_the_bucket_round_trips_as_json_and_ignores_fields_it_does_not_know() -> None:

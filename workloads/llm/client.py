@@ -35,9 +35,11 @@ class ModelEndpointError(PermanentError):
 class ModelRateLimited(RateLimitedError):
     """A 429, with what its x-ratelimit-* headers said."""
 
-    def __init__(self, message: str, retry_after_s: float, seen: Observation | None) -> None:
+    def __init__(
+        self, message: str, retry_after_s: float, seen: Observation | None, sent_at: float
+    ) -> None:
         super().__init__(message, retry_after_s)
-        self.seen = seen
+        self.seen, self.sent_at = seen, sent_at
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ class LlmClient:
         except openai.RateLimitError as err:
             headers = err.response.headers
             wait = retry_after_s(headers)
-            raise ModelRateLimited(_describe(err), wait, observe(headers, sent_at)) from err
+            seen = observe(headers, sent_at)
+            raise ModelRateLimited(_describe(err), wait, seen, sent_at) from err
         except (openai.APITimeoutError, openai.APIConnectionError) as err:
             raise TransientError(f"{type(err).__name__}: {err}") from err
         except openai.APIStatusError as err:

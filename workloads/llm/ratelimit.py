@@ -190,7 +190,9 @@ class SharedBudget:
         itself counts: the provider saw it)."""
         self.correction -= leased_tokens
 
-    async def refused(self, wait_s: float, seen: Observation | None, ready_by: float) -> bool:
+    async def refused(
+        self, wait_s: float, seen: Observation | None, sent_at: float, ready_by: float
+    ) -> bool:
         """A 429: every process waits `wait_s` (one write now); then this request sleeps it.
         False when the wait ends after `ready_by`."""
         self.refusals += 1
@@ -198,11 +200,12 @@ class SharedBudget:
         async with self._lock:
             if seen is not None:
                 self.observation = seen
-            returned_requests = self.held.requests
+            # What the run holds is dropped, not given back: given back, it would go out at once
+            # into the provider's limit that just refused.
             self._give_back()
             now = time.time()
             await self._write(
-                self._ask(refused_for_s=wait_s, refused_at=now, returned_requests=returned_requests)
+                self._ask(refused_for_s=wait_s, refused_at=now, refused_sent_at=sent_at)
             )
         until = now + wait_s
         if until > ready_by:

@@ -138,7 +138,8 @@ async def _ask(
             answer = await client.complete(item.prompt, timeout_s=min(call_s, left))
         except ModelRateLimited as err:
             budget.unsent(tokens)
-            if not await budget.refused(err.retry_after_s, err.seen, ready_by=last_start):
+            refused = budget.refused(err.retry_after_s, err.seen, err.sent_at, ready_by=last_start)
+            if not await refused:
                 return None
             continue
         except ModelEndpointError:
