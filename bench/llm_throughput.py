@@ -797,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="scale down: items of the RPM-bound scenarios (3,000); tpm's 300 scale alike",
     )
-    parser.add_argument("--item-concurrency", type=int, default=8, help="LLM_ITEM_CONCURRENCY")
+    parser.add_argument("--item-concurrency", type=int, default=16, help="LLM_ITEM_CONCURRENCY")
     parser.add_argument(
         "--tenant-concurrency",
         type=int,

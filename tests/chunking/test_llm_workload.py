@@ -149,3 +149,17 @@ def test_a_429_storm_ends_with_every_item_answered_in_the_same_run(
     tally = store.get_job("llm-job").tally  # type: ignore[union-attr]
     # Every request in flight when it began was refused; then all waited what was asked.
     assert 1 <= tally.rate_limited <= 6 and tally.rate_wait_ms >= 2_000
+
+
+def test_requests_take_their_turns_in_leases_not_a_store_write_each(
+    model: tuple[FakeModelServer, LlmClient], store: SqliteJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, client = model
+    set_settings(monkeypatch, LLM_RATE_LIMITS='{"*": {"rpm": 6000}}')  # 100 a second
+    items = [Item(i, f"id-{i}", f"lease {i}") for i in range(60)]
+    asked = answer_items(
+        store, client, "llm-job", 0, items, budget_s=30, call_timeout_s=5, concurrency=8
+    )
+    assert asyncio.get_event_loop().run_until_complete(asked).items_answered == 60
+    _, writes = store._budget_row(client.budget_name)  # its version: one a write
+    assert 3 <= writes <= 60 / 4  # leases of 0.2 s of the rate (20), and the last given back

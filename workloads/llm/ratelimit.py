@@ -87,7 +87,6 @@ class SharedBudget:
     next_turn: float = 0.0  # when the last lease not granted would have been ready
     refusals: int = 0  # 429s
     waited_s: float = 0.0
-    writes: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _lease_size(self, tokens: int) -> int:
@@ -115,7 +114,6 @@ class SharedBudget:
         lease = await asyncio.to_thread(
             self.store.take_lease, self.name, ask, self.limits, self.burst_s
         )
-        self.writes += 1
         self.rpm, self.tpm, self.source = lease.rpm, lease.tpm, lease.source
         since = lease.limited_since
         if since is not None and time.time() - since > self.give_up_s:
