@@ -1,14 +1,18 @@
-"""A model's shared budget on every store: leases taken at once by many threads (and, on the
-SQL stores, processes) never grant more than the rate and its burst, in any window."""
+"""A model's shared budget on every store: leases taken at once by many threads and by many
+processes never grant more than the rate and its burst, in any window."""
 
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+import boto3
 import pytest
 
+from aws.local.moto_server import MotoServer
+from aws.local.resources import create_resources
 from chunking.budget import LeaseAsk, Limits
 from chunking.store import JobStore
 from stores.factory import open_store
@@ -57,15 +61,36 @@ def test_concurrent_leases_by_threads_never_overdraw_the_bucket(store: JobStore)
     assert_within_the_limit(granted)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.fixture
+def moto_table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A job table on a moto server of its own, which the processes reach through the
+    environment they inherit (one call at a time, as DynamoDB applies a conditional write)."""
+    server = MotoServer(0)
+    server.start()
+    for name, value in {
+        "AWS_ENDPOINT_URL": server.url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield create_resources(boto3.client("dynamodb"), boto3.client("sqs")).table_name
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "dynamodb"])
 def test_concurrent_leases_by_processes_never_overdraw_the_bucket(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
-    else:
+    elif kind == "postgres":
         server: PostgresServer = request.getfixturevalue("postgres_server")
         url = server.url()
+    else:
+        url = f"dynamodb://{request.getfixturevalue('moto_table')}"
     open_store(url)  # its schema, made once before the processes race for it
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(4, mp_context=context) as pool:
