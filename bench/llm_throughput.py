@@ -41,7 +41,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -420,66 +419,16 @@ class JobTimeout(Exception):
 # -- the local path ------------------------------------------------------------------------
 
 
-def drive(serve_url: str, fn_id: str, event: dict[str, Any], attempt: int, timeout_s: float) -> Any:
-    """One run through the serve endpoint as tests/support.py's drive_over_http makes it, with a
-    request timeout as long as a chunk's budget (the Dev Server waits for the answer; the test
-    helper's 30 s would cut a chunk of 100 items asked one at a time)."""
-    steps: dict[str, Any] = {}
-    stack: list[str] = []
-    for _ in range(50):
-        body = {
-            "ctx": {
-                "attempt": attempt,
-                "disable_immediate_execution": False,
-                "run_id": f"run-{event.get('id')}-{attempt}",
-                "stack": {"stack": stack},
-            },
-            "event": event,
-            "events": [event],
-            "steps": steps,
-            "use_api": False,
-        }
-        response = httpx.post(
-            serve_url,
-            params={"fnId": fn_id, "stepId": "step"},
-            json=body,
-            timeout=timeout_s,
-        )
-        if response.status_code != 206:
-            return response
-        for op in response.json():
-            steps[op["id"]] = {"data": op.get("data")}
-            stack.append(op["id"])
-    raise RuntimeError(f"{fn_id} did not finish in 50 calls")
-
-
 def bench_executor(events: Any, serve_url: str, workers: int) -> Any:
-    """tests/executor.py's stand-in executor, its runs driven with `drive` (long requests)."""
+    """tests/executor.py's stand-in executor, each request to the serve endpoint allowed as long
+    as a chunk's budget (the Dev Server waits for the answer; the tests' 30 s would cut a
+    chunk of 100 items asked one at a time)."""
     from functions import ALL_FUNCTIONS
     from tests.executor import StandInExecutor
 
-    class LongRequestExecutor(StandInExecutor):
-        def run(self, fn_id: str, retries: int, event: dict[str, Any], attempt: int) -> None:
-            if self.closed.is_set():
-                return
-            try:
-                response = drive(self.serve_url, fn_id, event, attempt, REQUEST_TIMEOUT_S)
-            except BaseException as err:  # kept, as the stand-in keeps it
-                self.errors.append(err)
-                return
-            self.runs.append((fn_id, event["name"], attempt, response.status_code))
-            if response.status_code < 500 or attempt >= retries:
-                return
-            if response.headers.get("x-inngest-no-retry") == "true":
-                return
-            wait_s = 0.5
-            if retry_after := response.headers.get("retry-after"):
-                wait_s = max(0.0, datetime.fromisoformat(retry_after).timestamp() - time.time())
-            timer = threading.Timer(wait_s, self.resubmit, (fn_id, retries, event, attempt + 1))
-            timer.daemon = True
-            timer.start()
-
-    return LongRequestExecutor(events, serve_url, ALL_FUNCTIONS, workers=workers)
+    return StandInExecutor(
+        events, serve_url, ALL_FUNCTIONS, workers=workers, request_timeout_s=REQUEST_TIMEOUT_S
+    )
 
 
 def app_env(

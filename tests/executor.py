@@ -33,8 +33,9 @@ class StandInExecutor:
         serve_url: str,
         functions: list[inngest.Function[Any]],
         workers: int = 4,
+        request_timeout_s: float = 30,
     ) -> None:
-        self.serve_url = serve_url
+        self.serve_url, self.request_timeout_s = serve_url, request_timeout_s
         self.triggers: dict[str, list[tuple[str, int]]] = {}
         for fn in functions:
             retries = fn._opts.retries
@@ -60,7 +61,14 @@ class StandInExecutor:
         if self.closed.is_set():
             return
         try:
-            response = drive_over_http(self.serve_url, fn_id, event, attempt=attempt, max_calls=50)
+            response = drive_over_http(
+                self.serve_url,
+                fn_id,
+                event,
+                attempt=attempt,
+                max_calls=50,
+                timeout_s=self.request_timeout_s,
+            )
         except BaseException as err:  # an app that does not answer: kept for the test to see
             self.errors.append(err)
             return

@@ -175,14 +175,18 @@ def drive_over_http(
     max_calls: int = 20,
     signing_key: str | None = None,
     run_id: str = "run-1",
+    timeout_s: float = 30,
 ) -> Any:
     """Call a function through its serve endpoint the way the Inngest executor does.
 
     Each 206 answer carries the steps that ran; their outputs are memoized and the function is
     called again, until it answers 200 (done) or an error status. Returns the last response.
-    With `signing_key`, each request is signed as Inngest signs it (production mode).
+    With `signing_key`, each request is signed as Inngest signs it (production mode). Each
+    request may take `timeout_s` (the executor waits as long as a step may run).
     """
-    return drive_counting_calls(serve_url, fn_id, event, attempt, max_calls, signing_key, run_id)[0]
+    return drive_counting_calls(
+        serve_url, fn_id, event, attempt, max_calls, signing_key, run_id, timeout_s
+    )[0]
 
 
 def drive_counting_calls(
@@ -193,6 +197,7 @@ def drive_counting_calls(
     max_calls: int = 20,
     signing_key: str | None = None,
     run_id: str = "run-1",
+    timeout_s: float = 30,
 ) -> tuple[Any, int]:
     """drive_over_http, and how many calls the executor made to the app."""
     steps: dict[str, Any] = {}
@@ -209,7 +214,7 @@ def drive_counting_calls(
             headers["x-inngest-signature"] = str(sign_request(content, signing_key))
         response = httpx.post(
             serve_url, params={"fnId": fn_id, "stepId": "step"}, content=content,
-            headers=headers, timeout=30,
+            headers=headers, timeout=timeout_s,
         )  # fmt: skip
         if response.status_code != 206:
             return response, calls
