@@ -20,7 +20,8 @@ import asyncio
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from chunking.budget import Lease, LeaseAsk, Limits, Observation, Source
 from chunking.errors import PermanentError
@@ -99,14 +100,14 @@ class SharedBudget:
             sizes.append(1)  # nothing known yet: the first answer tells
         return max(1, min(sizes))
 
-    def _ask(self, **what: object) -> LeaseAsk:
+    def _ask(self, **what: Any) -> LeaseAsk:
         """A write's ask, carrying what was learned since the last one (and clearing it)."""
-        ask = LeaseAsk(
+        learned = LeaseAsk(
             token_correction=self.correction,
             observation=self.observation,
             answered=self.answered_since,
-            **what,  # type: ignore[arg-type]
         )
+        ask = replace(learned, **what)
         self.correction, self.observation, self.answered_since = 0, None, False
         return ask
 
