@@ -7,9 +7,12 @@ errors — and misbehaves on request: a prompt containing `[429]`, `[500]`, `[40
 `storm(seconds)` answers every call with a 429 until then (Retry-After: what is left of it).
 It counts the calls it received per prompt, and keeps when each was answered (`spans`), so
 tests can prove what was (not) retried and what overlapped.
+The same base URL also serves OpenAI's Files and Batch API (`tests/batch_api.py`, `self.batch`):
+a request sent in a batch gets the body this endpoint answers for it (`answer`).
 
 Also runnable, to try the README's example without a real model:
     python -m tests.llm_server --port 8001    # then OPENAI_BASE_URL=http://127.0.0.1:8001/v1
+    python -m tests.llm_server --batch-turnaround 60    # batches take a minute
 """
 
 from __future__ import annotations
@@ -26,32 +29,73 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from tests.batch_api import FakeBatchApi
+
 FLAKY = re.compile(r"\[(?P<status>429|500)x(?P<times>\d+)\]")
 
 
+def _error_body(message: str, kind: str, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
 def _error(status: int, message: str, kind: str, code: str | None, **headers: str) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(_error_body(message, kind, code), status_code=status, headers=headers)
+
+
+def answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """What the model answers a request, whichever way it came (realtime or in a batch): the
+    markers about the request itself. Those about the transport (429, 500, hang...) are the
+    realtime endpoint's own."""
+    prompt = body["messages"][-1]["content"]
+    if "[400-context]" in prompt:
+        return 400, _error_body("This model's maximum context length is 8192 tokens.",
+                                "invalid_request_error", "context_length_exceeded")  # fmt: skip
+    if "[401]" in prompt:
+        return 401, _error_body("Incorrect API key provided", "invalid_request_error",
+                                "invalid_api_key")  # fmt: skip
+    refused = "[refuse]" in prompt
+    content = None if refused else f"echo: {prompt}"
+    words = len(prompt.split())
+    return 200, {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "content_filter" if refused else "stop",
+        }],
+        "usage": {"prompt_tokens": words, "completion_tokens": words + 1,
+                  "total_tokens": 2 * words + 1},
+    }  # fmt: skip
 
 
 class FakeModelServer:
-    def __init__(self, retry_after: str = "7", slow_s: float = 0.2, hang_s: float = 30) -> None:
+    def __init__(
+        self,
+        retry_after: str = "7",
+        slow_s: float = 0.2,
+        hang_s: float = 30,
+        batch_turnaround_s: float = 1.0,
+    ) -> None:
         self.calls: Counter[str] = Counter()
         self.retry_after, self.slow_s, self.hang_s = retry_after, slow_s, hang_s
         self.storm_until = 0.0
         self.spans: list[tuple[str, float, float]] = []  # (prompt, start, end), monotonic
         self.app = FastAPI()
+        self.batch = FakeBatchApi(self.app, answer=answer, turnaround_s=batch_turnaround_s)
 
         @self.app.post("/v1/chat/completions")
         async def completions(request: Request) -> Any:
             body = await request.json()
             prompt, started = body["messages"][-1]["content"], time.monotonic()
             try:
-                return await answer(body, prompt)
+                return await realtime(body, prompt)
             finally:
                 self.spans.append((prompt, started, time.monotonic()))
 
-        async def answer(body: dict[str, Any], prompt: str) -> Any:
+        async def realtime(body: dict[str, Any], prompt: str) -> Any:
             self.calls[prompt] += 1
             if (storm_left := self.storm_until - time.monotonic()) > 0:
                 wait = {"retry-after": str(math.ceil(storm_left))}
@@ -65,32 +109,14 @@ class FakeModelServer:
                               "rate_limit_exceeded", **headers)  # fmt: skip
             if "[500]" in prompt:
                 return _error(500, "The server had an error", "server_error", None)
-            if "[400-context]" in prompt:
-                return _error(400, "This model's maximum context length is 8192 tokens.",
-                              "invalid_request_error", "context_length_exceeded")  # fmt: skip
-            if "[401]" in prompt:
-                return _error(401, "Incorrect API key provided", "invalid_request_error",
-                              "invalid_api_key")  # fmt: skip
+            status, answered = answer(body)
+            if status != 200:
+                return JSONResponse(answered, status_code=status)
             if "[hang]" in prompt:
                 await asyncio.sleep(self.hang_s)
             if "[slow]" in prompt:
                 await asyncio.sleep(self.slow_s)
-            refused = "[refuse]" in prompt
-            answer = None if refused else f"echo: {prompt}"
-            words = len(prompt.split())
-            return {
-                "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer},
-                    "finish_reason": "content_filter" if refused else "stop",
-                }],
-                "usage": {"prompt_tokens": words, "completion_tokens": words + 1,
-                          "total_tokens": 2 * words + 1},
-            }  # fmt: skip
+            return answered
 
     def peak(self, prompts: set[str]) -> int:
         """The most of these prompts that were being answered at once."""
@@ -115,10 +141,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--retry-after", default="2", help="Retry-After of its 429 answers")
+    parser.add_argument("--batch-turnaround", type=float, default=1.0,
+                        help="seconds a batch spends in_progress")  # fmt: skip
     args = parser.parse_args()
     import uvicorn
 
-    uvicorn.run(FakeModelServer(retry_after=args.retry_after).app, host=args.host, port=args.port)
+    fake = FakeModelServer(retry_after=args.retry_after, batch_turnaround_s=args.batch_turnaround)
+    uvicorn.run(fake.app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":
