@@ -13,7 +13,9 @@ output file (answers with status 200) and an error file (the other answers; `nul
 Lines of both are written in reverse input order, as the provider does not keep order either.
 Validation fails the batch (`errors`, no files) for any bad line, a file of more than
 `max_requests_per_batch` lines, or tokens (prompt chars / 4 + max_tokens) that would take the
-model's enqueued batches over `enqueued_token_limit`.
+model's enqueued batches (in progress, or sent earlier) over `enqueued_token_limit`. An unknown
+`input_file_id` is not refused at create either: the batch fails validation (`invalid_request`),
+as the provider's does.
 
 Markers in a request's last message, besides the model's own (`[400-context]`, `[401]`,
 `[refuse]`: the same answers as realtime): `[expire]` is never finished, so its batch ends
