@@ -4,7 +4,10 @@ Adapters call `attempt_chunk` and translate what it raises into their platform's
 mechanism: TransientError and unexpected errors -> retry with backoff, RateLimitedError ->
 retry after the wait asked for, PermanentError -> no retry. What it returns is settled, except
 `continued`: the chunk stopped to respect its budget having made progress, and the adapter
-starts a new run of it (a continuation: a fresh event or message, which spends no retry).
+starts a new run of it (a continuation: a fresh event or message, which spends no retry);
+and `waiting`: the chunk waits on its provider's batch, and the adapter starts its next run
+`wait_s` later without holding anything meanwhile (an Inngest durable sleep, a delayed SQS
+message), a `poll` that also spends no retry.
 Continuations are bounded twice: each one answered something (so at most one per item) or
 waited for the model's rate limit (bounded in time by the workload), and at most
 CHUNK_MAX_CONTINUATIONS of them; past that, running out of budget is a retryable failure like
@@ -26,10 +29,10 @@ from chunking.planning import chunk_at
 from chunking.settings import get_settings
 from chunking.status import JobRecord
 from chunking.store import JobNotRunningError, JobStore
-from chunking.workload import OutOfBudget
+from chunking.workload import OutOfBudget, WaitFor
 
 logger = logging.getLogger(__name__)
-Outcome = Literal["succeeded", "failed", "duplicate", "cancelled", "continued"]
+Outcome = Literal["succeeded", "failed", "duplicate", "cancelled", "continued", "waiting"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class AttemptOutcome:
     error: str | None
     recorded: bool  # this attempt wrote the chunk's outcome
     job_finished: bool  # this chunk's outcome finished the job: announce it
+    wait_s: float | None = None  # `waiting`: start the chunk's next run this much later
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,8 +152,17 @@ async def _not_running(store: JobStore, job_id: str, index: int) -> AttemptOutco
         return await _duplicate(store, job_id, index, current)
     # Not started, so it never will. A chunk begun before the cancel and now back for a
     # retry (or redriven) would stay "running" for ever: it is recorded failed instead, so
-    # the job's accounting adds up. One never begun is not recorded: it is cancelled.
+    # the job's accounting adds up. One never begun is not recorded: it is cancelled. What it
+    # started outside (a provider's batch) is stopped first, and what came back kept.
     reason = "cancelled: the job was cancelled before this chunk's retry"
+    try:
+        kept = await workload.of(current.spec).wind_down(store, current, index)
+    except WaitFor as err:
+        return AttemptOutcome(job_id, index, "waiting", str(err), False, False, err.wait_s)
+    except PermanentError as err:
+        kept = f"what it started could not be stopped: {err}"
+    if kept:
+        reason = f"cancelled: the job was cancelled while this chunk ran; {kept}"
     await settle(store, job_id, index, error=reason, begun_only=True)
     return AttemptOutcome(job_id, index, "cancelled", None, False, False)
 
@@ -172,10 +185,12 @@ async def attempt_chunk(
     last_attempt: bool,
     budget_s: float | None = None,
     continuation: int = 0,
+    poll: int = 0,
 ) -> AttemptOutcome:
     """Run one attempt; on the platform's last attempt a retryable failure is settled too.
 
-    `continuation` (n > 0): the n-th run going on where one that ran out of budget stopped.
+    `continuation` (n > 0): the n-th run going on where one that ran out of budget stopped;
+    `poll` (n > 0): the n-th run going on from one that left the chunk waiting.
 
     `budget_s` bounds the workload: past it the attempt fails as a TimeoutError (retryable),
     early enough for the outcome to be recorded before the platform kills the run.
@@ -196,7 +211,7 @@ async def attempt_chunk(
         raise PermanentError(f"job {job_id!r}: {err}") from err
     try:
         attempt = await asyncio.to_thread(
-            store.begin_attempt, job_id, index, continuation=continuation > 0
+            store.begin_attempt, job_id, index, continuation=continuation > 0 or poll > 0
         )
     except JobNotRunningError:
         return await _not_running(store, job_id, index)
@@ -208,6 +223,10 @@ async def attempt_chunk(
     try:
         async with asyncio.timeout(budget_s):
             result = await workload.of(job.spec).run_chunk(store, job, chunk, attempt, budget_s)
+    except WaitFor as err:
+        why = str(err)
+        await asyncio.to_thread(store.end_attempt, job_id, index, why, "waiting")
+        return AttemptOutcome(job_id, index, "waiting", why, False, False, err.wait_s)
     except OutOfBudget as err:
         if continuation < get_settings().chunk_max_continuations:
             return AttemptOutcome(job_id, index, "continued", str(err), False, False)

@@ -233,6 +233,9 @@ class RateLimit(BaseModel):
     tpm: int | None = Field(None, ge=1)
 
 
+DEFAULT_BATCH_DISCOUNT = 0.5  # OpenAI's and Anthropic's Batch APIs charge half
+
+
 class ModelSettings(BaseModel):
     """The model behind the llm workload: OpenAI, or any OpenAI-compatible server."""
 
@@ -264,6 +267,23 @@ class ModelSettings(BaseModel):
     llm_rate_burst_s: float = Field(0.5, gt=0, le=60)
     # A model that answers nothing but 429s for this long fails the chunk (it never lifts).
     llm_rate_limit_give_up_s: float = Field(1_800.0, gt=0)
+    # Batch mode (the provider's Batch API, at its discount): a chunk's batch is polled this
+    # often, from the first to the longest wait (each wait 1.5 times the last), a delayed
+    # message or a durable sleep apart: nothing is held meanwhile. SQS delays at most 900 s.
+    llm_batch_poll_min_s: float = Field(30.0, ge=0, le=900)
+    llm_batch_poll_max_s: float = Field(600.0, gt=0, le=900)
+    # Requests the provider did not finish (expired) are sent again in a new batch this many
+    # times at most; then they are those items' failures.
+    llm_batch_max_resubmits: int = Field(2, ge=0, le=10)
+    # A chunk whose batch has not ended this long after it was first submitted fails (the
+    # provider's window is 24 h; a refusal for its queue limit waits and tries again).
+    llm_batch_give_up_s: float = Field(3 * 86_400.0, gt=0)
+    # The provider's cap per batch: its requests and its input file's bytes.
+    llm_batch_max_requests: int = Field(50_000, ge=1)
+    llm_batch_max_file_bytes: int = Field(200 * 2**20, ge=1)
+    # What batch mode saves per model ("*": any other), as a fraction of the price: 0.5 = half
+    # price, OpenAI's and Anthropic's batch discount (the default for every model).
+    llm_batch_discounts: dict[str, float] = Field(default_factory=dict)
 
     def llm_rate_limit(self, model: str) -> RateLimit:
         """The configured limits of `model`, else of "*", else none."""
@@ -272,6 +292,18 @@ class ModelSettings(BaseModel):
     @property
     def llm_prices(self) -> tuple[float, float]:
         return (self.llm_price_prompt_per_mtok, self.llm_price_completion_per_mtok)
+
+    def llm_batch_discount(self, model: str) -> float:
+        """The share of the price batch mode saves on `model` (else "*", else 0.5)."""
+        found = self.llm_batch_discounts.get(model, self.llm_batch_discounts.get("*"))
+        return DEFAULT_BATCH_DISCOUNT if found is None else found
+
+    @field_validator("llm_batch_discounts")
+    @classmethod
+    def _discounts_are_fractions(cls, value: dict[str, float]) -> dict[str, float]:
+        if bad := {model: d for model, d in value.items() if not 0 <= d < 1}:
+            raise ValueError(f"a discount is a fraction of the price, 0 <= d < 1: {bad}")
+        return value
 
 
 class WorkloadSettings(BaseModel):
@@ -307,6 +339,13 @@ class Settings(
                 f"SWEEP_IDLE_S={self.sweep_idle_s:g} must exceed INNGEST_STEP_BUDGET_S and "
                 f"RETRY_BACKOFF_MAX_S ({longest:g} s): a healthy job waits that long"
             )
+        if self.sweep_idle_s <= self.llm_batch_poll_max_s:
+            raise ValueError(
+                f"SWEEP_IDLE_S={self.sweep_idle_s:g} must exceed LLM_BATCH_POLL_MAX_S "
+                f"({self.llm_batch_poll_max_s:g} s): a batch job polls no more often than that"
+            )
+        if self.llm_batch_poll_min_s > self.llm_batch_poll_max_s:
+            raise ValueError("LLM_BATCH_POLL_MIN_S must not exceed LLM_BATCH_POLL_MAX_S")
         return self
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +50,11 @@ class Tally:
     chunks_resent: int = 0  # fresh runs of chunks whose deliveries all failed before they began
     rate_limited: int = 0  # the model's 429s
     rate_wait_ms: int = 0  # time its requests waited for the model's shared budget (or a 429)
+    batches: int = 0  # batch mode: provider batches created
+    batch_requests: int = 0  # requests sent in them (a resubmitted one again)
+    batch_done: int = 0  # requests the provider has finished, as its latest polls said
+    batch_resubmitted: int = 0  # requests sent again in a new batch (the provider let expire)
+    batch_requeued: int = 0  # batches refused for the provider's queue limit, sent again later
     latency: LatencySummary = field(default_factory=LatencySummary)
     failed_head: tuple[FailedChunk, ...] = ()  # the first FAILED_HEAD_MAX to fail
     events_seq: int = 0  # the last settlement's number
@@ -96,7 +101,7 @@ class Progress:
     items_processed: int
 
 
-SpanOutcome = Literal["running", "succeeded", "failed", "retried", "continued", "lost"]
+SpanOutcome = Literal["running", "succeeded", "failed", "retried", "continued", "lost", "waiting"]
 # Spans a chunk keeps (the latest): attempts are bounded by the retries, continuations by
 # CHUNK_MAX_CONTINUATIONS, so a chunk's row stays small whatever happened to it.
 TIMELINE_MAX = 64
@@ -106,7 +111,8 @@ SPAN_ERROR_MAX_CHARS = 300
 class Span(BaseModel):
     """One run of a chunk: its attempt number, when it began and ended, and how it ended
     (`retried`: a retryable failure; `continued`: out of budget, going on in a fresh run;
-    `lost`: it never said, e.g. its process was killed, and a later run began)."""
+    `lost`: it never said, e.g. its process was killed, and a later run began; `waiting`: on
+    its provider's batch, polled by short runs that this one span covers)."""
 
     attempt: int
     started_at: datetime
@@ -130,6 +136,7 @@ class ChunkRecord:
     continuations: int = 0  # runs that went on where one that ran out of budget stopped
     progress: Progress | None = None  # the job's counts as of this chunk's settlement
     timeline: tuple[Span, ...] = ()  # its runs, oldest first (the last TIMELINE_MAX)
+    batch: dict[str, Any] | None = None  # batch mode: its provider batch (workloads.llm.batch)
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,19 @@ class Usage(BaseModel):
     # waited for the model's shared budget or a 429's retry-after, summed over requests.
     rate_limited: int = 0
     rate_wait_s: float = 0.0
+    # Batch mode: est_cost_usd is at the batch price; this, the same tokens at full price.
+    realtime_cost_usd: float | None = None
+
+
+class BatchProgress(BaseModel):
+    """Batch mode: the job's provider batches, from its tally (its polls' latest counts)."""
+
+    batches: int  # provider batches created (a resubmission or a requeue is one more)
+    requests_submitted: int  # requests sent in them (a resubmitted one again)
+    requests_done: int  # requests the provider has finished (answered or failed)
+    requests_resubmitted: int  # sent again in a new batch: the provider let them expire
+    requeued: int  # batches the provider refused for its queue limit, sent again later
+    discount: float  # the share of the price saved
 
 
 class JobStatus(BaseModel):
@@ -191,6 +211,7 @@ class JobStatus(BaseModel):
     failed_chunks: list[FailedChunk]
     error: str | None = None
     usage: Usage | None = None  # null for workloads that call no model
+    batch: BatchProgress | None = None  # null unless the job goes through a batch API
     output_uri: str | None = None  # llm workload: the merged output file, once written
 
 
@@ -224,13 +245,30 @@ def usage_of(job: JobRecord, prices_per_mtok: tuple[float, float]) -> Usage | No
         return None
     tally = job.tally
     cost = model_cost_usd(tally.prompt_tokens, tally.completion_tokens, prices_per_mtok)
+    discount = workload.of(job.spec).batch_discount(job.spec)
     return Usage(
         prompt_tokens=tally.prompt_tokens,
         completion_tokens=tally.completion_tokens,
         items_failed=tally.items_failed,
-        est_cost_usd=round(cost, 6),
+        est_cost_usd=round(cost * (1 - (discount or 0)), 6),
         rate_limited=tally.rate_limited,
         rate_wait_s=round(tally.rate_wait_ms / 1000, 3),
+        realtime_cost_usd=None if discount is None else round(cost, 6),
+    )
+
+
+def batch_progress(job: JobRecord) -> BatchProgress | None:
+    discount = workload.of(job.spec).batch_discount(job.spec)
+    if discount is None:
+        return None
+    tally = job.tally
+    return BatchProgress(
+        batches=tally.batches,
+        requests_submitted=tally.batch_requests,
+        requests_done=tally.batch_done,
+        requests_resubmitted=tally.batch_resubmitted,
+        requeued=tally.batch_requeued,
+        discount=discount,
     )
 
 
@@ -278,6 +316,7 @@ def build_status(job: JobRecord, now: datetime, prices_per_mtok: tuple[float, fl
         failed_chunks=sorted(tally.failed_head, key=lambda c: c.index),
         error=job.error,
         usage=usage,
+        batch=batch_progress(job),
         output_uri=job.output_uri,
     )
 
@@ -303,6 +342,21 @@ class JobListQuery(BaseModel):
     limit: int = Field(20, ge=1, le=MAX_JOB_LIST)
 
 
+class ChunkBatch(BaseModel):
+    """A chunk's provider batch, as its latest poll saw it (batch mode)."""
+
+    id: str | None = None  # null between batches (being submitted, or resubmitted)
+    status: str | None = None  # the provider's: validating, in_progress, ..., completed
+    round: int = 1  # 1, then one more per resubmission of what the provider let expire
+    total: int = 0  # request counts, the provider's
+    completed: int = 0
+    failed: int = 0
+    resubmitted: int = 0  # requests of this chunk sent again
+    requeued: int = 0  # times refused for the provider's queue limit
+    polls: int = 0
+    error: str | None = None  # the provider's reason, when it refused the batch
+
+
 class ChunkInfo(BaseModel):
     index: int
     state: ChunkState
@@ -315,6 +369,7 @@ class ChunkInfo(BaseModel):
     completion_tokens: int
     items_failed: int
     timeline: list[Span]
+    batch: ChunkBatch | None = None  # batch mode: its provider batch
 
 
 class ChunkPage(BaseModel):
@@ -324,7 +379,13 @@ class ChunkPage(BaseModel):
 
 
 def chunk_page(job_id: str, records: list[ChunkRecord], limit: int) -> ChunkPage:
-    fields = set(ChunkInfo.model_fields)
-    chunks = [ChunkInfo(**{k: v for k, v in vars(c).items() if k in fields}) for c in records]
+    fields = set(ChunkInfo.model_fields) - {"batch"}
+    chunks = [
+        ChunkInfo(
+            **{k: v for k, v in vars(c).items() if k in fields},
+            batch=ChunkBatch.model_validate(c.batch) if c.batch else None,
+        )
+        for c in records
+    ]
     full = len(chunks) == limit
     return ChunkPage(job_id=job_id, chunks=chunks, next_after=chunks[-1].index if full else None)

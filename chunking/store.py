@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from chunking.budget import Lease, LeaseAsk, Limits
 from chunking.spec import JobSpec
@@ -124,9 +125,12 @@ class JobStore(Protocol):
         """
         ...
 
-    def end_attempt(self, job_id: str, chunk_index: int, error: str) -> None:
+    def end_attempt(
+        self, job_id: str, chunk_index: int, error: str, outcome: str = "retried"
+    ) -> None:
         """Record that the chunk's current run ended in a retryable failure, now: its span in
-        the chunk's timeline ends `retried` with `error` (the settlement ends the last one)."""
+        the chunk's timeline ends `retried` with `error` (the settlement ends the last one);
+        or `waiting`, for a run that left the chunk waiting on its provider's batch."""
         ...
 
     def count_resend(self, job_id: str) -> None:
@@ -176,6 +180,23 @@ class JobStore(Protocol):
 
     def count_rate_limiting(self, job_id: str, refused: int, waited_ms: int) -> None:
         """Add a run's 429s and its requests' wait for the budget to the job's tally."""
+        ...
+
+    def chunk_batch(self, job_id: str, chunk_index: int) -> tuple[dict[str, Any] | None, int]:
+        """A chunk's batch state (batch mode: its provider batch, JSON; None when it has
+        none yet) and the version a `put_chunk_batch` must name (0 for none)."""
+        ...
+
+    def put_chunk_batch(
+        self, job_id: str, chunk_index: int, state: Mapping[str, Any], version: int
+    ) -> bool:
+        """Replace a running chunk's batch state, on its row, if nobody did since `version`
+        was read (a conditional write): False, and nothing written, if somebody did or the
+        chunk has settled. What makes a chunk's batch created once, whatever the deliveries."""
+        ...
+
+    def add_batch_counts(self, job_id: str, counts: Mapping[str, int]) -> None:
+        """Add to the job's batch counters (stores.base.BATCH_COUNTERS): its status's `batch`."""
         ...
 
     def record_item(self, job_id: str, result: ItemResult) -> bool:

@@ -67,6 +67,16 @@ class PlanError(Exception):
     """What the job points at cannot run (e.g. a bad input line): the job fails with this."""
 
 
+class WaitFor(Exception):
+    """The chunk waits on something outside (a provider's batch) that will take a while: its
+    next run starts in `wait_s`, holding no process meanwhile (a durable sleep, a delayed
+    message) and spending no retry. The workload bounds how long it waits in all."""
+
+    def __init__(self, wait_s: float, why: str) -> None:
+        super().__init__(why)
+        self.wait_s = wait_s
+
+
 class OutOfBudget(Exception):
     """A chunk stopped to respect its budget having made progress, keeping what it did: it
     goes on in a new run (a continuation), which spends none of its retries."""
@@ -102,6 +112,11 @@ class Workload:
         pydantic ValidationError naming the field when it cannot run."""
         return spec
 
+    def batch_discount(self, spec: JobSpec) -> float | None:
+        """The share of the model's price the job saves by going through the provider's
+        batch API (its status then shows its batches), or None when it does not."""
+        return None
+
     def known_items(self, spec: JobSpec) -> int | None:
         """The job's items when the spec says (None: `plan` counts them)."""
         return spec.total_items
@@ -124,6 +139,12 @@ class Workload:
     def before_settle(self, store: JobStore, job: JobRecord, chunk_index: int) -> ChunkUsage | None:
         """Blocking: what a chunk leaves behind before its outcome is recorded, whatever it is,
         and the model usage its outcome adds to the job's tally."""
+        return None
+
+    async def wind_down(self, store: JobStore, job: JobRecord, chunk_index: int) -> str | None:
+        """The job was cancelled while this chunk was begun: stop what it started outside
+        (e.g. cancel its provider batch) and keep what came back; WaitFor while that is under
+        way. Returns what it kept, in words, for the chunk's record (None: nothing)."""
         return None
 
     def after_job_finished(self, store: JobStore, job: JobRecord) -> None:

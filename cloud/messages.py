@@ -26,6 +26,9 @@ class ChunkMessage(BaseModel):
     # n > 0: the n-th run going on where one that ran out of budget stopped (a fresh message,
     # so its receive count, and with it the chunk's retries, starts again).
     continuation: int = Field(0, ge=0)
+    # n > 0: the n-th look at a chunk waiting on its provider's batch (batch mode), sent as a
+    # delayed message: no Lambda waits meanwhile.
+    poll: int = Field(0, ge=0)
 
 
 class PlanMessage(BaseModel):

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 SEND_BATCH = 10  # the most SendMessageBatch takes
 SEND_TRIES = 3
+MAX_DELAY_S = 900  # SQS's longest DelaySeconds
 
 
 class QueueSendError(Exception):
@@ -21,9 +22,15 @@ class SqsQueue:
         self.url = url
         self.sqs = client or boto3.client("sqs")
 
-    def send(self, messages: Sequence[BaseModel], attributes: dict[str, str] | None = None) -> None:
-        """Send every message, 10 per call; entries SQS refused are retried, then raised."""
-        extra = (
+    def send(
+        self,
+        messages: Sequence[BaseModel],
+        attributes: dict[str, str] | None = None,
+        delay_s: float = 0,
+    ) -> None:
+        """Send every message, 10 per call; entries SQS refused are retried, then raised.
+        `delay_s`: delivered that much later (SQS's DelaySeconds, at most 15 minutes)."""
+        extra: dict[str, Any] = (
             {
                 "MessageAttributes": {
                     k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()
@@ -32,6 +39,8 @@ class SqsQueue:
             if attributes
             else {}
         )
+        if delay_s > 0:
+            extra["DelaySeconds"] = max(0, min(round(delay_s), MAX_DELAY_S))
         bodies = [m.model_dump_json() for m in messages]
         for lo in range(0, len(bodies), SEND_BATCH):
             self._send_batch(bodies[lo : lo + SEND_BATCH], extra)

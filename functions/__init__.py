@@ -7,7 +7,12 @@ import inngest
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from functions.bad_long_job import bad_long_job
 from functions.finish_job import finish_job, finish_job_failed
-from functions.process_chunk import process_chunk, process_chunk_failed
+from functions.process_chunk import (
+    poll_chunk,
+    poll_chunk_failed,
+    process_chunk,
+    process_chunk_failed,
+)
 from functions.send_callback import send_callback
 from functions.start_job import start_job, start_job_failed
 from functions.sweep import sweep_stalled_jobs
@@ -19,6 +24,8 @@ ALL_FUNCTIONS: list[inngest.Function] = [  # type: ignore[type-arg]
     start_job_failed,
     process_chunk,
     process_chunk_failed,
+    poll_chunk,
+    poll_chunk_failed,
     finish_job,
     finish_job_failed,
     trigger_aws_sam_job,

@@ -13,6 +13,7 @@ FAN_OUT_BATCH = 1_000
 BAD_LONG_JOB = "demo/bad_long_job"
 START_JOB = "demo/start_job"
 PROCESS_CHUNK = "demo/process_chunk"
+POLL_CHUNK = "demo/poll_chunk"  # a chunk waiting on its provider's batch, looked at again
 TRIGGER_AWS_SAM_JOB = "demo/trigger_aws_sam_job"
 JOB_COMPLETED = "demo/job_completed"
 FINISH_JOB = "demo/finish_job"
@@ -50,12 +51,16 @@ def chunk_event(
     continuation: int = 0,
     resend: int = 0,
     sweep: int = 0,
+    poll: int = 0,
+    wait_s: float = 0,
 ) -> inngest.Event:
     """The chunk's job, index, and what Inngest's priority and per-tenant limit read;
     `continuation` n > 0 for the n-th run going on where one out of budget stopped, `resend`
     n > 0 for the n-th fresh run of one whose deliveries all failed before it began, `sweep`
     n > 0 for a chunk its stalled job lost, sent again by the n-th sweep of that job (and
-    every run that goes on from it: its ids never meet the lost lineage's)."""
+    every run that goes on from it: its ids never meet the lost lineage's). `poll` n > 0 for
+    the n-th look at a chunk waiting on its provider's batch, `wait_s` after the last: a
+    demo/poll_chunk event, whose run sleeps that long first (durably)."""
     data: dict[str, Any] = {
         "job_id": job_id,
         "chunk_index": chunk_index,
@@ -72,7 +77,10 @@ def chunk_event(
     if resend:
         data["resend"] = resend
         event_id += f"-resent-{resend}"
-    return inngest.Event(name=PROCESS_CHUNK, id=event_id, data=data)
+    if poll:
+        data |= {"poll": poll, "wait_s": wait_s}
+        event_id += f"-poll-{poll}"
+    return inngest.Event(name=POLL_CHUNK if poll else PROCESS_CHUNK, id=event_id, data=data)
 
 
 def finish_job_event(job_id: str) -> inngest.Event:

@@ -14,7 +14,7 @@ and finds what the last attempt already did.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import inngest
@@ -29,6 +29,7 @@ from functions.client import inngest_client
 from functions.deps import get_store, inngest_retries
 from functions.events import (
     CANCEL_ON_JOB_CANCELLED,
+    POLL_CHUNK,
     PRIORITY_EXPRESSION,
     PROCESS_CHUNK,
     TENANT_KEY,
@@ -50,6 +51,8 @@ class ChunkRef(BaseModel):
     continuation: int = Field(0, ge=0)
     resend: int = Field(0, ge=0)
     sweep: int = Field(0, ge=0)
+    poll: int = Field(0, ge=0)
+    wait_s: float = Field(0, ge=0, le=86_400)
 
 
 def parse_chunk_ref(data: object) -> ChunkRef:
@@ -62,7 +65,7 @@ def parse_chunk_ref(data: object) -> ChunkRef:
 
 
 async def run_attempt(
-    job_id: str, index: int, platform_attempt: int, continuation: int = 0
+    job_id: str, index: int, platform_attempt: int, continuation: int = 0, poll: int = 0
 ) -> dict[str, Any]:
     """The chunk's attempt (the whole run: no step), its errors mapped to Inngest's retries."""
     last_attempt = platform_attempt >= settings.chunk_retries
@@ -75,6 +78,7 @@ async def run_attempt(
             last_attempt=last_attempt,
             budget_s=get_settings().inngest_step_budget_s,
             continuation=continuation,
+            poll=poll,
         )
     return outcome.as_dict()
 
@@ -88,6 +92,23 @@ async def send_continuation(ref: ChunkRef) -> int:
     await inngest_client.send(
         chunk_event(
             ref.job_id, ref.chunk_index, ref.priority, ref.tenant, continuation=n, sweep=ref.sweep
+        )
+    )
+    return n
+
+
+async def send_poll(ref: ChunkRef, wait_s: float) -> int:
+    n = ref.poll + 1
+    await inngest_client.send(
+        chunk_event(
+            ref.job_id,
+            ref.chunk_index,
+            ref.priority,
+            ref.tenant,
+            continuation=ref.continuation,
+            sweep=ref.sweep,
+            poll=n,
+            wait_s=round(wait_s, 3),
         )
     )
     return n
@@ -140,11 +161,20 @@ async def record_failure(
     cancel=[CANCEL_ON_JOB_CANCELLED],
 )
 async def process_chunk(ctx: inngest.Context) -> dict[str, Any]:
-    ref = parse_chunk_ref(ctx.event.data)
-    outcome = await run_attempt(ref.job_id, ref.chunk_index, ctx.attempt, ref.continuation)
+    return await run_chunk_ref(ctx, parse_chunk_ref(ctx.event.data))
+
+
+async def run_chunk_ref(ctx: inngest.Context, ref: ChunkRef) -> dict[str, Any]:
+    """A run of the chunk, and what it starts: its continuation, its next poll, the job's end."""
+    outcome = await run_attempt(
+        ref.job_id, ref.chunk_index, ctx.attempt, ref.continuation, ref.poll
+    )
     if outcome["outcome"] == "continued":
         # Out of budget with its answers kept: the rest in a fresh run, no retry spent.
         await send_continuation(ref)
+    if outcome["outcome"] == "waiting":
+        # On the provider's batch: looked at again later, by a run that sleeps durably first.
+        await send_poll(ref, outcome["wait_s"] or 0)
     if outcome["job_finished"]:
         await send_finish(ref.job_id)
     if outcome["outcome"] == "failed":
@@ -153,8 +183,7 @@ async def process_chunk(ctx: inngest.Context) -> dict[str, Any]:
     return outcome
 
 
-@failure_handler(of=process_chunk)
-async def process_chunk_failed(ctx: inngest.Context, run: FailedRun) -> None:
+async def chunk_run_failed(ctx: inngest.Context, run: FailedRun) -> None:
     """Safety net: a run that failed outside the chunk's own handling still settles its chunk;
     one that never began (every delivery failed: the app was unreachable) runs again instead,
     as a fresh run, bounded by CHUNK_MAX_RESENDS (`chunks_resent` in the status)."""
@@ -172,3 +201,29 @@ async def process_chunk_failed(ctx: inngest.Context, run: FailedRun) -> None:
         await ctx.step.run("resend-chunk", send_resend, ref.model_dump())
     if outcome["recorded"] and outcome["job_finished"]:
         await ctx.step.run("finish-job", send_finish, ref.job_id)
+
+
+@inngest_client.create_function(
+    fn_id="poll-chunk",
+    name="Look at a chunk's provider batch again",
+    trigger=inngest.TriggerEvent(event=POLL_CHUNK),
+    retries=settings.chunk_retries,
+    concurrency=[
+        inngest.Concurrency(limit=settings.chunk_concurrency),
+        inngest.Concurrency(limit=settings.tenant_chunk_concurrency, key=TENANT_KEY),
+    ],
+    priority=inngest.Priority(run=PRIORITY_EXPRESSION),
+    # No cancel: a cancelled job's chunk still cancels its provider batch, and keeps what
+    # came back, in these runs (the runner's wind-down), before it is recorded.
+)
+async def poll_chunk(ctx: inngest.Context) -> dict[str, Any]:
+    """A chunk waiting on its provider's batch: sleep (durably: no process or thread is held,
+    the app may restart meanwhile, and a sleeping run holds no concurrency), then run it."""
+    ref = parse_chunk_ref(ctx.event.data)
+    if ref.wait_s > 0:
+        await ctx.step.sleep("wait-for-the-batch", timedelta(seconds=ref.wait_s))
+    return await run_chunk_ref(ctx, ref)
+
+
+process_chunk_failed = failure_handler(of=process_chunk)(chunk_run_failed)
+poll_chunk_failed = failure_handler(of=poll_chunk)(chunk_run_failed)

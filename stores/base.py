@@ -95,7 +95,16 @@ COUNTERS = (
     "chunks_resent",
     "rate_limited",
     "rate_wait_ms",
+    # Batch mode: provider batches created, requests sent in them (again too), requests the
+    # provider has finished as its polls said, sent again (expired), refused for a full queue.
+    "batches",
+    "batch_requests",
+    "batch_done",
+    "batch_resubmitted",
+    "batch_requeued",
 )
+# The counters a chunk's batch adds to (`add_batch_counts`).
+BATCH_COUNTERS = ("batches", "batch_requests", "batch_done", "batch_resubmitted", "batch_requeued")
 # ... and fields recomputed from the row read in the same guarded write (`version` guards it).
 SUMMARIES = ("latency", "failed_head", "events_seq", "version")
 # What a finished job's status is made of (chunking.status.finished_status).
@@ -267,12 +276,23 @@ def _ms(moment: datetime) -> int:
 
 def span_begun(timeline: Any, attempt: int, now: datetime, continuation: bool) -> str:
     """The timeline with a run begun: the one before it, if still open, ended `continued` (now)
-    or `lost` (it never said when: e.g. its process was killed)."""
+    or `lost` (it never said when: e.g. its process was killed). A run going on from one that
+    left the chunk `waiting` (on a provider's batch) opens that span again: a batch's polls
+    are one span, from its submission to its end, however many there are."""
     spans = _spans(timeline)
+    if continuation and spans and spans[-1][3] == "waiting":
+        spans[-1][2:5] = [None, "running", None]
+        return json.dumps(spans[-TIMELINE_MAX:], separators=(",", ":"))
     if spans and spans[-1][3] == "running":
         spans[-1][2:4] = [_ms(now), "continued"] if continuation else [None, "lost"]
     spans.append([attempt, _ms(now), None, "running", None])
     return json.dumps(spans[-TIMELINE_MAX:], separators=(",", ":"))
+
+
+def waiting(timeline: Any) -> bool:
+    """Did the chunk's last run leave it waiting on a provider's batch?"""
+    spans = _spans(timeline)
+    return bool(spans) and spans[-1][3] == "waiting"
 
 
 def span_ended(timeline: Any, now: datetime, outcome: str, error: str | None) -> str | None:
@@ -371,6 +391,7 @@ def chunk_record(row: Row) -> ChunkRecord:
         continuations=int(row.get("continuations") or 0),
         progress=Progress(**json.loads(row["progress"])) if row.get("progress") else None,
         timeline=timeline_spans(row.get("timeline")),
+        batch=json.loads(row["batch"]) if row.get("batch") else None,
     )
 
 
@@ -447,6 +468,15 @@ class BaseJobStore(ABC):
         """A shared budget's stored state and version ((None, 0): none stored yet)."""
 
     @abstractmethod
+    def _chunk_batch_row(self, job_id: str, chunk_index: int) -> tuple[str | None, int]:
+        """A chunk's batch state (JSON text, None when it has none) and its version (0)."""
+
+    @abstractmethod
+    def _put_chunk_batch(self, job_id: str, chunk_index: int, state: str, version: int) -> bool:
+        """Replace a running chunk's batch state if its version is still `version` (one
+        conditional write); False, nothing written, otherwise or once the chunk settled."""
+
+    @abstractmethod
     def _put_budget(self, name: str, state: str, version: int) -> bool:
         """Store the budget's state if its version is still `version` (0: none is stored),
         moving it to `version + 1`; True when written."""
@@ -494,7 +524,7 @@ class BaseJobStore(ABC):
         """Make a failed chunk running again, applying `reopen_change`, atomically."""
 
     @abstractmethod
-    def _end_run(self, job_id: str, chunk_index: int, error: str) -> None:
+    def _end_run(self, job_id: str, chunk_index: int, error: str, outcome: str) -> None:
         """end_attempt, in the store's terms: a running chunk's timeline, `_run_ended`."""
 
     # --- what the primitives write of a chunk's timeline ---
@@ -526,8 +556,9 @@ class BaseJobStore(ABC):
             if chunk is None:
                 return None
             attempt = int(chunk["attempts"])
+            polled = waiting(chunk.get("timeline"))  # a poll of a batch, not a continuation
             fields: dict[str, Field] = {
-                "continuations": int(chunk.get("continuations") or 0) + 1,
+                "continuations": int(chunk.get("continuations") or 0) + (0 if polled else 1),
                 "timeline": self._run_begun(chunk, attempt, continuation=True),
             }
             return BeginPlan(attempt, False, fields, TallyChange({}, now, {}))
@@ -664,8 +695,10 @@ class BaseJobStore(ABC):
     ) -> int | None:
         return self._begin(job_id, chunk_index, continuation)
 
-    def end_attempt(self, job_id: str, chunk_index: int, error: str) -> None:
-        self._end_run(job_id, chunk_index, error)
+    def end_attempt(
+        self, job_id: str, chunk_index: int, error: str, outcome: str = "retried"
+    ) -> None:
+        self._end_run(job_id, chunk_index, error, outcome)
 
     def count_resend(self, job_id: str) -> None:
         self._add_to_job(job_id, {"chunks_resent": 1})
@@ -749,6 +782,22 @@ class BaseJobStore(ABC):
     def count_rate_limiting(self, job_id: str, refused: int, waited_ms: int) -> None:
         if refused or waited_ms:
             self._add_to_job(job_id, {"rate_limited": refused, "rate_wait_ms": waited_ms})
+
+    def chunk_batch(self, job_id: str, chunk_index: int) -> tuple[dict[str, Any] | None, int]:
+        state, version = self._chunk_batch_row(job_id, chunk_index)
+        return (json.loads(state) if state else None), version
+
+    def put_chunk_batch(
+        self, job_id: str, chunk_index: int, state: Mapping[str, Any], version: int
+    ) -> bool:
+        text = json.dumps(state, separators=(",", ":"), sort_keys=True)
+        return self._put_chunk_batch(job_id, chunk_index, text, version)
+
+    def add_batch_counts(self, job_id: str, counts: Mapping[str, int]) -> None:
+        if unknown := set(counts) - set(BATCH_COUNTERS):
+            raise ValueError(f"not batch counters: {sorted(unknown)}")
+        if any(counts.values()):
+            self._add_to_job(job_id, {name: n for name, n in counts.items() if n})
 
     def record_item(self, job_id: str, result: ItemResult) -> bool:
         return self._insert_item(job_id, item_row(result))

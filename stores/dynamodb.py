@@ -225,6 +225,38 @@ class DynamoJobStore(BaseJobStore):
             }
         return self._applied(self.db.put_item, TableName=self.table, Item=_attributes(item), **args)
 
+    def _chunk_batch_row(self, job_id: str, chunk_index: int) -> tuple[str | None, int]:
+        found = self.db.get_item(
+            TableName=self.table,
+            Key=self._key(job_id, chunk_sk(chunk_index)),
+            ConsistentRead=True,
+            ProjectionExpression="#batch, #batch_version",
+            ExpressionAttributeNames={"#batch": "batch", "#batch_version": "batch_version"},
+        ).get("Item")
+        row = _item(found) if found else {}
+        return row.get("batch"), int(row.get("batch_version") or 0)
+
+    def _put_chunk_batch(self, job_id: str, chunk_index: int, state: str, version: int) -> bool:
+        seen = "attribute_not_exists(#batch_version)" if not version else "#batch_version = :seen"
+        return self._applied(
+            self.db.update_item,
+            TableName=self.table,
+            Key=self._key(job_id, chunk_sk(chunk_index)),
+            UpdateExpression="SET #batch = :state, #batch_version = :next",
+            ConditionExpression=f"#state = :running AND {seen}",
+            ExpressionAttributeNames={
+                "#batch": "batch",
+                "#batch_version": "batch_version",
+                "#state": "state",
+            },
+            ExpressionAttributeValues=_values(
+                state=state,
+                next=version + 1,
+                running="running",
+                **({"seen": version} if version else {}),
+            ),
+        )
+
     def _budget_row(self, name: str) -> tuple[str | None, int]:
         found = self.db.get_item(
             TableName=self.table, Key=self._key(f"{BUDGET}{name}", BUDGET_SK), ConsistentRead=True
@@ -564,7 +596,7 @@ class DynamoJobStore(BaseJobStore):
         settlement: Settlement = self._transact_until_applied(job_id, f"chunk {chunk_index}", plan)
         return settlement
 
-    def _end_run(self, job_id: str, chunk_index: int, error: str) -> None:
+    def _end_run(self, job_id: str, chunk_index: int, error: str, outcome: str) -> None:
         # Only this chunk's row: guarded by the timeline read, so a run that settled or began
         # meanwhile is not overwritten (then this span is left as it is: timing, not counts).
         try:
@@ -573,7 +605,7 @@ class DynamoJobStore(BaseJobStore):
             return
         if chunk is None or chunk["state"] != "running":
             return
-        if ended := self._run_ended(chunk, "retried", error):
+        if ended := self._run_ended(chunk, outcome, error):
             self._applied(
                 self.db.update_item,
                 **self._update_op(

@@ -41,7 +41,8 @@ SCHEMA_NAMES = (
     "claims",
     "claims_by_expiry",
     "jobs_by_activity",
-    "budgets",  # the last added: a database without it lacks the columns added with it too
+    "budgets",
+    "chunks_batched",  # the last added: a database without it lacks the columns added with it
 )
 
 

@@ -64,7 +64,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     sweep_after {int},
     swept_at TEXT,
     rate_limited {int} NOT NULL DEFAULT 0,
-    rate_wait_ms {int} NOT NULL DEFAULT 0
+    rate_wait_ms {int} NOT NULL DEFAULT 0,
+    batches {int} NOT NULL DEFAULT 0,
+    batch_requests {int} NOT NULL DEFAULT 0,
+    batch_done {int} NOT NULL DEFAULT 0,
+    batch_resubmitted {int} NOT NULL DEFAULT 0,
+    batch_requeued {int} NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -82,6 +87,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     continuations {int} NOT NULL DEFAULT 0,
     progress TEXT,
     timeline TEXT,
+    batch TEXT,
+    batch_version {int} NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, chunk_index)
 ){keyed};
 CREATE TABLE IF NOT EXISTS items (
@@ -119,6 +126,13 @@ LATER_COLUMNS = (
     ("jobs", "swept_at", "TEXT"),
     ("jobs", "rate_limited", "{int} NOT NULL DEFAULT 0"),
     ("jobs", "rate_wait_ms", "{int} NOT NULL DEFAULT 0"),
+    *(
+        ("jobs", name, "{int} NOT NULL DEFAULT 0")
+        for name in ("batches", "batch_requests", "batch_done", "batch_resubmitted")
+    ),
+    ("jobs", "batch_requeued", "{int} NOT NULL DEFAULT 0"),
+    ("chunks", "batch", "TEXT"),
+    ("chunks", "batch_version", "{int} NOT NULL DEFAULT 0"),
 )
 
 # A running job from before `active_at` shows life as of its start, so the sweep sees it too.
@@ -132,6 +146,9 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS chunks_by_state ON chunks (job_id, state, chunk_index)",
     # The sweep's stalled jobs: running ones by when they last showed life.
     "CREATE INDEX IF NOT EXISTS jobs_by_activity ON jobs (state, active_at)",
+    # A job's chunks with a provider batch (batch mode), few of a job's rows otherwise.
+    "CREATE INDEX IF NOT EXISTS chunks_batched ON chunks (job_id, chunk_index) "
+    "WHERE batch IS NOT NULL",
 )
 
 
@@ -285,6 +302,23 @@ class SqlJobStore(BaseJobStore):
         rows = self._select("SELECT state, version FROM budgets WHERE name = ?", name)
         return (rows[0]["state"], int(rows[0]["version"])) if rows else (None, 0)
 
+    def _chunk_batch_row(self, job_id: str, chunk_index: int) -> tuple[str | None, int]:
+        rows = self._select(
+            "SELECT batch, batch_version FROM chunks WHERE job_id = ? AND chunk_index = ?",
+            job_id,
+            chunk_index,
+        )
+        return (rows[0]["batch"], int(rows[0]["batch_version"] or 0)) if rows else (None, 0)
+
+    def _put_chunk_batch(self, job_id: str, chunk_index: int, state: str, version: int) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE chunks SET batch = ?, batch_version = ? WHERE job_id = ? AND "
+                "chunk_index = ? AND batch_version = ? AND state = 'running'",
+                (state, version + 1, job_id, chunk_index, version),
+            )
+            return cur.rowcount == 1
+
     def _put_budget(self, name: str, state: str, version: int) -> bool:
         with self._tx() as db:
             if version == 0:
@@ -385,11 +419,11 @@ class SqlJobStore(BaseJobStore):
             _apply(db, job_id, reopen_change(dict(job), row))
         return True
 
-    def _end_run(self, job_id: str, chunk_index: int, error: str) -> None:
+    def _end_run(self, job_id: str, chunk_index: int, error: str, outcome: str) -> None:
         key = (job_id, chunk_index)
         with self._tx() as db:
             row = self._chunk_row(db, key)
-            ended = row and row["state"] == "running" and self._run_ended(row, "retried", error)
+            ended = row and row["state"] == "running" and self._run_ended(row, outcome, error)
             if ended:
                 _update_chunk(db, key, {"timeline": ended})
 

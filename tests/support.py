@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,9 @@ def drive_counting_calls(
         if response.status_code != 206:
             return response, calls
         for op in response.json():
+            if op.get("op") == "Sleep":  # a durable sleep: the executor calls again after it
+                until = datetime.fromisoformat(op["name"].replace("Z", "+00:00"))
+                time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()))
             steps[op["id"]] = {"data": op.get("data")}
             stack.append(op["id"])
     raise AssertionError(f"{fn_id} did not finish in {max_calls} calls")

@@ -36,7 +36,7 @@ def test_answer_with_usage(model: tuple[FakeModelServer, LlmClient]) -> None:
     answer = complete(client, "say hello")
     assert answer.output == "echo: say hello"
     assert (answer.prompt_tokens, answer.completion_tokens) == (2, 3)
-    assert answer.latency_ms > 0
+    assert answer.latency_ms is not None and answer.latency_ms > 0
 
 
 def test_429_is_rate_limited_with_the_servers_retry_after(

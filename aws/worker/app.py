@@ -11,6 +11,8 @@ The adapter between SQS's delivery model and the core's error taxonomy:
   failure, so its outcome is recorded before Lambda kills the run;
 - a chunk that stopped to respect its budget, having made progress, goes on in a fresh message
   (a continuation: its receive count, so its retries, start again; bounded by the runner);
+- a chunk waiting on its provider's batch (batch mode) is looked at again by a fresh message
+  sent with a delay (SQS DelaySeconds): no Lambda runs while the provider works;
 - a plan message counts (and indexes) a job's input within the invocation's time, goes on in
   a fresh message if that is not enough, then starts the job and enqueues its chunks;
 - the chunk that finishes a job enqueues a finish message: the job's results (the llm merge)
@@ -197,6 +199,7 @@ async def run_chunk(delivery: Delivery, message: ChunkMessage) -> str:
             last_attempt=last_attempt,
             budget_s=deadline_s(delivery.context),
             continuation=message.continuation,
+            poll=message.poll,
         )
     except PermanentError as err:  # no such job or chunk: nothing to record, keep the message
         logger.error("unknown job or chunk: dead-lettered", extra={**log, "error": str(err)})
@@ -208,6 +211,10 @@ async def run_chunk(delivery: Delivery, message: ChunkMessage) -> str:
     if outcome.outcome == "continued":
         more = message.model_copy(update={"continuation": message.continuation + 1})
         delivery.source.send([more])
+    if outcome.outcome == "waiting":
+        # On the provider's batch: looked at again by a delayed message, no Lambda waiting.
+        again = message.model_copy(update={"poll": message.poll + 1})
+        delivery.source.send([again], delay_s=outcome.wait_s or 0)
     if outcome.job_finished:
         chunk_queue().send([FinishMessage(job_id=message.job_id)])
     if outcome.outcome == "failed":

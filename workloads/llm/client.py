@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from chunking import secrets
 from chunking.budget import Observation
@@ -47,7 +48,7 @@ class Completion:
     output: str
     prompt_tokens: int
     completion_tokens: int
-    latency_ms: float
+    latency_ms: float | None
     seen: Observation | None = None  # the answer's x-ratelimit-* headers
 
 
@@ -122,25 +123,42 @@ class LlmClient:
             wait = retry_after_s(headers)
             seen = observe(headers, sent_at)
             raise ModelRateLimited(_describe(err), wait, seen, sent_at) from err
-        except (openai.APITimeoutError, openai.APIConnectionError) as err:
-            raise TransientError(f"{type(err).__name__}: {err}") from err
-        except openai.APIStatusError as err:
-            if err.status_code >= 500:
-                raise TransientError(_describe(err)) from err
-            if err.status_code in ENDPOINT_STATUSES:
-                raise ModelEndpointError(_describe(err)) from err
-            raise PermanentError(_describe(err)) from err
+        except openai.OpenAIError as err:
+            raise mapped(err) from err
         latency_ms = (time.perf_counter() - started) * 1000
-        if not response.choices:
-            raise TransientError("the model answered with no choices")
-        choice = response.choices[0]
-        if choice.finish_reason == "content_filter":
-            raise PermanentError("refused by the content policy (finish_reason=content_filter)")
-        usage = response.usage
-        return Completion(
-            output=choice.message.content or "",
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            latency_ms=round(latency_ms, 3),
-            seen=observe(raw.headers, sent_at),
-        )
+        return completion_of(response, latency_ms, observe(raw.headers, sent_at))
+
+
+def mapped(err: openai.OpenAIError) -> Exception:
+    """The SDK's error as the core's taxonomy (a 429: RateLimitedError, with its wait)."""
+    if isinstance(err, openai.APITimeoutError | openai.APIConnectionError):
+        return TransientError(f"{type(err).__name__}: {err}")
+    if not isinstance(err, openai.APIStatusError):
+        return err
+    if err.status_code == 429:
+        return RateLimitedError(_describe(err), retry_after_s(err.response.headers))
+    if err.status_code >= 500:
+        return TransientError(_describe(err))
+    if err.status_code in ENDPOINT_STATUSES:
+        return ModelEndpointError(_describe(err))
+    return PermanentError(_describe(err))
+
+
+def completion_of(
+    response: ChatCompletion, latency_ms: float | None, seen: Observation | None = None
+) -> Completion:
+    """An answer's output and usage (a batch's answer line too); PermanentError when the
+    model refused it, TransientError when it answered nothing."""
+    if not response.choices:
+        raise TransientError("the model answered with no choices")
+    choice = response.choices[0]
+    if choice.finish_reason == "content_filter":
+        raise PermanentError("refused by the content policy (finish_reason=content_filter)")
+    usage = response.usage
+    return Completion(
+        output=choice.message.content or "",
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        latency_ms=None if latency_ms is None else round(latency_ms, 3),
+        seen=seen,
+    )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, field_validator
+from typing import Literal, Self
 
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from chunking.settings import get_settings
 from chunking.spec import Text
 from chunking.workload import WorkloadFields
 
@@ -33,6 +36,13 @@ class LlmFields(WorkloadFields):
     max_tokens: int | None = Field(
         None, ge=1, le=1_000_000, description="Most completion tokens per item."
     )
+    mode: Literal["realtime", "batch"] = Field(
+        "realtime",
+        description=(
+            "`realtime`: each item asked at once, at full price. `batch`: each chunk one "
+            "provider batch (OpenAI's Batch API), answered within 24 h at the batch discount."
+        ),
+    )
 
     @field_validator("input_uri")
     @classmethod
@@ -49,6 +59,17 @@ class LlmFields(WorkloadFields):
         if value is not None and "{text}" not in value:
             raise ValueError("must contain {text}, where each item's text goes")
         return value
+
+    @model_validator(mode="after")
+    def _a_chunk_fits_one_batch(self, info: ValidationInfo) -> Self:
+        size = (info.context or {}).get("chunk_size")
+        most = get_settings().llm_batch_max_requests
+        if self.mode == "batch" and size is not None and size > most:
+            raise ValueError(
+                f"in batch mode each chunk is one provider batch, of at most {most} requests: "
+                f"chunk_size={size} is too big"
+            )
+        return self
 
     @property
     def input(self) -> str:

@@ -28,10 +28,11 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 
 from chunking.budget import Limits
 from chunking.errors import PermanentError, TransientError
-from chunking.planning import Chunk
+from chunking.planning import Chunk, chunk_at
 from chunking.prepare import spec_error
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
@@ -47,6 +48,7 @@ from chunking.workload import (
     Workload,
 )
 from workloads.llm import blobs
+from workloads.llm.batch import BatchChunk
 from workloads.llm.client import (
     LlmClient,
     ModelEndpointError,
@@ -74,25 +76,44 @@ class LlmChunkResult:
         return self.items_answered + self.items_failed
 
 
+def load_items(job_id: str, fields: LlmFields, chunk: Chunk) -> list[Item]:
+    """The chunk's items, from its own bytes of the input (through the job's index)."""
+    index_at = index_uri(get_settings().llm_output_uri, job_id)
+    try:
+        return chunk_items(
+            fields.input, fields.prompt_template, index_at, chunk.index, chunk.start, chunk.size
+        )
+    except InputError as err:
+        raise PermanentError(f"the input cannot be read any more: {err}") from err
+
+
+async def run_batch_chunk(
+    store: JobStore, job: JobRecord, chunk: Chunk, *, winding_down: bool = False
+) -> LlmChunkResult:
+    """Take the chunk's provider batch one step on (batch mode): its result once the batch
+    has ended and is recorded, else WaitFor (the next step's run starts later)."""
+    fields = LlmFields.of(job.spec)
+    client = await asyncio.to_thread(LlmClient.from_settings, fields.model, fields.max_tokens)
+
+    async def keep(item: Item, result: ItemResult) -> None:
+        await keep_result(store, job.job_id, chunk.index, result)
+
+    async with client:
+        run = BatchChunk(
+            store, job, chunk.index, partial(load_items, job.job_id, fields, chunk), client, keep
+        )
+        await (await run.load()).step(winding_down=winding_down)
+    results = await asyncio.to_thread(store.item_results, job.job_id, chunk.index)
+    return chunk_result(results)
+
+
 async def run_llm_chunk(
     store: JobStore, job_id: str, fields: LlmFields, chunk: Chunk, *, budget_s: float
 ) -> LlmChunkResult:
     """Read the chunk's own bytes of the input (through the job's index) and answer them
     within `budget_s`."""
     settings = get_settings()
-    index_at = index_uri(settings.llm_output_uri, job_id)
-    try:
-        items = await asyncio.to_thread(
-            chunk_items,
-            fields.input,
-            fields.prompt_template,
-            index_at,
-            chunk.index,
-            chunk.start,
-            chunk.size,
-        )
-    except InputError as err:
-        raise PermanentError(f"the input cannot be read any more: {err}") from err
+    items = await asyncio.to_thread(load_items, job_id, fields, chunk)
     # Off the event loop: the key may be an SSM read (chunking.secrets) when not cached.
     client = await asyncio.to_thread(LlmClient.from_settings, fields.model, fields.max_tokens)
     async with client:
@@ -160,6 +181,29 @@ async def _ask(
         )
 
 
+async def keep_result(
+    store: JobStore, job_id: str, chunk_index: int, result: ItemResult
+) -> ItemResult | None:
+    """Keep an item's result in the store (the first one wins); what was kept, or None."""
+    if result.output is not None and result.error is None:
+        # A huge answer goes to the data bucket: a store's row has a size limit.
+        output, output_uri = await asyncio.to_thread(
+            keep_output, job_id, result.index, result.output
+        )
+        result = replace(result, output=output, output_uri=output_uri)
+    result = replace(result, chunk_index=chunk_index)
+    return result if await asyncio.to_thread(store.record_item, job_id, result) else None
+
+
+def chunk_result(results: list[ItemResult]) -> LlmChunkResult:
+    return LlmChunkResult(
+        items_answered=sum(r.error is None for r in results),
+        items_failed=sum(r.error is not None for r in results),
+        prompt_tokens=sum(r.prompt_tokens for r in results),
+        completion_tokens=sum(r.completion_tokens for r in results),
+    )
+
+
 async def answer_items(
     store: JobStore,
     client: LlmClient,
@@ -188,15 +232,8 @@ async def answer_items(
     )
 
     async def keep(item: Item, result: ItemResult) -> None:
-        if result.output is not None and result.error is None:
-            # A huge answer goes to the data bucket: a store's row has a size limit.
-            output, output_uri = await asyncio.to_thread(
-                keep_output, job_id, item.index, result.output
-            )
-            result = replace(result, output=output, output_uri=output_uri)
-        result = replace(result, chunk_index=chunk_index)
-        if await asyncio.to_thread(store.record_item, job_id, result):
-            run.kept[item.index] = result
+        if kept := await keep_result(store, job_id, chunk_index, result):
+            run.kept[item.index] = kept
         run.done.add(item.index)
         run.answered_now += 1
 
@@ -242,12 +279,7 @@ async def answer_items(
     if len(run.kept) < len(run.done):
         # A concurrent delivery kept some answers first (the first one wins): read what is kept.
         results = await asyncio.to_thread(store.item_results, job_id, chunk_index)
-    return LlmChunkResult(
-        items_answered=sum(r.error is None for r in results),
-        items_failed=sum(r.error is not None for r in results),
-        prompt_tokens=sum(r.prompt_tokens for r in results),
-        completion_tokens=sum(r.completion_tokens for r in results),
-    )
+    return chunk_result(results)
 
 
 SETTLE_MARGIN_S = 5.0  # of an attempt's budget, kept for writing its outputs and outcome
@@ -325,8 +357,28 @@ class Llm(Workload):
         budget = budget_s if budget_s is not None else math.inf
         margin = min(SETTLE_MARGIN_S, budget * 0.1)
         fields = LlmFields.of(job.spec)
-        result = await run_llm_chunk(store, job.job_id, fields, chunk, budget_s=budget - margin)
+        if fields.mode == "batch":
+            result = await run_batch_chunk(store, job, chunk)
+        else:
+            result = await run_llm_chunk(store, job.job_id, fields, chunk, budget_s=budget - margin)
         return ChunkResult(items_processed=result.items_processed)
+
+    def batch_discount(self, spec: JobSpec) -> float | None:
+        fields = LlmFields.of(spec)
+        if fields.mode != "batch":
+            return None
+        settings = get_settings()
+        return settings.llm_batch_discount(fields.model or settings.openai_model)
+
+    async def wind_down(self, store: JobStore, job: JobRecord, chunk_index: int) -> str | None:
+        if LlmFields.of(job.spec).mode != "batch":
+            return None
+        state, _ = await asyncio.to_thread(store.chunk_batch, job.job_id, chunk_index)
+        if state is None:
+            return None  # never submitted: nothing to stop
+        chunk = chunk_at(job.total_items, job.spec.chunk_size, chunk_index)
+        result = await run_batch_chunk(store, job, chunk, winding_down=True)
+        return f"{result.items_processed} items answered before the cancel are kept"
 
     def before_settle(self, store: JobStore, job: JobRecord, chunk_index: int) -> ChunkUsage:
         results = write_chunk_output(store, job.job_id, chunk_index)

@@ -1,0 +1,491 @@
+"""Batch mode: a chunk's items answered through the provider's Batch API, at its discount.
+
+Each chunk is one provider batch. A run of the chunk is one short step of its batch's life, and
+between steps nothing is held: the run raises WaitFor and its adapter starts the next run
+later (locally after an Inngest durable sleep, in the cloud as a delayed SQS message).
+
+- **Submit**: the chunk's unanswered items are written as a JSONL file (`custom_id` = the
+  item's index in the job's input; the same request body as realtime), streamed to a temporary
+  file, uploaded (purpose `batch`) and submitted (`completion_window` 24h). The batch is
+  created once: a run first claims the submission on the chunk's row (a conditional write),
+  then records the batch's id there. A run that died between creating the batch and recording
+  its id is found out by its claim's age, and its batch by its metadata in the provider's list.
+- **Poll**: each run reads the batch once, records its request counts (the job's progress) and
+  waits again, longer each time (LLM_BATCH_POLL_MIN_S x 1.5^n, at most LLM_BATCH_POLL_MAX_S).
+  A provider that does not answer a poll is waited out the same way: the batch is paid for.
+- **Record**: an ended batch's output file is streamed line by line into the same item results
+  as realtime's (first one wins: a redelivery records nothing twice), and its error file into
+  those items' failures with the provider's reason. Requests it did not finish (the batch, or
+  the request, `batch_expired`) are sent again in a new batch, only those, at most
+  LLM_BATCH_MAX_RESUBMITS times; then they are those items' failures.
+- **Refusals**: a batch that fails validation fails the chunk with the provider's message,
+  except for the provider's queue limit (`token_limit_exceeded`): that batch is sent again
+  later, not a failure.
+- **Cancel**: a cancelled job's chunk cancels its batch, waits for it to end and records what
+  had come back (`wind_down`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import cached_property
+from typing import IO, Any, Final
+
+import openai
+from openai.types import Batch
+from openai.types.chat import ChatCompletion
+from pydantic import BaseModel, ValidationError
+
+from chunking.errors import PermanentError, RateLimitedError, TransientError
+from chunking.settings import get_settings
+from chunking.status import ItemResult, JobRecord
+from chunking.store import JobStore
+from chunking.workload import WaitFor
+from workloads.llm.client import LlmClient, completion_of, mapped
+from workloads.llm.input import Item
+
+ENDPOINT: Final = "/v1/chat/completions"
+LIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+# A run that claimed the submission this long ago and recorded no batch has died (an upload
+# and a create take seconds): the next run looks for its batch, and submits if there is none.
+CLAIM_TTL_S = 900.0
+# The provider's codes for a request it did not get to (sent again in a new batch).
+UNFINISHED_CODES = frozenset({"batch_expired", "batch_cancelled"})
+QUEUE_LIMIT_CODE = "token_limit_exceeded"
+LIST_PAGES_MAX = 10  # of 100 batches, looked through for a dead run's batch
+
+
+class BatchState(BaseModel):
+    """A chunk's batch, on its row (JSON): what every run of the chunk starts from."""
+
+    round: int = 1  # 1, then one more per resubmission of what the provider left unfinished
+    id: str | None = None  # the provider's batch, once created
+    input_file: str | None = None
+    status: str | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    counted: int = 0  # of this batch's finished requests, those added to the job's batch_done
+    recorded: bool = False  # its result files are in the store
+    resubmitted: int = 0
+    requeued: int = 0
+    polls: int = 0
+    claim: str | None = None  # a run submitting now
+    claimed_at: float | None = None
+    first_submitted_at: float | None = None
+    cancel_sent: bool = False
+    error: str | None = None
+
+
+class _Row:
+    """The chunk's batch state and the version its next conditional write names."""
+
+    def __init__(self, store: JobStore, job_id: str, chunk_index: int) -> None:
+        self.store, self.job_id, self.chunk_index = store, job_id, chunk_index
+        raw, self.version = store.chunk_batch(job_id, chunk_index)
+        self.state = BatchState.model_validate(raw) if raw else BatchState()
+
+    async def put(self, **changes: Any) -> bool:
+        """Write the state with `changes`, if nobody wrote since it was read."""
+        state = self.state.model_copy(update=changes)
+        if not await asyncio.to_thread(
+            self.store.put_chunk_batch,
+            self.job_id,
+            self.chunk_index,
+            state.model_dump(exclude_defaults=True),
+            self.version,
+        ):
+            return False
+        self.state, self.version = state, self.version + 1
+        return True
+
+
+def poll_wait_s(polls: int) -> float:
+    settings = get_settings()
+    wait = settings.llm_batch_poll_min_s * 1.5**polls
+    return float(min(max(wait, settings.llm_batch_poll_min_s), settings.llm_batch_poll_max_s))
+
+
+def request_line(item: Item, model: str, max_tokens: int | None) -> str:
+    """The item's request as a batch input line: the body realtime would send."""
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": item.prompt}]}
+    if max_tokens:
+        body["max_tokens"] = max_tokens
+    line = {"custom_id": str(item.index), "method": "POST", "url": ENDPOINT, "body": body}
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_requests(items: list[Item], model: str, max_tokens: int | None, out: IO[bytes]) -> int:
+    """Write the items' requests to `out`, a line at a time; the bytes written.
+    PermanentError past the provider's file size (LLM_BATCH_MAX_FILE_BYTES)."""
+    most, written = get_settings().llm_batch_max_file_bytes, 0
+    for item in items:
+        data = (request_line(item, model, max_tokens) + "\n").encode()
+        written += len(data)
+        if written > most:
+            raise PermanentError(
+                f"this chunk's batch file would pass the provider's {most} bytes: "
+                "use a smaller chunk_size"
+            )
+        out.write(data)
+    return written
+
+
+class BatchApi:
+    """The provider's files and batches, through the openai SDK, its errors as the core's."""
+
+    def __init__(self, client: LlmClient) -> None:
+        self.client = client
+        self.sdk = client.client
+
+    @asynccontextmanager
+    async def _calling(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except openai.OpenAIError as err:
+            raise mapped(err) from err
+
+    async def submit(self, path: str, metadata: dict[str, str]) -> Batch:
+        async with self._calling():
+            with open(path, "rb") as data:  # noqa: ASYNC230 - streamed by httpx, never read whole
+                uploaded = await self.sdk.files.create(
+                    file=(os.path.basename(path), data), purpose="batch"
+                )
+            return await self.sdk.batches.create(
+                input_file_id=uploaded.id,
+                endpoint=ENDPOINT,
+                completion_window="24h",
+                metadata=metadata,
+            )
+
+    async def retrieve(self, batch_id: str) -> Batch:
+        async with self._calling():
+            return await self.sdk.batches.retrieve(batch_id)
+
+    async def cancel(self, batch_id: str) -> None:
+        async with self._calling():
+            try:
+                await self.sdk.batches.cancel(batch_id)
+            except openai.ConflictError:
+                pass  # it ended meanwhile: nothing to cancel
+            except openai.BadRequestError as err:
+                if "cancel" not in str(err).lower():
+                    raise
+
+    async def find(self, metadata: dict[str, str], since: float) -> Batch | None:
+        """A batch created since `since` with this metadata (a dead run's), newest first."""
+        async with self._calling():
+            page = await self.sdk.batches.list(limit=100)
+            for _ in range(LIST_PAGES_MAX):
+                for batch in page.data:
+                    if batch.created_at < since - 60:
+                        return None
+                    found = batch.metadata or {}
+                    if all(found.get(k) == v for k, v in metadata.items()):
+                        return batch
+                if not page.has_next_page():
+                    return None
+                page = await page.get_next_page()
+        return None
+
+    async def lines(self, file_id: str) -> AsyncIterator[str]:
+        async with (
+            self._calling(),
+            self.sdk.files.with_streaming_response.content(file_id) as response,
+        ):
+            async for line in response.iter_lines():
+                if line.strip():
+                    yield line
+
+    async def delete(self, file_id: str) -> None:
+        # Only tidying: the provider deletes batch files after 30 days anyway.
+        with contextlib.suppress(openai.OpenAIError):
+            await self.sdk.files.delete(file_id)
+
+
+def _reason(response: dict[str, Any] | None, error: dict[str, Any] | None) -> tuple[str, bool]:
+    """Why a request failed, and whether it is worth sending again (not finished, or the
+    provider's own failure) rather than the item's failure."""
+    if response is not None:
+        status = int(response.get("status_code") or 0)
+        body = response.get("body") or {}
+        err = body.get("error") or {}
+        code = err.get("code") or err.get("type") or ""
+        message = err.get("message") or json.dumps(body)[:300]
+        return f"{status}{' ' + code if code else ''}: {message}", status == 429 or status >= 500
+    error = error or {}
+    code = str(error.get("code") or "")
+    return f"{code or 'error'}: {error.get('message') or 'no reason given'}", code in (
+        UNFINISHED_CODES
+    )
+
+
+def result_of(line: str, items: dict[int, Item]) -> tuple[ItemResult | None, bool]:
+    """A result file's line as its item's result (or None: not the item's answer, then
+    whether to send it again). Lines of no item of this chunk are skipped."""
+    try:
+        data = json.loads(line)
+        index = int(data["custom_id"])
+    except (ValueError, KeyError, TypeError):
+        return None, False
+    item = items.get(index)
+    if item is None:
+        return None, False
+    response, error = data.get("response"), data.get("error")
+    if response is not None and response.get("status_code") == 200:
+        try:
+            answer = completion_of(ChatCompletion.model_validate(response.get("body")), None)
+        except PermanentError as err:
+            return ItemResult(index, -1, item.id, error=str(err)), False
+        except (TransientError, ValidationError):
+            return None, True
+        return ItemResult(
+            index,
+            -1,
+            item.id,
+            output=answer.output,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+        ), False
+    reason, again = _reason(response, error)
+    return (None, True) if again else (ItemResult(index, -1, item.id, error=reason), False)
+
+
+class BatchChunk:
+    """One run of a batch-mode chunk: the next step of its batch's life."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        job: JobRecord,
+        chunk_index: int,
+        load_items: Callable[[], list[Item]],
+        client: LlmClient,
+        keep: Callable[[Item, ItemResult], Awaitable[object]],
+    ) -> None:
+        self.store, self.job, self.chunk_index = store, job, chunk_index
+        self.load_items, self.client, self.keep = load_items, client, keep
+        self.api = BatchApi(client)
+        self.row: _Row
+
+    async def load(self) -> BatchChunk:
+        self.row = await asyncio.to_thread(_Row, self.store, self.job.job_id, self.chunk_index)
+        return self
+
+    @cached_property
+    def items(self) -> list[Item]:
+        """The chunk's items, read from the input only by a run that submits or records: a
+        poll reads nothing but the chunk's row."""
+        return self.load_items()
+
+    async def _unanswered(self) -> list[Item]:
+        results = await asyncio.to_thread(
+            self.store.item_results, self.job.job_id, self.chunk_index
+        )
+        kept = {r.index for r in results}
+        items = await asyncio.to_thread(lambda: self.items)
+        return [item for item in items if item.index not in kept]
+
+    def _metadata(self) -> dict[str, str]:
+        state = self.row.state
+        return {
+            "job_id": self.job.job_id,
+            "chunk": str(self.chunk_index),
+            "round": str(state.round),
+            "claim": state.claim or "",
+        }
+
+    async def step(self, *, winding_down: bool = False) -> None:
+        """Take the batch one step on; returns once it has ended and is recorded (the chunk
+        may settle), else raises WaitFor (or the core's errors)."""
+        for _ in range(4):  # a few moves in one run: record, then resubmit at once
+            state = self.row.state
+            if state.error is not None:
+                raise PermanentError(state.error)
+            if state.id is None:
+                if winding_down or not await self._submit():
+                    return
+                continue
+            if not state.recorded:
+                await self._poll(winding_down)
+                continue
+            if not await self._resubmit(winding_down):
+                return
+        raise WaitFor(get_settings().llm_batch_poll_min_s, "the batch moved on: look again")
+
+    # --- submit ---
+
+    async def _submit(self) -> bool:
+        """Create the batch of the unanswered items (once); False when none is left."""
+        state, now = self.row.state, time.time()
+        if state.claim is not None and state.claimed_at is not None:
+            if now - state.claimed_at < CLAIM_TTL_S:
+                raise WaitFor(poll_wait_s(0), "another run is submitting this chunk's batch")
+            # Its run died: did it create the batch before it did?
+            found = await self.api.find(self._metadata(), state.claimed_at)
+            if found is not None:
+                await self._adopt(found)
+                raise WaitFor(poll_wait_s(0), f"batch {found.id} submitted")
+        todo = await self._unanswered()
+        if not todo:
+            return False
+        claim = uuid.uuid4().hex
+        if not await self.row.put(claim=claim, claimed_at=now):
+            raise WaitFor(0, "another run wrote the chunk's batch first: read it again")
+        with tempfile.NamedTemporaryFile(
+            "wb", prefix=f"batch-{self.job.job_id}-{self.chunk_index}-", suffix=".jsonl"
+        ) as out:
+            write_requests(todo, self.client.model, self.client.max_tokens, out)
+            out.flush()
+            try:
+                batch = await self.api.submit(out.name, self._metadata())
+            except PermanentError as err:
+                await self.row.put(claim=None, claimed_at=None, error=f"batch refused: {err}")
+                raise PermanentError(f"the provider refused the batch: {err}") from err
+        if not await self._adopt(batch, requests=len(todo)):
+            await self.api.cancel(batch.id)  # another run took over meanwhile: not paid twice
+            raise WaitFor(0, "another run took over the chunk's batch")
+        raise WaitFor(poll_wait_s(0), f"batch {batch.id} submitted ({len(todo)} requests)")
+
+    async def _adopt(self, batch: Batch, requests: int | None = None) -> bool:
+        state = self.row.state
+        counts = batch.request_counts
+        done = await self.row.put(
+            id=batch.id,
+            input_file=batch.input_file_id,
+            status=batch.status,
+            total=counts.total if counts else 0,
+            completed=0,
+            failed=0,
+            counted=0,
+            recorded=False,
+            polls=0,
+            claim=None,
+            claimed_at=None,
+            first_submitted_at=state.first_submitted_at or time.time(),
+        )
+        if done:
+            sent = requests if requests is not None else (counts.total if counts else 0)
+            await self._count({"batches": 1, "batch_requests": sent})
+        return done
+
+    # --- poll ---
+
+    async def _poll(self, winding_down: bool) -> None:
+        state = self.row.state
+        assert state.id is not None
+        if winding_down and not state.cancel_sent and state.status in LIVE:
+            await self.api.cancel(state.id)
+            await self.row.put(cancel_sent=True)
+        try:
+            batch = await self.api.retrieve(state.id)
+        except PermanentError:
+            raise
+        except TransientError as err:  # the batch is paid for: wait the provider out
+            wait = err.retry_after_s if isinstance(err, RateLimitedError) else None
+            self._give_up_if_too_long()
+            await self.row.put(polls=state.polls + 1)
+            raise WaitFor(wait or poll_wait_s(state.polls), f"polling failed: {err}") from err
+        counts = batch.request_counts
+        done = (counts.completed + counts.failed) if counts else 0
+        changes: dict[str, Any] = {
+            "status": batch.status,
+            "total": counts.total if counts else state.total,
+            "completed": counts.completed if counts else 0,
+            "failed": counts.failed if counts else 0,
+            "counted": max(done, state.counted),
+            "polls": state.polls + 1,
+        }
+        if batch.status in LIVE:
+            self._give_up_if_too_long()
+            if await self.row.put(**changes):
+                await self._count({"batch_done": done - state.counted})
+            raise WaitFor(poll_wait_s(state.polls), f"batch {batch.id} {batch.status}")
+        if batch.status == "failed":
+            await self._refused(batch, changes)
+            return
+        # Ended: completed, expired or cancelled. Record its files, then mark it recorded.
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if file_id:
+                await self._record(file_id)
+        if await self.row.put(**changes, recorded=True):
+            await self._count({"batch_done": done - state.counted})
+            await self.api.delete(state.input_file or "")
+        else:
+            raise WaitFor(0, "another run recorded the batch first: read it again")
+
+    async def _count(self, counts: dict[str, int]) -> None:
+        positive = {name: n for name, n in counts.items() if n > 0}
+        if positive:
+            await asyncio.to_thread(self.store.add_batch_counts, self.job.job_id, positive)
+
+    def _give_up_if_too_long(self) -> None:
+        first = self.row.state.first_submitted_at
+        most = get_settings().llm_batch_give_up_s
+        if first is not None and time.time() - first > most:
+            raise PermanentError(f"the provider has not ended this chunk's batch in {most:g} s")
+
+    async def _refused(self, batch: Batch, changes: dict[str, Any]) -> None:
+        """The provider refused the batch when it validated it: its queue is full (send it
+        again later), or the file is invalid (the chunk fails with the provider's message)."""
+        errors = (batch.errors.data if batch.errors else None) or []
+        if any(e.code == QUEUE_LIMIT_CODE for e in errors):
+            state = self.row.state
+            if await self.row.put(id=None, status=None, requeued=state.requeued + 1, polls=0):
+                await self._count({"batch_requeued": 1})
+                await self.api.delete(state.input_file or "")
+            message = next(e.message for e in errors if e.code == QUEUE_LIMIT_CODE)
+            raise WaitFor(get_settings().llm_batch_poll_max_s, f"queue limit: {message}")
+        reason = "; ".join(
+            f"{e.code or 'error'}{f' (line {e.line})' if e.line else ''}: {e.message}"
+            for e in errors[:5]
+        )
+        reason = f"the provider refused batch {batch.id}: {reason or 'no reason given'}"
+        await self.row.put(**changes, error=reason)
+        raise PermanentError(reason)
+
+    async def _record(self, file_id: str) -> None:
+        """A result file, streamed into the items' results (each kept once)."""
+        by_index = {item.index: item for item in await asyncio.to_thread(lambda: self.items)}
+        async for line in self.api.lines(file_id):
+            result, _ = result_of(line, by_index)
+            if result is not None:
+                await self.keep(by_index[result.index], result)
+
+    # --- resubmit ---
+
+    async def _resubmit(self, winding_down: bool) -> bool:
+        """Send what the ended batch left unfinished in a new one; False when nothing is left
+        or it may not be (cancelled, or resubmitted often enough: those items fail)."""
+        state = self.row.state
+        todo = await self._unanswered()
+        if not todo:
+            return False
+        most = get_settings().llm_batch_max_resubmits
+        if winding_down or state.status == "cancelled" or state.round > most:
+            if not winding_down:
+                why = (
+                    f"not answered: the provider did not finish it in {state.round} "
+                    f"batches (batch {state.id} {state.status})"
+                )
+                for item in todo:
+                    await self.keep(item, ItemResult(item.index, -1, item.id, error=why))
+            return False
+        if await self.row.put(
+            round=state.round + 1,
+            id=None,
+            status=None,
+            recorded=False,
+            resubmitted=state.resubmitted + len(todo),
+            polls=0,
+        ):
+            await self._count({"batch_resubmitted": len(todo)})
+        return True
