@@ -133,7 +133,7 @@ def test_parameters_and_outputs(template: dict[str, Any]) -> None:
         "LlmPricePromptPerMtok", "LlmPriceCompletionPerMtok", "LlmRateLimits", "LlmItemConcurrency",
         "CallbackSecretParameter",
         "AllowPrivateCallbacks", "HighPriorityWorkerConcurrency", "ApiGatewayCloudWatchRole",
-        "WorkloadModules",
+        "WorkloadModules", "LlmBatchPollMinS", "LlmBatchPollMaxS", "LlmBatchDiscounts",
     }  # fmt: skip
     # Secrets are SSM parameters' names, not values (tests/aws/test_secrets.py).
     assert not any(p.get("NoEcho") for p in template["Parameters"].values())
@@ -145,6 +145,11 @@ def test_parameters_and_outputs(template: dict[str, Any]) -> None:
     assert env["TOTAL_ITEMS"] == {"Ref": "TotalItems"} and env["CHUNK_SIZE"] == {"Ref": "ChunkSize"}
     assert env["WORKLOAD_MODULES"] == {"Ref": "WorkloadModules"}
     assert env["LLM_ITEM_CONCURRENCY"] == {"Ref": "LlmItemConcurrency"}
+    assert env["LLM_BATCH_POLL_MIN_S"] == {"Ref": "LlmBatchPollMinS"}
+    assert env["LLM_BATCH_POLL_MAX_S"] == {"Ref": "LlmBatchPollMaxS"}
+    assert env["LLM_BATCH_DISCOUNTS"] == {
+        "Fn::If": ["HasLlmBatchDiscounts", {"Ref": "LlmBatchDiscounts"}, {"Ref": "AWS::NoValue"}]
+    }
     # Unset when empty: the settings then use the provider's announced limits.
     assert env["LLM_RATE_LIMITS"] == {
         "Fn::If": ["HasLlmRateLimits", {"Ref": "LlmRateLimits"}, {"Ref": "AWS::NoValue"}]
