@@ -63,6 +63,10 @@ QUEUE_LIMIT_CODE = "token_limit_exceeded"
 LIST_PAGES_MAX = 10  # of 100 batches, looked through for a dead run's batch
 
 
+class _Moved(Exception):
+    """Another delivery of the chunk wrote its batch state first: read it again, go on."""
+
+
 class BatchState(BaseModel):
     """A chunk's batch, on its row (JSON): what every run of the chunk starts from."""
 
@@ -306,7 +310,16 @@ class BatchChunk:
     async def step(self, *, winding_down: bool = False) -> None:
         """Take the batch one step on; returns once it has ended and is recorded (the chunk
         may settle), else raises WaitFor (or the core's errors)."""
-        for _ in range(4):  # a few moves in one run: record, then resubmit at once
+        for _ in range(6):  # a few moves in one run: record, then resubmit at once
+            try:
+                await self._move(winding_down)
+                return
+            except _Moved:  # another delivery wrote first: go on from what it wrote
+                await self.load()
+        raise WaitFor(get_settings().llm_batch_poll_min_s, "the batch moved on: look again")
+
+    async def _move(self, winding_down: bool) -> None:
+        while True:
             state = self.row.state
             if state.error is not None:
                 raise PermanentError(state.error)
@@ -319,7 +332,6 @@ class BatchChunk:
                 continue
             if not await self._resubmit(winding_down):
                 return
-        raise WaitFor(get_settings().llm_batch_poll_min_s, "the batch moved on: look again")
 
     # --- submit ---
 
@@ -339,7 +351,7 @@ class BatchChunk:
             return False
         claim = uuid.uuid4().hex
         if not await self.row.put(claim=claim, claimed_at=now):
-            raise WaitFor(0, "another run wrote the chunk's batch first: read it again")
+            raise _Moved
         with tempfile.NamedTemporaryFile(
             "wb", prefix=f"batch-{self.job.job_id}-{self.chunk_index}-", suffix=".jsonl"
         ) as out:
@@ -352,7 +364,7 @@ class BatchChunk:
                 raise PermanentError(f"the provider refused the batch: {err}") from err
         if not await self._adopt(batch, requests=len(todo)):
             await self.api.cancel(batch.id)  # another run took over meanwhile: not paid twice
-            raise WaitFor(0, "another run took over the chunk's batch")
+            raise _Moved
         raise WaitFor(poll_wait_s(0), f"batch {batch.id} submitted ({len(todo)} requests)")
 
     async def _adopt(self, batch: Batch, requests: int | None = None) -> bool:
@@ -420,7 +432,7 @@ class BatchChunk:
             await self._count({"batch_done": done - state.counted})
             await self.api.delete(state.input_file or "")
         else:
-            raise WaitFor(0, "another run recorded the batch first: read it again")
+            raise _Moved
 
     async def _count(self, counts: dict[str, int]) -> None:
         positive = {name: n for name, n in counts.items() if n > 0}
