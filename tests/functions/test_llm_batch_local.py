@@ -175,3 +175,63 @@ def test_cancel_mid_batch_cancels_the_provider_batch_and_keeps_what_came_back(
     from functions.deps import get_store
 
     assert len(get_store().item_results(job_id, 0)) == kept
+
+
+def test_an_app_restart_during_the_wait_loses_nothing(
+    tmp_path: Path, fake_inngest: FakeInngestApi, model_server: tuple[FakeModelServer, str]
+) -> None:
+    """The app that submitted the batch is stopped while its poll run sleeps (in the engine,
+    not in the app); a new app process on the same store takes the poll run: the batch is
+    found on the chunk's row, not submitted again, and the job ends with every item once."""
+    from tests.conftest import FAKE_INNGEST_SERVER
+    from tests.support import AppProcess, drive_over_http
+    from tests.test_replicas import API_KEY, APP_ID, EVENT_KEY, SIGNING_KEY
+
+    fake_model, model_url = model_server
+    fake_model.batch.turnaround_s = 2.0
+    uri = write_input(tmp_path / "restart.jsonl",
+                      [{"id": f"s{i}", "prompt": f"survive {i}"} for i in range(6)])  # fmt: skip
+    env = {
+        "JOB_STORE_URL": f"sqlite:///{tmp_path / 'shared.sqlite3'}",
+        "INNGEST_EVENT_KEY": EVENT_KEY, "API_KEY": API_KEY, "ALLOWED_HOSTS": "*",
+        "OPENAI_BASE_URL": model_url, "OPENAI_API_KEY": "test",
+        "LLM_INPUT_ROOT": str(tmp_path), "LLM_OUTPUT_URI": str(tmp_path / "outputs"),
+        "LLM_BATCH_POLL_MIN_S": "1", "LLM_BATCH_POLL_MAX_S": "1",
+    }  # fmt: skip
+
+    def app_process() -> AppProcess:
+        return AppProcess(tmp_path, SIGNING_KEY, FAKE_INNGEST_SERVER.url, **env)
+
+    def run(app: AppProcess, fn: str, event: dict[str, Any]) -> Any:
+        response = drive_over_http(f"{app.url}/api/inngest", f"{APP_ID}-{fn}", event,
+                                   signing_key=SIGNING_KEY, run_id=f"run-{app.port}")  # fmt: skip
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    with app_process() as first:
+        body = {"workload": "llm", "input_uri": uri, "chunk_size": 6, "mode": "batch"}
+        accepted = httpx.post(f"{first.url}/jobs", json=body, headers={"x-api-key": API_KEY})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["job_id"]
+        run(first, "start-job", fake_inngest.named("demo/start_job")[0])
+        [chunk] = fake_inngest.named("demo/process_chunk")
+        assert run(first, "process-chunk", chunk)["outcome"] == "waiting"  # submitted
+    assert len(batches_of(fake_model, job_id)) == 1
+
+    with app_process() as second:  # a new process: nothing of the first one's memory
+        driven = 0
+        deadline = time.monotonic() + 60
+        while not fake_inngest.named("demo/finish_job"):
+            assert time.monotonic() < deadline, "the job never finished"
+            polls = fake_inngest.named("demo/poll_chunk")
+            for event in polls[driven:]:
+                run(second, "poll-chunk", event)  # sleeps its wait first, as the engine does
+            driven = len(polls)
+        run(second, "finish-job", fake_inngest.named("demo/finish_job")[0])
+        status = httpx.get(f"{second.url}/jobs/{job_id}", headers={"x-api-key": API_KEY}).json()
+
+    assert (status["status"], status["items_processed"]) == ("succeeded", 6)
+    [batch] = batches_of(fake_model, job_id)  # never submitted again
+    assert sorted(int(r.custom_id) for r in batch.requests) == list(range(6))
+    assert [m["output"] for m in merged_lines(status)] == [f"echo: survive {i}" for i in range(6)]
+    assert driven >= 1

@@ -1,0 +1,94 @@
+"""Batch mode on the cloud path, through the offline emulation: the input in S3, the worker
+submitting each chunk's batch to the test server's Batch API and polling it by delayed SQS
+messages, the merged output in S3; the wait holds no Lambda but the polls'."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aws.local.resources import NAMES
+from tests.aws.test_emulator import API_KEY, Running, running_emulator
+from tests.llm_server import FakeModelServer
+
+BUCKET = NAMES["DataBucket"]
+TURNAROUND_S = 8.0
+
+
+@pytest.fixture(scope="module")
+def emulator(model_server: tuple[FakeModelServer, str]) -> Iterator[Running]:
+    args = ("--worker-timeout", "20", "--visibility-timeout", "2",
+            "--parameter", f"OpenAiBaseUrl={model_server[1]}",
+            "--parameter", "LlmBatchPollMinS=1", "--parameter", "LlmBatchPollMaxS=2")  # fmt: skip
+    with running_emulator(*args) as running:
+        yield running
+
+
+def upload(emulator: Running, key: str, lines: list[dict[str, Any]]) -> str:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=emulator.moto)
+    body = "".join(json.dumps(line) + "\n" for line in lines)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=body.encode())
+    return f"s3://{BUCKET}/{key}"
+
+
+def merged(emulator: Running, uri: str) -> list[dict[str, Any]]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=emulator.moto)
+    body = s3.get_object(Bucket=BUCKET, Key=uri.removeprefix(f"s3://{BUCKET}/"))["Body"]
+    return [json.loads(line) for line in body.read().decode().splitlines()]
+
+
+def batches_of(model: FakeModelServer, job_id: str) -> list[Any]:
+    found = [b for b in model.batch.batches.values() if (b.metadata or {}).get("job_id") == job_id]
+    return sorted(found, key=lambda b: b.seq)
+
+
+def test_a_batch_job_succeeds_on_the_emulator_and_its_wait_holds_no_worker(
+    emulator: Running, model: FakeModelServer
+) -> None:
+    model.batch.turnaround_s = TURNAROUND_S
+    lines = [{"id": f"b{i}", "prompt": f"batched {i}"} for i in range(9)]
+    lines[2] = {"id": "b2", "prompt": "[expirex1] batched 2"}  # sent again, alone
+    uri = upload(emulator, "inputs/batched.jsonl", lines)
+    response = emulator.start({"workload": "llm", "input_uri": uri, "chunk_size": 5,
+                               "mode": "batch"})  # fmt: skip
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+
+    # Once both batches are with the provider, count the worker's invocations until the end.
+    deadline = time.monotonic() + 30
+    while len(batches_of(model, job_id)) < 2:
+        assert time.monotonic() < deadline, emulator.state()
+        time.sleep(0.1)
+    before = emulator.state()
+    status = emulator.wait_until_done(job_id, timeout_s=90)
+    after = emulator.state()
+
+    assert (status["status"], status["chunks_succeeded"], status["items_processed"]) == (
+        "succeeded", 2, 9,
+    )  # fmt: skip
+    assert [m["id"] for m in merged(emulator, status["output_uri"])] == [f"b{i}" for i in range(9)]
+    assert merged(emulator, status["output_uri"])[2]["output"] == "echo: [expirex1] batched 2"
+    batches = batches_of(model, job_id)
+    assert [len(b.requests) for b in batches] == [5, 4, 1]  # the expired one alone
+    assert status["batch"]["requests_resubmitted"] == 1
+    assert status["usage"]["est_cost_usd"] == pytest.approx(
+        status["usage"]["realtime_cost_usd"] / 2, abs=1e-6
+    )
+    # The wait: the provider took 2 x TURNAROUND_S (the resubmission's too) while the worker
+    # ran only for the polls, each a short invocation, and the job's finishing unit.
+    import httpx
+
+    chunks = httpx.get(f"{emulator.api}/Prod/jobs/{job_id}/chunks", headers={"x-api-key": API_KEY})
+    polls = sum(c["batch"]["polls"] for c in chunks.json()["chunks"])
+    invocations = after["invocations"] - before["invocations"]
+    billed_s = after["invocation_s"] - before["invocation_s"]
+    assert invocations <= polls + 4, (invocations, polls)  # + resubmission, finish, callbacks
+    assert billed_s < 0.25 * TURNAROUND_S, billed_s
