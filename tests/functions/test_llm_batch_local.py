@@ -200,7 +200,7 @@ def test_an_app_restart_during_the_wait_loses_nothing(
     }  # fmt: skip
 
     def app_process() -> AppProcess:
-        return AppProcess(tmp_path, SIGNING_KEY, FAKE_INNGEST_SERVER.url, **env)
+        return AppProcess(tmp_path, SIGNING_KEY, FAKE_INNGEST_SERVER.url, 1, None, **env)
 
     def run(app: AppProcess, fn: str, event: dict[str, Any]) -> Any:
         response = drive_over_http(f"{app.url}/api/inngest", f"{APP_ID}-{fn}", event,
