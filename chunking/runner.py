@@ -83,7 +83,10 @@ async def settle(
     )
     outcome: Outcome = "succeeded" if error is None else "failed"
     if settlement.recorded and job is not None:  # counted once, whatever the deliveries
-        prices = get_settings().llm_prices
+        # At the price paid: a job through the provider's batch API pays its discounted price.
+        discount = workload.of(job.spec).batch_discount(job.spec) or 0.0
+        prompt_price, completion_price = get_settings().llm_prices
+        prices = (prompt_price * (1 - discount), completion_price * (1 - discount))
         metrics.chunk_settled(job.path, outcome, latency_ms, usage, prices)
         if settlement.finished_as and not workload.of(job.spec).produces_output:
             metrics.job_ended(job.path, settlement.finished_as)

@@ -41,7 +41,7 @@ def test_get_serve_endpoint_describes_the_app(app_server: str) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["mode"] == "dev"
-    assert body["function_count"] == 10  # 7, and 3 failure handlers with retries
+    assert body["function_count"] == 12  # 8, and 4 failure handlers with retries
 
 
 def test_put_registers_the_functions(app_server: str, fake_inngest: FakeInngestApi) -> None:
@@ -80,10 +80,16 @@ def test_put_registers_the_functions(app_server: str, fake_inngest: FakeInngestA
     cancel = [{"event": "demo/job_cancelled", "if": "async.data.job_id == event.data.job_id"}]
     assert functions[f"{APP_ID}-process-chunk"]["cancel"] == cancel
     assert functions[f"{APP_ID}-start-job"]["cancel"] == cancel
+    # A batch-mode chunk's polls: the same limits, and no cancel (a cancelled job's chunk
+    # cancels its provider batch in them, and keeps what came back).
+    poll_fn = functions[f"{APP_ID}-poll-chunk"]
+    assert trigger_of("poll-chunk") == "demo/poll_chunk"
+    assert poll_fn["concurrency"] == chunk_fn["concurrency"]
+    assert poll_fn["priority"] == chunk_fn["priority"] and "cancel" not in poll_fn
     # Failure handlers keep every failed run visible in the job store: each a function of its
     # own on the engine's failure event, with retries (the SDK's on_failure has none, so an
     # outage of the app lost it with the run).
-    for fn_id in ("process-chunk", "start-job", "finish-job"):
+    for fn_id in ("process-chunk", "poll-chunk", "start-job", "finish-job"):
         handler = functions[f"{APP_ID}-{fn_id}-failure"]
         assert handler["triggers"] == [{
             "event": "inngest/function.failed",

@@ -29,6 +29,7 @@ export function renderStatus(view) {
   }
   $("job-status").replaceChildren(st ? statusBadge(st.status) : "…");
   renderUsage(st && st.usage);
+  renderBatch(st && st.batch);
   $("job-error").hidden = !(st && st.error);
   $("job-error").textContent = st && st.error ? `job error: ${st.error}` : "";
   renderFailed(st);
@@ -49,7 +50,19 @@ function renderUsage(usage) {
     `${fmtInt(usage.completion_tokens)} out) · ${fmtUsd(usage.est_cost_usd)}` +
     (usage.items_failed ? ` · ${fmtInt(usage.items_failed)} items failed` : "") +
     (usage.rate_limited ? ` · ${fmtInt(usage.rate_limited)} × 429` : "") +
-    (usage.rate_wait_s ? ` · waited ${fmtSecs(usage.rate_wait_s)} for the rate limit` : "");
+    (usage.rate_wait_s ? ` · waited ${fmtSecs(usage.rate_wait_s)} for the rate limit` : "") +
+    (usage.realtime_cost_usd != null
+      ? ` at the batch price (realtime: ${fmtUsd(usage.realtime_cost_usd)})` : "");
+}
+
+function renderBatch(batch) {
+  $("job-batch-row").hidden = !batch;
+  if (!batch) return;
+  $("job-batch").textContent = `${fmtInt(batch.batches)} batches · ` +
+    `${fmtInt(batch.requests_done)} of ${fmtInt(batch.requests_submitted)} requests done` +
+    (batch.requests_resubmitted ? ` · ${fmtInt(batch.requests_resubmitted)} sent again` : "") +
+    (batch.requeued ? ` · ${fmtInt(batch.requeued)} × queue full` : "") +
+    ` · ${Math.round(batch.discount * 100)} % off`;
 }
 
 function renderFailed(st) {

@@ -75,7 +75,7 @@ def test_pages_go_through_every_chunk_in_index_order(fetch: Fetch) -> None:
     assert first == {
         "index": 0, "state": "failed", "attempts": 1, "continuations": 0, "items": 0,
         "latency_ms": 5.0, "error": "chunk 0 broke", "prompt_tokens": 0,
-        "completion_tokens": 0, "items_failed": 0,
+        "completion_tokens": 0, "items_failed": 0, "batch": None,
     }  # fmt: skip
 
 

@@ -103,7 +103,7 @@ def test_a_cloud_chunk_out_of_budget_continues_in_a_fresh_message(
     assert failed == set()  # not a failure: nothing for SQS to redeliver
     [more] = queue_bodies(sqs, stack.queue_url)
     assert more["body"] == {"kind": "chunk", "job_id": job_id, "chunk_index": 0,
-                            "continuation": 1}  # fmt: skip
+                            "continuation": 1, "poll": 0}  # fmt: skip
     assert more["attributes"] == {}  # a fresh message, not a redelivery with a reason
     source.drain()
     assert_continued_not_retried(cloud.job_store(), job_id, model)

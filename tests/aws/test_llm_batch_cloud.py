@@ -77,7 +77,8 @@ def test_a_batch_job_succeeds_on_the_emulator_and_its_wait_holds_no_worker(
     assert [m["id"] for m in merged(emulator, status["output_uri"])] == [f"b{i}" for i in range(9)]
     assert merged(emulator, status["output_uri"])[2]["output"] == "echo: [expirex1] batched 2"
     batches = batches_of(model, job_id)
-    assert [len(b.requests) for b in batches] == [5, 4, 1]  # the expired one alone
+    assert sorted(len(b.requests) for b in batches[:2]) == [4, 5]
+    assert len(batches[2].requests) == 1  # the expired one, alone
     assert status["batch"]["requests_resubmitted"] == 1
     assert status["usage"]["est_cost_usd"] == pytest.approx(
         status["usage"]["realtime_cost_usd"] / 2, abs=1e-6

@@ -138,7 +138,13 @@ def test_permanent_failure_goes_to_the_dlq_at_once(
     # What is left: the job's finish message (its chunks have all settled).
     assert [m["body"]["kind"] for m in queue_bodies(sqs, stack.queue_url)] == ["finish"]
     [dead] = queue_bodies(sqs, stack.dlq_url)
-    assert dead["body"] == {"kind": "chunk", "job_id": job_id, "chunk_index": 2, "continuation": 0}
+    assert dead["body"] == {
+        "kind": "chunk",
+        "job_id": job_id,
+        "chunk_index": 2,
+        "continuation": 0,
+        "poll": 0,
+    }
     assert "fail_chunks" in dead["attributes"]["error"]["StringValue"]
     assert dead["attributes"]["receive_count"]["StringValue"] == "1"
     final = status(job_id)

@@ -20,6 +20,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from aws.local.emulator import EmulatorProcess
 from tests.executor import StandInExecutor
+from tests.llm_server import FakeModelServer
 from tests.support import set_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -344,3 +345,32 @@ def test_a_field_of_another_type_is_typed_as_json(
     # This server has no echo workload: it says so, and the page shows what it said.
     expect(page.locator("#notice")).to_contain_text("local start failed")
     assert posted[0]["loud"] is True and posted[0]["words"] == ["a", "b"]
+
+
+def test_a_batch_jobs_provider_batches_and_batch_price_are_shown(
+    api: httpx.Client,
+    executor: StandInExecutor,
+    model: FakeModelServer,
+    page: Page,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_settings(monkeypatch, LLM_BATCH_POLL_MIN_S="0.3", LLM_BATCH_POLL_MAX_S="1")
+    model.batch.turnaround_s = 1.0
+    uri = tmp_path / "batched.jsonl"
+    uri.write_text("".join(f'{{"id": "p{i}", "prompt": "page {i}"}}\n' for i in range(6)))
+    body = {"workload": "llm", "input_uri": str(uri), "chunk_size": 3, "mode": "batch"}
+    started = api.post("/jobs", json=body)
+    assert started.status_code == 202, started.text
+    job_id = started.json()["job_id"]
+    page.goto(page_url(api))
+    row = page.locator(f'#jobs-local [data-job-id="{job_id}"]')
+    expect(row).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    row.click()
+    expect(page.locator("#job")).to_have_attribute("data-status", "succeeded")
+    expect(page.locator("#job-batch")).to_have_text("2 batches · 6 of 6 requests done · 50 % off")
+    status = local_status(api, job_id)
+    realtime = status["usage"]["realtime_cost_usd"]
+    expect(page.locator("#job-usage")).to_contain_text("at the batch price (realtime: $")
+    assert realtime > 0
+    assert status["usage"]["est_cost_usd"] == pytest.approx(realtime / 2, abs=1e-6)
