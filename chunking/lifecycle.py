@@ -19,7 +19,9 @@ local path calls them through `asyncio.to_thread`, and submits with `submit_asyn
   spec gives its items has nothing to read: the cloud path's `submit` plans it in the request
   (`plan_known_items`), so its chunks go out with it. What cannot run (a bad input line)
   fails the job, with the reason.
-- `cancel`: chunks not yet started never run; running ones finish (JobEndedError if it ended).
+- `cancel`: chunks not yet started never run; running ones finish (JobEndedError if it ended);
+  then `stop_cancelled`, its own durable unit, stops what they started outside at once (the
+  provider batches of a batch-mode job).
 - `finish`: what a finished job leaves behind, re-run safely on a redelivery.
 - `start_failed`, `finish_failed`: what a job's status says when its first or finishing unit
   gave up (a chunk's failed run, and a stalled job's lost chunks: chunking/recovery.py).
@@ -241,6 +243,16 @@ def cancel(store: JobStore, job_id: str) -> JobStatus | None:
         if current is None or current.status != "cancelled":
             raise JobEndedError(f"job {job_id} has ended ({current.status if current else 'gone'})")
     return store.status(job_id)
+
+
+async def stop_cancelled(store: JobStore, job_id: str, after: int = -1) -> int | None:
+    """A cancelled job's unit that stops at once what its running chunks started outside (its
+    provider batches), a page of chunks at a time: the chunk index to go on from (a step, or a
+    message, of its own), or None when done. Runs after `cancel`, never inside its request."""
+    job = await asyncio.to_thread(store.get_job, job_id)
+    if job is None or job.state != "cancelled":
+        return None
+    return await workload.of(job.spec).stop_outside(store, job, after)
 
 
 def finish(store: JobStore, job_id: str) -> None:

@@ -147,6 +147,13 @@ class Workload:
         way. Returns what it kept, in words, for the chunk's record (None: nothing)."""
         return None
 
+    async def stop_outside(self, store: JobStore, job: JobRecord, after: int) -> int | None:
+        """The job was cancelled: stop at once what its running chunks started outside (e.g.
+        cancel their provider batches; each chunk's own run keeps what came back), a page of
+        chunks after index `after` at a time. The index to go on from, or None when done.
+        Idempotent: run again on a redelivery."""
+        return None
+
     def after_job_finished(self, store: JobStore, job: JobRecord) -> None:
         """Blocking: what a finished job leaves behind. Runs again on a redelivery: idempotent."""
 

@@ -68,7 +68,19 @@ class CallbackMessage(BaseModel):
     job_id: str = Field(pattern=JOB_ID_PATTERN)
 
 
-QueueMessage = ChunkMessage | RangeMessage | CallbackMessage | PlanMessage | FinishMessage
+class StopMessage(BaseModel):
+    """The job was cancelled: stop what its running chunks started outside (a batch-mode
+    job's provider batches), a page of chunks after index `after`, then the next page's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["stop"] = "stop"
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    after: int = Field(-1, ge=-1)
+
+
+QueueMessage = (
+    ChunkMessage | RangeMessage | CallbackMessage | PlanMessage | FinishMessage | StopMessage
+)
 _parser: TypeAdapter[QueueMessage] = TypeAdapter(
     Annotated[QueueMessage, Field(discriminator="kind")]
 )

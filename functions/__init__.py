@@ -15,6 +15,7 @@ from functions.process_chunk import (
 )
 from functions.send_callback import send_callback
 from functions.start_job import start_job, start_job_failed
+from functions.stop_job import stop_cancelled_job
 from functions.sweep import sweep_stalled_jobs
 from functions.trigger_aws_sam_job import trigger_aws_sam_job
 
@@ -28,6 +29,7 @@ ALL_FUNCTIONS: list[inngest.Function] = [  # type: ignore[type-arg]
     poll_chunk_failed,
     finish_job,
     finish_job_failed,
+    stop_cancelled_job,
     trigger_aws_sam_job,
     send_callback,
     sweep_stalled_jobs,

@@ -41,7 +41,7 @@ def test_get_serve_endpoint_describes_the_app(app_server: str) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["mode"] == "dev"
-    assert body["function_count"] == 12  # 8, and 4 failure handlers with retries
+    assert body["function_count"] == 13  # 9, and 4 failure handlers with retries
 
 
 def test_put_registers_the_functions(app_server: str, fake_inngest: FakeInngestApi) -> None:
@@ -86,6 +86,8 @@ def test_put_registers_the_functions(app_server: str, fake_inngest: FakeInngestA
     assert trigger_of("poll-chunk") == "demo/poll_chunk"
     assert poll_fn["concurrency"] == chunk_fn["concurrency"]
     assert poll_fn["priority"] == chunk_fn["priority"] and "cancel" not in poll_fn
+    # A cancelled job's provider batches are stopped at once, by a unit of their own.
+    assert trigger_of("stop-cancelled-job") == "demo/job_cancelled"
     # Failure handlers keep every failed run visible in the job store: each a function of its
     # own on the engine's failure event, with retries (the SDK's on_failure has none, so an
     # outage of the app lost it with the run).

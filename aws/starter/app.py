@@ -21,9 +21,9 @@ from chunking.lifecycle import cancel as cancel_job
 from chunking.spec import JobSpec
 from chunking.status import JobRecord
 from chunking.store import JobConflictError, JobEndedError
-from cloud import job_store, queue_for
+from cloud import chunk_queue, job_store, queue_for
 from cloud.http import reply
-from cloud.messages import PlanMessage, QueueMessage, initial_messages
+from cloud.messages import PlanMessage, QueueMessage, StopMessage, initial_messages
 from cloud.metrics import EmfSink
 
 metrics.use(EmfSink())  # chunking/metrics.py: CloudWatch metrics, as EMF log lines
@@ -112,6 +112,11 @@ def cancel(job_id: str) -> Response[str]:
         return reply(409, {"message": str(err)})
     if status is None:
         return reply(404, {"message": f"no job with job_id {job_id!r}"})
+    try:
+        # What its running chunks started outside (provider batches) is stopped by a worker.
+        chunk_queue().send([StopMessage(job_id=job_id)])
+    except Exception:  # each chunk's next poll stops its own batch anyway
+        logger.exception("the stop message was not sent")
     logger.info("job cancelled")
     return reply(200, status.model_dump(mode="json"))
 

@@ -15,6 +15,8 @@ The adapter between SQS's delivery model and the core's error taxonomy:
   sent with a delay (SQS DelaySeconds): no Lambda runs while the provider works;
 - a plan message counts (and indexes) a job's input within the invocation's time, goes on in
   a fresh message if that is not enough, then starts the job and enqueues its chunks;
+- a stop message (sent when a job is cancelled) cancels its running chunks' provider batches,
+  a page of chunks per message;
 - the chunk that finishes a job enqueues a finish message: the job's results (the llm merge)
   with the invocation's whole budget, then a callback message if it asked for one, each
   delivered (and retried, or dead-lettered) by the same rules, never inside a chunk's run.
@@ -52,6 +54,7 @@ from cloud.messages import (
     PlanMessage,
     QueueMessage,
     RangeMessage,
+    StopMessage,
     expand,
     initial_messages,
     parse_message,
@@ -222,6 +225,18 @@ async def run_chunk(delivery: Delivery, message: ChunkMessage) -> str:
     return outcome.outcome
 
 
+async def stop_job(delivery: Delivery, message: StopMessage) -> str:
+    """A cancelled job: its running chunks' provider batches cancelled, a page per message."""
+    try:
+        after = await lifecycle.stop_cancelled(job_store(), message.job_id, message.after)
+    except Exception as err:
+        raise retry_later(delivery, err, "stopping the cancelled job failed", delivery.log) from err
+    if after is not None:
+        delivery.source.send([StopMessage(job_id=message.job_id, after=after)])
+        return "continued"
+    return "stopped"
+
+
 def announce_finished(job_id: str, log: dict[str, Any]) -> None:
     """Log the finished job's summary; a callback, if it asked for one, is its own message."""
     summary = job_store().status(job_id)
@@ -266,6 +281,7 @@ HANDLERS: dict[type[QueueMessage], Handler] = {
     PlanMessage: plan_job,
     FinishMessage: finish_job,
     CallbackMessage: deliver_callback,
+    StopMessage: stop_job,
 }
 
 

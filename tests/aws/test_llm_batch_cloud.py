@@ -93,3 +93,36 @@ def test_a_batch_job_succeeds_on_the_emulator_and_its_wait_holds_no_worker(
     billed_s = after["invocation_s"] - before["invocation_s"]
     assert invocations <= polls + 4, (invocations, polls)  # + resubmission, finish, callbacks
     assert billed_s < 0.25 * TURNAROUND_S, billed_s
+
+
+def test_cancel_mid_batch_cancels_the_provider_batches_and_keeps_what_came_back(
+    emulator: Running, model: FakeModelServer
+) -> None:
+    import httpx
+
+    model.batch.turnaround_s = 20.0
+    lines = [{"id": f"k{i}", "prompt": f"keep {i}"} for i in range(20)]
+    uri = upload(emulator, "inputs/cancelled.jsonl", lines)
+    response = emulator.start({"workload": "llm", "input_uri": uri, "chunk_size": 10,
+                               "mode": "batch"})  # fmt: skip
+    job_id = response.json()["job_id"]
+    deadline = time.monotonic() + 30
+    while [b.status for b in batches_of(model, job_id)] != ["in_progress"] * 2:
+        assert time.monotonic() < deadline, emulator.state()
+        time.sleep(0.1)
+    time.sleep(4)  # a fifth of each batch answered
+    headers = {"x-api-key": API_KEY}
+    cancelled = httpx.post(f"{emulator.api}/Prod/jobs/{job_id}/cancel", headers=headers)
+    assert cancelled.status_code == 200, cancelled.text
+    deadline = time.monotonic() + 30
+    while (status := emulator.status(job_id))["chunks_failed"] < 2:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+
+    assert status["status"] == "cancelled"
+    assert [b.status for b in batches_of(model, job_id)] == ["cancelled"] * 2
+    chunks = httpx.get(f"{emulator.api}/Prod/jobs/{job_id}/chunks", headers=headers).json()
+    for chunk in chunks["chunks"]:
+        kept = chunk["batch"]["completed"]
+        assert 0 < kept < 10, chunk
+        assert f"{kept} items answered before the cancel are kept" in chunk["error"]

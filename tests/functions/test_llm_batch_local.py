@@ -235,3 +235,39 @@ def test_an_app_restart_during_the_wait_loses_nothing(
     assert sorted(int(r.custom_id) for r in batch.requests) == list(range(6))
     assert [m["output"] for m in merged_lines(status)] == [f"echo: survive {i}" for i in range(6)]
     assert driven >= 1
+
+
+def test_cancel_stops_the_provider_batches_at_once_not_at_the_next_poll(
+    api: httpx.Client,
+    executor: StandInExecutor,
+    batch_model: FakeModelServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.support import set_settings
+
+    set_settings(monkeypatch, LLM_BATCH_POLL_MIN_S="6", LLM_BATCH_POLL_MAX_S="6")
+    batch_model.batch.turnaround_s = 30.0
+    uri = write_input(tmp_path / "stop.jsonl", [{"id": f"s{i}", "prompt": f"stop {i}"}
+                                               for i in range(9)])  # fmt: skip
+    job_id = start(api, uri, chunk_size=3)
+    deadline = time.monotonic() + 10
+    while len(batches_of(batch_model, job_id)) < 3:
+        assert time.monotonic() < deadline, "the batches were not all submitted"
+        time.sleep(0.1)
+    submitted = time.monotonic()
+    assert api.post(f"/jobs/{job_id}/cancel").status_code == 200
+    while not all(b.status in ("cancelling", "cancelled") for b in batches_of(batch_model, job_id)):
+        # The stop unit cancels them; the chunks' next polls are 6 s after their submission.
+        assert time.monotonic() - submitted < 4, [b.status for b in batches_of(batch_model, job_id)]
+        time.sleep(0.1)
+    assert any(run[0].endswith("stop-cancelled-job") for run in executor.runs)
+    # Each chunk's next poll keeps what came back and records the chunk.
+    deadline = time.monotonic() + 30
+    while (status := api.get(f"/jobs/{job_id}").json())["chunks_failed"] < 3:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert status["status"] == "cancelled"
+    assert all(
+        "cancelled" in c["error"] for c in api.get(f"/jobs/{job_id}/chunks").json()["chunks"]
+    )

@@ -50,6 +50,7 @@ from chunking.status import ItemResult, JobRecord
 from chunking.store import JobStore
 from chunking.workload import WaitFor
 from workloads.llm.client import LlmClient, completion_of, mapped
+from workloads.llm.fields import LlmFields
 from workloads.llm.input import Item
 
 ENDPOINT: Final = "/v1/chat/completions"
@@ -501,3 +502,27 @@ class BatchChunk:
         ):
             await self._count({"batch_resubmitted": len(todo)})
         return True
+
+
+STOP_CONCURRENCY = 16  # provider cancels at once, when a cancelled job had many batches
+
+
+async def cancel_batches(store: JobStore, job: JobRecord, chunks: list[int]) -> int:
+    """Cancel the provider batches of these chunks of a cancelled job that are still under
+    way, at once (each chunk's next run then keeps what came back); how many were cancelled."""
+    fields = LlmFields.of(job.spec)
+    client = await asyncio.to_thread(LlmClient.from_settings, fields.model, fields.max_tokens)
+    gate = asyncio.Semaphore(STOP_CONCURRENCY)
+
+    async def cancel(index: int) -> bool:
+        async with gate:
+            row = await asyncio.to_thread(_Row, store, job.job_id, index)
+            state = row.state
+            if state.id is None or state.cancel_sent or state.status not in LIVE:
+                return False
+            await BatchApi(client).cancel(state.id)
+            await row.put(cancel_sent=True)  # lost to the chunk's own run: it sent one too
+            return True
+
+    async with client:
+        return sum(await asyncio.gather(*(cancel(index) for index in chunks)))

@@ -48,7 +48,7 @@ from chunking.workload import (
     Workload,
 )
 from workloads.llm import blobs
-from workloads.llm.batch import BatchChunk
+from workloads.llm.batch import BatchChunk, cancel_batches
 from workloads.llm.client import (
     LlmClient,
     ModelEndpointError,
@@ -283,6 +283,7 @@ async def answer_items(
 
 
 SETTLE_MARGIN_S = 5.0  # of an attempt's budget, kept for writing its outputs and outcome
+STOP_PAGE = 500  # running chunks a cancelled job's stop looks at per step or message
 
 
 class Llm(Workload):
@@ -369,6 +370,15 @@ class Llm(Workload):
             return None
         settings = get_settings()
         return settings.llm_batch_discount(fields.model or settings.openai_model)
+
+    async def stop_outside(self, store: JobStore, job: JobRecord, after: int) -> int | None:
+        if LlmFields.of(job.spec).mode != "batch":
+            return None
+        page = await asyncio.to_thread(store.chunk_page, job.job_id, "running", after, STOP_PAGE)
+        batched = [chunk.index for chunk in page if chunk.batch and chunk.batch.get("id")]
+        if batched:
+            await cancel_batches(store, job, batched)
+        return page[-1].index if len(page) == STOP_PAGE else None
 
     async def wind_down(self, store: JobStore, job: JobRecord, chunk_index: int) -> str | None:
         if LlmFields.of(job.spec).mode != "batch":
