@@ -200,3 +200,21 @@ def test_a_batch_job_chunk_is_at_most_one_provider_batch(tmp_path: Path) -> None
     with pytest.raises(ValidationError):
         JobSpec.model_validate({**spec, "mode": "later"})
     JobSpec.model_validate({**spec, "mode": "realtime"})  # realtime chunks may be bigger
+
+
+def test_a_batch_not_ended_in_the_give_up_time_is_cancelled_and_fails_its_chunk(
+    model: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions.deps import get_store
+    from tests.support import set_settings
+
+    set_settings(monkeypatch, LLM_BATCH_GIVE_UP_S="0.5")
+    store, late = get_store(), new_id("late")
+    batch_job(store, write_input(tmp_path / "in.jsonl", 3), late)
+    assert attempt(store, late).outcome == "waiting"
+    time.sleep(0.6)
+    outcome = attempt(store, late, poll=1)
+    assert outcome.outcome == "failed"
+    assert outcome.error == "permanent: the provider has not ended this chunk's batch in 0.5 s"
+    [batch] = batches_of(model, late)
+    assert batch.status in ("cancelling", "cancelled")

@@ -363,6 +363,11 @@ class BatchChunk:
             except PermanentError as err:
                 await self.row.put(claim=None, claimed_at=None, error=f"batch refused: {err}")
                 raise PermanentError(f"the provider refused the batch: {err}") from err
+            except Exception:
+                # Created or not (a timeout cannot tell): the retry looks for it at once, by
+                # its claim, rather than after the claim's whole lifetime.
+                await self.row.put(claimed_at=now - CLAIM_TTL_S)
+                raise
         if not await self._adopt(batch, requests=len(todo)):
             await self.api.cancel(batch.id)  # another run took over meanwhile: not paid twice
             raise _Moved
@@ -404,7 +409,7 @@ class BatchChunk:
             raise
         except TransientError as err:  # the batch is paid for: wait the provider out
             wait = err.retry_after_s if isinstance(err, RateLimitedError) else None
-            self._give_up_if_too_long()
+            await self._give_up_if_too_long()
             await self.row.put(polls=state.polls + 1)
             raise WaitFor(wait or poll_wait_s(state.polls), f"polling failed: {err}") from err
         counts = batch.request_counts
@@ -418,7 +423,7 @@ class BatchChunk:
             "polls": state.polls + 1,
         }
         if batch.status in LIVE:
-            self._give_up_if_too_long()
+            await self._give_up_if_too_long()
             if await self.row.put(**changes):
                 await self._count({"batch_done": done - state.counted})
             raise WaitFor(poll_wait_s(state.polls), f"batch {batch.id} {batch.status}")
@@ -440,10 +445,16 @@ class BatchChunk:
         if positive:
             await asyncio.to_thread(self.store.add_batch_counts, self.job.job_id, positive)
 
-    def _give_up_if_too_long(self) -> None:
-        first = self.row.state.first_submitted_at
+    async def _give_up_if_too_long(self) -> None:
+        """A batch the provider has not ended in LLM_BATCH_GIVE_UP_S is cancelled, and fails
+        the chunk (what it had answered is not collected: the provider broke its window)."""
+        state = self.row.state
+        first = state.first_submitted_at
         most = get_settings().llm_batch_give_up_s
         if first is not None and time.time() - first > most:
+            if state.id is not None:
+                with contextlib.suppress(TransientError):
+                    await self.api.cancel(state.id)
             raise PermanentError(f"the provider has not ended this chunk's batch in {most:g} s")
 
     async def _refused(self, batch: Batch, changes: dict[str, Any]) -> None:
