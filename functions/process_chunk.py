@@ -14,6 +14,7 @@ and finds what the last attempt already did.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -87,47 +88,43 @@ async def send_finish(job_id: str) -> None:
     await inngest_client.send(finish_job_event(job_id))
 
 
-async def send_continuation(ref: ChunkRef) -> int:
-    n = ref.continuation + 1
-    await inngest_client.send(
-        chunk_event(
-            ref.job_id, ref.chunk_index, ref.priority, ref.tenant, continuation=n, sweep=ref.sweep
-        )
-    )
-    return n
-
-
-async def send_poll(ref: ChunkRef, wait_s: float) -> int:
-    n = ref.poll + 1
+async def send_run(
+    ref: ChunkRef, *, continuation: int | None = None, resend: int = 0, poll: int = 0,
+    wait_s: float = 0.0,
+) -> None:  # fmt: skip
+    """Send the chunk's next run as a fresh event, in its lineage (its sweep, and the
+    continuation it had reached unless told another)."""
     await inngest_client.send(
         chunk_event(
             ref.job_id,
             ref.chunk_index,
             ref.priority,
             ref.tenant,
-            continuation=ref.continuation,
+            continuation=ref.continuation if continuation is None else continuation,
+            resend=resend,
             sweep=ref.sweep,
-            poll=n,
-            wait_s=round(wait_s, 3),
+            poll=poll,
+            wait_s=wait_s,
         )
     )
+
+
+async def send_continuation(ref: ChunkRef) -> int:
+    n = ref.continuation + 1
+    await send_run(ref, continuation=n)
+    return n
+
+
+async def send_poll(ref: ChunkRef, wait_s: float) -> int:
+    n = ref.poll + 1
+    await send_run(ref, poll=n, wait_s=round(wait_s, 3))
     return n
 
 
 async def send_resend(ref_data: dict[str, Any]) -> int:
     ref = ChunkRef.model_validate(ref_data)
     n = ref.resend + 1
-    await inngest_client.send(
-        chunk_event(
-            ref.job_id,
-            ref.chunk_index,
-            ref.priority,
-            ref.tenant,
-            continuation=ref.continuation,
-            resend=n,
-            sweep=ref.sweep,
-        )
-    )
+    await send_run(ref, resend=n)
     return n
 
 
@@ -148,18 +145,26 @@ async def record_failure(
     return {"action": action, **(await settle(store, job_id, index, error=error)).as_dict()}
 
 
-@inngest_client.create_function(
-    fn_id="process-chunk",
-    name="Process one chunk",
-    trigger=inngest.TriggerEvent(event=PROCESS_CHUNK),
-    retries=settings.chunk_retries,
-    concurrency=[
-        inngest.Concurrency(limit=settings.chunk_concurrency),
-        inngest.Concurrency(limit=settings.tenant_chunk_concurrency, key=TENANT_KEY),
-    ],
-    priority=inngest.Priority(run=PRIORITY_EXPRESSION),
-    cancel=[CANCEL_ON_JOB_CANCELLED],
-)
+def chunk_function(
+    fn_id: str, name: str, event: str, cancel: list[inngest.Cancel] | None
+) -> Callable[[Callable[[inngest.Context], Awaitable[dict[str, Any]]]], inngest.Function[Any]]:
+    """A function that runs chunks: CHUNK_RETRIES, CHUNK_CONCURRENCY in all and
+    TENANT_CHUNK_CONCURRENCY per tenant, high-priority jobs' chunks first."""
+    return inngest_client.create_function(
+        fn_id=fn_id,
+        name=name,
+        trigger=inngest.TriggerEvent(event=event),
+        retries=settings.chunk_retries,
+        concurrency=[
+            inngest.Concurrency(limit=settings.chunk_concurrency),
+            inngest.Concurrency(limit=settings.tenant_chunk_concurrency, key=TENANT_KEY),
+        ],
+        priority=inngest.Priority(run=PRIORITY_EXPRESSION),
+        cancel=cancel,
+    )
+
+
+@chunk_function("process-chunk", "Process one chunk", PROCESS_CHUNK, [CANCEL_ON_JOB_CANCELLED])
 async def process_chunk(ctx: inngest.Context) -> dict[str, Any]:
     return await run_chunk_ref(ctx, parse_chunk_ref(ctx.event.data))
 
@@ -203,19 +208,9 @@ async def chunk_run_failed(ctx: inngest.Context, run: FailedRun) -> None:
         await ctx.step.run("finish-job", send_finish, ref.job_id)
 
 
-@inngest_client.create_function(
-    fn_id="poll-chunk",
-    name="Look at a chunk's provider batch again",
-    trigger=inngest.TriggerEvent(event=POLL_CHUNK),
-    retries=settings.chunk_retries,
-    concurrency=[
-        inngest.Concurrency(limit=settings.chunk_concurrency),
-        inngest.Concurrency(limit=settings.tenant_chunk_concurrency, key=TENANT_KEY),
-    ],
-    priority=inngest.Priority(run=PRIORITY_EXPRESSION),
-    # No cancel: a cancelled job's chunk still cancels its provider batch, and keeps what
-    # came back, in these runs (the runner's wind-down), before it is recorded.
-)
+# No cancel: a cancelled job's chunk still cancels its provider batch, and keeps what came
+# back, in these runs (the runner's wind-down), before it is recorded.
+@chunk_function("poll-chunk", "Look at a chunk's provider batch again", POLL_CHUNK, None)
 async def poll_chunk(ctx: inngest.Context) -> dict[str, Any]:
     """A chunk waiting on its provider's batch: sleep (durably: no process or thread is held,
     the app may restart meanwhile, and a sleeping run holds no concurrency), then run it."""

@@ -147,18 +147,15 @@ def test_a_run_that_died_after_creating_its_batch_is_found_by_its_claim(
 
 
 def test_an_invalid_batch_fails_the_chunk_with_the_providers_message(
-    model: FakeModelServer, tmp_path: Path
+    model: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from functions.deps import get_store
 
     store, invalid = get_store(), new_id("invalid")
-    model.batch.max_requests_per_batch = 2
-    try:
-        batch_job(store, write_input(tmp_path / "in.jsonl", 5), invalid)
-        assert attempt(store, invalid).outcome == "waiting"
-        outcome = run_to_the_end(store, model, invalid)
-    finally:
-        model.batch.max_requests_per_batch = 50_000
+    monkeypatch.setattr(model.batch, "max_requests_per_batch", 2)
+    batch_job(store, write_input(tmp_path / "in.jsonl", 5), invalid)
+    assert attempt(store, invalid).outcome == "waiting"
+    outcome = run_to_the_end(store, model, invalid)
     assert outcome.outcome == "failed"
     assert outcome.error is not None
     assert outcome.error.startswith("permanent: the provider refused batch batch_")
@@ -167,19 +164,17 @@ def test_an_invalid_batch_fails_the_chunk_with_the_providers_message(
 
 
 def test_the_providers_queue_limit_is_waited_out_not_a_failure(
-    model: FakeModelServer, tmp_path: Path
+    model: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from functions.deps import get_store
 
     store, queued = get_store(), new_id("queued")
-    model.batch.enqueued_token_limit = 1
-    try:
+    with monkeypatch.context() as limited:
+        limited.setattr(model.batch, "enqueued_token_limit", 1)
         batch_job(store, write_input(tmp_path / "in.jsonl", 3), queued)
         assert attempt(store, queued).outcome == "waiting"
         model.batch.clock.advance(5)
         refused = attempt(store, queued, poll=1)
-    finally:
-        model.batch.enqueued_token_limit = None
     assert (refused.outcome, refused.wait_s) == ("waiting", 600.0)  # LLM_BATCH_POLL_MAX_S
     assert refused.error is not None and "Enqueued token limit reached" in refused.error
     status = store.status(queued)
