@@ -91,7 +91,7 @@ def test_a_redelivered_submit_finds_its_batch_and_results_are_recorded_once(
     assert again.outcome == "waiting"
     [batch] = batches_of(model, once)
     assert len(batch.requests) == 5
-    model.batch.clock.advance(10)
+    model.batch.clock.advance(model.batch.turnaround_s * 2)
     # Both deliveries of a poll find it ended and record it: each item once, tokens once.
     outcomes = at_once(store, once, poll=1)
     assert [o.outcome for o in outcomes] == ["succeeded", "succeeded"], outcomes
@@ -117,7 +117,7 @@ def test_deliveries_at_once_create_one_batch(
     outcomes = at_once(store, race, poll=0, runs=3)
     assert [o.outcome for o in outcomes] == ["waiting"] * 3
     assert len(batches_of(model, race)) == 1
-    assert model.batch.stats()["calls"].get("batches_cancel", 0) == 0
+    assert batches_of(model, race)[0].status != "cancelling"  # none created, then cancelled
     assert run_to_the_end(store, model, race).outcome == "succeeded"
 
 

@@ -178,7 +178,10 @@ def test_cancel_mid_batch_cancels_the_provider_batch_and_keeps_what_came_back(
 
 
 def test_an_app_restart_during_the_wait_loses_nothing(
-    tmp_path: Path, fake_inngest: FakeInngestApi, model_server: tuple[FakeModelServer, str]
+    tmp_path: Path,
+    fake_inngest: FakeInngestApi,
+    model: FakeModelServer,
+    model_server: tuple[FakeModelServer, str],
 ) -> None:
     """The app that submitted the batch is stopped while its poll run sleeps (in the engine,
     not in the app); a new app process on the same store takes the poll run: the batch is
