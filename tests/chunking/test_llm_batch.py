@@ -213,3 +213,36 @@ def test_a_batch_not_ended_in_the_give_up_time_is_cancelled_and_fails_its_chunk(
     assert outcome.error == "permanent: the provider has not ended this chunk's batch in 0.5 s"
     [batch] = batches_of(model, late)
     assert batch.status in ("cancelling", "cancelled")
+
+
+def test_a_result_file_too_big_for_one_run_is_recorded_over_several(
+    model: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run records what its time allows, writes down how far it got, and the next run
+    goes on from there: no line is recorded twice, none is lost."""
+    from functions.deps import get_store
+    from workloads.llm import batch
+
+    store, big = get_store(), new_id("big")
+    batch_job(store, write_input(tmp_path / "in.jsonl", 20), big, chunk_size=20)
+    assert attempt(store, big).outcome == "waiting"
+    model.batch.clock.advance(model.batch.turnaround_s * 2)
+    monkeypatch.setattr(batch, "RECORD_AT_ONCE", 4)
+    real_record, written = store.record_item, []
+
+    def slow_record(job_id: str, result: Any) -> bool:
+        time.sleep(0.8)  # a store far away: 4 writes at once take 0.8 s
+        written.append(result.index)
+        return real_record(job_id, result)
+
+    monkeypatch.setattr(store, "record_item", slow_record)
+    runs = []
+    for poll in range(1, 6):
+        run = attempt_chunk(store, big, 0, last_attempt=False, poll=poll, budget_s=3.0)
+        runs.append(asyncio.get_event_loop().run_until_complete(run))
+        if runs[-1].outcome != "waiting":
+            break
+    assert [r.outcome for r in runs] == ["waiting", "succeeded"], runs
+    assert runs[0].wait_s == 0 and "12 lines so far" in (runs[0].error or "")
+    assert sorted(written) == list(range(20))  # each line once, over two runs
+    assert len(store.item_results(big, 0)) == 20

@@ -15,9 +15,10 @@ later (locally after an Inngest durable sleep, in the cloud as a delayed SQS mes
   A provider that does not answer a poll is waited out the same way: the batch is paid for.
 - **Record**: an ended batch's output file is streamed line by line into the same item results
   as realtime's (first one wins: a redelivery records nothing twice), and its error file into
-  those items' failures with the provider's reason. Requests it did not finish (the batch, or
-  the request, `batch_expired`) are sent again in a new batch, only those, at most
-  LLM_BATCH_MAX_RESUBMITS times; then they are those items' failures.
+  those items' failures with the provider's reason; RECORD_AT_ONCE writes at a time, each
+  run within its time, the next going on from the line the last one reached. Requests it did
+  not finish (the batch, or the request, `batch_expired`) are sent again in a new batch, only
+  those, at most LLM_BATCH_MAX_RESUBMITS times; then they are those items' failures.
 - **Refusals**: a batch that fails validation fails the chunk with the provider's message,
   except for the provider's queue limit (`token_limit_exceeded`): that batch is sent again
   later, not a failure.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -62,6 +64,7 @@ CLAIM_TTL_S = 900.0
 UNFINISHED_CODES = frozenset({"batch_expired", "batch_cancelled"})
 QUEUE_LIMIT_CODE = "token_limit_exceeded"
 LIST_PAGES_MAX = 10  # of 100 batches, looked through for a dead run's batch
+RECORD_AT_ONCE = 32  # results written to the store at once while a result file is recorded
 
 
 class _Moved(Exception):
@@ -80,6 +83,9 @@ class BatchState(BaseModel):
     failed: int = 0
     counted: int = 0  # of this batch's finished requests, those added to the job's batch_done
     recorded: bool = False  # its result files are in the store
+    files_done: list[str] = []  # of those, the ones recorded whole
+    recording: str | None = None  # a file a run ran out of time recording, and its lines
+    lines_done: int = 0  # recorded so far (the next run goes on from there)
     resubmitted: int = 0
     requeued: int = 0
     polls: int = 0
@@ -275,7 +281,9 @@ class BatchChunk:
         load_items: Callable[[], list[Item]],
         client: LlmClient,
         keep: Callable[[Item, ItemResult], Awaitable[object]],
+        deadline: float = math.inf,
     ) -> None:
+        self.deadline = deadline  # time.monotonic(): recording a big file goes on in a new run
         self.store, self.job, self.chunk_index = store, job, chunk_index
         self.load_items, self.client, self.keep = load_items, client, keep
         self.api = BatchApi(client)
@@ -385,6 +393,9 @@ class BatchChunk:
             failed=0,
             counted=0,
             recorded=False,
+            files_done=[],
+            recording=None,
+            lines_done=0,
             polls=0,
             claim=None,
             claimed_at=None,
@@ -430,10 +441,14 @@ class BatchChunk:
         if batch.status == "failed":
             await self._refused(batch, changes)
             return
-        # Ended: completed, expired or cancelled. Record its files, then mark it recorded.
+        # Ended: completed, expired or cancelled. Record its files (each run within its time,
+        # going on where the last one stopped), then mark it recorded.
         for file_id in (batch.output_file_id, batch.error_file_id):
-            if file_id:
+            if file_id and file_id not in self.row.state.files_done:
                 await self._record(file_id)
+                files_done = [*self.row.state.files_done, file_id]
+                if not await self.row.put(files_done=files_done, recording=None, lines_done=0):
+                    raise _Moved
         if await self.row.put(**changes, recorded=True):
             await self._count({"batch_done": done - state.counted})
             await self.api.delete(state.input_file or "")
@@ -477,12 +492,31 @@ class BatchChunk:
         raise PermanentError(reason)
 
     async def _record(self, file_id: str) -> None:
-        """A result file, streamed into the items' results (each kept once)."""
+        """A result file, streamed into the items' results (each kept once), RECORD_AT_ONCE
+        writes at a time. When another round would pass the run's deadline, the lines recorded
+        so far are written down and the rest goes on in a new run (WaitFor(0)), which skips
+        them: a file of 50,000 results never needs one run to write them all."""
+        state = self.row.state
+        start = state.lines_done if state.recording == file_id else 0
         by_index = {item.index: item for item in await asyncio.to_thread(lambda: self.items)}
+        writes: list[Awaitable[object]] = []
+        read = 0
         async for line in self.api.lines(file_id):
+            read += 1
+            if read <= start:
+                continue
             result, _ = result_of(line, by_index)
             if result is not None:
-                await self.keep(by_index[result.index], result)
+                writes.append(self.keep(by_index[result.index], result))
+            if len(writes) >= RECORD_AT_ONCE:
+                began = time.monotonic()
+                await asyncio.gather(*writes)
+                writes.clear()
+                if 2 * time.monotonic() - began > self.deadline:  # no time for another round
+                    if not await self.row.put(recording=file_id, lines_done=read):
+                        raise _Moved
+                    raise WaitFor(0, f"recording {file_id}: {read} lines so far, the rest next")
+        await asyncio.gather(*writes)
 
     # --- resubmit ---
 
@@ -508,6 +542,9 @@ class BatchChunk:
             id=None,
             status=None,
             recorded=False,
+            files_done=[],
+            recording=None,
+            lines_done=0,
             resubmitted=state.resubmitted + len(todo),
             polls=0,
         ):

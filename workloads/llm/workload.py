@@ -88,7 +88,12 @@ def load_items(job_id: str, fields: LlmFields, chunk: Chunk) -> list[Item]:
 
 
 async def run_batch_chunk(
-    store: JobStore, job: JobRecord, chunk: Chunk, *, winding_down: bool = False
+    store: JobStore,
+    job: JobRecord,
+    chunk: Chunk,
+    *,
+    budget_s: float = math.inf,
+    winding_down: bool = False,
 ) -> LlmChunkResult:
     """Take the chunk's provider batch one step on (batch mode): its result once the batch
     has ended and is recorded, else WaitFor (the next step's run starts later)."""
@@ -99,9 +104,9 @@ async def run_batch_chunk(
         await keep_result(store, job.job_id, chunk.index, result)
 
     async with client:
-        run = BatchChunk(
-            store, job, chunk.index, partial(load_items, job.job_id, fields, chunk), client, keep
-        )
+        load = partial(load_items, job.job_id, fields, chunk)
+        deadline = time.monotonic() + budget_s
+        run = BatchChunk(store, job, chunk.index, load, client, keep, deadline)
         await (await run.load()).step(winding_down=winding_down)
     results = await asyncio.to_thread(store.item_results, job.job_id, chunk.index)
     return chunk_result(results)
@@ -359,7 +364,7 @@ class Llm(Workload):
         margin = min(SETTLE_MARGIN_S, budget * 0.1)
         fields = LlmFields.of(job.spec)
         if fields.mode == "batch":
-            result = await run_batch_chunk(store, job, chunk)
+            result = await run_batch_chunk(store, job, chunk, budget_s=budget - margin)
         else:
             result = await run_llm_chunk(store, job.job_id, fields, chunk, budget_s=budget - margin)
         return ChunkResult(items_processed=result.items_processed)
