@@ -331,7 +331,12 @@ class BatchChunk:
         while True:
             state = self.row.state
             if state.error is not None:
-                raise PermanentError(state.error)
+                # The provider refused it and the chunk failed; running again, the chunk was
+                # redriven (a failed chunk never runs otherwise): its items get a new batch.
+                fresh = {"error": None, "id": None, "status": None, "claim": None}
+                if not await self.row.put(**fresh, round=state.round + 1, recorded=False):
+                    raise _Moved
+                continue
             if state.id is None:
                 if winding_down or not await self._submit():
                     return
