@@ -220,7 +220,8 @@ async def attempt_chunk(
         return await _not_running(store, job_id, index)
     if attempt is None:  # a duplicate delivery of a settled chunk: never run or count it twice
         return await _duplicate(store, job_id, index)
-    metrics.chunk_begun(job.path)
+    if not poll:  # a poll of a provider's batch is no attempt at the chunk
+        metrics.chunk_begun(job.path)
 
     started = time.perf_counter()
     try:
