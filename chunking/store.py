@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -201,6 +201,11 @@ class JobStore(Protocol):
 
     def record_item(self, job_id: str, result: ItemResult) -> bool:
         """Keep an item's result as soon as it arrives; the first one wins (False after)."""
+        ...
+
+    def record_items(self, job_id: str, results: Sequence[ItemResult]) -> list[bool]:
+        """record_item for many (a batch's result file), in as few writes as the store allows:
+        one transaction (SQL), transactions of up to 100 (DynamoDB). For each, kept or not."""
         ...
 
     def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:

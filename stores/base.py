@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -506,8 +506,9 @@ class BaseJobStore(ABC):
         or state) or the decision writes nothing to it."""
 
     @abstractmethod
-    def _insert_item(self, job_id: str, row: Mapping[str, Field]) -> bool:
-        """Keep an item's row unless one exists for its index; True when kept."""
+    def _insert_items(self, job_id: str, rows: Sequence[Mapping[str, Field]]) -> list[bool]:
+        """Keep each item's row unless one exists for its index, in as few writes as the
+        store allows; for each, True when kept."""
 
     @abstractmethod
     def _add_to_job(self, job_id: str, counters: Mapping[str, int]) -> None:
@@ -800,7 +801,10 @@ class BaseJobStore(ABC):
             self._add_to_job(job_id, {name: n for name, n in counts.items() if n})
 
     def record_item(self, job_id: str, result: ItemResult) -> bool:
-        return self._insert_item(job_id, item_row(result))
+        return self.record_items(job_id, [result])[0]
+
+    def record_items(self, job_id: str, results: Sequence[ItemResult]) -> list[bool]:
+        return self._insert_items(job_id, [item_row(result) for result in results])
 
     def item_results(self, job_id: str, chunk_index: int) -> list[ItemResult]:
         return [item_result(row) for row in self._item_rows(job_id, chunk_index)]

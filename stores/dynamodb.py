@@ -25,7 +25,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, cast
 
@@ -112,6 +112,25 @@ def _item(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _condition_failed(err: ClientError) -> bool:
     return bool(err.response["Error"]["Code"] == "ConditionalCheckFailedException")
+
+
+TRANSACT_MAX_ITEMS = 100  # DynamoDB's most actions in one transaction
+TRANSACT_MAX_BYTES = 3 * 2**20  # of its 4 MB, with room for the request's own keys and names
+
+
+def _transactable(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """The items in groups one transaction takes (by count and, roughly, by size)."""
+    group: list[dict[str, Any]] = []
+    size = 0
+    for item in items:
+        bytes_ = sum(len(str(k)) + len(str(v)) for k, v in item.items())
+        if group and (len(group) == TRANSACT_MAX_ITEMS or size + bytes_ > TRANSACT_MAX_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += bytes_
+    if group:
+        yield group
 
 
 def _cancelled_by(err: ClientError) -> list[str]:
@@ -397,9 +416,34 @@ class DynamoJobStore(BaseJobStore):
         item = {**row, "sk": JOB_SK, "gsi1pk": JOB_SK}
         return self._put(item, "attribute_not_exists(job_id)")
 
-    def _insert_item(self, job_id: str, row: Mapping[str, Field]) -> bool:
-        sk = f"{item_prefix(int(row['chunk_index'] or 0))}{int(row['item_index'] or 0):09d}"
-        return self._put({"job_id": job_id, "sk": sk, **row}, "attribute_not_exists(sk)")
+    def _insert_items(self, job_id: str, rows: Sequence[Mapping[str, Field]]) -> list[bool]:
+        items = [
+            {"job_id": job_id, "sk": f"{item_prefix(int(row['chunk_index'] or 0))}"
+             f"{int(row['item_index'] or 0):09d}", **row}
+            for row in rows
+        ]  # fmt: skip
+        kept: list[bool] = []
+        for group in _transactable(items):
+            kept += self._put_new(group)
+        return kept
+
+    def _put_new(self, items: list[dict[str, Any]]) -> list[bool]:
+        """Put the items that do not exist yet: one transaction when none does (the usual
+        case), else one conditional put each (the transaction says only that one existed)."""
+        condition = "attribute_not_exists(sk)"
+        if len(items) > 1:
+            puts = [
+                {"Put": {"TableName": self.table, "Item": _attributes(item),
+                         "ConditionExpression": condition}}
+                for item in items
+            ]  # fmt: skip
+            try:
+                self.db.transact_write_items(TransactItems=puts)
+                return [True] * len(items)
+            except ClientError as err:
+                if not _cancelled_by(err):
+                    raise
+        return [self._put(item, condition) for item in items]
 
     def _update_job(self, job_id: str, guard: JobGuard, changes: Mapping[str, Field]) -> bool:
         expression, values = _assignments(changes)

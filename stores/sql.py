@@ -333,9 +333,9 @@ class SqlJobStore(BaseJobStore):
         with self._tx() as db:
             return insert_or_ignore(db, "jobs", row)
 
-    def _insert_item(self, job_id: str, row: Mapping[str, Field]) -> bool:
-        with self._tx() as db:
-            return insert_or_ignore(db, "items", {"job_id": job_id, **row})
+    def _insert_items(self, job_id: str, rows: Sequence[Mapping[str, Field]]) -> list[bool]:
+        with self._tx() as db:  # one commit for them all
+            return [insert_or_ignore(db, "items", {"job_id": job_id, **row}) for row in rows]
 
     def _update_job(self, job_id: str, guard: JobGuard, changes: Mapping[str, Field]) -> bool:
         # One statement: the guard is checked on the row it updates, under the row's lock.

@@ -235,14 +235,14 @@ def test_a_result_file_too_big_for_one_run_is_recorded_over_several(
     assert attempt(store, big).outcome == "waiting"
     model.batch.clock.advance(model.batch.turnaround_s * 2)
     monkeypatch.setattr(batch, "RECORD_AT_ONCE", 4)
-    real_record, written = store.record_item, []
+    real_record, written = store.record_items, list[int]()
 
-    def slow_record(job_id: str, result: Any) -> bool:
-        time.sleep(0.8)  # a store far away: 4 writes at once take 0.8 s
-        written.append(result.index)
-        return real_record(job_id, result)
+    def slow_record(job_id: str, results: Any) -> list[bool]:
+        time.sleep(0.8)  # a store far away: a write of 4 results takes 0.8 s
+        written.extend(result.index for result in results)
+        return real_record(job_id, results)
 
-    monkeypatch.setattr(store, "record_item", slow_record)
+    monkeypatch.setattr(store, "record_items", slow_record)
     runs = []
     for poll in range(1, 6):
         run = attempt_chunk(store, big, 0, last_attempt=False, poll=poll, budget_s=3.0)
@@ -253,3 +253,22 @@ def test_a_result_file_too_big_for_one_run_is_recorded_over_several(
     assert runs[0].wait_s == 0 and "12 lines so far" in (runs[0].error or "")
     assert sorted(written) == list(range(20))  # each line once, over two runs
     assert len(store.item_results(big, 0)) == 20
+
+
+def test_many_results_are_kept_in_few_writes_and_the_first_of_each_still_wins(
+    store: JobStore, model: FakeModelServer, tmp_path: Path
+) -> None:
+    from chunking.status import ItemResult
+
+    many = new_id("many")
+    batch_job(store, write_input(tmp_path / "in.jsonl", 250), many, chunk_size=250)
+    earlier = [ItemResult(i, 0, f"i{i}", output=f"first {i}") for i in (3, 120, 249)]
+    assert store.record_items(many, earlier) == [True, True, True]
+    later = [ItemResult(i, 0, f"i{i}", output=f"second {i}") for i in range(250)]
+    kept = store.record_items(many, later)  # three groups of up to 100 on DynamoDB
+    assert [i for i, new in enumerate(kept) if not new] == [3, 120, 249]
+    results = store.item_results(many, 0)
+    assert len(results) == 250
+    assert {r.index: r.output for r in results if (r.output or "").startswith("first")} == {
+        3: "first 3", 120: "first 120", 249: "first 249"
+    }  # fmt: skip

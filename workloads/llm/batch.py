@@ -15,7 +15,7 @@ later (locally after an Inngest durable sleep, in the cloud as a delayed SQS mes
   A provider that does not answer a poll is waited out the same way: the batch is paid for.
 - **Record**: an ended batch's output file is streamed line by line into the same item results
   as realtime's (first one wins: a redelivery records nothing twice), and its error file into
-  those items' failures with the provider's reason; RECORD_AT_ONCE writes at a time, each
+  those items' failures with the provider's reason; RECORD_AT_ONCE results a write, each
   run within its time, the next going on from the line the last one reached. Requests it did
   not finish (the batch, or the request, `batch_expired`) are sent again in a new batch, only
   those, at most LLM_BATCH_MAX_RESUBMITS times; then they are those items' failures.
@@ -64,7 +64,7 @@ CLAIM_TTL_S = 900.0
 UNFINISHED_CODES = frozenset({"batch_expired", "batch_cancelled"})
 QUEUE_LIMIT_CODE = "token_limit_exceeded"
 LIST_PAGES_MAX = 10  # of 100 batches, looked through for a dead run's batch
-RECORD_AT_ONCE = 32  # results written to the store at once while a result file is recorded
+RECORD_AT_ONCE = 100  # results written to the store at once (one write) from a result file
 
 
 class _Moved(Exception):
@@ -280,7 +280,7 @@ class BatchChunk:
         chunk_index: int,
         load_items: Callable[[], list[Item]],
         client: LlmClient,
-        keep: Callable[[Item, ItemResult], Awaitable[object]],
+        keep: Callable[[list[ItemResult]], Awaitable[object]],
         deadline: float = math.inf,
     ) -> None:
         self.deadline = deadline  # time.monotonic(): recording a big file goes on in a new run
@@ -498,13 +498,13 @@ class BatchChunk:
 
     async def _record(self, file_id: str) -> None:
         """A result file, streamed into the items' results (each kept once), RECORD_AT_ONCE
-        writes at a time. When another round would pass the run's deadline, the lines recorded
+        results a write. When another write would pass the run's deadline, the lines recorded
         so far are written down and the rest goes on in a new run (WaitFor(0)), which skips
         them: a file of 50,000 results never needs one run to write them all."""
         state = self.row.state
         start = state.lines_done if state.recording == file_id else 0
         by_index = {item.index: item for item in await asyncio.to_thread(lambda: self.items)}
-        writes: list[Awaitable[object]] = []
+        results: list[ItemResult] = []
         read = 0
         async for line in self.api.lines(file_id):
             read += 1
@@ -512,16 +512,16 @@ class BatchChunk:
                 continue
             result, _ = result_of(line, by_index)
             if result is not None:
-                writes.append(self.keep(by_index[result.index], result))
-            if len(writes) >= RECORD_AT_ONCE:
+                results.append(result)
+            if len(results) >= RECORD_AT_ONCE:
                 began = time.monotonic()
-                await asyncio.gather(*writes)
-                writes.clear()
+                await self.keep(results)
+                results = []
                 if 2 * time.monotonic() - began > self.deadline:  # no time for another round
                     if not await self.row.put(recording=file_id, lines_done=read):
                         raise _Moved
                     raise WaitFor(0, f"recording {file_id}: {read} lines so far, the rest next")
-        await asyncio.gather(*writes)
+        await self.keep(results)
 
     # --- resubmit ---
 
@@ -539,8 +539,7 @@ class BatchChunk:
                     f"not answered: the provider did not finish it in {state.round} "
                     f"batches (batch {state.id} {state.status})"
                 )
-                for item in todo:
-                    await self.keep(item, ItemResult(item.index, -1, item.id, error=why))
+                await self.keep([ItemResult(item.index, -1, item.id, error=why) for item in todo])
             return False
         if await self.row.put(
             round=state.round + 1,

@@ -100,8 +100,8 @@ async def run_batch_chunk(
     fields = LlmFields.of(job.spec)
     client = await asyncio.to_thread(LlmClient.from_settings, fields.model, fields.max_tokens)
 
-    async def keep(item: Item, result: ItemResult) -> None:
-        await keep_result(store, job.job_id, chunk.index, result)
+    async def keep(results: list[ItemResult]) -> None:
+        await keep_results(store, job.job_id, chunk.index, results)
 
     async with client:
         load = partial(load_items, job.job_id, fields, chunk)
@@ -186,18 +186,33 @@ async def _ask(
         )
 
 
+async def keep_results(
+    store: JobStore, job_id: str, chunk_index: int, results: list[ItemResult]
+) -> list[ItemResult]:
+    """Keep items' results in the store (the first one of each wins), in as few writes as
+    the store allows; those kept."""
+
+    def prepared(result: ItemResult) -> ItemResult:
+        if result.output is not None and result.error is None:
+            # A huge answer goes to the data bucket: a store's row has a size limit.
+            output, output_uri = keep_output(job_id, result.index, result.output)
+            result = replace(result, output=output, output_uri=output_uri)
+        return replace(result, chunk_index=chunk_index)
+
+    def write() -> list[ItemResult]:
+        ready = [prepared(result) for result in results]
+        kept = store.record_items(job_id, ready)
+        return [result for result, new in zip(ready, kept, strict=True) if new]
+
+    return await asyncio.to_thread(write)
+
+
 async def keep_result(
     store: JobStore, job_id: str, chunk_index: int, result: ItemResult
 ) -> ItemResult | None:
     """Keep an item's result in the store (the first one wins); what was kept, or None."""
-    if result.output is not None and result.error is None:
-        # A huge answer goes to the data bucket: a store's row has a size limit.
-        output, output_uri = await asyncio.to_thread(
-            keep_output, job_id, result.index, result.output
-        )
-        result = replace(result, output=output, output_uri=output_uri)
-    result = replace(result, chunk_index=chunk_index)
-    return result if await asyncio.to_thread(store.record_item, job_id, result) else None
+    kept = await keep_results(store, job_id, chunk_index, [result])
+    return kept[0] if kept else None
 
 
 def chunk_result(results: list[ItemResult]) -> LlmChunkResult:
