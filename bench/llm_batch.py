@@ -100,6 +100,10 @@ class Job:
     bytes_up: int
     bytes_down: int
     server_life_s: float | None  # the server's mean batch life (created to ended)
+    # Where the wall time went: job created -> its last batch created (submitting), and its
+    # last batch ended -> job finished (the last poll's wait, recording, merging).
+    submit_s: float | None
+    tail_s: float | None
     batch: dict[str, Any] | None  # the status JSON's
     est_cost_usd: float | None
     realtime_cost_usd: float | None
@@ -124,12 +128,15 @@ def job_of(
     batches those created since `since`)."""
     calls = stats.get("calls") or {}
     by_kind = {kind: sum(int(calls.get(n, 0)) for n in names) for kind, names in KINDS.items()}
-    lives = [
-        b["ended_at"] - b["created_at"]
-        for b in (stats.get("batches") or {}).values()
-        if b.get("ended_at") is not None and b["created_at"] >= since
-    ]
+    mine = [b for b in (stats.get("batches") or {}).values() if b["created_at"] >= since]
+    lives = [b["ended_at"] - b["created_at"] for b in mine if b.get("ended_at") is not None]
     duration = job_duration_s([status]) if status.get("created_at") else None
+    submit_s = tail_s = None
+    if mine and duration is not None:
+        created = datetime.fromisoformat(status["created_at"]).timestamp()
+        submit_s = round(max(b["created_at"] for b in mine) - created, 3)
+        if all(b.get("ended_at") is not None for b in mine):
+            tail_s = round(created + duration - max(b["ended_at"] for b in mine), 3)
     usage = status.get("usage") or {}
     return Job(
         items=items,
@@ -142,6 +149,8 @@ def job_of(
         bytes_up=int(stats.get("bytes_uploaded", 0)),
         bytes_down=int(stats.get("bytes_downloaded", 0)),
         server_life_s=round(sum(lives) / len(lives), 3) if lives else None,
+        submit_s=submit_s,
+        tail_s=tail_s,
         batch=status.get("batch"),
         est_cost_usd=usage.get("est_cost_usd"),
         realtime_cost_usd=usage.get("realtime_cost_usd"),
@@ -220,7 +229,8 @@ def table(runs: list[PathRun]) -> str:
     head = (
         f"{'path':<5} {'items':>7} {'status':<9} {'batches':>7} {'calls':>5} {'/batch':>6} "
         f"{'up':>3} {'cre':>3} {'poll':>4} {'down':>4} {'oth':>3} {'wall s':>7} "
-        f"{'/1.2T':>5} {'write KiB':>9} {'read KiB':>8} {'app MiB':>7} {'est $':>9} {'rt $':>9}"
+        f"{'/1.2T':>5} {'subm s':>6} {'tail s':>6} {'write KiB':>9} {'read KiB':>8} "
+        f"{'app MiB':>7} {'est $':>9} {'rt $':>9}"
     )
     lines = [head, "-" * len(head)]
     for run in runs:
@@ -233,6 +243,7 @@ def table(runs: list[PathRun]) -> str:
                 f"{c['creates']:>3} {c['polls']:>4} {c['downloads']:>4} {c['other']:>3} "
                 f"{job.wall_s if job.wall_s is not None else '-':>7} "
                 f"{_show(_ratio(job.wall_s, SERVER_LIFE * run.turnaround_s)):>5} "
+                f"{_show(job.submit_s):>6} {_show(job.tail_s):>6} "
                 f"{job.write_peak_bytes / 1024:>9.1f} {job.read_peak_bytes / 1024:>8.1f} "
                 f"{'-' if rss is None else f'{rss / 2**20:.0f}':>7} "
                 f"{_show(job.est_cost_usd):>9} {_show(job.realtime_cost_usd):>9}"

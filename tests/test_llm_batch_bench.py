@@ -4,6 +4,7 @@ memory measurements on a few items. No server, app or emulator is started."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from bench import llm_batch as bench
@@ -57,8 +58,9 @@ def run(small: bench.Job, large: bench.Job, realtime_cost: float | None = 0.16) 
 
 
 def test_a_job_s_figures_from_its_status_and_the_server_s_stats() -> None:
+    created = datetime.fromisoformat("2026-12-07T10:00:00Z").timestamp()
     figures = bench.job_of(
-        100_000, 10_000, status(100_000, 150.5, 0.4, 0.8), stats(10, 20, 1_000.0), 1_000.0
+        100_000, 10_000, status(100_000, 150.5, 0.4, 0.8), stats(10, 20, created), created
     )
     assert (figures.status, figures.items_processed, figures.wall_s) == (
         "succeeded",
@@ -75,6 +77,9 @@ def test_a_job_s_figures_from_its_status_and_the_server_s_stats() -> None:
     }
     assert figures.total_calls == 240 and figures.per_batch() == 24
     assert figures.server_life_s == 144.0  # the earlier job's batch not counted
+    # Created at 1,000 s (10:00:00 below), its last batch created 9 s and ended 153 s later,
+    # the job finished 150.5 s after it was created: canned, so the tail is negative here.
+    assert (figures.submit_s, figures.tail_s) == (9.0, -2.5)
     assert (figures.bytes_up, figures.bytes_down) == (20_000_000, 50_000_000)
     assert (figures.est_cost_usd, figures.realtime_cost_usd) == (0.4, 0.8)
 
