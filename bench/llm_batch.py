@@ -4,6 +4,7 @@ server's Batch API with a fixed turnaround.
     .venv/bin/python -m bench.llm_batch                                # 10,000 and 100,000 items
     .venv/bin/python -m bench.llm_batch --items 200 --turnaround 10    # smoke (about 2 minutes)
     .venv/bin/python -m bench.llm_batch --path local
+    .venv/bin/python -m bench.llm_batch --path cloud --worker-timeout 900   # runs not cut at 300 s
 
 Two batch jobs per path, items/10 and `--items` (10,000 and 100,000), both in chunks of
 items/10 (10,000): 1 and 10 provider batches of the same size, so a batch's own costs (its calls,
@@ -349,6 +350,7 @@ def measure_files(job: Job, scenario: Scenario, prefix: str, model_url: str, job
 class Setup:
     items: int  # of the larger job; the smaller is a tenth
     turnaround_s: float
+    worker_timeout_s: float | None = None  # the stack's worker Timeout (None: the template's)
 
     @property
     def sizes(self) -> tuple[int, int]:
@@ -360,7 +362,7 @@ class Setup:
 
     @property
     def timeout_s(self) -> float:
-        return 3 * SERVER_LIFE * self.turnaround_s + 600
+        return 3 * SERVER_LIFE * self.turnaround_s + 600 + (self.worker_timeout_s or 0)
 
     def scenario(self) -> Scenario:
         return Scenario("batch", "batch", self.items, self.chunk_size, IN_FLIGHT, None)
@@ -464,7 +466,12 @@ def run_cloud(setup: Setup, server: ServerProcess) -> PathRun:
     from aws.local.emulator import EmulatorProcess
 
     scenario = setup.scenario()
-    with EmulatorProcess(*cloud_parameters(server.url)) as emulator:
+    times = (
+        ()
+        if setup.worker_timeout_s is None
+        else ("--worker-timeout", f"{setup.worker_timeout_s:g}")
+    )
+    with EmulatorProcess(*times, *cloud_parameters(server.url)) as emulator:
         cloud = CloudJobs(emulator)
         cloud.warm_up(scenario, IN_FLIGHT)
 
@@ -504,11 +511,13 @@ def save(runs: list[PathRun], setup: Setup, took_s: dict[str, float]) -> Path:
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
     for run in runs:
-        saved[f"{setup.items} items, T {setup.turnaround_s:g} s, {run.path}"] = {
+        timeout = "" if setup.worker_timeout_s is None else f", worker {setup.worker_timeout_s:g} s"
+        saved[f"{setup.items} items, T {setup.turnaround_s:g} s, {run.path}{timeout}"] = {
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "commit": commit,
             "poll_min_s": POLL_MIN_S,
             "poll_max_s": POLL_MAX_S,
+            "worker_timeout_s": setup.worker_timeout_s if run.path == "cloud" else None,
             "run_took_s": round(took_s[run.path], 1),
             **asdict(run),
         }
@@ -522,8 +531,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=ITEMS, help="the larger job's (100,000)")
     parser.add_argument("--turnaround", type=float, default=TURNAROUND_S, help="seconds (120)")
     parser.add_argument("--path", choices=["local", "cloud", "both"], default="both")
+    parser.add_argument(
+        "--worker-timeout", type=float, help="the cloud worker's Timeout, s (the template's: 300)"
+    )
     args = parser.parse_args(argv)
-    setup = Setup(args.items, args.turnaround)
+    setup = Setup(args.items, args.turnaround, args.worker_timeout)
     paths = ("local", "cloud") if args.path == "both" else (args.path,)
     runs, took = [], {}
     with tempfile.TemporaryDirectory(prefix="llm-batch-logs-") as logs:
