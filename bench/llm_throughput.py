@@ -336,40 +336,25 @@ def answers(url: str) -> bool:
         return False
 
 
-class ModelServer:
-    """tests/rate_limited_llm.py in a subprocess, with a scenario's limits."""
+class ServerProcess:
+    """A test server (`python -m <module> --port P <args>`) in a subprocess, its /stats read
+    and reset over HTTP."""
 
-    def __init__(self, scenario: Scenario, log_dir: Path) -> None:
+    def __init__(self, module: str, args: list[str], log_dir: Path, reset_path: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (log_dir / f"model-{self.port}.log").open("w")
+        self.reset_path = reset_path
+        self.log = (log_dir / f"{module.rsplit('.', 1)[-1]}-{self.port}.log").open("w")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.rate_limited_llm",
-                "--port",
-                str(self.port),
-                "--rpm",
-                str(scenario.rpm),
-                "--tpm",
-                str(scenario.tpm),
-                "--latency-s",
-                str(LATENCY_S),
-                "--jitter-s",
-                str(JITTER_S),
-                "--completion-tokens",
-                str(COMPLETION_TOKENS),
-                *([] if scenario.server_headers else ["--no-headers"]),
-            ],
+            [sys.executable, "-m", module, "--port", str(self.port), *args],
             cwd=REPO,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        wait_until(lambda: answers(f"{self.url}/stats"), 30, "the model server")
+        wait_until(lambda: answers(f"{self.url}/stats"), 30, f"the server {module}")
 
     def reset(self) -> None:
-        httpx.post(f"{self.url}/admin/reset", timeout=10).raise_for_status()
+        httpx.post(f"{self.url}{self.reset_path}", timeout=10).raise_for_status()
 
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = httpx.get(f"{self.url}/stats", timeout=30).json()
@@ -379,6 +364,26 @@ class ModelServer:
         self.proc.terminate()
         self.proc.wait(timeout=10)
         self.log.close()
+
+
+class ModelServer(ServerProcess):
+    """tests/rate_limited_llm.py in a subprocess, with a scenario's limits."""
+
+    def __init__(self, scenario: Scenario, log_dir: Path) -> None:
+        args = [
+            "--rpm",
+            str(scenario.rpm),
+            "--tpm",
+            str(scenario.tpm),
+            "--latency-s",
+            str(LATENCY_S),
+            "--jitter-s",
+            str(JITTER_S),
+            "--completion-tokens",
+            str(COMPLETION_TOKENS),
+            *([] if scenario.server_headers else ["--no-headers"]),
+        ]
+        super().__init__("tests.rate_limited_llm", args, log_dir, "/admin/reset")
 
 
 def input_lines(scenario: Scenario, prefix: str, count: int, start: int = 0) -> str:
@@ -633,23 +638,18 @@ def cloud_parameters(scenario: Scenario, model_url: str, item_concurrency: int) 
     return [arg for name, value in parameters.items() for arg in ("--parameter", f"{name}={value}")]
 
 
-def run_cloud(
-    scenario: Scenario, model: ModelServer, item_concurrency: int, timeout_s: float
-) -> Figures:
-    import boto3
+class CloudJobs:
+    """The emulated stack's API and data bucket: jobs started on an input uploaded there."""
 
-    from aws.local.emulator import EmulatorProcess
-    from aws.local.resources import NAMES
+    def __init__(self, emulator: Any) -> None:
+        import boto3
 
-    bucket = NAMES["DataBucket"]
-    # A message whose invocation failed (a cold start past the init limit) comes back after
-    # 120 s, not the template's 30 min; the worker's Timeout stays under it (100 s: its chunk
-    # continues in a fresh message rather than being run twice at once).
-    times = ("--worker-timeout", "100", "--visibility-timeout", "120")
-    args = (*times, *cloud_parameters(scenario, model.url, item_concurrency))
-    with EmulatorProcess(*args) as emulator:
-        headers = {"x-api-key": emulator.api_key}
-        s3 = boto3.client(
+        from aws.local.resources import NAMES
+
+        self.emulator = emulator
+        self.bucket = NAMES["DataBucket"]
+        self.headers = {"x-api-key": emulator.api_key}
+        self.s3 = boto3.client(
             "s3",
             endpoint_url=emulator.moto,
             region_name="us-east-1",
@@ -657,37 +657,60 @@ def run_cloud(
             aws_secret_access_key="bench",
         )
 
-        def start(key: str, body: str, chunk_size: int) -> str:
-            s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
-            spec = job_spec(f"s3://{bucket}/{key}", chunk_size)
-            response = httpx.post(f"{emulator.api}/Prod/start", json=spec, headers=headers)
-            if response.status_code != 202:
-                raise RuntimeError(f"POST /start: {response.status_code} {response.text}")
-            job_id: str = response.json()["job_id"]
-            return job_id
+    def start(self, key: str, body: str, spec: dict[str, Any]) -> str:
+        """Upload `body` as `key` and start `spec` on it (its input_uri set to it)."""
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body.encode())
+        spec = {**spec, "input_uri": f"s3://{self.bucket}/{key}"}
+        url = f"{self.emulator.api}/Prod/start"
+        response = httpx.post(url, json=spec, headers=self.headers, timeout=30)
+        if response.status_code != 202:
+            raise RuntimeError(f"POST /start: {response.status_code} {response.text}")
+        job_id: str = response.json()["job_id"]
+        return job_id
 
-        def status(job_id: str) -> dict[str, Any]:
-            url = f"{emulator.api}/Prod/jobs/{job_id}"
-            got: dict[str, Any] = httpx.get(url, headers=headers, timeout=30).json()
-            return got
+    def status(self, job_id: str) -> dict[str, Any]:
+        url = f"{self.emulator.api}/Prod/jobs/{job_id}"
+        got: dict[str, Any] = httpx.get(url, headers=self.headers, timeout=30).json()
+        return got
 
-        def cancel(job_id: str) -> None:
-            httpx.post(f"{emulator.api}/Prod/jobs/{job_id}/cancel", headers=headers, timeout=30)
+    def cancel(self, job_id: str) -> None:
+        url = f"{self.emulator.api}/Prod/jobs/{job_id}/cancel"
+        httpx.post(url, headers=self.headers, timeout=30)
 
-        # Warm the worker processes first, as a busy Lambda function's are: two more each time,
-        # for five cold starts at once on 2 cores can outlast the emulator's 10 s init limit.
-        for n in warm_up_sizes(scenario.in_flight):
-            warm = start(f"inputs/warm-{n}.jsonl", input_lines(scenario, "warm-", n), 1)
-            _wait(status, cancel, warm, 180)
-        model.reset()
-        job_id = start(
-            "inputs/bench.jsonl", input_lines(scenario, "c-", scenario.items), scenario.chunk_size
-        )
-        statuses = [_wait(status, cancel, job_id, timeout_s)]
-        if statuses[0]["status"] not in TERMINAL_STATUSES:
-            state = httpx.get(f"{emulator.api}/_emulator", timeout=10).text
+    def wait(self, job_id: str, timeout_s: float) -> dict[str, Any]:
+        """The job's status once ended (cancelled past `timeout_s`, the emulator's state shown)."""
+        status = _wait(self.status, self.cancel, job_id, timeout_s)
+        if status["status"] not in TERMINAL_STATUSES:
+            state = httpx.get(f"{self.emulator.api}/_emulator", timeout=10).text
             print(f"  emulator: {state[:1000]}")
-        return figures(scenario, "cloud", statuses, model.stats())
+        return status
+
+    def warm_up(self, scenario: Scenario, in_flight: int) -> None:
+        """Warm the worker processes first, as a busy Lambda function's are: two more each
+        time, for five cold starts at once on 2 cores can outlast the emulator's 10 s init
+        limit."""
+        for n in warm_up_sizes(in_flight):
+            body = input_lines(scenario, "warm-", n)
+            self.wait(self.start(f"inputs/warm-{n}.jsonl", body, job_spec("", 1)), 180)
+
+
+def run_cloud(
+    scenario: Scenario, model: ModelServer, item_concurrency: int, timeout_s: float
+) -> Figures:
+    from aws.local.emulator import EmulatorProcess
+
+    # A message whose invocation failed (a cold start past the init limit) comes back after
+    # 120 s, not the template's 30 min; the worker's Timeout stays under it (100 s: its chunk
+    # continues in a fresh message rather than being run twice at once).
+    times = ("--worker-timeout", "100", "--visibility-timeout", "120")
+    args = (*times, *cloud_parameters(scenario, model.url, item_concurrency))
+    with EmulatorProcess(*args) as emulator:
+        cloud = CloudJobs(emulator)
+        cloud.warm_up(scenario, scenario.in_flight)
+        model.reset()
+        body = input_lines(scenario, "c-", scenario.items)
+        job_id = cloud.start("inputs/bench.jsonl", body, job_spec("", scenario.chunk_size))
+        return figures(scenario, "cloud", [cloud.wait(job_id, timeout_s)], model.stats())
 
 
 # -- main ----------------------------------------------------------------------------------
