@@ -7,6 +7,7 @@ their names, never their values: the emulated functions read them at run time, a
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # Where the emulator keeps the local secrets in moto's SSM, as the README's deploy steps do.
@@ -32,7 +33,8 @@ def local_secrets() -> dict[str, str]:
 
 
 def local_parameters() -> dict[str, Any]:
-    """The template's model and callback parameters as the local settings (.env) have them."""
+    """The template's model, batch-mode and callback parameters as the local settings (.env)
+    have them."""
     from chunking.settings import get_settings
 
     settings = get_settings()
@@ -42,6 +44,12 @@ def local_parameters() -> dict[str, Any]:
         "LlmPricePromptPerMtok": settings.llm_price_prompt_per_mtok,
         "LlmPriceCompletionPerMtok": settings.llm_price_completion_per_mtok,
         "AllowPrivateCallbacks": str(settings.allow_private_callbacks).lower(),
+        # Batch mode's polls and price as the local path has them: the two paths compare alike.
+        "LlmBatchPollMinS": settings.llm_batch_poll_min_s,
+        "LlmBatchPollMaxS": settings.llm_batch_poll_max_s,
+        "LlmBatchDiscounts": (
+            json.dumps(settings.llm_batch_discounts) if settings.llm_batch_discounts else ""
+        ),
         **{parameter: LOCAL_SECRET_PARAMETERS[parameter] for parameter in local_secrets()},
     }
 

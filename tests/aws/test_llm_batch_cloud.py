@@ -126,3 +126,26 @@ def test_cancel_mid_batch_cancels_the_provider_batches_and_keeps_what_came_back(
         kept = chunk["batch"]["completed"]
         assert 0 < kept < 10, chunk
         assert f"{kept} items answered before the cancel are kept" in chunk["error"]
+
+
+def test_the_emulated_stack_polls_batches_as_the_local_settings_say(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both paths poll a batch, and price it, alike: the emulator deploys the stack with the
+    local settings as its LlmBatch* parameters, as it does the model's."""
+    from aws.local.emulator import emulated_function
+    from aws.local.local_secrets import local_parameters
+    from aws.local.resources import LocalStack
+    from aws.local.template import StackTemplate
+    from tests.support import set_settings
+
+    set_settings(monkeypatch, LLM_BATCH_POLL_MIN_S="7", LLM_BATCH_POLL_MAX_S="70",
+                 LLM_BATCH_DISCOUNTS='{"*": 0.4}')  # fmt: skip
+    deploy = StackTemplate(local_parameters())
+    stack = LocalStack("jobs", "q", "dlq", 3, "bucket", "q-high")
+    env = emulated_function(deploy, "WorkerFunction", stack, {}).environment
+    assert (env["LLM_BATCH_POLL_MIN_S"], env["LLM_BATCH_POLL_MAX_S"]) == ("7.0", "70.0")
+    assert json.loads(env["LLM_BATCH_DISCOUNTS"]) == {"*": 0.4}
+    set_settings(monkeypatch, LLM_BATCH_DISCOUNTS="{}")
+    env = emulated_function(StackTemplate(local_parameters()), "WorkerFunction", stack, {})
+    assert "LLM_BATCH_DISCOUNTS" not in env.environment  # unset: 0.5 for every model
