@@ -147,5 +147,5 @@ def test_the_emulated_stack_polls_batches_as_the_local_settings_say(
     assert (env["LLM_BATCH_POLL_MIN_S"], env["LLM_BATCH_POLL_MAX_S"]) == ("7.0", "70.0")
     assert json.loads(env["LLM_BATCH_DISCOUNTS"]) == {"*": 0.4}
     set_settings(monkeypatch, LLM_BATCH_DISCOUNTS="{}")
-    env = emulated_function(StackTemplate(local_parameters()), "WorkerFunction", stack, {})
-    assert "LLM_BATCH_DISCOUNTS" not in env.environment  # unset: 0.5 for every model
+    unset = emulated_function(StackTemplate(local_parameters()), "WorkerFunction", stack, {})
+    assert "LLM_BATCH_DISCOUNTS" not in unset.environment  # unset: 0.5 for every model
