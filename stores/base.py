@@ -13,6 +13,8 @@ with the same field names: the columns of `stores.sql`'s tables, the attributes 
 from __future__ import annotations
 
 import json
+import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -771,8 +773,11 @@ class BaseJobStore(ABC):
         )
 
     def take_lease(self, name: str, ask: LeaseAsk, limits: Limits, burst_s: float) -> Lease:
-        # Read, decide, write if nobody wrote between: a lost race is read again at once.
-        for _ in range(LEASE_TRIES):
+        # Read, decide, write if nobody wrote between: a lost race is read again, after a
+        # jittered pause that grows, so a writer that keeps losing is not starved by the rest.
+        for tries in range(LEASE_TRIES):
+            if tries:
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**tries)))
             state, version = self._budget_row(name)
             now = self.now().timestamp()
             bucket, lease = budget.take(Bucket.loads(state), ask, limits, now, burst_s)
