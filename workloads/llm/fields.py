@@ -4,19 +4,40 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from chunking.settings import get_settings
 from chunking.spec import Text
 from chunking.workload import WorkloadFields
 
 
+class PromptItem(BaseModel):
+    """One item given in the request: an `id` and either a `prompt` or a `text`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: Text = Field(min_length=1, max_length=200)
+    prompt: Text | None = Field(None, min_length=1)
+    text: Text | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _a_prompt_or_a_text(self) -> Self:
+        if (self.prompt is None) == (self.text is None):
+            raise ValueError("each item has a prompt or a text (one of them)")
+        return self
+
+
 class LlmFields(WorkloadFields):
     """The llm workload's own JobSpec fields."""
 
-    # input_uri may be left out of the body only to be told why it is needed: required.
-    model_config = ConfigDict(json_schema_extra={"required": ["input_uri"]})
-
+    # Before input_uri: its check reads whether the items were given instead.
+    items: list[PromptItem] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "The items themselves, instead of input_uri: {id, prompt} or {id, text} each "
+            "(within the request's 1 MiB). Kept as a JSONL input when the job is recorded."
+        ),
+    )
     input_uri: Text | None = Field(
         None,
         min_length=1,
@@ -46,9 +67,16 @@ class LlmFields(WorkloadFields):
 
     @field_validator("input_uri")
     @classmethod
-    def _names_an_input(cls, value: str | None) -> str | None:
+    def _names_an_input(cls, value: str | None, info: ValidationInfo) -> str | None:
+        given = info.data.get("items") is not None
+        if value is None and not given:
+            raise ValueError(
+                "the llm workload needs an input_uri (a JSONL file, one item a line) or items"
+            )
+        if value is not None and given:
+            raise ValueError("give input_uri or items, not both")
         if value is None:
-            raise ValueError("the llm workload needs an input_uri (a JSONL file, one item a line)")
+            return value
         if value.startswith("s3://") and "/" not in value[5:].strip("/"):
             raise ValueError(f"{value!r} names no object: use s3://bucket/key")
         return value

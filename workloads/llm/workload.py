@@ -23,6 +23,7 @@ at a time, keeping every answer as it arrives.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from collections import deque
@@ -306,6 +307,23 @@ SETTLE_MARGIN_S = 5.0  # of an attempt's budget, kept for writing its outputs an
 STOP_PAGE = 500  # running chunks a cancelled job's stop looks at per step or message
 
 
+def keep_items(fields: LlmFields, path: JobPath) -> str:
+    """Write the items given in the request as a JSONL input, named by its content (the same
+    items again are the same file, so a repeated request is the same job); its URI. Locally
+    under LLM_INPUT_ROOT (where inputs may be), in the cloud beside the outputs in S3."""
+    assert fields.items is not None
+    lines = [item.model_dump_json(exclude_none=True) + "\n" for item in fields.items]
+    data = "".join(lines).encode()
+    name = f"{hashlib.sha256(data).hexdigest()}.jsonl"
+    settings = get_settings()
+    if path == "cloud" or blobs.is_s3(settings.llm_output_uri):
+        uri = blobs.join(settings.llm_output_uri, "items", name)
+    else:
+        uri = str(settings.llm_input_root / "items" / name)
+    blobs.write_bytes(uri, data)
+    return uri
+
+
 class Llm(Workload):
     name = "llm"
     Fields = LlmFields
@@ -317,6 +335,10 @@ class Llm(Workload):
         input of at most FULL_CHECK_BYTES (a few ms of reading: a demo's bad line is refused
         at once); a larger one is validated and counted by `plan`."""
         fields = LlmFields.of(spec)
+        if fields.items is not None:
+            # Kept as the job's input, so every chunk reads only its own lines, as from a file.
+            spec = spec.model_copy(update={"input_uri": keep_items(fields, path), "items": None})
+            fields = LlmFields.of(spec)
         uri = fields.input
         if path == "cloud" and not blobs.is_s3(uri):
             message = (
