@@ -149,3 +149,19 @@ def test_the_emulated_stack_polls_batches_as_the_local_settings_say(
     set_settings(monkeypatch, LLM_BATCH_DISCOUNTS="{}")
     unset = emulated_function(StackTemplate(local_parameters()), "WorkerFunction", stack, {})
     assert "LLM_BATCH_DISCOUNTS" not in unset.environment  # unset: 0.5 for every model
+
+
+def test_prompts_in_the_request_are_a_job_on_the_emulator(
+    emulator: Running, model: FakeModelServer
+) -> None:
+    """Issue 24 point 4 on the cloud path: the starter keeps the items as the job's input in
+    the data bucket; the job runs from it as from an uploaded file."""
+    body = {"workload": "llm", "items": [{"id": "c1", "prompt": "cloud one"},
+                                          {"id": "c2", "text": "cloud two"}],
+            "prompt_template": "Say: {text}"}  # fmt: skip
+    response = emulator.start(body)
+    assert response.status_code == 202, response.text
+    status = emulator.wait_until_done(response.json()["job_id"], timeout_s=60)
+    assert (status["status"], status["items_processed"]) == ("succeeded", 2)
+    outputs = [m["output"] for m in merged(emulator, status["output_uri"])]
+    assert outputs == ["echo: cloud one", "echo: Say: cloud two"]

@@ -183,7 +183,9 @@ def test_data_bucket_is_private_encrypted_and_reached_only_by_who_needs_it(
         policies = resource(template, logical_id)["Policies"]
         return {k: v for p in policies for k, v in p.items() if k.startswith("S3")}
 
-    assert s3_policies("StarterFunction") == {"S3ReadPolicy": {"BucketName": {"Ref": "DataBucket"}}}
+    # The starter reads an input once, and writes the items a request gives as the input.
+    bucket = {"BucketName": {"Ref": "DataBucket"}}
+    assert s3_policies("StarterFunction") == {"S3ReadPolicy": bucket, "S3WritePolicy": bucket}
     assert s3_policies("WorkerFunction") == {"S3CrudPolicy": {"BucketName": {"Ref": "DataBucket"}}}
     assert s3_policies("StatusFunction") == {}
 
