@@ -329,7 +329,7 @@ def read_peak(model_url: str, file_ids: list[str], items: list[Any]) -> tuple[in
             with traced() as peak:
                 for file_id in file_ids:
                     async for line in api.lines(file_id):
-                        result, _ = result_of(line, by_index)
+                        result = result_of(line, by_index)
                         lines += result is not None
             return peak[0], lines
 

@@ -154,7 +154,6 @@ class BatchApi:
     """The provider's files and batches, through the openai SDK, its errors as the core's."""
 
     def __init__(self, client: LlmClient) -> None:
-        self.client = client
         self.sdk = client.client
 
     @asynccontextmanager
@@ -239,25 +238,26 @@ def _reason(response: dict[str, Any] | None, error: dict[str, Any] | None) -> tu
     )
 
 
-def result_of(line: str, items: dict[int, Item]) -> tuple[ItemResult | None, bool]:
-    """A result file's line as its item's result (or None: not the item's answer, then
-    whether to send it again). Lines of no item of this chunk are skipped."""
+def result_of(line: str, items: dict[int, Item]) -> ItemResult | None:
+    """A result file's line as its item's result; None for a line of no item of this chunk,
+    or a request worth sending again (unfinished, or the provider's own failure): an item
+    with no result is what a resubmission sends."""
     try:
         data = json.loads(line)
         index = int(data["custom_id"])
     except (ValueError, KeyError, TypeError):
-        return None, False
+        return None
     item = items.get(index)
     if item is None:
-        return None, False
+        return None
     response, error = data.get("response"), data.get("error")
     if response is not None and response.get("status_code") == 200:
         try:
             answer = completion_of(ChatCompletion.model_validate(response.get("body")), None)
         except PermanentError as err:
-            return ItemResult(index, -1, item.id, error=str(err)), False
+            return ItemResult(index, -1, item.id, error=str(err))
         except (TransientError, ValidationError):
-            return None, True
+            return None
         return ItemResult(
             index,
             -1,
@@ -265,9 +265,9 @@ def result_of(line: str, items: dict[int, Item]) -> tuple[ItemResult | None, boo
             output=answer.output,
             prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens,
-        ), False
+        )
     reason, again = _reason(response, error)
-    return (None, True) if again else (ItemResult(index, -1, item.id, error=reason), False)
+    return None if again else ItemResult(index, -1, item.id, error=reason)
 
 
 class BatchChunk:
@@ -510,7 +510,7 @@ class BatchChunk:
             read += 1
             if read <= start:
                 continue
-            result, _ = result_of(line, by_index)
+            result = result_of(line, by_index)
             if result is not None:
                 results.append(result)
             if len(results) >= RECORD_AT_ONCE:
