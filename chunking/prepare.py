@@ -39,4 +39,7 @@ def prepare_spec(spec: JobSpec, path: JobPath) -> JobSpec:
     """The spec to record; raises ValidationError when it cannot run. Blocking I/O."""
     if spec.callback_url is not None:
         check_callback(spec.callback_url)
+    default_cap = get_settings().max_cost_usd(spec.tenant)
+    if spec.max_cost_usd is None and default_cap is not None and workload.of(spec).reports_usage:
+        spec = spec.model_copy(update={"max_cost_usd": default_cap})  # the tenant's default
     return workload.of(spec).prepare(spec, path)

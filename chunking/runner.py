@@ -29,7 +29,7 @@ from chunking.planning import chunk_at
 from chunking.settings import get_settings
 from chunking.status import JobRecord
 from chunking.store import JobNotRunningError, JobStore
-from chunking.workload import OutOfBudget, WaitFor
+from chunking.workload import OutOfBudget, StopJob, WaitFor
 
 logger = logging.getLogger(__name__)
 Outcome = Literal["succeeded", "failed", "duplicate", "cancelled", "continued", "waiting"]
@@ -59,6 +59,7 @@ async def settle(
     latency_ms: float | None = None,
     begun_only: bool = False,
     expected: JobRecord | None = None,
+    stopping: bool = False,
 ) -> AttemptOutcome:
     """Record a chunk's outcome (once, whatever the deliveries), after what it leaves behind.
 
@@ -67,8 +68,13 @@ async def settle(
     """
     job = await _job(store, job_id)
     usage = None
+    lost = 0
     if job is not None:
         usage = await asyncio.to_thread(workload.of(job.spec).before_settle, store, job, index)
+        if error is not None:  # its items with no result of their own are lost with it
+            size = chunk_at(job.total_items, job.spec.chunk_size, index).size
+            answered = (usage.items_answered + usage.items_failed) if usage else 0
+            lost = max(0, size - answered)
     settlement = await asyncio.to_thread(
         store.settle_chunk,
         job_id,
@@ -80,6 +86,7 @@ async def settle(
         begun_only=begun_only,
         usage=usage,
         expected=expected,
+        items_lost=lost,
     )
     outcome: Outcome = "succeeded" if error is None else "failed"
     if settlement.recorded and job is not None:  # counted once, whatever the deliveries
@@ -90,6 +97,9 @@ async def settle(
         metrics.chunk_settled(job.path, outcome, latency_ms, usage, prices)
         if settlement.finished_as and not workload.of(job.spec).produces_output:
             metrics.job_ended(job.path, settlement.finished_as)
+        failures = lost or (usage and usage.items_failed)
+        if failures and not stopping and not settlement.job_finished:
+            await _stop_past_threshold(store, job)
     return AttemptOutcome(
         job_id=job_id,
         chunk_index=index,
@@ -98,6 +108,25 @@ async def settle(
         recorded=settlement.recorded,
         job_finished=settlement.job_finished,
     )
+
+
+async def _stop_past_threshold(store: JobStore, job: JobRecord) -> None:
+    """Stop the job once more of its items have failed than its `max_failed_items`: the rest
+    of a broken job is not worth its cost."""
+    if job.spec.max_failed_items is None:
+        return
+    current = await asyncio.to_thread(store.get_job, job.job_id)
+    if current is None or current.state != "running" or current.stopped_by:
+        return
+    failed = current.tally.items_failed + current.tally.items_lost
+    limit = current.spec.failed_items_limit(current.total_items)
+    if limit is not None and failed > limit:
+        given = current.spec.max_failed_items
+        reason = (
+            f"failure threshold passed: {failed} items failed, more than max_failed_items="
+            f"{given!r}" + (f" ({limit} of {current.total_items} items)" if given != limit else "")
+        )
+        await asyncio.to_thread(store.stop_job, job.job_id, "max_failed_items", reason)
 
 
 # A job's spec never changes once recorded (another spec under the same id is refused), so a
@@ -151,6 +180,8 @@ async def _not_running(store: JobStore, job_id: str, index: int) -> AttemptOutco
     current = await asyncio.to_thread(store.get_job, job_id)
     if current is None:
         raise PermanentError(f"job_id {job_id!r}: no such job in the job store")
+    if current.state == "running" and current.stopped_by:
+        return await _stopped(store, current, index)
     if current.state != "cancelled":
         return await _duplicate(store, job_id, index, current)
     # Not started, so it never will. A chunk begun before the cancel and now back for a
@@ -168,6 +199,22 @@ async def _not_running(store: JobStore, job_id: str, index: int) -> AttemptOutco
         reason = f"cancelled: the job was cancelled while this chunk ran; {kept}"
     await settle(store, job_id, index, error=reason, begun_only=True)
     return AttemptOutcome(job_id, index, "cancelled", None, False, False)
+
+
+async def _stopped(store: JobStore, job: JobRecord, index: int) -> AttemptOutcome:
+    """The job was stopped (its spend cap, its failure threshold): the chunk never runs again
+    and is settled failed (a never-begun one too, so the job finishes and its output is
+    merged with what was answered); what it started outside is stopped first, its answers
+    kept."""
+    reason = f"not run: the job was stopped ({job.error})"
+    try:
+        if kept := await workload.of(job.spec).wind_down(store, job, index):
+            reason = f"stopped: the job was stopped ({job.error}); {kept}"
+    except WaitFor as err:
+        return AttemptOutcome(job.job_id, index, "waiting", str(err), False, False, err.wait_s)
+    except PermanentError as err:
+        reason += f"; what it started could not be stopped: {err}"
+    return await settle(store, job.job_id, index, error=reason, stopping=True)
 
 
 async def _duplicate(
@@ -227,6 +274,10 @@ async def attempt_chunk(
     try:
         async with asyncio.timeout(budget_s):
             result = await workload.of(job.spec).run_chunk(store, job, chunk, attempt, budget_s)
+    except StopJob as err:
+        await asyncio.to_thread(store.stop_job, job_id, err.stopped_by, str(err))
+        reason = f"stopped: {err}"
+        return await settle(store, job_id, index, error=reason, expected=known, stopping=True)
     except WaitFor as err:
         why = str(err)
         await asyncio.to_thread(store.end_attempt, job_id, index, why, "waiting")

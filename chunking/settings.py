@@ -38,6 +38,21 @@ class JobDefaults(BaseModel):
     total_items: int = Field(500, ge=1, le=10_000_000)
     chunk_size: int = Field(50, ge=1, le=100_000)
     item_delay_ms: int = Field(10, ge=0, le=60_000)
+    # The spend cap (USD) of a job that calls a model and sets none, per tenant ("*": any
+    # other tenant); none when neither is set.
+    max_cost_usd_by_tenant: dict[str, float] = Field(default_factory=dict)
+    # Times a job may be retried (POST /jobs/{id}/retry, or its chunks redriven from the DLQ).
+    job_max_redrives: int = Field(5, ge=0, le=100)
+
+    def max_cost_usd(self, tenant: str) -> float | None:
+        return self.max_cost_usd_by_tenant.get(tenant, self.max_cost_usd_by_tenant.get("*"))
+
+    @field_validator("max_cost_usd_by_tenant")
+    @classmethod
+    def _caps_are_positive(cls, value: dict[str, float]) -> dict[str, float]:
+        if bad := {tenant: cap for tenant, cap in value.items() if not 0 < cap <= 1_000_000}:
+            raise ValueError(f"a spend cap is 0 < USD <= 1,000,000: {bad}")
+        return value
 
 
 class InngestSettings(BaseModel):

@@ -14,6 +14,7 @@ from pydantic import (
     GetJsonSchemaHandler,
     ModelWrapValidatorHandler,
     PrivateAttr,
+    Strict,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -42,6 +43,11 @@ def _unicode_text(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_unicode_text)]
+# A share of a job's items, as "12.5%".
+PERCENT_PATTERN = r"^(100(\.0+)?|\d{1,2}(\.\d+)?)%$"
+FailedItemsLimit = (
+    Annotated[int, Strict(), Field(ge=0)] | Annotated[str, Field(pattern=PERCENT_PATTERN)]
+)
 
 
 def new_job_id() -> str:
@@ -90,6 +96,22 @@ class JobSpec(BaseModel):
         pattern=r"^https?://",
         description="POSTed the signed summary when the job completes (public http(s) only).",
     )
+    max_failed_items: FailedItemsLimit | None = Field(
+        None,
+        description=(
+            "A failure threshold: past this many items without an answer (a count, or a share "
+            'of the job\'s items as "10%"), the job stops early as failed.'
+        ),
+    )
+    max_cost_usd: Annotated[float, Strict()] | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description=(
+            "A spend cap (workloads that call a model): no model call begins once the job's "
+            "estimated spend and its calls in flight would pass it; the job then stops."
+        ),
+    )
     _own: WorkloadFields = PrivateAttr(default_factory=WorkloadFields)
 
     @field_validator("chunk_size")
@@ -110,6 +132,13 @@ class JobSpec(BaseModel):
         if name not in workload.names():
             raise ValueError(f"{name!r} is no workload: use one of {', '.join(workload.names())}")
         return name
+
+    def failed_items_limit(self, total_items: int) -> int | None:
+        """`max_failed_items` as a count of the job's `total_items` (a share rounded down)."""
+        limit = self.max_failed_items
+        if limit is None or isinstance(limit, int):
+            return limit
+        return int(total_items * float(limit[:-1]) / 100)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -133,7 +162,11 @@ class JobSpec(BaseModel):
             if problems:  # the workload field failed: its error says why
                 raise ValidationError.from_exception_data(cls.__name__, problems)
             name = "simulate"  # what default a spec without a workload gets
-        fields = workload.named(name).Fields
+        kind = workload.named(name)
+        if spec is not None and spec.max_cost_usd is not None and not kind.reports_usage:
+            message = f"applies to workloads that call a model: a {name} job spends nothing"
+            problems.append(_field_error("max_cost_usd", spec.max_cost_usd, message))
+        fields = kind.Fields
         given: dict[str, Any] = {}
         for key, value in rest.items():
             owner = None if key in fields.model_fields else workload.owner_of(key)
@@ -201,6 +234,10 @@ class JobSpec(BaseModel):
 
 def _foreign(field: str, value: Any, owner: str) -> InitErrorDetails:
     message = f"{field} applies to the {owner} workload only (only the {owner} workload reads it)"
+    return _field_error(field, value, message)
+
+
+def _field_error(field: str, value: Any, message: str) -> InitErrorDetails:
     return InitErrorDetails(
         type="value_error", loc=(field,), input=value, ctx={"error": ValueError(message)}
     )

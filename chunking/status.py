@@ -55,6 +55,10 @@ class Tally:
     batch_done: int = 0  # requests the provider has finished, as its latest polls said
     batch_resubmitted: int = 0  # requests sent again in a new batch (the provider let expire)
     batch_requeued: int = 0  # batches refused for the provider's queue limit, sent again later
+    items_lost: int = 0  # items with no answer in chunks that failed whole
+    redrives: int = 0  # times the job was retried
+    spent_nano: int = 0  # a capped job's spend so far, in billionths of a USD
+    headroom_nano: int = 0  # what is left of its cap once its calls in flight are held
     latency: LatencySummary = field(default_factory=LatencySummary)
     failed_head: tuple[FailedChunk, ...] = ()  # the first FAILED_HEAD_MAX to fail
     events_seq: int = 0  # the last settlement's number
@@ -83,6 +87,8 @@ class JobRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None  # why the job as a whole failed (e.g. it could not be enqueued)
+    # What stopped it early (its spend cap, its failure threshold); `error` says how.
+    stopped_by: str | None = None
     settled_by: int | None = None  # the chunk whose outcome finished the job
     output_uri: str | None = None  # llm workload: the merged output, once it is written
     # Items as planned: the spec's, or (a workload that counts its input) 0 until counted.
@@ -174,6 +180,11 @@ class Usage(BaseModel):
     rate_wait_s: float = 0.0
     # Batch mode: est_cost_usd is at the batch price; this, the same tokens at full price.
     realtime_cost_usd: float | None = None
+    # A capped job: its cap, and its spend as each answer arrives (est_cost_usd counts settled
+    # chunks only), and what its calls in flight hold of the cap.
+    max_cost_usd: float | None = None
+    spent_usd: float | None = None
+    in_flight_usd: float | None = None
 
 
 class BatchProgress(BaseModel):
@@ -210,6 +221,13 @@ class JobStatus(BaseModel):
     chunk_latency_ms: LatencyMs
     failed_chunks: list[FailedChunk]
     error: str | None = None
+    # Stopped early by its spend cap (`max_cost_usd`) or its failure threshold
+    # (`max_failed_items`); `error` says how. Chunks not run then are failed "not run".
+    stopped_by: str | None = None
+    # Items with no answer: failed ones, and those of chunks that failed whole.
+    items_failed: int = 0
+    max_failed_items: int | None = None  # the failure threshold, as a count of items
+    redrives: int = 0  # times the job was retried (POST /jobs/{id}/retry, a DLQ redrive)
     usage: Usage | None = None  # null for workloads that call no model
     batch: BatchProgress | None = None  # null unless the job goes through a batch API
     output_uri: str | None = None  # llm workload: the merged output file, once written
@@ -246,6 +264,8 @@ def usage_of(job: JobRecord, prices_per_mtok: tuple[float, float]) -> Usage | No
     tally = job.tally
     cost = model_cost_usd(tally.prompt_tokens, tally.completion_tokens, prices_per_mtok)
     discount = workload.of(job.spec).batch_discount(job.spec)
+    cap = job.spec.max_cost_usd
+    spent = tally.spent_nano / 1e9
     return Usage(
         prompt_tokens=tally.prompt_tokens,
         completion_tokens=tally.completion_tokens,
@@ -254,6 +274,9 @@ def usage_of(job: JobRecord, prices_per_mtok: tuple[float, float]) -> Usage | No
         rate_limited=tally.rate_limited,
         rate_wait_s=round(tally.rate_wait_ms / 1000, 3),
         realtime_cost_usd=None if discount is None else round(cost, 6),
+        max_cost_usd=cap,
+        spent_usd=None if cap is None else round(spent, 9),
+        in_flight_usd=None if cap is None else round(cap - spent - tally.headroom_nano / 1e9, 9),
     )
 
 
@@ -276,6 +299,8 @@ def build_status(job: JobRecord, now: datetime, prices_per_mtok: tuple[float, fl
     """The status JSON, from the job's record alone (its tally): no chunk or item is read."""
     tally = job.tally
     status = overall_status(job, tally.chunks_succeeded, tally.chunks_failed, tally.items_failed)
+    if status == "partial" and job.stopped_by == "max_failed_items":
+        status = "failed"  # stopped early as broken: what it answered is kept all the same
     if job.state == "finished" and workload.of(job.spec).produces_output and not job.output_uri:
         if job.error is None:
             # Every chunk has settled but the job's output is not written yet: a client that
@@ -315,6 +340,10 @@ def build_status(job: JobRecord, now: datetime, prices_per_mtok: tuple[float, fl
         ),
         failed_chunks=sorted(tally.failed_head, key=lambda c: c.index),
         error=job.error,
+        stopped_by=job.stopped_by,
+        items_failed=tally.items_failed + tally.items_lost,
+        max_failed_items=job.spec.failed_items_limit(job.total_items),
+        redrives=tally.redrives,
         usage=usage,
         batch=batch_progress(job),
         output_uri=job.output_uri,

@@ -114,6 +114,7 @@ class JobStore(Protocol):
         begun_only: bool = False,
         usage: ChunkUsage | None = None,
         expected: JobRecord | None = None,
+        items_lost: int = 0,
     ) -> Settlement:
         """Record a chunk's outcome once per (job_id, chunk_index), whatever the deliveries,
         and add it to the job's tally in the same write, which also finishes the job when this
@@ -122,6 +123,7 @@ class JobStore(Protocol):
         `begun_only`: record it only for a chunk whose attempt has begun (never create one).
         `expected`: the job as the caller read it (and no settlement of its since, as far as it
         knows): the write is tried on that, and the row read only if it had moved.
+        `items_lost`: a chunk failed whole, its items no item result counts as failed.
         """
         ...
 
@@ -157,11 +159,39 @@ class JobStore(Protocol):
         ...
 
     def reopen_chunk(self, job_id: str, chunk_index: int) -> bool:
-        """Undo a chunk's *failed* outcome so it can run again (a DLQ redrive).
+        """Undo a chunk's outcome so it can run again (a retry, a DLQ redrive): one that
+        failed, or succeeded with failed items (forget those first: `forget_failed_items`).
 
         The job goes back to `running` if that outcome had finished it. False when the chunk
-        is not failed (succeeded, running, or unknown): nothing changes.
+        is neither (running, succeeded whole, or unknown): nothing changes.
         """
+        ...
+
+    def forget_failed_items(self, job_id: str, chunk_index: int) -> int:
+        """Delete the chunk's failed item results, so a retry asks those items again (and
+        only those: the answered ones are kept); how many."""
+        ...
+
+    def stop_job(self, job_id: str, stopped_by: str, reason: str) -> bool:
+        """Stop a running job early (`stopped_by` what: its spend cap, its failure threshold;
+        `reason` becomes its error): no attempt begins at any of its chunks after this, each is
+        settled failed instead, and the job finishes as they settle. The first stop's reason
+        stands. False when it was not running or was stopped already."""
+        ...
+
+    def reserve_spend(self, job_id: str, nano: int) -> bool:
+        """Hold `nano` (billionths of a USD) of a capped job's spend for a model call about
+        to begin: False, nothing held, when the cap has less left than that."""
+        ...
+
+    def record_spend(self, job_id: str, held_nano: int, spent_nano: int) -> None:
+        """A held call came back: release its hold and count what it cost."""
+        ...
+
+    def retry_job(self, job_id: str) -> bool:
+        """Make a finished job run again (its retry): `running`, its stop, error and output
+        cleared, its `redrives` counted. The caller then reopens and sends its chunks. False
+        when it was not finished (or another retry won)."""
         ...
 
     def set_output_uri(self, job_id: str, uri: str) -> None:

@@ -49,6 +49,7 @@ class ChunkUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     items_failed: int = 0
+    items_answered: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,15 @@ class WaitFor(Exception):
     def __init__(self, wait_s: float, why: str) -> None:
         super().__init__(why)
         self.wait_s = wait_s
+
+
+class StopJob(Exception):
+    """The whole job must stop (e.g. its spend cap is reached): the chunk is settled failed
+    with this reason, and no other chunk of the job begins (chunking.store's `stop_job`)."""
+
+    def __init__(self, stopped_by: str, reason: str) -> None:
+        super().__init__(reason)
+        self.stopped_by = stopped_by
 
 
 class OutOfBudget(Exception):

@@ -104,6 +104,14 @@ COUNTERS = (
     "batch_done",
     "batch_resubmitted",
     "batch_requeued",
+    # Items with no answer that no item result counts: those of a chunk that failed whole.
+    "items_lost",
+    # Times the job was retried (POST /jobs/{id}/retry, a DLQ redrive).
+    "redrives",
+    # A capped job's spend, in billionths of a USD at the price paid: what its answers cost,
+    # and what is left of its cap once its calls in flight are held (chunking.spend).
+    "spent_nano",
+    "headroom_nano",
 )
 # The counters a chunk's batch adds to (`add_batch_counts`).
 BATCH_COUNTERS = ("batches", "batch_requests", "batch_done", "batch_resubmitted", "batch_requeued")
@@ -162,6 +170,7 @@ def settle_change(
         "prompt_tokens": int(outcome.get("prompt_tokens") or 0),
         "completion_tokens": int(outcome.get("completion_tokens") or 0),
         "items_failed": int(outcome.get("items_failed") or 0),
+        "items_lost": int(outcome.get("items_lost") or 0),
     }
     seq = int(job.get("events_seq") or 0) + 1
     put: dict[str, Field] = {
@@ -230,15 +239,43 @@ class SettlePlan:
     change: TallyChange | None = None  # None: the job's row is left as it is
 
 
+def reopenable(chunk: Row | None) -> bool:
+    """May this settled chunk run again? One that failed, or succeeded with items that did
+    not (their failures are forgotten first: `forget_failed_items`)."""
+    if chunk is None:
+        return False
+    return chunk["state"] == "failed" or (
+        chunk["state"] == "succeeded" and int(chunk.get("items_failed") or 0) > 0
+    )
+
+
+# A reopened chunk's row: running again, its outcome's fields cleared.
+REOPENED_CHUNK: dict[str, Field] = {
+    "state": "running",
+    "error": None,
+    "latency_ms": None,
+    "seq": None,
+    "progress": None,
+    "items": 0,
+    "prompt_tokens": 0,
+    "completion_tokens": 0,
+    "items_failed": 0,
+    "items_lost": 0,
+}
+
+
 def reopen_change(job: Row, chunk: Row) -> TallyChange:
-    """Undoing a failed chunk's outcome (it runs again): what its settlement added goes."""
+    """Undoing a settled chunk's outcome (it runs again): what its settlement added goes."""
+    succeeded = chunk["state"] == "succeeded"
     add = {
         "chunks_settled": -1,
-        "chunks_failed": -1,
+        "chunks_succeeded" if succeeded else "chunks_failed": -1,
         "chunks_running": 1,
+        "items_processed": -int(chunk.get("items") or 0),
         "prompt_tokens": -int(chunk.get("prompt_tokens") or 0),
         "completion_tokens": -int(chunk.get("completion_tokens") or 0),
         "items_failed": -int(chunk.get("items_failed") or 0),
+        "items_lost": -int(chunk.get("items_lost") or 0),
     }
     put: dict[str, Field] = {"version": _version(job) + 1}
     if (latency_ms := chunk.get("latency_ms")) is not None:
@@ -250,6 +287,11 @@ def reopen_change(job: Row, chunk: Row) -> TallyChange:
     if len(kept) != len(head):
         put["failed_head"] = json.dumps(kept)
     return TallyChange(add, put, {})
+
+
+def nano_usd(usd: float) -> int:
+    """USD as the whole billionths a store counts spend in."""
+    return round(usd * 1e9)
 
 
 def stored_time(moment: datetime) -> str:
@@ -344,6 +386,7 @@ def job_record(row: Row) -> JobRecord:
         started_at=read_time(row.get("started_at")),
         finished_at=read_time(row.get("finished_at")),
         error=row.get("error"),
+        stopped_by=row.get("stopped_by"),
         settled_by=_int(row.get("settled_by")),
         output_uri=row.get("output_uri"),
         total_items=int(row.get("total_items") or 0),
@@ -513,6 +556,15 @@ class BaseJobStore(ABC):
         store allows; for each, True when kept."""
 
     @abstractmethod
+    def _take_headroom(self, job_id: str, nano: int) -> bool:
+        """Take `nano` from the job's `headroom_nano` only if that much is left (one
+        conditional write); True when taken."""
+
+    @abstractmethod
+    def _delete_failed_items(self, job_id: str, chunk_index: int) -> int:
+        """Delete the chunk's item results that are failures; how many."""
+
+    @abstractmethod
     def _add_to_job(self, job_id: str, counters: Mapping[str, int]) -> None:
         """Add to counters of the job's tally (nothing else changes, so no guard is needed)."""
 
@@ -524,7 +576,8 @@ class BaseJobStore(ABC):
 
     @abstractmethod
     def _reopen(self, job_id: str, chunk_index: int) -> bool:
-        """Make a failed chunk running again, applying `reopen_change`, atomically."""
+        """Make a `reopenable` chunk running again (REOPENED_CHUNK), applying
+        `reopen_change`, atomically."""
 
     @abstractmethod
     def _end_run(self, job_id: str, chunk_index: int, error: str, outcome: str) -> None:
@@ -631,6 +684,7 @@ class BaseJobStore(ABC):
             "total_chunks": chunk_count(items, spec.chunk_size),
             "created_at": self._now_stored(),
             **dict.fromkeys(COUNTERS, 0),
+            "headroom_nano": nano_usd(spec.max_cost_usd or 0),
             "events_seq": 0,
             "version": 0,
         }
@@ -682,6 +736,40 @@ class BaseJobStore(ABC):
     def cancel_job(self, job_id: str) -> bool:
         changes = {"state": "cancelled", "finished_at": self._now_stored(), ACTIVE_AT: None}
         return self._update_job(job_id, ACTIVE, changes)
+
+    def stop_job(self, job_id: str, stopped_by: str, reason: str) -> bool:
+        job = self._job_row(job_id, "stopped_by", "state")
+        if job is None or job.get("stopped_by") or job.get("state") != "running":
+            return False  # stopped already (the first reason stands), or not running
+        changes = {"stopped_by": stopped_by, "error": reason}
+        return self._update_job(job_id, JobGuard(states=("running",)), changes)
+
+    def reserve_spend(self, job_id: str, nano: int) -> bool:
+        return self._take_headroom(job_id, nano)
+
+    def record_spend(self, job_id: str, held_nano: int, spent_nano: int) -> None:
+        if held_nano or spent_nano:
+            change = {"headroom_nano": held_nano - spent_nano, "spent_nano": spent_nano}
+            self._add_to_job(job_id, change)
+
+    def retry_job(self, job_id: str) -> bool:
+        job = self._job_row(job_id, "state", "redrives")
+        if job is None or job.get("state") != "finished":
+            return False
+        changes: dict[str, Field] = {
+            "state": "running",
+            "finished_at": None,
+            "settled_by": None,
+            "output_uri": None,
+            "error": None,
+            "stopped_by": None,
+            "redrives": int(job.get("redrives") or 0) + 1,
+            ACTIVE_AT: self._active_now(),
+        }
+        return self._update_job(job_id, JobGuard(states=("finished",)), changes)
+
+    def forget_failed_items(self, job_id: str, chunk_index: int) -> int:
+        return self._delete_failed_items(job_id, chunk_index)
 
     def requeue_job(self, job_id: str) -> bool:
         changes = {"state": "queued", "error": None, "finished_at": None}
@@ -752,6 +840,7 @@ class BaseJobStore(ABC):
         begun_only: bool = False,
         usage: ChunkUsage | None = None,
         expected: JobRecord | None = None,
+        items_lost: int = 0,
     ) -> Settlement:
         usage = usage or ChunkUsage()
         outcome: dict[str, Field] = {
@@ -763,6 +852,7 @@ class BaseJobStore(ABC):
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "items_failed": usage.items_failed,
+            "items_lost": items_lost,
         }
         # One read of the job's tally (none when the caller read it and nothing moved it
         # since) and one write: whether it was new, and whether it finished the job, are

@@ -38,17 +38,21 @@ from chunking.store import JobNotRunningError, Settlement
 from stores.base import (
     ACTIVE_AT,
     ENDED,
+    REOPENED_CHUNK,
     TALLY_FIELDS,
     BaseJobStore,
     Field,
     JobGuard,
     Row,
     reopen_change,
+    reopenable,
 )
 
 # What a settlement or a reopen reads of the job's row and the chunk's.
 TALLY_READ = tuple(
-    dict.fromkeys(("sk", "chunk_index", "attempts", "latency_ms", "timeline", *TALLY_FIELDS))
+    dict.fromkeys(
+        ("sk", "chunk_index", "attempts", "items", "latency_ms", "timeline", *TALLY_FIELDS)
+    )
 )
 
 # What a guarded write's plan gives: the transaction (none: nothing to write) and its result.
@@ -510,6 +514,20 @@ class DynamoJobStore(BaseJobStore):
             read_state=job["state"],
         )
 
+    def _take_headroom(self, job_id: str, nano: int) -> bool:
+        op = self._update_op(
+            job_id, JOB_SK, "ADD #headroom_nano :minus", "#headroom_nano >= :nano",
+            minus=-nano, nano=nano,
+        )  # fmt: skip
+        return self._applied(self.db.update_item, **op)
+
+    def _delete_failed_items(self, job_id: str, chunk_index: int) -> int:
+        rows = self._item_rows(job_id, chunk_index)
+        failed = [row["sk"] for row in rows if row.get("error") is not None]
+        for sk in failed:
+            self.db.delete_item(TableName=self.table, Key=self._key(job_id, sk))
+        return len(failed)
+
     def _add_to_job(self, job_id: str, counters: Mapping[str, int]) -> None:
         expression, values = _assignments({}, add=counters)
         self.db.update_item(
@@ -557,8 +575,10 @@ class DynamoJobStore(BaseJobStore):
                     )
                 }
             expression, values = _assignments(begin.change.put, add=begin.change.add)
+            # A stopped job begins nothing more: its chunks are settled without running.
+            running = "#state = :running AND attribute_not_exists(#stopped_by)"
             counters = self._update_op(
-                job_id, JOB_SK, expression, "#state = :running", **values, running="running"
+                job_id, JOB_SK, expression, running, **values, running="running"
             )
             return [write, {"Update": counters}], begin.attempt
 
@@ -671,21 +691,18 @@ class DynamoJobStore(BaseJobStore):
                 job, chunk = self._rows(job_id, chunk_index)
             except LookupError:
                 return [], False
-            if chunk is None or chunk["state"] != "failed":
+            if not reopenable(chunk):
                 return [], False
+            assert chunk is not None
             change = reopen_change(job, chunk)
-            reopen = self._update_op(
-                job_id,
-                sk,
-                "SET #state = :running, #chunk_state = :key, #prompt_tokens = :zero,"
-                " #completion_tokens = :zero, #items_failed = :zero"
-                " REMOVE #error, #latency_ms, #seq, #progress",
-                "#state = :failed",
-                running="running",
-                failed="failed",
-                zero=0,
-                key=state_key("running", chunk_index),
+            expression, values = _assignments(
+                {**REOPENED_CHUNK, "chunk_state": state_key("running", chunk_index)}
             )
+            # Applied only to the row as read: settled as it was.
+            reopen = self._update_op(
+                job_id, sk, expression, "#state = :read_state", **values,
+                read_state=chunk["state"],
+            )  # fmt: skip
             tally = self._job_update(job_id, job, change.add, change.put)
             return [{"Update": reopen}, {"Update": tally}], True
 

@@ -42,7 +42,8 @@ SCHEMA_NAMES = (
     "claims_by_expiry",
     "jobs_by_activity",
     "budgets",
-    "chunks_batched",  # the last added: a database without it lacks the columns added with it
+    "chunks_batched",
+    "items_failed",  # the last added: a database without it lacks the columns added with it
 )
 
 

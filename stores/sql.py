@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from chunking.status import ChunkState
 from chunking.store import JobNotRunningError, Settlement
 from stores.base import (
+    REOPENED_CHUNK,
     TALLY_FIELDS,
     BaseJobStore,
     Field,
@@ -26,6 +27,7 @@ from stores.base import (
     Row,
     TallyChange,
     reopen_change,
+    reopenable,
 )
 
 # The tables, in either dialect: {int}, {real} and {keyed} (how a table keyed by its primary
@@ -69,7 +71,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     batch_requests {int} NOT NULL DEFAULT 0,
     batch_done {int} NOT NULL DEFAULT 0,
     batch_resubmitted {int} NOT NULL DEFAULT 0,
-    batch_requeued {int} NOT NULL DEFAULT 0
+    batch_requeued {int} NOT NULL DEFAULT 0,
+    items_lost {int} NOT NULL DEFAULT 0,
+    redrives {int} NOT NULL DEFAULT 0,
+    spent_nano {int} NOT NULL DEFAULT 0,
+    headroom_nano {int} NOT NULL DEFAULT 0,
+    stopped_by TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -89,6 +96,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     timeline TEXT,
     batch TEXT,
     batch_version {int} NOT NULL DEFAULT 0,
+    items_lost {int} NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, chunk_index)
 ){keyed};
 CREATE TABLE IF NOT EXISTS items (
@@ -133,6 +141,12 @@ LATER_COLUMNS = (
     ("jobs", "batch_requeued", "{int} NOT NULL DEFAULT 0"),
     ("chunks", "batch", "TEXT"),
     ("chunks", "batch_version", "{int} NOT NULL DEFAULT 0"),
+    *(
+        ("jobs", name, "{int} NOT NULL DEFAULT 0")
+        for name in ("items_lost", "redrives", "spent_nano", "headroom_nano")
+    ),
+    ("jobs", "stopped_by", "TEXT"),
+    ("chunks", "items_lost", "{int} NOT NULL DEFAULT 0"),
 )
 
 # A running job from before `active_at` shows life as of its start, so the sweep sees it too.
@@ -149,6 +163,9 @@ INDEXES = (
     # A job's chunks with a provider batch (batch mode), few of a job's rows otherwise.
     "CREATE INDEX IF NOT EXISTS chunks_batched ON chunks (job_id, chunk_index) "
     "WHERE batch IS NOT NULL",
+    # A chunk's failed items (a retry forgets them, the errors file lists them).
+    "CREATE INDEX IF NOT EXISTS items_failed ON items (job_id, chunk_index, item_index) "
+    "WHERE error IS NOT NULL",
 )
 
 
@@ -351,6 +368,23 @@ class SqlJobStore(BaseJobStore):
         with self._tx() as db:
             _add(db, job_id, counters)
 
+    def _take_headroom(self, job_id: str, nano: int) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET headroom_nano = headroom_nano - ? "
+                "WHERE job_id = ? AND headroom_nano >= ?",
+                (nano, job_id, nano),
+            )
+            return cur.rowcount == 1
+
+    def _delete_failed_items(self, job_id: str, chunk_index: int) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM items WHERE job_id = ? AND chunk_index = ? AND error IS NOT NULL",
+                (job_id, chunk_index),
+            )
+            return int(cur.rowcount)
+
     def _begin(self, job_id: str, chunk_index: int, continuation: bool) -> int | None:
         key = (job_id, chunk_index)
         with self._tx() as db:
@@ -364,7 +398,9 @@ class SqlJobStore(BaseJobStore):
                     db, "chunks", {"job_id": job_id, "chunk_index": chunk_index, **plan.chunk}
                 ):
                     continue
-                if not _apply(db, job_id, plan.change, guard=" AND state = 'running'"):
+                # A stopped job begins nothing more: its chunks are settled without running.
+                running = " AND state = 'running' AND stopped_by IS NULL"
+                if not _apply(db, job_id, plan.change, guard=running):
                     raise JobNotRunningError(f"job {job_id} is not running")  # rolls it back
                 return plan.attempt
         raise RuntimeError(f"job {job_id}: chunk {chunk_index} could not be begun")
@@ -408,14 +444,10 @@ class SqlJobStore(BaseJobStore):
         with self._tx() as db:
             row = self._chunk_row(db, key)
             job = self._tally_row(db, job_id)
-            if row is None or row["state"] != "failed" or job is None:
+            if not reopenable(row) or job is None:
                 return False
-            db.execute(
-                "UPDATE chunks SET state = 'running', error = NULL, latency_ms = NULL, seq = NULL,"
-                " progress = NULL, prompt_tokens = 0, completion_tokens = 0, items_failed = 0"
-                " WHERE job_id = ? AND chunk_index = ?",
-                key,
-            )
+            assert row is not None
+            _update_chunk(db, key, REOPENED_CHUNK)
             _apply(db, job_id, reopen_change(dict(job), row))
         return True
 

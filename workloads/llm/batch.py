@@ -50,10 +50,11 @@ from chunking.errors import PermanentError, RateLimitedError, TransientError
 from chunking.settings import get_settings
 from chunking.status import ItemResult, JobRecord
 from chunking.store import JobStore
-from chunking.workload import WaitFor
+from chunking.workload import StopJob, WaitFor
 from workloads.llm.client import LlmClient, completion_of, mapped
 from workloads.llm.fields import LlmFields
 from workloads.llm.input import Item
+from workloads.llm.spend import Spend
 
 ENDPOINT: Final = "/v1/chat/completions"
 LIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
@@ -280,12 +281,16 @@ class BatchChunk:
         chunk_index: int,
         load_items: Callable[[], list[Item]],
         client: LlmClient,
-        keep: Callable[[list[ItemResult]], Awaitable[object]],
+        keep: Callable[[list[ItemResult]], Awaitable[list[ItemResult]]],
         deadline: float = math.inf,
+        spend: Spend | None = None,
     ) -> None:
         self.deadline = deadline  # time.monotonic(): recording a big file goes on in a new run
         self.store, self.job, self.chunk_index = store, job, chunk_index
-        self.load_items, self.client, self.keep = load_items, client, keep
+        self.load_items, self.client, self._keep = load_items, client, keep
+        # A capped job's batch holds its requests' estimates from its submission until each
+        # one's result is kept (or it is sent again in the next round, which holds anew).
+        self.spend = spend or Spend(store, job.job_id, None, 0.0, 0.0, None)
         self.api = BatchApi(client)
         self.row: _Row
 
@@ -298,6 +303,15 @@ class BatchChunk:
         """The chunk's items, read from the input only by a run that submits or records: a
         poll reads nothing but the chunk's row."""
         return self.load_items()
+
+    async def keep(self, results: list[ItemResult]) -> None:
+        kept = await self._keep(results)
+        if self.spend.capped and kept:
+            by_index = {item.index: item for item in await asyncio.to_thread(lambda: self.items)}
+            await self.spend.kept(kept, by_index)
+
+    def _held(self, items: list[Item]) -> int:
+        return sum(self.spend.estimate(item.prompt) for item in items) if self.spend.capped else 0
 
     async def _unanswered(self) -> list[Item]:
         results = await asyncio.to_thread(
@@ -366,6 +380,12 @@ class BatchChunk:
         claim = uuid.uuid4().hex
         if not await self.row.put(claim=claim, claimed_at=now):
             raise _Moved
+        held = self._held(todo)
+        try:
+            await self.spend.hold(held)
+        except StopJob:
+            await self.row.put(claim=None, claimed_at=None)
+            raise
         with tempfile.NamedTemporaryFile(
             "wb", prefix=f"batch-{self.job.job_id}-{self.chunk_index}-", suffix=".jsonl"
         ) as out:
@@ -374,6 +394,7 @@ class BatchChunk:
             try:
                 batch = await self.api.submit(out.name, self._metadata())
             except PermanentError as err:
+                await self.spend.release(held)
                 await self.row.put(claim=None, claimed_at=None, error=f"batch refused: {err}")
                 raise PermanentError(f"the provider refused the batch: {err}") from err
             except Exception:
@@ -553,6 +574,7 @@ class BatchChunk:
             polls=0,
         ):
             await self._count({"batch_resubmitted": len(todo)})
+            await self.spend.release(self._held(todo))  # the next round holds them again
         return True
 
 

@@ -46,6 +46,7 @@ from chunking.workload import (
     PlanError,
     Planned,
     PlanPaused,
+    StopJob,
     Workload,
 )
 from workloads.llm import blobs
@@ -61,6 +62,7 @@ from workloads.llm.index import Indexed, build_index, chunk_items, index_uri
 from workloads.llm.input import FULL_CHECK_BYTES, InputError, Item, check_input
 from workloads.llm.outputs import keep_output, merge_outputs, write_chunk_output
 from workloads.llm.ratelimit import SharedBudget, estimate_tokens
+from workloads.llm.spend import Spend
 
 MIN_CALL_S = 1.0  # below this, a call cannot finish: stop and let the retry have the time
 
@@ -101,24 +103,27 @@ async def run_batch_chunk(
     fields = LlmFields.of(job.spec)
     client = await asyncio.to_thread(LlmClient.from_settings, fields.model, fields.max_tokens)
 
-    async def keep(results: list[ItemResult]) -> None:
-        await keep_results(store, job.job_id, chunk.index, results)
+    async def keep(results: list[ItemResult]) -> list[ItemResult]:
+        return await keep_results(store, job.job_id, chunk.index, results)
 
     async with client:
         load = partial(load_items, job.job_id, fields, chunk)
         deadline = time.monotonic() + budget_s
-        run = BatchChunk(store, job, chunk.index, load, client, keep, deadline)
+        discount = get_settings().llm_batch_discount(client.model)
+        spend = Spend.of(store, job, fields.max_tokens, discount)
+        run = BatchChunk(store, job, chunk.index, load, client, keep, deadline, spend)
         await (await run.load()).step(winding_down=winding_down)
     results = await asyncio.to_thread(store.item_results, job.job_id, chunk.index)
     return chunk_result(results)
 
 
 async def run_llm_chunk(
-    store: JobStore, job_id: str, fields: LlmFields, chunk: Chunk, *, budget_s: float
+    store: JobStore, job: JobRecord, chunk: Chunk, *, budget_s: float
 ) -> LlmChunkResult:
     """Read the chunk's own bytes of the input (through the job's index) and answer them
     within `budget_s`."""
     settings = get_settings()
+    job_id, fields = job.job_id, LlmFields.of(job.spec)
     items = await asyncio.to_thread(load_items, job_id, fields, chunk)
     # Off the event loop: the key may be an SSM read (chunking.secrets) when not cached.
     client = await asyncio.to_thread(LlmClient.from_settings, fields.model, fields.max_tokens)
@@ -132,6 +137,7 @@ async def run_llm_chunk(
             budget_s=budget_s,
             call_timeout_s=settings.llm_call_timeout_s,
             concurrency=settings.llm_item_concurrency,
+            spend=Spend.of(store, job, fields.max_tokens, discount=0.0),
         )
 
 
@@ -149,12 +155,21 @@ class _Run:
 
 
 async def _ask(
-    run: _Run, client: LlmClient, budget: SharedBudget, item: Item, deadline: float, call_s: float
+    run: _Run,
+    client: LlmClient,
+    budget: SharedBudget,
+    spend: Spend,
+    item: Item,
+    deadline: float,
+    call_s: float,
 ) -> ItemResult | None:
     """The item's answer (or its permanent failure), waiting its turn in the model's budget
-    and out every 429; None when the run's time ran out first (left for the next run)."""
+    and out every 429; None when the run's time ran out first (left for the next run).
+    A capped job's call holds its estimate of the cap while in flight (StopJob once the cap
+    has not that much left)."""
     completion_mean = run.completion_tokens / run.answered_now if run.answered_now else None
     tokens = estimate_tokens(item.prompt, client.max_tokens, completion_mean)
+    held = spend.estimate(item.prompt, completion_mean)
     while True:
         # The latest a call may start and still finish in the run: anything later is left.
         last_start = time.time() + (deadline - time.monotonic()) - MIN_CALL_S
@@ -162,21 +177,32 @@ async def _ask(
             return None
         left = deadline - time.monotonic()
         try:
+            await spend.hold(held)
+        except StopJob:
+            budget.unsent(tokens)
+            raise
+        try:
             answer = await client.complete(item.prompt, timeout_s=min(call_s, left))
         except ModelRateLimited as err:
+            await spend.release(held)  # not answered: nothing billed
             budget.unsent(tokens)
             refused = budget.refused(err.retry_after_s, err.seen, err.sent_at, ready_by=last_start)
             if not await refused:
                 return None
             continue
         except ModelEndpointError:
+            await spend.release(held)
             raise
         except PermanentError as err:
+            await spend.release(held)
             budget.unsent(tokens)
             return ItemResult(item.index, -1, item.id, error=str(err))
+        except BaseException:
+            await asyncio.shield(spend.release(held))  # even when the run is cancelled
+            raise
         budget.answered(tokens, answer.prompt_tokens + answer.completion_tokens, answer.seen)
         run.completion_tokens += answer.completion_tokens
-        return ItemResult(
+        result = ItemResult(
             item.index,
             -1,
             item.id,
@@ -185,6 +211,8 @@ async def _ask(
             completion_tokens=answer.completion_tokens,
             latency_ms=answer.latency_ms,
         )
+        await spend.release(held, spend.cost(result))
+        return result
 
 
 async def keep_results(
@@ -235,10 +263,13 @@ async def answer_items(
     budget_s: float,
     call_timeout_s: float,
     concurrency: int = 1,
+    spend: Spend | None = None,
 ) -> LlmChunkResult:
     """Ask the model about the chunk's items not answered yet, `concurrency` at a time, each
-    kept as it arrives. A failure that ends the attempt (transient, or the endpoint's) stops
-    new requests; those in flight are still kept before it is raised."""
+    kept as it arrives. A failure that ends the attempt (transient, the endpoint's, or the
+    job's spend cap reached: StopJob) stops new requests; those in flight are still kept
+    before it is raised."""
+    spend = spend or Spend(store, job_id, None, 0.0, 0.0, None)  # no cap: nothing held
     deadline = time.monotonic() + budget_s
     kept = {r.index: r for r in await asyncio.to_thread(store.item_results, job_id, chunk_index)}
     run = _Run(deque(item for item in items if item.index not in kept), kept, set(kept))
@@ -262,8 +293,8 @@ async def answer_items(
         while run.todo and run.stop is None:
             item = run.todo.popleft()
             try:
-                result = await _ask(run, client, budget, item, deadline, call_timeout_s)
-            except (PermanentError, TransientError) as err:  # the chunk's, not the item's
+                result = await _ask(run, client, budget, spend, item, deadline, call_timeout_s)
+            except (PermanentError, TransientError, StopJob) as err:  # the chunk's, the job's
                 run.stop = run.stop or err
                 return
             if result is None:
@@ -403,7 +434,7 @@ class Llm(Workload):
         if fields.mode == "batch":
             result = await run_batch_chunk(store, job, chunk, budget_s=budget - margin)
         else:
-            result = await run_llm_chunk(store, job.job_id, fields, chunk, budget_s=budget - margin)
+            result = await run_llm_chunk(store, job, chunk, budget_s=budget - margin)
         return ChunkResult(items_processed=result.items_processed)
 
     def batch_discount(self, spec: JobSpec) -> float | None:
@@ -438,6 +469,7 @@ class Llm(Workload):
             prompt_tokens=sum(r.prompt_tokens for r in results),
             completion_tokens=sum(r.completion_tokens for r in results),
             items_failed=sum(r.error is not None for r in results),
+            items_answered=sum(r.error is None for r in results),
         )
 
     def after_job_finished(self, store: JobStore, job: JobRecord) -> None:
