@@ -40,7 +40,7 @@ from dashboard import routes as dashboard
 from functions import ALL_FUNCTIONS
 from functions.client import event_batcher, inngest_client
 from functions.deps import get_store
-from functions.events import START_JOB, job_cancelled_event, start_job_event
+from functions.events import START_JOB, job_cancelled_event, retry_job_event, start_job_event
 from functions.metrics import SINK as METRICS
 from guards import (
     BodyLimit,
@@ -179,6 +179,27 @@ async def cancel_job(job_id: str) -> JobStatus:
     except Exception as err:
         logger.warning("demo/job_cancelled not sent (chunks still see the cancel): %s", err)
     return cancelled
+
+
+@jobs.post("/jobs/{job_id}/retry", response_model=JobStatus, status_code=status.HTTP_202_ACCEPTED)
+async def retry_job(job_id: str) -> JobStatus:
+    """Run again only what failed of a job that ended partial or failed (answered items are
+    never asked again), then merge its output anew. 409 for a job still running, succeeded,
+    cancelled, or retried JOB_MAX_REDRIVES times."""
+    store = get_store()
+    try:
+        retried = await asyncio.to_thread(lifecycle.retry, store, job_id)
+    except lifecycle.JobNotRetryableError as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from err
+    if retried is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with job_id {job_id!r}")
+    try:
+        await inngest_client.send(retry_job_event(job_id, retried.redrives))
+    except Exception as err:
+        reason = f"the retry could not be sent to Inngest: {err}"
+        await asyncio.to_thread(lifecycle.retry_unsent, store, job_id, reason)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=reason) from err
+    return retried
 
 
 async def existing_job(job_id: str) -> str:

@@ -22,6 +22,11 @@ local path calls them through `asyncio.to_thread`, and submits with `submit_asyn
 - `cancel`: chunks not yet started never run; running ones finish (JobEndedError if it ended);
   then `stop_cancelled`, its own durable unit, stops what they started outside at once (the
   provider batches of a batch-mode job).
+- `retry`: a job that ended `partial` or `failed` runs again, only what failed: its
+  `retry_page`s (its own durable unit, a page of chunks a step) reopen its failed chunks and
+  those with failed items (forgetting those items, keeping every answer), then hand the
+  reopened chunks to the adapter to send; they settle, the job finishes and merges anew.
+  The DLQ redrive (tools/dlq.py) reopens its chunks the same way (`reopen`).
 - `finish`: what a finished job leaves behind, re-run safely on a redelivery.
 - `start_failed`, `finish_failed`: what a job's status says when its first or finishing unit
   gave up (a chunk's failed run, and a stalled job's lost chunks: chunking/recovery.py).
@@ -37,10 +42,15 @@ from functools import partial
 from chunking import metrics, workload
 from chunking.one_thread import OneThread
 from chunking.prepare import prepare_spec
+from chunking.settings import get_settings
 from chunking.spec import MAX_CHUNKS, JobSpec, chunk_count, new_job_id
 from chunking.status import JobPath, JobRecord, JobStatus
 from chunking.store import JobEndedError, JobStore
 from chunking.workload import PlanError, PlanPaused
+
+
+class JobNotRetryableError(Exception):
+    """The job may not be retried now (running, succeeded, cancelled, or retried too often)."""
 
 
 class EnqueueError(Exception):
@@ -253,6 +263,94 @@ async def stop_cancelled(store: JobStore, job_id: str, after: int = -1) -> int |
     if job is None or job.state != "cancelled":
         return None
     return await workload.of(job.spec).stop_outside(store, job, after)
+
+
+def retry(store: JobStore, job_id: str) -> JobStatus | None:
+    """Make a job that ended `partial` or `failed` run again (its status after; None if there
+    is no such job), in constant time: the adapter then starts its retry unit (`retry_page`)
+    for redrive number `status.redrives`. Raises JobNotRetryableError. Blocking I/O."""
+    job = store.get_job(job_id)
+    if job is None:
+        return None
+    current = store.status_of(job)
+    if job.state == "failed" and job.started_at is None:
+        raise JobNotRetryableError(f"job {job_id} never started ({job.error}): submit it again")
+    if current.status not in ("partial", "failed") or job.state != "finished":
+        what = current.status
+        raise JobNotRetryableError(
+            f"job {job_id} is {what}: only a job that ended partial or failed is retried"
+        )
+    most = get_settings().job_max_redrives
+    if job.tally.redrives >= most:
+        raise JobNotRetryableError(
+            f"job {job_id} was retried {job.tally.redrives} times, the most JOB_MAX_REDRIVES "
+            "allows: submit what failed as a new job (its errors file lists it)"
+        )
+    if not store.retry_job(job_id):
+        raise JobNotRetryableError(f"job {job_id} is being retried already")
+    metrics.job_retried(job.path)
+    return store.status(job_id)
+
+
+def retry_unsent(store: JobStore, job_id: str, reason: str) -> None:
+    """The adapter could not start the retry's unit: the job ends again, saying why (and may
+    be retried again)."""
+    store.end_retry(job_id, reason)
+
+
+RETRY_PAGE = 500  # chunks a retry unit's step looks at
+
+
+@dataclass(frozen=True)
+class RetryStep:
+    """Where a retry unit goes on: `reopen` pages (every chunk), then `send` pages (the
+    reopened ones, handed to the adapter), each after chunk index `after`."""
+
+    phase: str
+    after: int
+
+
+@dataclass(frozen=True)
+class RetryPage:
+    next: RetryStep | None  # None: done
+    send: list[int]  # chunk indexes to send now (the `send` phase's)
+
+
+def reopen(store: JobStore, job_id: str, index: int) -> bool:
+    """Let a settled chunk run again, keeping every answer it got: its failed items are
+    forgotten first (so they are asked again), then its outcome undone. A retry and the DLQ
+    redrive both do this. False when it had nothing to run again."""
+    store.forget_failed_items(job_id, index)
+    return store.reopen_chunk(job_id, index)
+
+
+def retry_page(store: JobStore, job_id: str, redrive: int, step: RetryStep) -> RetryPage:
+    """One step of a job's retry unit (redrive number `redrive`). Idempotent: a redelivered
+    step finds its chunks reopened already, or sends them again (each send of a chunk that
+    has settled meanwhile is a duplicate the runner drops). Reopening every chunk comes
+    before sending any, so the job cannot finish while some are still to be reopened."""
+    job = store.get_job(job_id)
+    if job is None:
+        return RetryPage(None, [])
+    if job.state == "finished" and job.tally.redrives == redrive - 1:
+        # A demo/retry_job event sent by hand: nothing has made it run again yet.
+        try:
+            retry(store, job_id)
+        except JobNotRetryableError:
+            return RetryPage(None, [])
+        job = store.get_job(job_id)
+    if job is None or job.state != "running" or job.tally.redrives != redrive:
+        return RetryPage(None, [])  # cancelled meanwhile, or another retry's
+    rows = store.chunk_page(
+        job_id, "running" if step.phase == "send" else None, step.after, RETRY_PAGE
+    )
+    last = rows[-1].index if len(rows) == RETRY_PAGE else None
+    if step.phase == "send":
+        return RetryPage(None if last is None else RetryStep("send", last), [r.index for r in rows])
+    for row in rows:
+        if row.state == "failed" or (row.state == "succeeded" and row.items_failed):
+            reopen(store, job_id, row.index)
+    return RetryPage(RetryStep("reopen", last) if last is not None else RetryStep("send", -1), [])
 
 
 def finish(store: JobStore, job_id: str) -> None:

@@ -38,6 +38,9 @@ METRICS: dict[str, Metric] = {
         "histogram", "Milliseconds", ("path",), "latency of a chunk's attempt that succeeded"
     ),
     "jobs_submitted": Metric("counter", "Count", ("path",), "jobs accepted"),
+    "jobs_retried": Metric(
+        "counter", "Count", ("path",), "jobs retried (their failed chunks and items run again)"
+    ),
     "jobs_ended": Metric(
         "counter",
         "Count",
@@ -96,6 +99,10 @@ def chunk_settled(
 
 def job_submitted(path: JobPath) -> None:
     _add("jobs_submitted", 1, path=path)
+
+
+def job_retried(path: JobPath) -> None:
+    _add("jobs_retried", 1, path=path)
 
 
 def job_ended(path: JobPath, status: str) -> None:

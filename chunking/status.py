@@ -301,8 +301,10 @@ def build_status(job: JobRecord, now: datetime, prices_per_mtok: tuple[float, fl
     status = overall_status(job, tally.chunks_succeeded, tally.chunks_failed, tally.items_failed)
     if status == "partial" and job.stopped_by == "max_failed_items":
         status = "failed"  # stopped early as broken: what it answered is kept all the same
+    elif status == "failed" and job.stopped_by == "max_cost_usd" and tally.spent_nano:
+        status = "partial"  # its chunks stopped mid-way, but what it paid for is answered
     if job.state == "finished" and workload.of(job.spec).produces_output and not job.output_uri:
-        if job.error is None:
+        if job.error is None or job.stopped_by:  # a stopped job's error says why it stopped
             # Every chunk has settled but the job's output is not written yet: a client that
             # waits for a final status must find the output there, so the job is still running.
             job = replace(job, state="running", finished_at=None)

@@ -167,6 +167,11 @@ class JobStore(Protocol):
         """
         ...
 
+    def end_retry(self, job_id: str, reason: str) -> bool:
+        """A retry whose unit could not be started: the job, running again with every chunk
+        still settled, ends again with `reason` as its error. False once a chunk reopened."""
+        ...
+
     def forget_failed_items(self, job_id: str, chunk_index: int) -> int:
         """Delete the chunk's failed item results, so a retry asks those items again (and
         only those: the answered ones are kept); how many."""

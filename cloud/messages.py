@@ -78,8 +78,26 @@ class StopMessage(BaseModel):
     after: int = Field(-1, ge=-1)
 
 
+class RetryMessage(BaseModel):
+    """A job's retry (its `redrive`-th): a page of its chunks reopened (`phase` reopen) or
+    sent again (`phase` send) after index `after`, then the next page's message."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["retry"] = "retry"
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    redrive: int = Field(ge=1)
+    phase: Literal["reopen", "send"] = "reopen"
+    after: int = Field(-1, ge=-1)
+
+
 QueueMessage = (
-    ChunkMessage | RangeMessage | CallbackMessage | PlanMessage | FinishMessage | StopMessage
+    ChunkMessage
+    | RangeMessage
+    | CallbackMessage
+    | PlanMessage
+    | FinishMessage
+    | StopMessage
+    | RetryMessage
 )
 _parser: TypeAdapter[QueueMessage] = TypeAdapter(
     Annotated[QueueMessage, Field(discriminator="kind")]

@@ -13,6 +13,7 @@ from functions.process_chunk import (
     process_chunk,
     process_chunk_failed,
 )
+from functions.retry_job import retry_job
 from functions.send_callback import send_callback
 from functions.start_job import start_job, start_job_failed
 from functions.stop_job import stop_cancelled_job
@@ -30,6 +31,7 @@ ALL_FUNCTIONS: list[inngest.Function] = [  # type: ignore[type-arg]
     finish_job,
     finish_job_failed,
     stop_cancelled_job,
+    retry_job,
     trigger_aws_sam_job,
     send_callback,
     sweep_stalled_jobs,

@@ -18,6 +18,7 @@ TRIGGER_AWS_SAM_JOB = "demo/trigger_aws_sam_job"
 JOB_COMPLETED = "demo/job_completed"
 FINISH_JOB = "demo/finish_job"
 JOB_CANCELLED = "demo/job_cancelled"
+RETRY_JOB = "demo/retry_job"  # a job that ended partial or failed runs what failed again
 
 # Inngest cancels a waiting or running run of a job's functions when this event names its job.
 CANCEL_ON_JOB_CANCELLED = inngest.Cancel(
@@ -53,6 +54,7 @@ def chunk_event(
     sweep: int = 0,
     poll: int = 0,
     wait_s: float = 0,
+    redrive: int = 0,
 ) -> inngest.Event:
     """The chunk's job, index, and what Inngest's priority and per-tenant limit read;
     `continuation` n > 0 for the n-th run going on where one out of budget stopped, `resend`
@@ -60,7 +62,8 @@ def chunk_event(
     n > 0 for a chunk its stalled job lost, sent again by the n-th sweep of that job (and
     every run that goes on from it: its ids never meet the lost lineage's). `poll` n > 0 for
     the n-th look at a chunk waiting on its provider's batch, `wait_s` after the last: a
-    demo/poll_chunk event, whose run sleeps that long first (durably)."""
+    demo/poll_chunk event, whose run sleeps that long first (durably). `redrive` n > 0 for a
+    chunk the job's n-th retry runs again (and every run going on from it)."""
     data: dict[str, Any] = {
         "job_id": job_id,
         "chunk_index": chunk_index,
@@ -68,6 +71,9 @@ def chunk_event(
         "tenant": tenant,
     }
     event_id = f"{job_id}-chunk-{chunk_index}"
+    if redrive:
+        data["redrive"] = redrive
+        event_id += f"-redriven-{redrive}"
     if sweep:
         data["sweep"] = sweep
         event_id += f"-swept-{sweep}"
@@ -83,9 +89,22 @@ def chunk_event(
     return inngest.Event(name=POLL_CHUNK if poll else PROCESS_CHUNK, id=event_id, data=data)
 
 
-def finish_job_event(job_id: str) -> inngest.Event:
-    """Every chunk has settled: the job's finishing unit (its output, then its announcement)."""
-    return inngest.Event(name=FINISH_JOB, id=f"{job_id}-finish", data={"job_id": job_id})
+def _ended(job_id: str, what: str, redrives: int) -> str:
+    """The id of what a job's end sends: once per run of the job (a retried job ends again)."""
+    return f"{job_id}-{what}" + (f"-{redrives}" if redrives else "")
+
+
+def finish_job_event(job_id: str, redrives: int = 0) -> inngest.Event:
+    """Every chunk has settled: the job's finishing unit (its output, then its announcement),
+    once per run of the job (`redrives`: its retries so far)."""
+    event_id = _ended(job_id, "finish", redrives)
+    return inngest.Event(name=FINISH_JOB, id=event_id, data={"job_id": job_id})
+
+
+def retry_job_event(job_id: str, redrive: int) -> inngest.Event:
+    return inngest.Event(
+        name=RETRY_JOB, id=f"{job_id}-retry-{redrive}", data={"job_id": job_id, "redrive": redrive}
+    )
 
 
 def job_cancelled_event(job_id: str) -> inngest.Event:
@@ -93,4 +112,5 @@ def job_cancelled_event(job_id: str) -> inngest.Event:
 
 
 def job_completed_event(summary: dict[str, Any]) -> inngest.Event:
-    return inngest.Event(name=JOB_COMPLETED, id=f"{summary['job_id']}-completed", data=summary)
+    event_id = _ended(summary["job_id"], "completed", int(summary.get("redrives") or 0))
+    return inngest.Event(name=JOB_COMPLETED, id=event_id, data=summary)

@@ -54,6 +54,7 @@ class ChunkRef(BaseModel):
     sweep: int = Field(0, ge=0)
     poll: int = Field(0, ge=0)
     wait_s: float = Field(0, ge=0, le=86_400)
+    redrive: int = Field(0, ge=0)
 
 
 def parse_chunk_ref(data: object) -> ChunkRef:
@@ -84,8 +85,14 @@ async def run_attempt(
     return outcome.as_dict()
 
 
+async def finish_event(job_id: str) -> inngest.Event:
+    """The job's finishing event, for its current run (a retried job finishes again)."""
+    job = await asyncio.to_thread(get_store().get_job, job_id)
+    return finish_job_event(job_id, job.tally.redrives if job else 0)
+
+
 async def send_finish(job_id: str) -> None:
-    await inngest_client.send(finish_job_event(job_id))
+    await inngest_client.send(await finish_event(job_id))
 
 
 async def send_run(
@@ -105,6 +112,7 @@ async def send_run(
             sweep=ref.sweep,
             poll=poll,
             wait_s=wait_s,
+            redrive=ref.redrive,
         )
     )
 

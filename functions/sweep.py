@@ -22,7 +22,8 @@ from chunking.runner import settle
 from chunking.settings import get_settings
 from functions.client import inngest_client
 from functions.deps import get_store
-from functions.events import FAN_OUT_BATCH, chunk_event, finish_job_event
+from functions.events import FAN_OUT_BATCH, chunk_event
+from functions.process_chunk import finish_event
 
 
 async def find_lost_chunks() -> list[dict[str, Any]]:
@@ -52,7 +53,7 @@ async def give_up(lost: list[dict[str, Any]]) -> int:
         )
         outcome = await settle(get_store(), c["job_id"], c["chunk_index"], error=reason)
         if outcome.recorded and outcome.job_finished:
-            finished.append(finish_job_event(c["job_id"]))
+            finished.append(await finish_event(c["job_id"]))
     if finished:
         await inngest_client.send(finished)
     return len(lost)

@@ -261,6 +261,7 @@ REOPENED_CHUNK: dict[str, Field] = {
     "completion_tokens": 0,
     "items_failed": 0,
     "items_lost": 0,
+    "batch": None,  # batch mode: its unanswered items go in a fresh batch
 }
 
 
@@ -768,6 +769,15 @@ class BaseJobStore(ABC):
         }
         return self._update_job(job_id, JobGuard(states=("finished",)), changes)
 
+    def end_retry(self, job_id: str, reason: str) -> bool:
+        changes = {
+            "state": "finished",
+            "finished_at": self._now_stored(),
+            "error": reason,
+            ACTIVE_AT: None,
+        }
+        return self._update_job(job_id, JobGuard(states=("running",), all_settled=True), changes)
+
     def forget_failed_items(self, job_id: str, chunk_index: int) -> int:
         return self._delete_failed_items(job_id, chunk_index)
 
@@ -779,7 +789,9 @@ class BaseJobStore(ABC):
         self._update_job(job_id, ANY_STATE, {"output_uri": uri})
 
     def fail_finish(self, job_id: str, error: str) -> bool:
-        return self._update_job(job_id, JobGuard(states=("finished",)), {"error": error})
+        # Its error now says its results were not written (no longer why it stopped, if it did).
+        changes = {"error": error, "stopped_by": None}
+        return self._update_job(job_id, JobGuard(states=("finished",)), changes)
 
     def begin_attempt(
         self, job_id: str, chunk_index: int, *, continuation: bool = False

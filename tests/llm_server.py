@@ -3,7 +3,8 @@
 It answers `POST /v1/chat/completions` as the OpenAI API does — same JSON for answers and for
 errors — and misbehaves on request: a prompt containing `[429]`, `[500]`, `[400-context]`,
 `[401]`, `[refuse]` or `[hang]` gets that response; `[slow]` adds `slow_s` of latency;
-`[429x2]` / `[500x1]` fail only the first 2 / 1 calls with that prompt, then answer.
+`[429x2]` / `[500x1]` / `[400-contextx1]` fail only the first 2 / 1 / 1 calls with that
+prompt, then answer.
 `storm(seconds)` answers every call with a 429 until then (Retry-After: what is left of it).
 It counts the calls it received per prompt, and keeps when each was answered (`spans`), so
 tests can prove what was (not) retried and what overlapped.
@@ -31,7 +32,7 @@ from fastapi.responses import JSONResponse
 
 from tests.batch_api import FakeBatchApi
 
-FLAKY = re.compile(r"\[(?P<status>429|500)x(?P<times>\d+)\]")
+FLAKY = re.compile(r"\[(?P<status>429|500|400-context)x(?P<times>\d+)\]")
 
 
 def _error_body(message: str, kind: str, code: str | None) -> dict[str, Any]:
@@ -103,6 +104,7 @@ class FakeModelServer:
                               "rate_limit_exceeded", **wait)  # fmt: skip
             if (flaky := FLAKY.search(prompt)) and self.calls[prompt] <= int(flaky["times"]):
                 prompt = f"[{flaky['status']}]"  # fail this call as the marker says
+                body = {**body, "messages": [{"role": "user", "content": prompt}]}
             if "[429]" in prompt:
                 headers = {"retry-after": self.retry_after}
                 return _error(429, "Rate limit reached for requests", "requests",

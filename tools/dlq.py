@@ -4,8 +4,10 @@
     python -m tools.dlq redrive [--max N]
     python -m tools.dlq list --stack-name my-stack   # a deployed stack, with your AWS credentials
 
-Redrive reopens each chunk's failed outcome in the job table, then sends the message back to
-the chunk queue, then deletes it from the DLQ: the chunk runs again and its job finishes anew.
+Redrive reopens each chunk's failed outcome in the job table as a job's retry does
+(`chunking.lifecycle.reopen`: its failed items forgotten, its answers kept), then sends the
+message back to the chunk queue, then deletes it from the DLQ: the chunk runs again and its job
+finishes anew.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
+from chunking import lifecycle
 from cloud.messages import ChunkMessage, parse_message
 from tools.aws_target import CloudTarget, add_target_arguments, resolve_target
 
@@ -95,7 +98,7 @@ def redrive(target: CloudTarget, letters: list[DeadLetter]) -> int:
     store = target.store()
     for letter in letters:
         if store and letter.job_id is not None and letter.chunk_index is not None:
-            store.reopen_chunk(letter.job_id, letter.chunk_index)
+            lifecycle.reopen(store, letter.job_id, letter.chunk_index)
         sqs.send_message(QueueUrl=target.queue_url, MessageBody=letter.body)
         sqs.delete_message(QueueUrl=target.dlq_url, ReceiptHandle=letter.receipt_handle)
     return len(letters)

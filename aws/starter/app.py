@@ -1,5 +1,6 @@
 """Starter Lambda: POST /start validates the JobSpec, records the job and enqueues its chunks;
-POST /jobs/{job_id}/cancel cancels it (workers then drop its chunks that have not started)."""
+POST /jobs/{job_id}/cancel cancels it (workers then drop its chunks that have not started);
+POST /jobs/{job_id}/retry runs again what failed of a job that ended partial or failed."""
 
 from __future__ import annotations
 
@@ -16,14 +17,22 @@ import workloads  # noqa: F401 - registers the workloads with the core, as every
 from chunking import metrics, workload
 from chunking.api_errors import BodyError, invalid_spec, parse_json_body
 from chunking.errors import InputUnavailableError
-from chunking.lifecycle import EnqueueError, FirstWork, PlanJob, submit
+from chunking.lifecycle import (
+    EnqueueError,
+    FirstWork,
+    JobNotRetryableError,
+    PlanJob,
+    retry_unsent,
+    submit,
+)
 from chunking.lifecycle import cancel as cancel_job
+from chunking.lifecycle import retry as retry_job
 from chunking.spec import JobSpec
 from chunking.status import JobRecord
 from chunking.store import JobConflictError, JobEndedError
 from cloud import chunk_queue, job_store, queue_for
 from cloud.http import reply
-from cloud.messages import PlanMessage, QueueMessage, StopMessage, initial_messages
+from cloud.messages import PlanMessage, QueueMessage, RetryMessage, StopMessage, initial_messages
 from cloud.metrics import EmfSink
 
 metrics.use(EmfSink())  # chunking/metrics.py: CloudWatch metrics, as EMF log lines
@@ -119,6 +128,29 @@ def cancel(job_id: str) -> Response[str]:
         logger.exception("the stop message was not sent")
     logger.info("job cancelled")
     return reply(200, status.model_dump(mode="json"))
+
+
+@app.post("/jobs/<job_id>/retry")
+def retry(job_id: str) -> Response[str]:
+    """Run again only what failed of a job that ended partial or failed: 202 with its status;
+    409 when it is running, succeeded, cancelled or retried too often."""
+    logger.append_keys(job_id=job_id)
+    store = job_store()
+    try:
+        status = retry_job(store, job_id)
+    except JobNotRetryableError as err:
+        return reply(409, {"message": str(err)})
+    if status is None:
+        return reply(404, {"message": f"no job with job_id {job_id!r}"})
+    try:
+        chunk_queue().send([RetryMessage(job_id=job_id, redrive=status.redrives)])
+    except Exception as err:
+        logger.exception("the retry message was not sent")
+        reason = f"the retry could not be enqueued: {err}"
+        retry_unsent(store, job_id, reason)
+        return reply(503, {"message": reason})
+    logger.info("job retried", extra={"redrive": status.redrives})
+    return reply(202, status.model_dump(mode="json"))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -44,6 +44,7 @@ import workloads  # noqa: F401 - registers the workloads with the core, as every
 from chunking import lifecycle, metrics
 from chunking.callbacks import send_job_callback
 from chunking.errors import PermanentError, RateLimitedError, backoff_s
+from chunking.lifecycle import RetryStep
 from chunking.runner import attempt_chunk
 from chunking.settings import get_settings
 from cloud import chunk_queue, dead_letter_queue, job_store, queue_for, queue_of
@@ -54,6 +55,7 @@ from cloud.messages import (
     PlanMessage,
     QueueMessage,
     RangeMessage,
+    RetryMessage,
     StopMessage,
     expand,
     initial_messages,
@@ -237,6 +239,26 @@ async def stop_job(delivery: Delivery, message: StopMessage) -> str:
     return "stopped"
 
 
+async def retry_job(delivery: Delivery, message: RetryMessage) -> str:
+    """A job's retry: a page of its chunks reopened, or sent again, per message."""
+    step = RetryStep(message.phase, message.after)
+    try:
+        page = lifecycle.retry_page(job_store(), message.job_id, message.redrive, step)
+        job = job_store().get_job(message.job_id) if page.send else None
+        if job is not None:
+            chunks = [ChunkMessage(job_id=message.job_id, chunk_index=i) for i in page.send]
+            queue_for(job.spec.priority).send(chunks)
+    except Exception as err:
+        raise retry_later(delivery, err, "retrying the job failed", delivery.log) from err
+    if page.next is None:
+        return "retried"
+    after = RetryMessage(
+        job_id=message.job_id, redrive=message.redrive, phase=page.next.phase, after=page.next.after
+    )
+    delivery.source.send([after])
+    return "continued"
+
+
 def announce_finished(job_id: str, log: dict[str, Any]) -> None:
     """Log the finished job's summary; a callback, if it asked for one, is its own message."""
     summary = job_store().status(job_id)
@@ -282,6 +304,7 @@ HANDLERS: dict[type[QueueMessage], Handler] = {
     FinishMessage: finish_job,
     CallbackMessage: deliver_callback,
     StopMessage: stop_job,
+    RetryMessage: retry_job,
 }
 
 
