@@ -204,8 +204,8 @@ async def _not_running(store: JobStore, job_id: str, index: int) -> AttemptOutco
 async def _stopped(store: JobStore, job: JobRecord, index: int) -> AttemptOutcome:
     """The job was stopped (its spend cap, its failure threshold): the chunk never runs again
     and is settled failed (a never-begun one too, so the job finishes and its output is
-    merged with what was answered); what it started outside is stopped first, its answers
-    kept."""
+    merged with what was answered). Its provider batch under way, if any, is still polled to
+    its end (the store lets a poll begin): what is in flight is paid for already."""
     reason = f"not run: the job was stopped ({job.error})"
     try:
         if kept := await workload.of(job.spec).wind_down(store, job, index):

@@ -226,6 +226,9 @@ class BeginPlan:
     insert: bool
     chunk: dict[str, Field]
     change: TallyChange
+    # A look at a provider's batch under way: it may begin in a stopped job (what is in
+    # flight finishes), where nothing else begins.
+    poll: bool = False
 
 
 @dataclass(frozen=True)
@@ -618,7 +621,7 @@ class BaseJobStore(ABC):
                 "continuations": int(chunk.get("continuations") or 0) + (0 if polled else 1),
                 "timeline": self._run_begun(chunk, attempt, continuation=True),
             }
-            return BeginPlan(attempt, False, fields, TallyChange({}, now, {}))
+            return BeginPlan(attempt, False, fields, TallyChange({}, now, {}), poll=polled)
         previous = None if chunk is None else int(chunk["attempts"])
         attempt = (previous or 0) + 1
         fields = {

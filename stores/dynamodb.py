@@ -575,8 +575,11 @@ class DynamoJobStore(BaseJobStore):
                     )
                 }
             expression, values = _assignments(begin.change.put, add=begin.change.add)
-            # A stopped job begins nothing more: its chunks are settled without running.
-            running = "#state = :running AND attribute_not_exists(#stopped_by)"
+            # A stopped job begins nothing more but its batches' polls: its other chunks are
+            # settled without running.
+            running = "#state = :running"
+            if not begin.poll:
+                running += " AND attribute_not_exists(#stopped_by)"
             counters = self._update_op(
                 job_id, JOB_SK, expression, running, **values, running="running"
             )

@@ -398,8 +398,11 @@ class SqlJobStore(BaseJobStore):
                     db, "chunks", {"job_id": job_id, "chunk_index": chunk_index, **plan.chunk}
                 ):
                     continue
-                # A stopped job begins nothing more: its chunks are settled without running.
-                running = " AND state = 'running' AND stopped_by IS NULL"
+                # A stopped job begins nothing more but its batches' polls: its other chunks
+                # are settled without running.
+                running = " AND state = 'running'" + (
+                    "" if plan.poll else " AND stopped_by IS NULL"
+                )
                 if not _apply(db, job_id, plan.change, guard=running):
                     raise JobNotRunningError(f"job {job_id} is not running")  # rolls it back
                 return plan.attempt

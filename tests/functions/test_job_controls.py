@@ -221,3 +221,27 @@ def test_a_tenants_default_cap_is_recorded_in_its_jobs_spec(
     own = ended(api, start(api, items=items, tenant="acme", max_cost_usd=1, job_id="own-cap"))
     caps = [s["usage"]["max_cost_usd"] for s in (acme, other, own)]
     assert caps == [0.5, 2, 1]
+
+
+def test_a_batch_job_holds_each_batch_of_its_cap_until_its_answers_are_kept(
+    api: httpx.Client, executor: StandInExecutor, model: FakeModelServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from chunking.settings import get_settings
+
+    monkeypatch.setenv("LLM_BATCH_POLL_MIN_S", "0.3")
+    monkeypatch.setenv("LLM_BATCH_POLL_MAX_S", "1")
+    get_settings.cache_clear()
+    # A batch of 4 holds 4 estimates at the batch price (1 prompt token, 5 completion: $1.575
+    # per 1M) = $6.3e-06: a cap of $1e-05 lets one batch of the three go, not two.
+    items = [{"id": f"m{i}", "prompt": f"batch cap {i}"} for i in range(12)]
+    job_id = start(api, items=items, chunk_size=4, max_tokens=5, mode="batch", max_cost_usd=1e-5)
+    status = ended(api, job_id)
+    usage = status["usage"]
+    print("batch capped:", {k: status[k] for k in ("status", "stopped_by", "error")}, usage)
+    assert (status["status"], status["stopped_by"]) == ("partial", "max_cost_usd")
+    batches = [b for b in model.batch.batches.values() if (b.metadata or {}).get("job_id") == job_id]
+    assert [len(b.requests) for b in batches] == [4]
+    assert usage["in_flight_usd"] == 0 and usage["spent_usd"] <= 1e-5
+    # What the batch's 4 answers cost, at half price: 3 prompt and 4 completion tokens each.
+    assert usage["spent_usd"] == pytest.approx(4 * (3 * 0.15 + 4 * 0.60) / 2 / 1e6)

@@ -94,6 +94,6 @@ class Spend:
         left = job.tally.headroom_nano / 1e9 if job else 0.0
         return StopJob(
             "max_cost_usd",
-            f"spend cap reached: ${spent:.6f} spent of max_cost_usd=${self.cap_usd:g}; the "
-            f"next call would hold ${wanted / 1e9:.6f}, ${max(left, 0):.6f} is left",
+            f"spend cap reached: ${spent:.6g} spent of max_cost_usd=${self.cap_usd:g}; the "
+            f"next call would hold ${wanted / 1e9:.6g} of it, ${max(left, 0):.6g} is left",
         )
