@@ -240,7 +240,9 @@ def test_a_batch_job_holds_each_batch_of_its_cap_until_its_answers_are_kept(
     usage = status["usage"]
     print("batch capped:", {k: status[k] for k in ("status", "stopped_by", "error")}, usage)
     assert (status["status"], status["stopped_by"]) == ("partial", "max_cost_usd")
-    batches = [b for b in model.batch.batches.values() if b.metadata.get("job_id") == job_id]
+    batches = [
+        b for b in model.batch.batches.values() if (b.metadata or {}).get("job_id") == job_id
+    ]
     assert [len(b.requests) for b in batches] == [4]
     assert usage["in_flight_usd"] == 0 and usage["spent_usd"] <= 1e-5
     # What the batch's 4 answers cost, at half price: 3 prompt and 4 completion tokens each.
