@@ -41,7 +41,7 @@ def test_get_serve_endpoint_describes_the_app(app_server: str) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["mode"] == "dev"
-    assert body["function_count"] == 13  # 9, and 4 failure handlers with retries
+    assert body["function_count"] == 14  # 10, and 4 failure handlers with retries
 
 
 def test_put_registers_the_functions(app_server: str, fake_inngest: FakeInngestApi) -> None:

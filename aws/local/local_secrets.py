@@ -50,6 +50,10 @@ def local_parameters() -> dict[str, Any]:
         "LlmBatchDiscounts": (
             json.dumps(settings.llm_batch_discounts) if settings.llm_batch_discounts else ""
         ),
+        # A tenant's default spend cap, as the local path has it.
+        "MaxCostUsdByTenant": (
+            json.dumps(settings.max_cost_usd_by_tenant) if settings.max_cost_usd_by_tenant else ""
+        ),
         **{parameter: LOCAL_SECRET_PARAMETERS[parameter] for parameter in local_secrets()},
     }
 

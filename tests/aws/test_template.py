@@ -78,6 +78,7 @@ def test_both_routes_require_an_api_key(template: dict[str, Any]) -> None:
     assert routes == {
         ("post", "/start"): "StarterFunction",
         ("post", "/jobs/{job_id}/cancel"): "StarterFunction",
+        ("post", "/jobs/{job_id}/retry"): "StarterFunction",
         ("get", "/jobs/{job_id}"): "StatusFunction",
         ("get", "/jobs/{job_id}/chunks"): "StatusFunction",
         ("get", "/jobs"): "StatusFunction",
@@ -134,6 +135,7 @@ def test_parameters_and_outputs(template: dict[str, Any]) -> None:
         "CallbackSecretParameter",
         "AllowPrivateCallbacks", "HighPriorityWorkerConcurrency", "ApiGatewayCloudWatchRole",
         "WorkloadModules", "LlmBatchPollMinS", "LlmBatchPollMaxS", "LlmBatchDiscounts",
+        "MaxCostUsdByTenant",
     }  # fmt: skip
     # Secrets are SSM parameters' names, not values (tests/aws/test_secrets.py).
     assert not any(p.get("NoEcho") for p in template["Parameters"].values())
