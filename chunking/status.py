@@ -85,6 +85,7 @@ class JobRecord:
     error: str | None = None  # why the job as a whole failed (e.g. it could not be enqueued)
     settled_by: int | None = None  # the chunk whose outcome finished the job
     output_uri: str | None = None  # llm workload: the merged output, once it is written
+    errors_uri: str | None = None  # llm workload: its failed items, written with the output
     # Items as planned: the spec's, or (a workload that counts its input) 0 until counted.
     total_items: int = 0
     tally: Tally = field(default_factory=Tally)
@@ -153,6 +154,7 @@ class ItemResult:
     latency_ms: float | None = None
     # An output too big to keep in a store's row lives in the data bucket (or folder) instead.
     output_uri: str | None = None
+    attempts: int = 1  # times the model was asked (twice: its first answer missed the schema)
 
 
 class LatencyMs(BaseModel):
@@ -213,6 +215,7 @@ class JobStatus(BaseModel):
     usage: Usage | None = None  # null for workloads that call no model
     batch: BatchProgress | None = None  # null unless the job goes through a batch API
     output_uri: str | None = None  # llm workload: the merged output file, once written
+    errors_uri: str | None = None  # llm workload: one line per failed item; null: none failed
 
 
 def overall_status(
@@ -318,6 +321,7 @@ def build_status(job: JobRecord, now: datetime, prices_per_mtok: tuple[float, fl
         usage=usage,
         batch=batch_progress(job),
         output_uri=job.output_uri,
+        errors_uri=job.errors_uri,
     )
 
 

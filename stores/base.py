@@ -346,6 +346,7 @@ def job_record(row: Row) -> JobRecord:
         error=row.get("error"),
         settled_by=_int(row.get("settled_by")),
         output_uri=row.get("output_uri"),
+        errors_uri=row.get("errors_uri"),
         total_items=int(row.get("total_items") or 0),
         tally=Tally(
             **{name: int(row.get(name) or 0) for name in COUNTERS},
@@ -408,6 +409,7 @@ def item_result(row: Row) -> ItemResult:
         completion_tokens=int(row.get("completion_tokens") or 0),
         latency_ms=_float(row.get("latency_ms")),
         output_uri=row.get("output_uri"),
+        attempts=int(row.get("attempts") or 1),
     )
 
 
@@ -422,6 +424,7 @@ def item_row(result: ItemResult) -> dict[str, Field]:
         "completion_tokens": result.completion_tokens,
         "latency_ms": result.latency_ms,
         "output_uri": result.output_uri,
+        "attempts": result.attempts,
     }
 
 
@@ -687,8 +690,8 @@ class BaseJobStore(ABC):
         changes = {"state": "queued", "error": None, "finished_at": None}
         return self._update_job(job_id, FAILED_BEFORE_START, changes)
 
-    def set_output_uri(self, job_id: str, uri: str) -> None:
-        self._update_job(job_id, ANY_STATE, {"output_uri": uri})
+    def set_output_uri(self, job_id: str, uri: str, errors_uri: str | None = None) -> None:
+        self._update_job(job_id, ANY_STATE, {"output_uri": uri, "errors_uri": errors_uri})
 
     def fail_finish(self, job_id: str, error: str) -> bool:
         return self._update_job(job_id, JobGuard(states=("finished",)), {"error": error})
@@ -733,11 +736,14 @@ class BaseJobStore(ABC):
             "finished_at": None,
             "settled_by": None,
             "output_uri": None,
+            "errors_uri": None,
             "error": None,
             ACTIVE_AT: self._active_now(),
         }
         if not self._update_job(job_id, JobGuard(states=("finished",)), changes):
-            self._update_job(job_id, ANY_STATE, {"settled_by": None, "output_uri": None})
+            self._update_job(
+                job_id, ANY_STATE, {"settled_by": None, "output_uri": None, "errors_uri": None}
+            )
         return True
 
     def settle_chunk(
