@@ -61,6 +61,7 @@ from workloads.llm.index import Indexed, build_index, chunk_items, index_uri
 from workloads.llm.input import FULL_CHECK_BYTES, InputError, Item, check_input
 from workloads.llm.outputs import keep_output, merge_outputs, write_chunk_output
 from workloads.llm.ratelimit import SharedBudget, estimate_tokens
+from workloads.llm.structured import checked
 
 MIN_CALL_S = 1.0  # below this, a call cannot finish: stop and let the retry have the time
 
@@ -99,7 +100,9 @@ async def run_batch_chunk(
     """Take the chunk's provider batch one step on (batch mode): its result once the batch
     has ended and is recorded, else WaitFor (the next step's run starts later)."""
     fields = LlmFields.of(job.spec)
-    client = await asyncio.to_thread(LlmClient.from_settings, fields.model, fields.max_tokens)
+    client = await asyncio.to_thread(
+        LlmClient.from_settings, fields.model, fields.max_tokens, fields.response_format
+    )
 
     async def keep(results: list[ItemResult]) -> None:
         await keep_results(store, job.job_id, chunk.index, results)
@@ -121,7 +124,9 @@ async def run_llm_chunk(
     settings = get_settings()
     items = await asyncio.to_thread(load_items, job_id, fields, chunk)
     # Off the event loop: the key may be an SSM read (chunking.secrets) when not cached.
-    client = await asyncio.to_thread(LlmClient.from_settings, fields.model, fields.max_tokens)
+    client = await asyncio.to_thread(
+        LlmClient.from_settings, fields.model, fields.max_tokens, fields.response_format
+    )
     async with client:
         return await answer_items(
             store,
@@ -155,6 +160,7 @@ async def _ask(
     and out every 429; None when the run's time ran out first (left for the next run)."""
     completion_mean = run.completion_tokens / run.answered_now if run.answered_now else None
     tokens = estimate_tokens(item.prompt, client.max_tokens, completion_mean)
+    first: ItemResult | None = None  # an answer that missed the response_format, asked again
     while True:
         # The latest a call may start and still finish in the run: anything later is left.
         last_start = time.time() + (deadline - time.monotonic()) - MIN_CALL_S
@@ -173,10 +179,11 @@ async def _ask(
             raise
         except PermanentError as err:
             budget.unsent(tokens)
-            return ItemResult(item.index, -1, item.id, error=str(err))
+            failed, _ = checked(ItemResult(item.index, -1, item.id, error=str(err)), None, first)
+            return failed
         budget.answered(tokens, answer.prompt_tokens + answer.completion_tokens, answer.seen)
         run.completion_tokens += answer.completion_tokens
-        return ItemResult(
+        answered = ItemResult(
             item.index,
             -1,
             item.id,
@@ -185,6 +192,10 @@ async def _ask(
             completion_tokens=answer.completion_tokens,
             latency_ms=answer.latency_ms,
         )
+        result, again = checked(answered, client.response_format, first)
+        if not again:
+            return result
+        first = result
 
 
 async def keep_results(
@@ -433,7 +444,8 @@ class Llm(Workload):
         return f"{result.items_processed} items answered before the cancel are kept"
 
     def before_settle(self, store: JobStore, job: JobRecord, chunk_index: int) -> ChunkUsage:
-        results = write_chunk_output(store, job.job_id, chunk_index)
+        structured = LlmFields.of(job.spec).response_format is not None
+        results = write_chunk_output(store, job.job_id, chunk_index, structured)
         return ChunkUsage(
             prompt_tokens=sum(r.prompt_tokens for r in results),
             completion_tokens=sum(r.completion_tokens for r in results),
