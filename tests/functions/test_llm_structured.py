@@ -95,6 +95,8 @@ def test_an_answer_missing_its_schema_is_asked_once_more_then_fails_with_why(
     )
     assert status["usage"]["prompt_tokens"] + status["usage"]["completion_tokens"] == tokens
     assert attempts_kept(isolated_store, job_id) == {"good": 1, "once": 2, "never": 2}
+    [failed] = map(json.loads, Path(status["errors_uri"]).read_text().splitlines())
+    assert failed == {"id": "never", "input": items[2], "error": MISSED, "attempts": 2}
     if mode == "batch":  # the misses went in the chunk's second round, alone
         [first, second] = batches_of(model, job_id)
         assert (len(first.requests), len(second.requests)) == (3, 2)

@@ -56,6 +56,7 @@ from workloads.llm.client import (
     ModelRateLimited,
     missing_model_endpoint,
 )
+from workloads.llm.failures import merge_errors, write_chunk_errors
 from workloads.llm.fields import LlmFields
 from workloads.llm.index import Indexed, build_index, chunk_items, index_uri
 from workloads.llm.input import FULL_CHECK_BYTES, InputError, Item, check_input
@@ -446,6 +447,7 @@ class Llm(Workload):
     def before_settle(self, store: JobStore, job: JobRecord, chunk_index: int) -> ChunkUsage:
         structured = LlmFields.of(job.spec).response_format is not None
         results = write_chunk_output(store, job.job_id, chunk_index, structured)
+        write_chunk_errors(job, chunk_index, results)
         return ChunkUsage(
             prompt_tokens=sum(r.prompt_tokens for r in results),
             completion_tokens=sum(r.completion_tokens for r in results),
@@ -454,4 +456,5 @@ class Llm(Workload):
 
     def after_job_finished(self, store: JobStore, job: JobRecord) -> None:
         if job.output_uri is None:
-            store.set_output_uri(job.job_id, merge_outputs(job.job_id, job.total_chunks))
+            output_uri = merge_outputs(job.job_id, job.total_chunks)
+            store.set_output_uri(job.job_id, output_uri, merge_errors(store, job))
