@@ -158,7 +158,9 @@ async def _ask(
     run: _Run, client: LlmClient, budget: SharedBudget, item: Item, deadline: float, call_s: float
 ) -> ItemResult | None:
     """The item's answer (or its permanent failure), waiting its turn in the model's budget
-    and out every 429; None when the run's time ran out first (left for the next run)."""
+    and out every 429; None when the run's time ran out first (left for the next run). An
+    answer that missed the response_format is asked again; if the time runs out before, the
+    miss is its failure: its tokens are kept, and it is never asked a third time."""
     completion_mean = run.completion_tokens / run.answered_now if run.answered_now else None
     tokens = estimate_tokens(item.prompt, client.max_tokens, completion_mean)
     first: ItemResult | None = None  # an answer that missed the response_format, asked again
@@ -166,7 +168,7 @@ async def _ask(
         # The latest a call may start and still finish in the run: anything later is left.
         last_start = time.time() + (deadline - time.monotonic()) - MIN_CALL_S
         if last_start < time.time() or not await budget.acquire(tokens, ready_by=last_start):
-            return None
+            return first
         left = deadline - time.monotonic()
         try:
             answer = await client.complete(item.prompt, timeout_s=min(call_s, left))
@@ -174,7 +176,7 @@ async def _ask(
             budget.unsent(tokens)
             refused = budget.refused(err.retry_after_s, err.seen, err.sent_at, ready_by=last_start)
             if not await refused:
-                return None
+                return first
             continue
         except ModelEndpointError:
             raise
