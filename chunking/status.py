@@ -91,6 +91,7 @@ class JobRecord:
     stopped_by: str | None = None
     settled_by: int | None = None  # the chunk whose outcome finished the job
     output_uri: str | None = None  # llm workload: the merged output, once it is written
+    errors_uri: str | None = None  # llm workload: its failed items, written with the output
     # Items as planned: the spec's, or (a workload that counts its input) 0 until counted.
     total_items: int = 0
     tally: Tally = field(default_factory=Tally)
@@ -159,6 +160,7 @@ class ItemResult:
     latency_ms: float | None = None
     # An output too big to keep in a store's row lives in the data bucket (or folder) instead.
     output_uri: str | None = None
+    attempts: int = 1  # times the model was asked (twice: its first answer missed the schema)
 
 
 class LatencyMs(BaseModel):
@@ -231,6 +233,7 @@ class JobStatus(BaseModel):
     usage: Usage | None = None  # null for workloads that call no model
     batch: BatchProgress | None = None  # null unless the job goes through a batch API
     output_uri: str | None = None  # llm workload: the merged output file, once written
+    errors_uri: str | None = None  # llm workload: one line per failed item; null: none failed
 
 
 def overall_status(
@@ -349,6 +352,7 @@ def build_status(job: JobRecord, now: datetime, prices_per_mtok: tuple[float, fl
         usage=usage,
         batch=batch_progress(job),
         output_uri=job.output_uri,
+        errors_uri=job.errors_uri,
     )
 
 

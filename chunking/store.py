@@ -199,8 +199,9 @@ class JobStore(Protocol):
         when it was not finished (or another retry won)."""
         ...
 
-    def set_output_uri(self, job_id: str, uri: str) -> None:
-        """Record where a finished job's merged output was written."""
+    def set_output_uri(self, job_id: str, uri: str, errors_uri: str | None = None) -> None:
+        """Record where a finished job's merged output was written, and its file of failed
+        items (None: nothing failed)."""
         ...
 
     def fail_finish(self, job_id: str, error: str) -> bool:

@@ -393,6 +393,7 @@ def job_record(row: Row) -> JobRecord:
         stopped_by=row.get("stopped_by"),
         settled_by=_int(row.get("settled_by")),
         output_uri=row.get("output_uri"),
+        errors_uri=row.get("errors_uri"),
         total_items=int(row.get("total_items") or 0),
         tally=Tally(
             **{name: int(row.get(name) or 0) for name in COUNTERS},
@@ -455,6 +456,7 @@ def item_result(row: Row) -> ItemResult:
         completion_tokens=int(row.get("completion_tokens") or 0),
         latency_ms=_float(row.get("latency_ms")),
         output_uri=row.get("output_uri"),
+        attempts=int(row.get("attempts") or 1),
     )
 
 
@@ -469,6 +471,7 @@ def item_row(result: ItemResult) -> dict[str, Field]:
         "completion_tokens": result.completion_tokens,
         "latency_ms": result.latency_ms,
         "output_uri": result.output_uri,
+        "attempts": result.attempts,
     }
 
 
@@ -765,6 +768,7 @@ class BaseJobStore(ABC):
             "finished_at": None,
             "settled_by": None,
             "output_uri": None,
+            "errors_uri": None,
             "error": None,
             "stopped_by": None,
             "redrives": int(job.get("redrives") or 0) + 1,
@@ -788,8 +792,8 @@ class BaseJobStore(ABC):
         changes = {"state": "queued", "error": None, "finished_at": None}
         return self._update_job(job_id, FAILED_BEFORE_START, changes)
 
-    def set_output_uri(self, job_id: str, uri: str) -> None:
-        self._update_job(job_id, ANY_STATE, {"output_uri": uri})
+    def set_output_uri(self, job_id: str, uri: str, errors_uri: str | None = None) -> None:
+        self._update_job(job_id, ANY_STATE, {"output_uri": uri, "errors_uri": errors_uri})
 
     def fail_finish(self, job_id: str, error: str) -> bool:
         # Its error now says its results were not written (no longer why it stopped, if it did).
@@ -836,11 +840,14 @@ class BaseJobStore(ABC):
             "finished_at": None,
             "settled_by": None,
             "output_uri": None,
+            "errors_uri": None,
             "error": None,
             ACTIVE_AT: self._active_now(),
         }
         if not self._update_job(job_id, JobGuard(states=("finished",)), changes):
-            self._update_job(job_id, ANY_STATE, {"settled_by": None, "output_uri": None})
+            self._update_job(
+                job_id, ANY_STATE, {"settled_by": None, "output_uri": None, "errors_uri": None}
+            )
         return True
 
     def settle_chunk(

@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     settled_by {int},
     output_uri TEXT,
+    errors_uri TEXT,
     events_seq {int} NOT NULL DEFAULT 0,
     active_at TEXT,
     sweep_passes {int} NOT NULL DEFAULT 0,
@@ -110,6 +111,7 @@ CREATE TABLE IF NOT EXISTS items (
     completion_tokens {int} NOT NULL DEFAULT 0,
     latency_ms {real},
     output_uri TEXT,
+    attempts {int} NOT NULL DEFAULT 1,
     PRIMARY KEY (job_id, item_index)
 ){keyed};
 CREATE INDEX IF NOT EXISTS items_by_chunk ON items (job_id, chunk_index);
@@ -147,6 +149,8 @@ LATER_COLUMNS = (
     ),
     ("jobs", "stopped_by", "TEXT"),
     ("chunks", "items_lost", "{int} NOT NULL DEFAULT 0"),
+    ("jobs", "errors_uri", "TEXT"),
+    ("items", "attempts", "{int} NOT NULL DEFAULT 1"),
 )
 
 # A running job from before `active_at` shows life as of its start, so the sweep sees it too.

@@ -50,8 +50,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-# The model's answer to one request body: (HTTP status, JSON body), as the realtime endpoint.
-Answer = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
+# The model's answer to one request body the n-th time its prompt is asked: (HTTP status, JSON
+# body), as the realtime endpoint answers it.
+Answer = Callable[[dict[str, Any], int], tuple[int, dict[str, Any]]]
 
 ENDPOINT = "/v1/chat/completions"  # the only one this stand-in can answer
 WINDOW_S = 24 * 3600
@@ -221,6 +222,7 @@ class FakeBatchApi:
         self.batches: dict[str, BatchRecord] = {}
         self.submissions: Counter[str] = Counter()  # prompts with `[expirexN]`, per batch sent
         self.calls: Counter[str] = Counter()
+        self.asked: Counter[str] = Counter()  # prompts answered in a batch (its output lines)
         self.bytes_uploaded = self.bytes_downloaded = 0
         # Handlers run in the server's threads and tests read from theirs.
         self.lock = threading.RLock()
@@ -334,7 +336,9 @@ class FakeBatchApi:
         usage = {"input_tokens": 0, "output_tokens": 0}
         for request in done:
             assert request.body is not None
-            code, body = self.answer(request.body)
+            prompt = request.body["messages"][-1]["content"]
+            self.asked[prompt] += 1
+            code, body = self.answer(request.body, self.asked[prompt])
             line = {
                 "id": _new_id("batch_req_"),
                 "custom_id": request.custom_id,
@@ -531,7 +535,7 @@ class FakeBatchApi:
             self.submissions[prompt] += 1
             times = marker["times"]
             expires = times is None or self.submissions[prompt] <= int(times)
-        status, _ = self.answer(body)
+        status, _ = self.answer(body, self.asked[prompt] + 1)
         batch.requests.append(BatchRequest(custom_id, body, status == 200, expires))
 
     # --- JSON

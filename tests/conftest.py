@@ -89,6 +89,7 @@ def model(
     monkeypatch.setenv("OPENAI_BASE_URL", url)
     get_settings.cache_clear()
     fake.calls.clear()
+    fake.batch.asked.clear()
     # Its Batch API as it starts, whatever an earlier test set (each batch keeps its own).
     for knob, value in {"turnaround_s": 1.0, "cancel_s": 0.5, "enqueued_token_limit": None,
                         "max_requests_per_batch": 50_000}.items():  # fmt: skip

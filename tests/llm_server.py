@@ -5,6 +5,8 @@ errors — and misbehaves on request: a prompt containing `[429]`, `[500]`, `[40
 `[401]`, `[refuse]` or `[hang]` gets that response; `[slow]` adds `slow_s` of latency;
 `[429x2]` / `[500x1]` / `[400-contextx1]` fail only the first 2 / 1 / 1 calls with that
 prompt, then answer.
+A request with a `json_schema` response format is answered JSON matching its (simple) schema,
+but `{}` for `[badjson]`, and for `[badjsonx1]` the first time (realtime or in a batch) only.
 `storm(seconds)` answers every call with a 429 until then (Retry-After: what is left of it).
 It counts the calls it received per prompt, and keeps when each was answered (`spans`), so
 tests can prove what was (not) retried and what overlapped.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import re
 import time
@@ -33,6 +36,7 @@ from fastapi.responses import JSONResponse
 from tests.batch_api import FakeBatchApi
 
 FLAKY = re.compile(r"\[(?P<status>429|500|400-context)x(?P<times>\d+)\]")
+BAD_JSON = re.compile(r"\[badjson(?:x(?P<times>\d+))?\]")
 
 
 def _error_body(message: str, kind: str, code: str | None) -> dict[str, Any]:
@@ -43,10 +47,39 @@ def _error(status: int, message: str, kind: str, code: str | None, **headers: st
     return JSONResponse(_error_body(message, kind, code), status_code=status, headers=headers)
 
 
-def answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """What the model answers a request, whichever way it came (realtime or in a batch): the
-    markers about the request itself. Those about the transport (429, 500, hang...) are the
-    realtime endpoint's own."""
+def matching(schema: dict[str, Any], prompt: str) -> Any:
+    """A value of a simple JSON schema (the first of an enum, every property of an object, a
+    string echoing the prompt): what a model honouring a json_schema response format answers."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: matching(sub, prompt) for name, sub in properties.items()}
+    if kind == "array":
+        return [matching(schema.get("items", {}), prompt)] * schema.get("minItems", 0)
+    values = {"integer": len(prompt.split()), "number": 0.5, "boolean": True, "null": None}
+    return values.get(kind, f"echo: {prompt}")
+
+
+def content_of(body: dict[str, Any], prompt: str, asked: int) -> str:
+    """The answer's text: an echo, or JSON matching the request's json_schema response format
+    (`{}` instead for `[badjson]`, and for the first n asks of `[badjsonxN]`)."""
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") != "json_schema":
+        return f"echo: {prompt}"
+    if (bad := BAD_JSON.search(prompt)) and (bad["times"] is None or asked <= int(bad["times"])):
+        return "{}"
+    return json.dumps(matching(response_format["json_schema"].get("schema", {}), prompt))
+
+
+def answer(body: dict[str, Any], asked: int = 1) -> tuple[int, dict[str, Any]]:
+    """What the model answers a request, whichever way it came (realtime or in a batch), the
+    `asked`-th time its prompt is asked: the markers about the request itself. Those about the
+    transport (429, 500, hang...) are the realtime endpoint's own."""
     prompt = body["messages"][-1]["content"]
     if "[400-context]" in prompt:
         return 400, _error_body("This model's maximum context length is 8192 tokens.",
@@ -55,7 +88,7 @@ def answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 401, _error_body("Incorrect API key provided", "invalid_request_error",
                                 "invalid_api_key")  # fmt: skip
     refused = "[refuse]" in prompt
-    content = None if refused else f"echo: {prompt}"
+    content = None if refused else content_of(body, prompt, asked)
     words = len(prompt.split())
     return 200, {
         "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
@@ -111,7 +144,7 @@ class FakeModelServer:
                               "rate_limit_exceeded", **headers)  # fmt: skip
             if "[500]" in prompt:
                 return _error(500, "The server had an error", "server_error", None)
-            status, answered = answer(body)
+            status, answered = answer(body, self.calls[prompt])
             if status != 200:
                 return JSONResponse(answered, status_code=status)
             if "[hang]" in prompt:

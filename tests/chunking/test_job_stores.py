@@ -256,7 +256,7 @@ def test_item_results_are_kept_once_and_read_per_chunk(store: JobStore) -> None:
 
     job_id = started_job(store, total=6, size=3)
     first = ItemResult(index=4, chunk_index=1, id="e", output="five", prompt_tokens=3,
-                       completion_tokens=5, latency_ms=12.5)  # fmt: skip
+                       completion_tokens=5, latency_ms=12.5, attempts=2)  # fmt: skip
     assert store.record_item(job_id, first)
     assert not store.record_item(job_id, ItemResult(index=4, chunk_index=1, id="e", output="x"))
     store.record_item(job_id, ItemResult(index=3, chunk_index=1, id="d", error="400: too long"))
@@ -265,6 +265,7 @@ def test_item_results_are_kept_once_and_read_per_chunk(store: JobStore) -> None:
     assert [r.index for r in results] == [3, 4]
     assert results[1] == first
     assert results[0].error == "400: too long" and results[0].output is None
+    assert (results[0].attempts, results[1].attempts) == (1, 2)
     assert [r.id for r in store.item_results(job_id, 0)] == ["a"]
     assert store.item_results(job_id, 2) == []
     # Item rows are not chunks: the job's accounting is untouched.
@@ -303,6 +304,25 @@ def test_jobs_without_model_calls_have_no_usage(store: JobStore) -> None:
     job_id = started_job(store, total=10, size=10)
     status = store.status(job_id)
     assert status is not None and status.usage is None
+
+
+def test_errors_uri_is_kept_with_the_output_and_cleared_when_the_job_reopens(
+    store: JobStore,
+) -> None:
+    job_id = started_job(store, total=20, size=10)
+    store.begin_attempt(job_id, 0)
+    store.begin_attempt(job_id, 1)
+    store.settle_chunk(job_id, 0, succeeded=True, items=10)
+    assert store.settle_chunk(job_id, 1, succeeded=False, error="dead-lettered").job_finished
+    store.set_output_uri(job_id, "out/output.jsonl", "out/errors.jsonl")
+    status = store.status(job_id)
+    assert status is not None and status.errors_uri == "out/errors.jsonl"
+    assert store.reopen_chunk(job_id, 1)
+    status = store.status(job_id)
+    assert status is not None and (status.output_uri, status.errors_uri) == (None, None)
+    store.set_output_uri(job_id, "out/output.jsonl")  # nothing failed this time
+    status = store.status(job_id)
+    assert status is not None and status.errors_uri is None
 
 
 def test_output_uri_is_kept_and_cleared_when_the_job_reopens(store: JobStore) -> None:

@@ -192,7 +192,9 @@ def test_an_llm_job_answers_every_item_and_merges_outputs_in_input_order(
     assert merged[2]["output"] is None and "context_length_exceeded" in merged[2]["error"]
     assert merged[4]["output"] == "echo: [429x1] busy once"
     chunk_files = sorted(p.name for p in (tmp_path / "outputs" / "llm").glob("chunk-*"))
-    assert chunk_files == ["chunk-000000.jsonl", "chunk-000001.jsonl", "chunk-000002.jsonl"]
+    assert chunk_files == [  # each chunk's output, and its failed items (workloads.llm.failures)
+        f"chunk-00000{i}{kind}.jsonl" for i in range(3) for kind in (".errors", "")
+    ]
     assert Path(chunk_output_uri("llm", 2)).read_text().count("\n") == 1
     # Paid once: the 429 asked again only that item; no retry of the 400.
     assert model.calls["Say: item 3"] == 1

@@ -18,7 +18,9 @@ later (locally after an Inngest durable sleep, in the cloud as a delayed SQS mes
   those items' failures with the provider's reason; RECORD_AT_ONCE results a write, each
   run within its time, the next going on from the line the last one reached. Requests it did
   not finish (the batch, or the request, `batch_expired`) are sent again in a new batch, only
-  those, at most LLM_BATCH_MAX_RESUBMITS times; then they are those items' failures.
+  those, at most LLM_BATCH_MAX_RESUBMITS times; then they are those items' failures. So are
+  answers that missed the job's response_format the first time (kept in files of misses until
+  their second answer, which adds the first one's tokens): asked once more, never twice.
 - **Refusals**: a batch that fails validation fails the chunk with the provider's message,
   except for the provider's queue limit (`token_limit_exceeded`): that batch is sent again
   later, not a failure.
@@ -51,10 +53,12 @@ from chunking.settings import get_settings
 from chunking.status import ItemResult, JobRecord
 from chunking.store import JobStore
 from chunking.workload import StopJob, WaitFor
+from workloads.llm import blobs
 from workloads.llm.client import LlmClient, completion_of, mapped
 from workloads.llm.fields import LlmFields
 from workloads.llm.input import Item
 from workloads.llm.spend import Spend
+from workloads.llm.structured import ResponseFormat, checked
 
 ENDPOINT: Final = "/v1/chat/completions"
 LIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
@@ -88,6 +92,9 @@ class BatchState(BaseModel):
     recording: str | None = None  # a file a run ran out of time recording, and its lines
     lines_done: int = 0  # recorded so far (the next run goes on from there)
     resubmitted: int = 0
+    # Files of answers that missed the job's response_format, to ask once more in the next
+    # round (`misses_uri`): in files, not here, so the row stays small however many missed.
+    misses: list[str] = []
     requeued: int = 0
     polls: int = 0
     claim: str | None = None  # a run submitting now
@@ -126,21 +133,31 @@ def poll_wait_s(polls: int) -> float:
     return float(min(max(wait, settings.llm_batch_poll_min_s), settings.llm_batch_poll_max_s))
 
 
-def request_line(item: Item, model: str, max_tokens: int | None) -> str:
+def request_line(
+    item: Item, model: str, max_tokens: int | None, response_format: ResponseFormat | None = None
+) -> str:
     """The item's request as a batch input line: the body realtime would send."""
     body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": item.prompt}]}
     if max_tokens:
         body["max_tokens"] = max_tokens
+    if response_format is not None:
+        body["response_format"] = response_format.request()
     line = {"custom_id": str(item.index), "method": "POST", "url": ENDPOINT, "body": body}
     return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
 
-def write_requests(items: list[Item], model: str, max_tokens: int | None, out: IO[bytes]) -> int:
+def write_requests(
+    items: list[Item],
+    model: str,
+    max_tokens: int | None,
+    out: IO[bytes],
+    response_format: ResponseFormat | None = None,
+) -> int:
     """Write the items' requests to `out`, a line at a time; the bytes written.
     PermanentError past the provider's file size (LLM_BATCH_MAX_FILE_BYTES)."""
     most, written = get_settings().llm_batch_max_file_bytes, 0
     for item in items:
-        data = (request_line(item, model, max_tokens) + "\n").encode()
+        data = (request_line(item, model, max_tokens, response_format) + "\n").encode()
         written += len(data)
         if written > most:
             raise PermanentError(
@@ -271,6 +288,29 @@ def result_of(line: str, items: dict[int, Item]) -> ItemResult | None:
     return None if again else ItemResult(index, -1, item.id, error=reason)
 
 
+def misses_uri(job_id: str, chunk_index: int, round_: int, file_id: str, first_line: int) -> str:
+    """Where a run keeps the schema misses it found in a result file, from its line
+    `first_line` on: a name of its own per run, so a run never rewrites another's."""
+    name = f"chunk-{chunk_index:06d}-round-{round_}-{file_id}-{first_line}.jsonl"
+    return blobs.join(get_settings().llm_output_uri, job_id, "misses", name)
+
+
+def _miss_line(miss: ItemResult) -> str:
+    fields = ("index", "id", "error", "prompt_tokens", "completion_tokens", "attempts")
+    return json.dumps({name: getattr(miss, name) for name in fields}, ensure_ascii=False)
+
+
+def _read_misses(uris: list[str]) -> dict[int, ItemResult]:
+    """The chunk's earlier schema misses, by item index (a chunk's worth at most)."""
+    misses: dict[int, ItemResult] = {}
+    for uri in uris:
+        for line in blobs.read_line_spans(uri):
+            if line.text.strip():
+                miss = ItemResult(chunk_index=-1, output=None, **json.loads(line.text))
+                misses[miss.index] = miss
+    return misses
+
+
 class BatchChunk:
     """One run of a batch-mode chunk: the next step of its batch's life."""
 
@@ -389,7 +429,8 @@ class BatchChunk:
         with tempfile.NamedTemporaryFile(
             "wb", prefix=f"batch-{self.job.job_id}-{self.chunk_index}-", suffix=".jsonl"
         ) as out:
-            write_requests(todo, self.client.model, self.client.max_tokens, out)
+            client = self.client
+            write_requests(todo, client.model, client.max_tokens, out, client.response_format)
             out.flush()
             try:
                 batch = await self.api.submit(out.name, self._metadata())
@@ -525,7 +566,10 @@ class BatchChunk:
         state = self.row.state
         start = state.lines_done if state.recording == file_id else 0
         by_index = {item.index: item for item in await asyncio.to_thread(lambda: self.items)}
+        response_format = self.client.response_format
+        earlier = await asyncio.to_thread(_read_misses, state.misses)
         results: list[ItemResult] = []
+        misses: list[ItemResult] = []
         read = 0
         async for line in self.api.lines(file_id):
             read += 1
@@ -533,16 +577,33 @@ class BatchChunk:
                 continue
             result = result_of(line, by_index)
             if result is not None:
-                results.append(result)
+                result, again = checked(result, response_format, earlier.get(result.index))
+                (misses if again else results).append(result)
             if len(results) >= RECORD_AT_ONCE:
                 began = time.monotonic()
                 await self.keep(results)
                 results = []
                 if 2 * time.monotonic() - began > self.deadline:  # no time for another round
-                    if not await self.row.put(recording=file_id, lines_done=read):
+                    kept = await self._keep_misses(misses, file_id, start)
+                    if not await self.row.put(recording=file_id, lines_done=read, misses=kept):
                         raise _Moved
                     raise WaitFor(0, f"recording {file_id}: {read} lines so far, the rest next")
         await self.keep(results)
+        if misses and not await self.row.put(
+            misses=await self._keep_misses(misses, file_id, start)
+        ):
+            raise _Moved
+
+    async def _keep_misses(self, misses: list[ItemResult], file_id: str, start: int) -> list[str]:
+        """Write this run's schema misses to their file (none: no file); the chunk's files of
+        misses with it, for its row."""
+        known = self.row.state.misses
+        if not misses:
+            return known
+        state = self.row.state
+        uri = misses_uri(self.job.job_id, self.chunk_index, state.round, file_id, start)
+        await asyncio.to_thread(blobs.write_lines, uri, (_miss_line(m) for m in misses))
+        return known if uri in known else [*known, uri]
 
     # --- resubmit ---
 
@@ -560,7 +621,12 @@ class BatchChunk:
                     f"not answered: the provider did not finish it in {state.round} "
                     f"batches (batch {state.id} {state.status})"
                 )
-                await self.keep([ItemResult(item.index, -1, item.id, error=why) for item in todo])
+                # An answer that missed the schema, with no round left to ask again, fails so.
+                missed = await asyncio.to_thread(_read_misses, state.misses)
+                await self.keep(
+                    [missed.get(item.index, ItemResult(item.index, -1, item.id, error=why))
+                     for item in todo]
+                )  # fmt: skip
             return False
         if await self.row.put(
             round=state.round + 1,

@@ -25,6 +25,7 @@ from chunking.budget import Observation
 from chunking.errors import PermanentError, RateLimitedError, TransientError, retry_after_s
 from chunking.settings import get_settings
 from workloads.llm.ratelimit import observe
+from workloads.llm.structured import ResponseFormat
 
 ENDPOINT_STATUSES = (401, 403, 404)
 
@@ -75,7 +76,12 @@ def missing_model_endpoint() -> str | None:
 
 class LlmClient:
     @classmethod
-    def from_settings(cls, model: str | None, max_tokens: int | None) -> LlmClient:
+    def from_settings(
+        cls,
+        model: str | None,
+        max_tokens: int | None,
+        response_format: ResponseFormat | None = None,
+    ) -> LlmClient:
         """The job's model on the configured endpoint; PermanentError when none is configured."""
         settings = get_settings()
         if problem := missing_model_endpoint():
@@ -86,6 +92,7 @@ class LlmClient:
             base_url=settings.openai_base_url or None,
             model=model or settings.openai_model,
             max_tokens=max_tokens,
+            response_format=response_format,
         )
 
     @property
@@ -102,9 +109,15 @@ class LlmClient:
         await self.client.close()
 
     def __init__(
-        self, *, api_key: str, base_url: str | None, model: str, max_tokens: int | None = None
+        self,
+        *,
+        api_key: str,
+        base_url: str | None,
+        model: str,
+        max_tokens: int | None = None,
+        response_format: ResponseFormat | None = None,
     ) -> None:
-        self.model, self.max_tokens = model, max_tokens
+        self.model, self.max_tokens, self.response_format = model, max_tokens, response_format
         # max_retries=0: the SDK would otherwise retry quietly, and bill twice, on its own.
         self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
 
@@ -116,6 +129,11 @@ class LlmClient:
                 messages=[{"role": "user", "content": prompt}],
                 timeout=timeout_s,
                 max_tokens=self.max_tokens if self.max_tokens else openai.omit,
+                response_format=(
+                    self.response_format.request()  # type: ignore[arg-type]
+                    if self.response_format
+                    else openai.omit
+                ),
             )
             response = raw.parse()
         except openai.RateLimitError as err:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from chunking.settings import get_settings
 from chunking.spec import Text
 from chunking.workload import WorkloadFields
+from workloads.llm.structured import ResponseFormat
 
 
 class PromptItem(BaseModel):
@@ -56,6 +57,15 @@ class LlmFields(WorkloadFields):
     )
     max_tokens: int | None = Field(
         None, ge=1, le=1_000_000, description="Most completion tokens per item."
+    )
+    response_format: ResponseFormat | None = Field(
+        None,
+        description=(
+            'OpenAI\'s json_schema response format, {"type": "json_schema", "json_schema": '
+            '{"name", "schema", "strict"}}: sent with every request; each answer is parsed and '
+            "validated against the schema, asked once more when it does not match, then that "
+            "item's failure."
+        ),
     )
     mode: Literal["realtime", "batch"] = Field(
         "realtime",

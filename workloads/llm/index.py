@@ -179,15 +179,23 @@ def chunk_items(
     """Chunk `chunk_index`'s items (`first_item` the first one's index), reading only the
     chunk's bytes of the input. InputError if that range no longer holds exactly `expected`
     items, each as it was indexed."""
+    found = chunk_lines(uri, template, index_at, chunk_index, first_item, expected)
+    return [item for item, _ in found]
+
+
+def chunk_lines(
+    uri: str, template: str | None, index_at: str, chunk_index: int, first_item: int, expected: int
+) -> list[tuple[Item, str]]:
+    """`chunk_items`, each with its line of the input as it is there."""
     start, first_line, end, next_line = _chunk_range(index_at, chunk_index)
-    items: list[Item] = []
+    items: list[tuple[Item, str]] = []
     lines_read = 0
     try:
         with closing(_lines(uri, start, end, first_number=first_line)) as lines:
-            for _, item in _parsed(lines, template, Ids(), first_item):
+            for line, item in _parsed(lines, template, Ids(), first_item):
                 lines_read += 1
                 if item is not None:
-                    items.append(item)
+                    items.append((item, line.text))
     except LineError as err:
         raise InputError(f"{CHANGED}: {err}") from err
     if len(items) != expected or lines_read != next_line - first_line:

@@ -6,7 +6,8 @@ Layout under LLM_OUTPUT_URI (a local folder or an s3:// prefix):
     <job_id>/items/000000042.txt      an item's output too big for a job-store row (UTF-8 text)
 
 A line is `{"id", "output", "usage": {"prompt_tokens", "completion_tokens"}, "latency_ms"}`,
-plus `"error"` (and a null output) for an item the model could not answer. Items never reached
+plus `"error"` (and a null output) for an item the model could not answer, or `"parsed"` (the
+answer as JSON) for a job with a response_format. Items never reached
 (a chunk that gave up) have no line; the status JSON lists those chunks.
 An output over INLINE_OUTPUT_MAX_BYTES is kept in its own file (`keep_output`), the store's row
 holding its URI: a DynamoDB item is 400 KB at most. A line is the same whichever way it was kept.
@@ -96,7 +97,9 @@ def _read_text(uri: str) -> str:
     return Path(uri).read_bytes().decode()
 
 
-def output_line(result: ItemResult) -> str:
+def output_line(result: ItemResult, structured: bool = False) -> str:
+    """The item's line of output; `structured` (the job has a response_format): with its
+    answer parsed, which was validated against the schema before it was kept."""
     output = result.output if result.output_uri is None else _read_text(result.output_uri)
     line: dict[str, object] = {
         "id": result.id,
@@ -109,14 +112,19 @@ def output_line(result: ItemResult) -> str:
     }
     if result.error is not None:
         line["error"] = result.error
+    elif structured and output is not None:
+        line["parsed"] = json.loads(output)
     return json.dumps(line, ensure_ascii=False)
 
 
-def write_chunk_output(store: JobStore, job_id: str, chunk_index: int) -> list[ItemResult]:
+def write_chunk_output(
+    store: JobStore, job_id: str, chunk_index: int, structured: bool = False
+) -> list[ItemResult]:
     """Write the chunk's kept results (in item order) to its own file; returns them (its
     settlement adds up their usage without reading them again)."""
     results = store.item_results(job_id, chunk_index)
-    blobs.write_lines(chunk_output_uri(job_id, chunk_index), (output_line(r) for r in results))
+    lines = (output_line(r, structured) for r in results)
+    blobs.write_lines(chunk_output_uri(job_id, chunk_index), lines)
     return results
 
 

@@ -57,12 +57,14 @@ from workloads.llm.client import (
     ModelRateLimited,
     missing_model_endpoint,
 )
+from workloads.llm.failures import merge_errors, write_chunk_errors
 from workloads.llm.fields import LlmFields
 from workloads.llm.index import Indexed, build_index, chunk_items, index_uri
 from workloads.llm.input import FULL_CHECK_BYTES, InputError, Item, check_input
 from workloads.llm.outputs import keep_output, merge_outputs, write_chunk_output
 from workloads.llm.ratelimit import SharedBudget, estimate_tokens
 from workloads.llm.spend import Spend
+from workloads.llm.structured import checked
 
 MIN_CALL_S = 1.0  # below this, a call cannot finish: stop and let the retry have the time
 
@@ -101,7 +103,9 @@ async def run_batch_chunk(
     """Take the chunk's provider batch one step on (batch mode): its result once the batch
     has ended and is recorded, else WaitFor (the next step's run starts later)."""
     fields = LlmFields.of(job.spec)
-    client = await asyncio.to_thread(LlmClient.from_settings, fields.model, fields.max_tokens)
+    client = await asyncio.to_thread(
+        LlmClient.from_settings, fields.model, fields.max_tokens, fields.response_format
+    )
 
     async def keep(results: list[ItemResult]) -> list[ItemResult]:
         return await keep_results(store, job.job_id, chunk.index, results)
@@ -126,7 +130,9 @@ async def run_llm_chunk(
     job_id, fields = job.job_id, LlmFields.of(job.spec)
     items = await asyncio.to_thread(load_items, job_id, fields, chunk)
     # Off the event loop: the key may be an SSM read (chunking.secrets) when not cached.
-    client = await asyncio.to_thread(LlmClient.from_settings, fields.model, fields.max_tokens)
+    client = await asyncio.to_thread(
+        LlmClient.from_settings, fields.model, fields.max_tokens, fields.response_format
+    )
     async with client:
         return await answer_items(
             store,
@@ -164,17 +170,20 @@ async def _ask(
     call_s: float,
 ) -> ItemResult | None:
     """The item's answer (or its permanent failure), waiting its turn in the model's budget
-    and out every 429; None when the run's time ran out first (left for the next run).
-    A capped job's call holds its estimate of the cap while in flight (StopJob once the cap
-    has not that much left)."""
+    and out every 429; None when the run's time ran out first (left for the next run). An
+    answer that missed the response_format is asked again; if the time runs out before, the
+    miss is its failure: its tokens are kept, and it is never asked a third time. A capped
+    job's call holds its estimate of the cap while in flight (StopJob once the cap has not
+    that much left)."""
     completion_mean = run.completion_tokens / run.answered_now if run.answered_now else None
     tokens = estimate_tokens(item.prompt, client.max_tokens, completion_mean)
     held = spend.estimate(item.prompt, completion_mean)
+    first: ItemResult | None = None  # an answer that missed the response_format, asked again
     while True:
         # The latest a call may start and still finish in the run: anything later is left.
         last_start = time.time() + (deadline - time.monotonic()) - MIN_CALL_S
         if last_start < time.time() or not await budget.acquire(tokens, ready_by=last_start):
-            return None
+            return first
         left = deadline - time.monotonic()
         try:
             await spend.hold(held)
@@ -188,7 +197,7 @@ async def _ask(
             budget.unsent(tokens)
             refused = budget.refused(err.retry_after_s, err.seen, err.sent_at, ready_by=last_start)
             if not await refused:
-                return None
+                return first
             continue
         except ModelEndpointError:
             await spend.release(held)
@@ -196,13 +205,14 @@ async def _ask(
         except PermanentError as err:
             await spend.release(held)
             budget.unsent(tokens)
-            return ItemResult(item.index, -1, item.id, error=str(err))
+            failed, _ = checked(ItemResult(item.index, -1, item.id, error=str(err)), None, first)
+            return failed
         except BaseException:
             await asyncio.shield(spend.release(held))  # even when the run is cancelled
             raise
         budget.answered(tokens, answer.prompt_tokens + answer.completion_tokens, answer.seen)
         run.completion_tokens += answer.completion_tokens
-        result = ItemResult(
+        answered = ItemResult(
             item.index,
             -1,
             item.id,
@@ -211,8 +221,11 @@ async def _ask(
             completion_tokens=answer.completion_tokens,
             latency_ms=answer.latency_ms,
         )
-        await spend.release(held, spend.cost(result))
-        return result
+        await spend.release(held, spend.cost(answered))
+        result, again = checked(answered, client.response_format, first)
+        if not again:
+            return result
+        first = result
 
 
 async def keep_results(
@@ -464,7 +477,9 @@ class Llm(Workload):
         return f"{result.items_processed} items answered before the cancel are kept"
 
     def before_settle(self, store: JobStore, job: JobRecord, chunk_index: int) -> ChunkUsage:
-        results = write_chunk_output(store, job.job_id, chunk_index)
+        structured = LlmFields.of(job.spec).response_format is not None
+        results = write_chunk_output(store, job.job_id, chunk_index, structured)
+        write_chunk_errors(job, chunk_index, results)
         return ChunkUsage(
             prompt_tokens=sum(r.prompt_tokens for r in results),
             completion_tokens=sum(r.completion_tokens for r in results),
@@ -474,4 +489,5 @@ class Llm(Workload):
 
     def after_job_finished(self, store: JobStore, job: JobRecord) -> None:
         if job.output_uri is None:
-            store.set_output_uri(job.job_id, merge_outputs(job.job_id, job.total_chunks))
+            output_uri = merge_outputs(job.job_id, job.total_chunks)
+            store.set_output_uri(job.job_id, output_uri, merge_errors(store, job))
