@@ -41,6 +41,7 @@ function readFile(file, input, said, name) {
   }
   const reader = new FileReader();
   reader.onload = () => {
+    file.value = ""; // the same file picked again (edited meanwhile) is read again
     input.value = String(reader.result).replace(/\r\n/g, "\n").trimEnd();
     input.dataset.source = picked.name;
     describe(input, said, name);

@@ -2,7 +2,8 @@
 against the app, whose local jobs a stand-in executor runs, and the cloud path's emulator.
 
 Screenshots go to test-artifacts/ (TEST_ARTIFACTS to change it): the compare view, and the
-dashboard with a job's chunk map and timeline; the README shows them (docs/img/).
+dashboard with a job's chunk map and timeline (the README shows them, docs/img/), and an llm
+job's answers.
 """
 
 from __future__ import annotations
@@ -416,6 +417,8 @@ def test_an_llm_job_of_pasted_prompts_is_answered_on_the_page(
     assert posted == [{"workload": "llm", "chunk_size": 2, "priority": "normal",
                        "items": [{"id": str(n), "prompt": p} for n, p in enumerate(prompts, 1)],
                        "mode": "realtime"}]  # fmt: skip
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#job").screenshot(path=ARTIFACTS / "llm-answers.png")
     # Its output file: a local path, shown as text to copy.
     status = local_status(api, page.locator("#job").get_attribute("data-job-id") or "")
     output = page.locator("#job-files [data-file=output]")
