@@ -31,9 +31,13 @@ from chunking.spec import JobSpec
 from chunking.status import (
     ChunkPage,
     ChunkQuery,
+    ItemPage,
+    ItemQuery,
     JobListQuery,
     JobStatus,
     chunk_page,
+    item_page,
+    no_such_chunk,
 )
 from chunking.store import JobConflictError, JobEndedError
 from dashboard import routes as dashboard
@@ -247,6 +251,26 @@ async def job_chunks(
         get_store().chunk_page, job_id, query.state, query.after, query.limit
     )
     return chunk_page(job_id, found, query.limit)
+
+
+@jobs.get("/jobs/{job_id}/chunks/{chunk_index}/items", response_model=ItemPage)
+async def chunk_items(
+    job_id: str, chunk_index: int, query: Annotated[ItemQuery, Query()]
+) -> ItemPage:
+    """A chunk's answers (llm workload), a page at a time (`after` the last item index seen)."""
+
+    def read() -> ItemPage | str:
+        store = get_store()
+        missing = no_such_chunk(store.get_job(job_id), job_id, chunk_index)
+        if missing:
+            return missing
+        results = store.item_results(job_id, chunk_index)
+        return item_page(job_id, chunk_index, results, query.after, query.limit)
+
+    found = await asyncio.to_thread(read)
+    if isinstance(found, str):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=found)
+    return found
 
 
 @jobs.get("/jobs", response_model=list[JobStatus])

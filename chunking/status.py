@@ -424,3 +424,60 @@ def chunk_page(job_id: str, records: list[ChunkRecord], limit: int) -> ChunkPage
     ]
     full = len(chunks) == limit
     return ChunkPage(job_id=job_id, chunks=chunks, next_after=chunks[-1].index if full else None)
+
+
+MAX_ITEM_PAGE = 1_000
+
+
+class ItemQuery(BaseModel):
+    """`GET /jobs/{job_id}/chunks/{index}/items`' query, on both APIs: the chunk's items
+    above item index `after` (an index in the job's input), `limit` of them."""
+
+    model_config = ConfigDict(extra="forbid")
+    after: int = Field(-1, ge=-1, le=10_000_000)
+    limit: int = Field(100, ge=1, le=MAX_ITEM_PAGE)
+
+
+class ItemInfo(BaseModel):
+    """One item's answer, or why it has none."""
+
+    index: int  # its position in the job's input
+    id: str
+    output: str | None  # null when it failed, or when its output is too big for a row:
+    output_uri: str | None  # then it is here (the data bucket or folder)
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float | None
+
+
+class ItemPage(BaseModel):
+    job_id: str
+    chunk_index: int
+    items: list[ItemInfo]  # the items answered (or failed) so far, in index order
+    next_after: int | None  # pass as `after` for the next page; null on the last one
+
+
+def item_page(
+    job_id: str, chunk_index: int, results: list[ItemResult], after: int, limit: int
+) -> ItemPage:
+    """A page of a chunk's kept results (all of them read: a chunk is O(its own items))."""
+    fields = set(ItemInfo.model_fields)
+    shown = [r for r in results if r.index > after][: limit + 1]
+    items = [ItemInfo(**{k: v for k, v in vars(r).items() if k in fields}) for r in shown[:limit]]
+    more = len(shown) > limit
+    return ItemPage(
+        job_id=job_id,
+        chunk_index=chunk_index,
+        items=items,
+        next_after=items[-1].index if more else None,
+    )
+
+
+def no_such_chunk(job: JobRecord | None, job_id: str, chunk_index: int) -> str | None:
+    """Why the items endpoint answers 404 (no such job, or no such chunk in it), or None."""
+    if job is None:
+        return f"no job with job_id {job_id!r}"
+    if not 0 <= chunk_index < job.total_chunks:
+        return f"job {job_id!r} has no chunk {chunk_index} (it has {job.total_chunks})"
+    return None

@@ -129,3 +129,16 @@ async def cloud_chunks(job_id: JobId, request: Request) -> Response:
 async def cloud_cancel(job_id: JobId) -> Response:
     base, headers = cloud_api()
     return await forward("POST", f"{base}/jobs/{quote(job_id, safe='')}/cancel", headers)
+
+
+@cloud.get("/jobs/{job_id}/chunks/{chunk_index}/items")
+async def cloud_items(job_id: JobId, chunk_index: int, request: Request) -> Response:
+    base, headers = cloud_api()
+    url = f"{base}/jobs/{quote(job_id, safe='')}/chunks/{chunk_index}/items"
+    return await forward("GET", url, headers, params=request.query_params)
+
+
+@cloud.post("/jobs/{job_id}/retry")
+async def cloud_retry(job_id: JobId) -> Response:
+    base, headers = cloud_api()
+    return await forward("POST", f"{base}/jobs/{quote(job_id, safe='')}/retry", headers)

@@ -1,9 +1,11 @@
 """Status Lambda: GET /jobs/{job_id}, the status JSON (one read of the job's row),
-GET /jobs/{job_id}/chunks, its chunks a page at a time, and GET /jobs, the most recent jobs
-(one query of `limit` job rows); the same keys and limits as the local path's."""
+GET /jobs/{job_id}/chunks, its chunks a page at a time, GET /jobs/{job_id}/chunks/{index}/items,
+a chunk's answers a page at a time, and GET /jobs, the most recent jobs (one query of `limit`
+job rows); the same keys and limits as the local path's."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -14,7 +16,14 @@ from pydantic import ValidationError
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from chunking.api_errors import invalid_query
-from chunking.status import ChunkQuery, JobListQuery, chunk_page
+from chunking.status import (
+    ChunkQuery,
+    ItemQuery,
+    JobListQuery,
+    chunk_page,
+    item_page,
+    no_such_chunk,
+)
 from cloud import job_store
 from cloud.http import reply
 
@@ -58,6 +67,27 @@ def get_chunks(job_id: str) -> Response[str]:
         content_types.APPLICATION_JSON,
         chunk_page(job_id, found, query.limit).model_dump_json(),
     )
+
+
+@app.get("/jobs/<job_id>/chunks/<chunk_index>/items")
+def get_items(job_id: str, chunk_index: str) -> Response[str]:
+    logger.append_keys(job_id=job_id)
+    try:
+        query = ItemQuery.model_validate(app.current_event.query_string_parameters or {})
+    except ValidationError as err:
+        return reply(400, invalid_query(err))
+    # The route's pattern takes any segment: as on the local path, a whole number or a 400.
+    if not re.fullmatch(r"-?[0-9]{1,10}", chunk_index):
+        message = "Input should be a valid integer"
+        return reply(400, {"message": f"invalid request: chunk_index: {message}",
+                           "errors": [{"field": "chunk_index", "message": message}]})  # fmt: skip
+    store = job_store()
+    index = int(chunk_index)
+    missing = no_such_chunk(store.get_job(job_id), job_id, index)
+    if missing:
+        return reply(404, {"message": missing})
+    page = item_page(job_id, index, store.item_results(job_id, index), query.after, query.limit)
+    return Response(200, content_types.APPLICATION_JSON, page.model_dump_json())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

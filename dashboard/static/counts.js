@@ -1,8 +1,19 @@
 /* The selected job's counts panel (status, chunks, items, attempts, latency, duration, usage,
-   failed chunks), and the status badge the job lists use too. */
+   its spend against its cap, failed items against its threshold, what stopped it, its retries,
+   failed chunks, its files), and the status badge the job lists use too. A field the status
+   does not carry (an older server, or a job without a cap) hides its row. */
 import { fmtInt, fmtMs, fmtSecs, fmtUsd, parseTime } from "./format.js";
+import { notify } from "./notice.js";
 import { TERMINAL } from "./state.js";
 import { $, el } from "./util.js";
+
+// What a job can be stopped by (`stopped_by`), as a user names it.
+const STOPPED_BY = {
+  max_cost_usd: "its spend cap (max_cost_usd)",
+  max_failed_items: "its failure threshold (max_failed_items)",
+};
+// What a retry is for: a job that ended with something failed.
+const RETRYABLE = new Set(["partial", "failed"]);
 
 export function statusBadge(status) {
   const badge = el("span", "status", status);
@@ -14,6 +25,8 @@ export function renderStatus(view) {
   const st = view.status;
   Object.assign($("job").dataset, { jobId: view.id, path: view.path, status: st ? st.status : "" });
   $("cancel").disabled = !st || TERMINAL.has(st.status);
+  $("retry").hidden = !st || !RETRYABLE.has(st.status);
+  $("retry").disabled = Boolean(view.retrying);
   const lat = (st && st.chunk_latency_ms) || {};
   const texts = !st ? {} : {
     "job-chunks": `${fmtInt(st.chunks_succeeded)} / ${fmtInt(st.chunks_failed)} / ` +
@@ -30,6 +43,8 @@ export function renderStatus(view) {
   $("job-status").replaceChildren(st ? statusBadge(st.status) : "…");
   renderUsage(st && st.usage);
   renderBatch(st && st.batch);
+  renderLimits(st);
+  renderFiles(st);
   $("job-error").hidden = !(st && st.error);
   $("job-error").textContent = st && st.error ? `job error: ${st.error}` : "";
   renderFailed(st);
@@ -73,4 +88,73 @@ function renderFailed(st) {
   if (more > 0) shown.push(el("li", null, `… and ${fmtInt(more)} more failed`));
   $("job-failed").hidden = !shown.length;
   $("job-failed").replaceChildren(...shown);
+}
+
+function renderLimits(st) {
+  const usage = (st && st.usage) || {};
+  const cap = usage.max_cost_usd;
+  $("job-spend-row").hidden = cap == null;
+  if (cap != null) {
+    // spent_usd is the live spend the cap is checked against; est_cost_usd, once it has ended.
+    const spent = usage.spent_usd ?? usage.est_cost_usd ?? 0;
+    const share = cap > 0 ? spent / cap : 0;
+    $("job-spend").textContent = `${fmtUsd(spent)} of ${fmtUsd(cap)} (${Math.round(share * 100)} %) `;
+    $("job-spend-bar").value = Math.min(share, 1);
+  }
+  const threshold = st ? st.max_failed_items : null;
+  $("job-threshold-row").hidden = threshold == null;
+  if (threshold != null) {
+    const failed = st.items_failed ?? usage.items_failed ?? 0;
+    $("job-threshold").textContent = `${fmtInt(failed)} of at most ${fmtInt(threshold)}`;
+  }
+  const stopped = st ? st.stopped_by : null;
+  $("job-stopped-row").hidden = !stopped;
+  if (stopped) $("job-stopped").textContent = STOPPED_BY[stopped] || stopped;
+  const redrives = st ? st.redrives : null;
+  $("job-redrives-row").hidden = !redrives;
+  if (redrives) $("job-redrives").textContent = `${fmtInt(redrives)} time${redrives === 1 ? "" : "s"}`;
+}
+
+// The job's files: a web address as a link; a path or an s3:// URI as text to copy. Rebuilt
+// only when they change (the panel is redrawn every tick; a rebuilt button loses its focus).
+function renderFiles(st) {
+  const files = [["output", st && st.output_uri], ["errors", st && st.errors_uri]]
+    .filter(([, uri]) => uri);
+  const list = $("job-files"), key = JSON.stringify(files);
+  if (list.dataset.key === key) return;
+  list.dataset.key = key;
+  list.hidden = !files.length;
+  list.replaceChildren(...files.map(([name, uri]) => fileItem(name, uri)));
+}
+
+function fileItem(name, uri) {
+  const item = el("li");
+  item.dataset.file = name;
+  item.append(el("span", "file-name", `${name} file: `));
+  if (/^https?:\/\//i.test(uri)) {
+    const link = el("a", null, uri);
+    Object.assign(link, { href: uri, target: "_blank", rel: "noopener" });
+    item.append(link);
+    return item;
+  }
+  const copy = el("button", "copy", "Copy");
+  copy.type = "button";
+  copy.addEventListener("click", () => copyText(uri, `${name} file`));
+  item.append(el("code", null, uri), copy);
+  return item;
+}
+
+async function copyText(text, what) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch (_) {
+    // No clipboard API (a page over plain http on another host): the old way, by a selection.
+    const area = Object.assign(el("textarea"), { value: text });
+    document.body.append(area);
+    area.select();
+    const copied = document.execCommand("copy");
+    area.remove();
+    if (!copied) return notify(`could not copy the ${what}: select it and copy it yourself`, "error");
+  }
+  notify(`copied the ${what}: ${text}`, "ok");
 }

@@ -91,6 +91,15 @@ export function onMapHover(e) {
   showHover(view, view.hoverCell);
 }
 
+// The first chunk of the cell under the pointer, or -1 (the answers view reads it on a click).
+export function chunkAtEvent(e) {
+  const view = app.view;
+  if (!view || !view.layout) return -1;
+  const { cell, cols, cells, per } = view.layout;
+  const col = Math.floor(e.offsetX / cell), k = Math.floor(e.offsetY / cell) * cols + col;
+  return col < cols && k < cells ? k * per : -1;
+}
+
 export function onMapLeave() {
   if (app.view) app.view.hoverCell = -1;
   $("map-hover").textContent = "\u00a0";

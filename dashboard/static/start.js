@@ -7,6 +7,7 @@ import { shortId } from "./format.js";
 import { refreshLists } from "./lists.js";
 import { notify, notifyError } from "./notice.js";
 import { loadJobSpec } from "./schema.js";
+import { MAX_BODY_BYTES } from "./itemsinput.js";
 import { buildForm, readSpec } from "./specform.js";
 import { app, BASES, cloudReason } from "./state.js";
 import { $ } from "./util.js";
@@ -31,6 +32,12 @@ export async function onStart(paths) {
     spec = readSpec();
   } catch (err) {
     return notify(err.message, "error");
+  }
+  const bytes = new Blob([JSON.stringify(spec)]).size;
+  if (bytes > MAX_BODY_BYTES) {
+    return notify(`the JobSpec is ${bytes.toLocaleString("en-US")} bytes; a request takes at ` +
+      `most ${MAX_BODY_BYTES.toLocaleString("en-US")} (1 MiB): stage the items in a file and ` +
+      "give input_uri instead", "error");
   }
   setStartButtons(false);
   notify(`starting on ${paths.join(" and ")}…`);

@@ -1,6 +1,6 @@
 /* The selected job: first its status, then every chunk page; then live, by the event stream
    (local) or by polls (cloud, or a local job whose stream failed), until nothing can change.
-   Also its Cancel button. */
+   Also its Cancel and Retry buttons. */
 import { getJson, jobUrl, request } from "./api.js";
 import { jobSettled, isFinal, newJob, readPage, readPages, setStatus } from "./chunks.js";
 import { shortId } from "./format.js";
@@ -157,5 +157,28 @@ export async function onCancel() {
   } catch (err) {
     notifyError(err, what);
     if (app.view === view) scheduleDraw({ status: true }); // re-enables the button if due
+  }
+}
+
+// Retry: the job's failed chunks and items run again; a 409 says why not (it is running, it
+// succeeded, or it was retried too often). Accepted, the job is followed afresh, as it runs.
+export async function onRetry() {
+  const view = app.view;
+  if (!view || view.retrying) return;
+  view.retrying = true;
+  scheduleDraw({ status: true });
+  const what = `retry ${view.path} job ${shortId(view.id)}`;
+  try {
+    const { status, data } = await request("POST", `${jobUrl(view)}/retry`);
+    notify(`${what}: now ${data.status} (${status})`, "ok");
+    if (app.view !== view) return;
+    view.ctrl.abort(); // its live reads had stopped with its end: begin them again
+    app.view = null;
+    selectJob(view.path, view.id);
+  } catch (err) {
+    notifyError(err, what);
+  } finally {
+    view.retrying = false;
+    if (app.view === view) scheduleDraw({ status: true });
   }
 }

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from aws.local.resources import NAMES
@@ -54,6 +55,28 @@ def test_llm_job_reads_s3_through_the_emulator_and_writes_its_merged_output(
     rows = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode().splitlines()
     assert [json.loads(r)["id"] for r in rows] == [f"e{i}" for i in range(7)]
     assert model.calls["emulated 3"] == 1 and model.calls["[500x1] emulated 5"] == 2
+
+
+def test_the_answers_of_a_job_of_items_are_read_a_chunk_at_a_time_through_the_api(
+    emulator: Running, model: FakeModelServer
+) -> None:
+    """GET /jobs/{id}/chunks/{index}/items as API Gateway routes it (the template's event)."""
+    items = [{"id": f"q{i}", "prompt": f"question {i}"} for i in range(3)]
+    response = emulator.start({"workload": "llm", "items": items, "chunk_size": 2})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    assert emulator.wait_until_done(job_id, timeout_s=60)["status"] == "succeeded"
+    headers = {"x-api-key": API_KEY}
+    url = f"{emulator.api}/Prod/jobs/{job_id}/chunks"
+    answers = []
+    for index in (0, 1):
+        page = httpx.get(f"{url}/{index}/items", headers=headers).json()
+        assert page["chunk_index"] == index and page["next_after"] is None
+        answers += [(item["id"], item["output"]) for item in page["items"]]
+    assert answers == [(f"q{i}", f"echo: question {i}") for i in range(3)]
+    assert httpx.get(f"{url}/2/items", headers=headers).status_code == 404
+    bad = httpx.get(f"{url}/0/items", params={"limit": "0"}, headers=headers)
+    assert bad.status_code == 400 and "limit" in bad.json()["message"]
 
 
 def test_compare_uploads_a_local_llm_input_and_shows_tokens_and_model_cost(

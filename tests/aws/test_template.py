@@ -81,6 +81,7 @@ def test_both_routes_require_an_api_key(template: dict[str, Any]) -> None:
         ("post", "/jobs/{job_id}/retry"): "StarterFunction",
         ("get", "/jobs/{job_id}"): "StatusFunction",
         ("get", "/jobs/{job_id}/chunks"): "StatusFunction",
+        ("get", "/jobs/{job_id}/chunks/{chunk_index}/items"): "StatusFunction",
         ("get", "/jobs"): "StatusFunction",
     }
 

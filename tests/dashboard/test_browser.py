@@ -2,7 +2,8 @@
 against the app, whose local jobs a stand-in executor runs, and the cloud path's emulator.
 
 Screenshots go to test-artifacts/ (TEST_ARTIFACTS to change it): the compare view, and the
-dashboard with a job's chunk map and timeline; the README shows them (docs/img/).
+dashboard with a job's chunk map and timeline (the README shows them, docs/img/), and an llm
+job's answers.
 """
 
 from __future__ import annotations
@@ -378,3 +379,191 @@ def test_a_batch_jobs_provider_batches_and_batch_price_are_shown(
     expect(page.locator("#job-usage")).to_contain_text("at the batch price (realtime: $")
     assert realtime > 0
     assert status["usage"]["est_cost_usd"] == pytest.approx(realtime / 2, abs=1e-6)
+
+
+def answers_on_the_page(page: Page) -> list[tuple[str, str]]:
+    """Each answer listed: its item's id and what it says."""
+    rows = page.locator("#answers-list li")
+    return [
+        (
+            rows.nth(i).get_attribute("data-item-id") or "",
+            rows.nth(i).locator(".answer").inner_text(),
+        )
+        for i in range(rows.count())
+    ]
+
+
+def test_an_llm_job_of_pasted_prompts_is_answered_on_the_page(
+    api: httpx.Client, executor: StandInExecutor, model: FakeModelServer, page: Page
+) -> None:
+    """Three prompts typed a line each: one job, and its three answers read on the page."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    posted = bodies_posted(page)
+    page.goto(page_url(api))
+    page.locator("#workload").select_option("llm")
+    # Counted from the items: the demo's total_items would disagree with them.
+    expect(page.locator("#total-items")).to_have_value("")
+    prompts = ["What is a chunk?", "Name a colour", "Say hello"]
+    page.locator("#items").fill("\n".join(prompts) + "\n\n")
+    expect(page.locator("#items-said")).to_have_text("3 items")
+    fill_form(page, chunk_size=2)
+    page.get_by_role("button", name="Start on local").click()
+    job = page.locator("#job")
+    expect(job).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    expect(page.locator("#answers")).to_be_visible()
+    expect(page.locator("#answers-list li")).to_have_count(3, timeout=10_000)
+    assert answers_on_the_page(page) == [(str(n), f"echo: {p}") for n, p in enumerate(prompts, 1)]
+    expect(page.locator("#answers-said")).to_have_text("chunks 0\u20131: 3 answered")
+    assert posted == [{"workload": "llm", "chunk_size": 2, "priority": "normal",
+                       "items": [{"id": str(n), "prompt": p} for n, p in enumerate(prompts, 1)],
+                       "mode": "realtime"}]  # fmt: skip
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#job").screenshot(path=ARTIFACTS / "llm-answers.png")
+    # Its output file: a local path, shown as text to copy.
+    status = local_status(api, page.locator("#job").get_attribute("data-job-id") or "")
+    output = page.locator("#job-files [data-file=output]")
+    expect(output.locator("code")).to_have_text(status["output_uri"])
+    output.get_by_role("button", name="Copy").click()
+    expect(page.locator("#notice")).to_contain_text(
+        f"copied the output file: {status['output_uri']}"
+    )
+    assert page.evaluate("navigator.clipboard.readText()") == status["output_uri"]
+    # What this job's status does not carry stays hidden; a job that succeeded has no Retry.
+    for row in ("#job-spend-row", "#job-threshold-row", "#job-stopped-row", "#job-redrives-row"):
+        expect(page.locator(row)).to_be_hidden()
+    expect(page.locator("#job-files [data-file=errors]")).to_have_count(0)
+    expect(page.locator("#retry")).to_be_hidden()
+    # A chunk picked by its index shows its answers alone.
+    page.locator("#answers-chunk").fill("1")
+    page.get_by_role("button", name="Show its answers").click()
+    expect(page.locator("#answers-said")).to_have_text("chunk 1: 1 answered")
+    assert answers_on_the_page(page) == [("3", "echo: Say hello")]
+    page.locator("#answers-chunk").fill("2")
+    page.get_by_role("button", name="Show its answers").click()
+    expect(page.locator("#notice")).to_contain_text('answers: "2" is no chunk of this job (0 to 1)')
+    # Back to simulate: its demo size comes back.
+    page.locator("#workload").select_option("simulate")
+    expect(page.locator("#total-items")).to_have_value("200")
+
+
+def test_a_jsonl_file_is_read_in_the_browser_its_bad_lines_and_size_named(
+    api: httpx.Client,
+    executor: StandInExecutor,
+    model: FakeModelServer,
+    page: Page,
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "r1", "prompt": "fine"}\n{"id": "r2", "prompt": \n')
+    big = tmp_path / "big.jsonl"
+    big.write_text(f'{{"id": "x", "prompt": "{"y" * (1024 * 1024)}"}}\n')
+    good = tmp_path / "good.jsonl"
+    good.write_text(
+        '{"id": "r1", "prompt": "first"}\r\n\n{"id": "r2", "text": "second"}\n'
+        '{"id": "r3", "prompt": "third"}\n'
+    )
+    posted = bodies_posted(page)
+    page.goto(page_url(api))
+    page.locator("#workload").select_option("llm")
+    picker, said = page.locator("#items-file"), page.locator("#items-said")
+    start = page.get_by_role("button", name="Start on local")
+
+    picker.set_input_files(bad)
+    expect(said).to_contain_text("items: line 2 of bad.jsonl is not JSON")
+    start.click()
+    expect(page.locator("#notice")).to_contain_text("items: line 2 of bad.jsonl is not JSON")
+    picker.set_input_files(big)
+    expect(said).to_contain_text(
+        f"items: big.jsonl is {big.stat().st_size:,} bytes; a request takes at most 1,048,576 "
+        "(1 MiB): stage it and give input_uri instead"
+    )
+    assert not posted
+
+    picker.set_input_files(good)
+    expect(said).to_have_text("3 items from good.jsonl")
+    # The API's 400 names the field and says what is wrong with it.
+    fill_form(page, prompt_template="no place for the text")
+    start.click()
+    expect(page.locator("#notice")).to_contain_text(
+        "local start failed: invalid JobSpec: prompt_template: "
+    )
+    expect(page.locator("#notice")).to_contain_text("{text}")
+    fill_form(page, prompt_template="Answer: {text}")
+    start.click()
+    expect(page.locator("#job")).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    expect(page.locator("#answers-list li")).to_have_count(3, timeout=10_000)
+    assert answers_on_the_page(page) == [
+        ("r1", "echo: first"), ("r2", "echo: Answer: second"), ("r3", "echo: third"),
+    ]  # fmt: skip
+    assert posted[-1]["items"] == [
+        {"id": "r1", "prompt": "first"}, {"id": "r2", "text": "second"},
+        {"id": "r3", "prompt": "third"},
+    ]  # fmt: skip
+
+
+def test_an_ended_partial_job_offers_retry_and_the_page_shows_the_answer(
+    api: httpx.Client, executor: StandInExecutor, page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retry calls POST /jobs/{id}/retry and shows what it answered (accepted, or refused)."""
+    set_settings(monkeypatch, RETRY_BACKOFF_BASE_S="0.1")
+    started = api.post(
+        "/jobs", json={"total_items": 20, "chunk_size": 5, "item_delay_ms": 0, "fail_chunks": [1]}
+    )
+    job_id = started.json()["job_id"]
+    page.goto(page_url(api))
+    row = page.locator(f'#jobs-local [data-job-id="{job_id}"]')
+    expect(row).to_have_attribute("data-status", "partial", timeout=30_000)
+    row.click()
+    retry = page.locator("#retry")
+    expect(retry).to_be_visible()
+    expect(retry).to_be_enabled()
+    asked: list[str] = []
+    page.on(
+        "request", lambda r: asked.append(f"{r.method} {r.url}") if r.method == "POST" else None
+    )
+    retry.click()
+    expect(page.locator("#notice")).to_contain_text(f"retry local job {job_id[:8]}…: ")
+    assert asked == [f"POST {str(api.base_url).rstrip('/')}/jobs/{job_id}/retry"]
+
+
+def test_a_cap_and_a_threshold_are_typed_as_the_schema_says(
+    api: httpx.Client, page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A number (max_cost_usd > 0) and a count or a share (max_failed_items: 10 or "10%"), as
+    the llm workload publishes them (added here where this server does not yet)."""
+    from main import app
+
+    doc = copy.deepcopy(app.openapi())
+    schemas = doc["components"]["schemas"]
+    ref = schemas["JobSpec"]["discriminator"]["mapping"]["llm"].rsplit("/", 1)[1]
+    fields = schemas[ref]["properties"]
+    fields.setdefault("max_cost_usd", {
+        "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "null"}], "default": None,
+    })  # fmt: skip
+    fields.setdefault("max_failed_items", {
+        "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}, {"type": "null"}],
+        "default": None,
+    })  # fmt: skip
+    monkeypatch.setattr(app, "openapi_schema", doc)
+    posted = bodies_posted(page)
+    page.goto(page_url(api))
+    page.locator("#workload").select_option("llm")
+    page.locator("#items").fill("one prompt")
+    cap, threshold = page.locator("#max-cost-usd"), page.locator("#max-failed-items")
+    expect(cap).to_have_attribute("type", "number")
+    expect(threshold).to_have_attribute("placeholder", "e.g. 10 or 10%")
+    start = page.get_by_role("button", name="Start on local")
+    fill_form(page, max_cost_usd="0")
+    start.click()
+    expect(page.locator("#notice")).to_have_text('max_cost_usd: "0" is not a number > 0')
+    # A prompt_template the API refuses, so nothing runs whether it knows the new fields or not.
+    fill_form(page, max_cost_usd="0.25", max_failed_items="10%", prompt_template="no place")
+    start.click()
+    expect(page.locator("#notice")).to_contain_text("local start failed")
+    fill_form(page, max_failed_items="3")
+    start.click()
+    expect(page.locator("#notice")).to_contain_text("local start failed")
+    assert [(b["max_cost_usd"], b["max_failed_items"]) for b in posted] == [
+        (0.25, "10%"),
+        (0.25, 3),
+    ]

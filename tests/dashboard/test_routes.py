@@ -11,10 +11,12 @@ from urllib.parse import urljoin
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from aws.local.emulator import EmulatorProcess
 from tests.executor import StandInExecutor
-from tests.support import free_port, set_settings, wait_for
+from tests.support import ServerThread, free_port, set_settings, wait_for
 
 TERMINAL = {"succeeded", "partial", "failed", "cancelled"}
 
@@ -94,6 +96,13 @@ def test_a_cloud_job_is_started_listed_read_and_paged_through_the_app(
     assert bad.status_code == 400 and "limit" in bad.json()["message"]
     bad = api.post("/cloud/jobs", json={"total_items": -1})
     assert bad.status_code == 400 and "total_items" in bad.json()["message"]
+    # A chunk's answers (a simulate job has none), and the cloud API's 400 and 404 for them.
+    items = api.get(f"/cloud/jobs/{job_id}/chunks/2/items", params={"limit": 5})
+    assert items.status_code == 200, items.text
+    assert items.json() == {"job_id": job_id, "chunk_index": 2, "items": [], "next_after": None}
+    assert api.get(f"/cloud/jobs/{job_id}/chunks/3/items").status_code == 404
+    bad = api.get(f"/cloud/jobs/{job_id}/chunks/0/items", params={"after": "x"})
+    assert bad.status_code == 400 and "after" in bad.json()["message"]
 
 
 def test_what_the_app_refuses_before_calling_the_cloud(
@@ -148,3 +157,31 @@ def test_the_stand_in_executor_runs_a_local_job_with_its_retries(
         "partial", 3, 1,
     )  # fmt: skip
     assert status["retries"] == 1 and not executor.errors
+
+
+def test_retry_is_forwarded_to_the_cloud_apis_retry_and_its_answer_comes_back(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in for the cloud API (its retry route may be newer than the emulator here):
+    the proxy POSTs to {base}/jobs/{id}/retry with the stack's key, and answers as it did."""
+    seen: list[tuple[str, str, str | None]] = []
+    stand_in = FastAPI()
+
+    @stand_in.post("/Prod/jobs/{job_id}/retry")
+    async def retry(job_id: str, request: Request) -> JSONResponse:
+        seen.append((request.method, job_id, request.headers.get("x-api-key")))
+        if job_id == "done-job":
+            return JSONResponse({"message": "job done-job succeeded: nothing to retry"}, 409)
+        return JSONResponse({"job_id": job_id, "status": "running", "redrives": 1}, 202)
+
+    server = ServerThread(stand_in).start()
+    try:
+        set_settings(monkeypatch, AWS_START_URL=f"{server.url}/Prod/start", CLOUD_API_KEY="ck")
+        again = api.post("/cloud/jobs/part-job/retry")
+        assert again.status_code == 202 and again.json()["redrives"] == 1
+        refused = api.post("/cloud/jobs/done-job/retry")
+        assert refused.status_code == 409 and "nothing to retry" in refused.json()["message"]
+        assert seen == [("POST", "part-job", "ck"), ("POST", "done-job", "ck")]
+        assert api.post("/cloud/jobs/has%20space/retry").status_code == 400
+    finally:
+        server.stop()
