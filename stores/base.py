@@ -759,11 +759,10 @@ class BaseJobStore(ABC):
             change = {"headroom_nano": held_nano - spent_nano, "spent_nano": spent_nano}
             self._add_to_job(job_id, change)
 
-    def retry_job(self, job_id: str) -> bool:
-        job = self._job_row(job_id, "state", "redrives")
-        if job is None or job.get("state") != "finished":
-            return False
-        changes: dict[str, Field] = {
+    def _running_again(self) -> dict[str, Field]:
+        """A finished job's row once one of its chunks runs again (a retry, a redrive): its end,
+        its results and why it ended or stopped cleared, to be written anew."""
+        return {
             "state": "running",
             "finished_at": None,
             "settled_by": None,
@@ -771,9 +770,14 @@ class BaseJobStore(ABC):
             "errors_uri": None,
             "error": None,
             "stopped_by": None,
-            "redrives": int(job.get("redrives") or 0) + 1,
             ACTIVE_AT: self._active_now(),
         }
+
+    def retry_job(self, job_id: str) -> bool:
+        job = self._job_row(job_id, "state", "redrives")
+        if job is None or job.get("state") != "finished":
+            return False
+        changes = {**self._running_again(), "redrives": int(job.get("redrives") or 0) + 1}
         return self._update_job(job_id, JobGuard(states=("finished",)), changes)
 
     def end_retry(self, job_id: str, reason: str) -> bool:
@@ -835,16 +839,7 @@ class BaseJobStore(ABC):
         if not self._reopen(job_id, chunk_index):
             return False
         # A finished job runs again; one that failed to start, or was cancelled, stays so.
-        changes: dict[str, Field] = {
-            "state": "running",
-            "finished_at": None,
-            "settled_by": None,
-            "output_uri": None,
-            "errors_uri": None,
-            "error": None,
-            ACTIVE_AT: self._active_now(),
-        }
-        if not self._update_job(job_id, JobGuard(states=("finished",)), changes):
+        if not self._update_job(job_id, JobGuard(states=("finished",)), self._running_again()):
             self._update_job(
                 job_id, ANY_STATE, {"settled_by": None, "output_uri": None, "errors_uri": None}
             )

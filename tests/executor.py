@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import httpx
 import inngest
 
 from tests.support import FakeInngestApi, drive_over_http
@@ -91,3 +94,29 @@ class StandInExecutor:
     def close(self) -> None:
         self.closed.set()
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def serving(
+    api: httpx.Client, fake_inngest: FakeInngestApi, **options: Any
+) -> Iterator[StandInExecutor]:
+    """The stand-in executor running every function of the app served at `api`."""
+    from functions import ALL_FUNCTIONS
+
+    serve_url = f"{str(api.base_url).rstrip('/')}/api/inngest"
+    running = StandInExecutor(fake_inngest, serve_url, ALL_FUNCTIONS, **options)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def ended(api: httpx.Client, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    """The job's status once it has ended (or the test fails after `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    status: dict[str, Any] = api.get(f"/jobs/{job_id}").json()
+    while status["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+        status = api.get(f"/jobs/{job_id}").json()
+    return status

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from aws.local.emulator import EmulatorProcess
-from tests.executor import StandInExecutor
+from tests.executor import StandInExecutor, serving
 from tests.support import FakeInngestApi
 
 # 60 items in chunks of 10 with stride 3: chunks 0 and 3 fail once, then succeed.
@@ -27,12 +27,8 @@ CLOUD_KEY = "stride-test-key"
 def executor(
     stride_workload: None, api: httpx.Client, fake_inngest: FakeInngestApi
 ) -> Iterator[StandInExecutor]:
-    from functions import ALL_FUNCTIONS
-
-    serve_url = f"{str(api.base_url).rstrip('/')}/api/inngest"
-    running = StandInExecutor(fake_inngest, serve_url, ALL_FUNCTIONS)
-    yield running
-    running.close()
+    with serving(api, fake_inngest) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ from moto import mock_aws
 import cloud
 from aws.local.resources import LocalStack, create_resources
 from chunking.settings import get_settings
+from tests.aws.test_emulator import Running, running_emulator
+from tests.llm_server import FakeModelServer
 
 
 @pytest.fixture
@@ -61,3 +63,14 @@ def queue_bodies(sqs: Any, url: str) -> list[dict[str, Any]]:
     for receipt in receipts:
         sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=receipt, VisibilityTimeout=0)
     return found
+
+
+@pytest.fixture(scope="module")
+def emulator(model_server: tuple[FakeModelServer, str]) -> Iterator[Running]:
+    """The offline stack, its model the test server, its batch polls 1-2 s apart (a module
+    that needs another defines its own)."""
+    args = ("--worker-timeout", "20", "--visibility-timeout", "2",
+            "--parameter", f"OpenAiBaseUrl={model_server[1]}",
+            "--parameter", "LlmBatchPollMinS=1", "--parameter", "LlmBatchPollMaxS=2")  # fmt: skip
+    with running_emulator(*args) as running:
+        yield running

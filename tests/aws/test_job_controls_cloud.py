@@ -4,23 +4,13 @@ same JSON as the local path (tests/functions/test_job_controls.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.aws.test_emulator import API_KEY, Running, running_emulator
+from tests.aws.test_emulator import API_KEY, Running
 from tests.aws.test_llm_batch_cloud import merged
 from tests.llm_server import FakeModelServer
-
-
-@pytest.fixture(scope="module")
-def emulator(model_server: tuple[FakeModelServer, str]) -> Iterator[Running]:
-    args = ("--worker-timeout", "20", "--visibility-timeout", "2",
-            "--parameter", f"OpenAiBaseUrl={model_server[1]}")  # fmt: skip
-    with running_emulator(*args) as running:
-        yield running
 
 
 def start(emulator: Running, **body: Any) -> str:

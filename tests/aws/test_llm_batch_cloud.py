@@ -6,26 +6,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from aws.local.resources import NAMES
-from tests.aws.test_emulator import API_KEY, Running, running_emulator
+from tests.aws.test_emulator import API_KEY, Running
 from tests.llm_server import FakeModelServer
 
 BUCKET = NAMES["DataBucket"]
 TURNAROUND_S = 8.0
-
-
-@pytest.fixture(scope="module")
-def emulator(model_server: tuple[FakeModelServer, str]) -> Iterator[Running]:
-    args = ("--worker-timeout", "20", "--visibility-timeout", "2",
-            "--parameter", f"OpenAiBaseUrl={model_server[1]}",
-            "--parameter", "LlmBatchPollMinS=1", "--parameter", "LlmBatchPollMaxS=2")  # fmt: skip
-    with running_emulator(*args) as running:
-        yield running
 
 
 def upload(emulator: Running, key: str, lines: list[dict[str, Any]]) -> str:

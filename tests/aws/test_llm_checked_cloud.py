@@ -6,27 +6,17 @@ errors file in S3."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from aws.local.resources import NAMES
-from tests.aws.test_emulator import Running, running_emulator
+from tests.aws.test_emulator import Running
 from tests.functions.test_llm_structured import MISSED, RESPONSE_FORMAT
 from tests.llm_server import FakeModelServer
 
 BUCKET = NAMES["DataBucket"]
 CONTEXT = "400 context_length_exceeded: This model's maximum context length is 8192 tokens."
-
-
-@pytest.fixture(scope="module")
-def emulator(model_server: tuple[FakeModelServer, str]) -> Iterator[Running]:
-    args = ("--worker-timeout", "20", "--visibility-timeout", "2",
-            "--parameter", f"OpenAiBaseUrl={model_server[1]}",
-            "--parameter", "LlmBatchPollMinS=1", "--parameter", "LlmBatchPollMaxS=2")  # fmt: skip
-    with running_emulator(*args) as running:
-        yield running
 
 
 def read_lines(emulator: Running, uri: str) -> list[dict[str, Any]]:

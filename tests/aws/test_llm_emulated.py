@@ -8,7 +8,6 @@ of budget is retried, which would blur the retry counts these tests assert).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,18 +15,10 @@ import pytest
 
 from aws.local.resources import NAMES
 from aws.local.template import REPO
-from tests.aws.test_emulator import API_KEY, Running, running_emulator
+from tests.aws.test_emulator import API_KEY, Running
 from tests.llm_server import FakeModelServer
 
 BUCKET = NAMES["DataBucket"]
-
-
-@pytest.fixture(scope="module")
-def emulator(model_server: tuple[FakeModelServer, str]) -> Iterator[Running]:
-    args = ("--worker-timeout", "20", "--visibility-timeout", "2",
-            "--parameter", f"OpenAiBaseUrl={model_server[1]}")  # fmt: skip
-    with running_emulator(*args) as running:
-        yield running
 
 
 def test_llm_job_reads_s3_through_the_emulator_and_writes_its_merged_output(

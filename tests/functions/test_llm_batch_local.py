@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.executor import StandInExecutor
+from tests.executor import StandInExecutor, serving
 from tests.llm_server import FakeModelServer
 from tests.support import FakeInngestApi
 
@@ -36,12 +36,8 @@ def batch_model(model: FakeModelServer, monkeypatch: pytest.MonkeyPatch) -> Fake
 def executor(
     batch_model: FakeModelServer, api: httpx.Client, fake_inngest: FakeInngestApi
 ) -> Iterator[StandInExecutor]:
-    from functions import ALL_FUNCTIONS
-
-    serve_url = f"{str(api.base_url).rstrip('/')}/api/inngest"
-    running = StandInExecutor(fake_inngest, serve_url, ALL_FUNCTIONS, workers=8)
-    yield running
-    running.close()
+    with serving(api, fake_inngest, workers=8) as running:
+        yield running
 
 
 def write_input(path: Path, lines: list[dict[str, Any]]) -> str:

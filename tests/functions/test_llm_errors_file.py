@@ -5,34 +5,19 @@ its input line as it was, its error and its attempts; null when nothing failed."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.executor import StandInExecutor
 from tests.functions.test_llm_batch_local import wait_until_ended, write_input
 from tests.llm_server import FakeModelServer
-from tests.support import FakeInngestApi
 
 # Chunks of 2: the first answers one item and fails one, the second fails one (refused) and
 # answers one, the third fails as a whole (the endpoint refuses the key), never answered.
 PROMPTS = ["fine", "[400-context] long", "[refuse] rude", "also fine", "[401] a", "[401] b"]
 CONTEXT = "400 context_length_exceeded: This model's maximum context length is 8192 tokens."
 REFUSED = "refused by the content policy (finish_reason=content_filter)"
-
-
-@pytest.fixture
-def executor(
-    model: FakeModelServer, api: httpx.Client, fake_inngest: FakeInngestApi
-) -> Iterator[StandInExecutor]:
-    from functions import ALL_FUNCTIONS
-
-    serve_url = f"{str(api.base_url).rstrip('/')}/api/inngest"
-    running = StandInExecutor(fake_inngest, serve_url, ALL_FUNCTIONS)
-    yield running
-    running.close()
 
 
 def test_the_errors_file_lists_exactly_the_failed_items_with_their_input_lines(

@@ -5,39 +5,14 @@ so every chunk reads only its own lines."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.executor import StandInExecutor
+from tests.executor import StandInExecutor, ended
 from tests.llm_server import FakeModelServer
-from tests.support import FakeInngestApi
-
-
-@pytest.fixture
-def executor(
-    model: FakeModelServer, api: httpx.Client, fake_inngest: FakeInngestApi
-) -> Iterator[StandInExecutor]:
-    from functions import ALL_FUNCTIONS
-
-    serve_url = f"{str(api.base_url).rstrip('/')}/api/inngest"
-    running = StandInExecutor(fake_inngest, serve_url, ALL_FUNCTIONS)
-    yield running
-    running.close()
-
-
-def ended(api: httpx.Client, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    status: dict[str, Any] = api.get(f"/jobs/{job_id}").json()
-    while status["status"] in ("queued", "running"):
-        assert time.monotonic() < deadline, status
-        time.sleep(0.1)
-        status = api.get(f"/jobs/{job_id}").json()
-    return status
 
 
 def test_one_prompt_in_the_request_is_a_job(

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.executor import StandInExecutor
+from tests.executor import StandInExecutor, serving
 from tests.functions.test_llm_batch_local import batches_of, wait_until_ended
 from tests.llm_server import FakeModelServer
 from tests.support import FakeInngestApi
@@ -37,15 +37,12 @@ def executor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[StandInExecutor]:
     from chunking.settings import get_settings
-    from functions import ALL_FUNCTIONS
 
     monkeypatch.setenv("LLM_BATCH_POLL_MIN_S", "0.3")
     monkeypatch.setenv("LLM_BATCH_POLL_MAX_S", "1")
     get_settings.cache_clear()
-    serve_url = f"{str(api.base_url).rstrip('/')}/api/inngest"
-    running = StandInExecutor(fake_inngest, serve_url, ALL_FUNCTIONS, workers=8)
-    yield running
-    running.close()
+    with serving(api, fake_inngest, workers=8) as running:
+        yield running
 
 
 def attempts_kept(db: Path, job_id: str) -> dict[str, int]:
