@@ -120,6 +120,11 @@ class FakeModelServer:
         self.app = FastAPI()
         self.batch = FakeBatchApi(self.app, answer=answer, turnaround_s=batch_turnaround_s)
 
+        @self.app.get("/_calls")
+        async def calls() -> dict[str, int]:
+            """The calls received per prompt: what a live run shows of what was (not) asked."""
+            return dict(self.calls)
+
         @self.app.post("/v1/chat/completions")
         async def completions(request: Request) -> Any:
             body = await request.json()
