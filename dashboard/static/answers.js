@@ -60,9 +60,10 @@ async function loadAnswers(view, chunks) {
   if (app.view !== view) return;
   $("answers-list").replaceChildren(...rows.map(answerItem));
   const which = chunks.length === 1 ? `chunk ${chunks[0]}` : `chunks 0–${chunks.length - 1}`;
+  // The items endpoint lists failed items too: those are not answers.
   const failed = rows.filter((r) => r.error).length;
-  $("answers-said").textContent = `${which}: ${fmtInt(rows.length)} answered` +
-    (failed ? ` (${fmtInt(failed)} failed)` : "") + (more ? `, the first ${MAX_SHOWN} shown` : "");
+  $("answers-said").textContent = `${which}: ${fmtInt(rows.length - failed)} answered` +
+    (failed ? `, ${fmtInt(failed)} failed` : "") + (more ? `, the first ${MAX_SHOWN} shown` : "");
 }
 
 function answerItem(row) {

@@ -4,8 +4,9 @@
    workload added by a plug-in show up in the start form with no change here. */
 import { getJson } from "./api.js";
 
-// Of the fields every workload shares, those the start form asks for.
-const COMMON_SHOWN = ["total_items", "chunk_size", "priority"];
+// Of the fields every workload shares, those the start form asks for: the job controls too
+// (a spend cap, a failure threshold), which the JobSpec holds beside the workload's fields.
+const COMMON_SHOWN = ["total_items", "chunk_size", "priority", "max_cost_usd", "max_failed_items"];
 
 // The JobSpec schema and the document its $refs point into.
 export async function loadJobSpec() {

@@ -1,7 +1,7 @@
 /* The selected job: first its status, then every chunk page; then live, by the event stream
    (local) or by polls (cloud, or a local job whose stream failed), until nothing can change.
    Also its Cancel and Retry buttons. */
-import { getJson, jobUrl, request } from "./api.js";
+import { ApiError, getJson, jobUrl, request } from "./api.js";
 import { jobSettled, isFinal, newJob, readPage, readPages, setStatus } from "./chunks.js";
 import { shortId } from "./format.js";
 import { notify, notifyError } from "./notice.js";
@@ -161,7 +161,9 @@ export async function onCancel() {
 }
 
 // Retry: the job's failed chunks and items run again; a 409 says why not (it is running, it
-// succeeded, or it was retried too often). Accepted, the job is followed afresh, as it runs.
+// succeeded, or it was retried too often). Accepted, the job is followed afresh, as it runs;
+// refused, too: the page showed an ended job, and a 409 can mean it has moved on since (a
+// retry from elsewhere), which the page would otherwise never read again.
 export async function onRetry() {
   const view = app.view;
   if (!view || view.retrying) return;
@@ -171,14 +173,20 @@ export async function onRetry() {
   try {
     const { status, data } = await request("POST", `${jobUrl(view)}/retry`);
     notify(`${what}: now ${data.status} (${status})`, "ok");
-    if (app.view !== view) return;
-    view.ctrl.abort(); // its live reads had stopped with its end: begin them again
-    app.view = null;
-    selectJob(view.path, view.id);
+    followAgain(view);
   } catch (err) {
     notifyError(err, what);
+    if (err instanceof ApiError && err.status === 409) followAgain(view);
   } finally {
     view.retrying = false;
     if (app.view === view) scheduleDraw({ status: true });
   }
+}
+
+// Its live reads stopped with its end: begin them again, from a fresh status.
+function followAgain(view) {
+  if (app.view !== view) return;
+  view.ctrl.abort();
+  app.view = null;
+  selectJob(view.path, view.id);
 }

@@ -9,8 +9,10 @@ job's answers.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -526,44 +528,185 @@ def test_an_ended_partial_job_offers_retry_and_the_page_shows_the_answer(
     assert asked == [f"POST {str(api.base_url).rstrip('/')}/jobs/{job_id}/retry"]
 
 
-def test_a_cap_and_a_threshold_are_typed_as_the_schema_says(
-    api: httpx.Client, page: Page, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A number (max_cost_usd > 0) and a count or a share (max_failed_items: 10 or "10%"), as
-    the llm workload publishes them (added here where this server does not yet)."""
-    from main import app
+def ended(api: httpx.Client, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    """The job's status once it has ended (polled through the API, not the page)."""
+    deadline = time.monotonic() + timeout_s
+    while (status := local_status(api, job_id))["status"] not in TERMINAL:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    return status
 
-    doc = copy.deepcopy(app.openapi())
-    schemas = doc["components"]["schemas"]
-    ref = schemas["JobSpec"]["discriminator"]["mapping"]["llm"].rsplit("/", 1)[1]
-    fields = schemas[ref]["properties"]
-    fields.setdefault("max_cost_usd", {
-        "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "null"}], "default": None,
-    })  # fmt: skip
-    fields.setdefault("max_failed_items", {
-        "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}, {"type": "null"}],
-        "default": None,
-    })  # fmt: skip
-    monkeypatch.setattr(app, "openapi_schema", doc)
+
+def start_llm(api: httpx.Client, prompts: list[str], **body: Any) -> str:
+    items = [{"id": f"i{n}", "prompt": prompt} for n, prompt in enumerate(prompts)]
+    started = api.post("/jobs", json={"workload": "llm", "items": items, **body})
+    assert started.status_code == 202, started.text
+    job_id: str = started.json()["job_id"]
+    return job_id
+
+
+def usd(value: float) -> str:
+    """A cost as format.js's fmtUsd writes it: 4 places, or 2 significant digits below $0.01."""
+    places = max(4, 1 - math.floor(math.log10(value))) if 0 < value < 0.01 else 4
+    return f"${value:.{places}f}"
+
+
+def open_job(api: httpx.Client, page: Page, job_id: str, status: str) -> Locator:
+    page.goto(page_url(api))
+    page.locator(f'#jobs-local [data-job-id="{job_id}"]').click()
+    job = page.locator("#job")
+    expect(job).to_have_attribute("data-job-id", job_id)
+    expect(job).to_have_attribute("data-status", status, timeout=10_000)
+    return job
+
+
+def test_a_job_stopped_at_its_spend_cap_shows_spend_of_cap_and_what_stopped_it(
+    api: httpx.Client, executor: StandInExecutor, model: FakeModelServer, page: Page
+) -> None:
+    # At the default prices an answer here costs about $2e-6 and a call holds ~$3e-6 of the
+    # cap while it runs (tests/functions/test_job_controls.py): $1e-5 stops 16 prompts early.
+    cap = 1e-5
+    job_id = start_llm(api, [f"cap {n}" for n in range(16)], chunk_size=4, max_tokens=5,
+                       max_cost_usd=cap)  # fmt: skip
+    status = ended(api, job_id)
+    assert (status["status"], status["stopped_by"]) == ("partial", "max_cost_usd")
+    spent = status["usage"]["spent_usd"]
+    assert 0 < spent <= cap
+    open_job(api, page, job_id, "partial")
+    share = spent / cap
+    expect(page.locator("#job-spend")).to_have_text(
+        f"{usd(spent)} of {usd(cap)} ({round(share * 100)} %)"
+    )
+    assert page.locator("#job-spend-bar").evaluate("bar => bar.value") == pytest.approx(share)
+    expect(page.locator("#job-stopped")).to_have_text("its spend cap (max_cost_usd)")
+    expect(page.locator("#job-error")).to_contain_text("spend cap reached")
+    expect(page.locator("#job-threshold-row")).to_be_hidden()  # no threshold was set
+    expect(page.locator("#retry")).to_be_visible()
+    # What the cap kept from running is in its errors file.
+    errors = page.locator("#job-files [data-file=errors]")
+    expect(errors.locator("code")).to_have_text(status["errors_uri"])
+
+
+def test_a_job_stopped_by_its_failure_threshold_shows_failed_of_threshold(
+    api: httpx.Client, executor: StandInExecutor, model: FakeModelServer, page: Page
+) -> None:
+    prompts = [f"[400-context] broken {n}" for n in range(12)]
+    job_id = start_llm(api, prompts, chunk_size=2, max_failed_items=3)
+    status = ended(api, job_id)
+    assert (status["status"], status["stopped_by"]) == ("failed", "max_failed_items")
+    open_job(api, page, job_id, "failed")
+    expect(page.locator("#job-threshold")).to_have_text(f"{status['items_failed']} of at most 3")
+    expect(page.locator("#job-stopped")).to_have_text("its failure threshold (max_failed_items)")
+    expect(page.locator("#job-error")).to_contain_text("max_failed_items=3")
+    expect(page.locator("#job-spend-row")).to_be_hidden()  # no cap was set
+    expect(page.locator("#retry")).to_be_visible()
+
+
+def test_retry_runs_a_partial_jobs_failed_items_again_and_the_page_follows_it(
+    api: httpx.Client, executor: StandInExecutor, model: FakeModelServer, page: Page
+) -> None:
+    """Its errors file while something failed (a path: text and a Copy button), one POST for
+    a double click, 202, then the job followed to its end: succeeded, retried once, no errors
+    file, every answer there."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    prompts = ["first", "[400-contextx1] second", "third", "fourth"]  # refused once
+    job_id = start_llm(api, prompts, chunk_size=2)
+    first = ended(api, job_id)
+    assert first["status"] == "partial" and first["items_failed"] == 1 and first["errors_uri"]
+    job = open_job(api, page, job_id, "partial")
+    errors = page.locator("#job-files [data-file=errors]")
+    expect(errors.locator("code")).to_have_text(first["errors_uri"])
+    errors.get_by_role("button", name="Copy").click()
+    expect(page.locator("#notice")).to_have_text(f"copied the errors file: {first['errors_uri']}")
+    assert page.evaluate("navigator.clipboard.readText()") == first["errors_uri"]
+    expect(page.locator("#answers-said")).to_have_text("chunks 0\u20131: 3 answered, 1 failed")
+    expect(page.locator("#answers-list li.failed")).to_have_attribute("data-item-id", "i1")
+    expect(page.locator("#job-redrives-row")).to_be_hidden()
+
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    page.locator("#retry").dblclick()  # twice quickly: one retry asked for
+    expect(page.locator("#notice")).to_have_text(
+        f"retry local job {job_id[:8]}…: now running (202)"
+    )
+    expect(job).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    assert posted == [f"{str(api.base_url).rstrip('/')}/jobs/{job_id}/retry"]
+    expect(page.locator("#job-redrives")).to_have_text("1 time")
+    expect(page.locator("#retry")).to_be_hidden()  # succeeded: nothing to retry
+    expect(errors).to_have_count(0)  # the retry answered what failed: no errors file
+    expect(page.locator("#answers-said")).to_have_text("chunks 0\u20131: 4 answered")
+    assert answers_on_the_page(page) == [(f"i{n}", f"echo: {p}") for n, p in enumerate(prompts)]
+    final = local_status(api, job_id)
+    assert (final["status"], final["redrives"], final["errors_uri"]) == ("succeeded", 1, None)
+    assert model.calls["[400-contextx1] second"] == 2 and model.calls["first"] == 1
+
+
+def test_a_refused_retry_shows_the_apis_reason_and_the_job_as_it_is_now(
+    api: httpx.Client,
+    executor: StandInExecutor,
+    model: FakeModelServer,
+    page: Page,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page shows a partial job; meanwhile it was retried elsewhere, as often as
+    JOB_MAX_REDRIVES allows: its Retry answers 409, and the page reads the job again."""
+    set_settings(monkeypatch, JOB_MAX_REDRIVES="1")
+    job_id = start_llm(api, ["[400-context] never", "fine"], chunk_size=1)
+    assert ended(api, job_id)["status"] == "partial"
+    job = open_job(api, page, job_id, "partial")
+    expect(page.locator("#job-redrives-row")).to_be_hidden()
+    assert api.post(f"/jobs/{job_id}/retry").status_code == 202  # not from this page
+    assert ended(api, job_id)["redrives"] == 1
+    refused = api.post(f"/jobs/{job_id}/retry")
+    assert refused.status_code == 409
+    page.locator("#retry").click()
+    expect(page.locator("#notice")).to_have_text(
+        f"retry local job {job_id[:8]}…: {refused.json()['message']}"
+    )
+    expect(page.locator("#notice")).to_contain_text("JOB_MAX_REDRIVES")
+    expect(page.locator("#job-redrives")).to_have_text("1 time", timeout=10_000)
+    expect(job).to_have_attribute("data-status", "partial")
+    assert model.calls["[400-context] never"] == 2
+
+
+def test_the_start_form_sends_a_cap_and_a_threshold_and_the_job_carries_them(
+    api: httpx.Client, executor: StandInExecutor, model: FakeModelServer, page: Page
+) -> None:
+    """A number (max_cost_usd > 0) and a count or a share (max_failed_items: 3 or "50%"), as
+    the API publishes them; the jobs they start show them in their status and on the page."""
     posted = bodies_posted(page)
     page.goto(page_url(api))
     page.locator("#workload").select_option("llm")
-    page.locator("#items").fill("one prompt")
+    page.locator("#items").fill("one\ntwo\nthree\nfour")
     cap, threshold = page.locator("#max-cost-usd"), page.locator("#max-failed-items")
     expect(cap).to_have_attribute("type", "number")
     expect(threshold).to_have_attribute("placeholder", "e.g. 10 or 10%")
-    start = page.get_by_role("button", name="Start on local")
+    start, job = page.get_by_role("button", name="Start on local"), page.locator("#job")
     fill_form(page, max_cost_usd="0")
     start.click()
-    expect(page.locator("#notice")).to_have_text('max_cost_usd: "0" is not a number > 0')
-    # A prompt_template the API refuses, so nothing runs whether it knows the new fields or not.
-    fill_form(page, max_cost_usd="0.25", max_failed_items="10%", prompt_template="no place")
+    expect(page.locator("#notice")).to_have_text(
+        'max_cost_usd: "0" is not a number > 0 and ≤ 1000000'
+    )
+    assert not posted
+
+    fill_form(page, max_cost_usd="0.25", max_failed_items="50%")
     start.click()
-    expect(page.locator("#notice")).to_contain_text("local start failed")
+    expect(job).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    status = local_status(api, job.get_attribute("data-job-id") or "")
+    assert (status["usage"]["max_cost_usd"], status["max_failed_items"]) == (0.25, 2)
+    spent = status["usage"]["spent_usd"]
+    expect(page.locator("#job-spend")).to_have_text(f"{usd(spent)} of $0.2500 (0 %)")
+    expect(page.locator("#job-threshold")).to_have_text("0 of at most 2")
+    expect(page.locator("#job-stopped-row")).to_be_hidden()
+
     fill_form(page, max_failed_items="3")
     start.click()
-    expect(page.locator("#notice")).to_contain_text("local start failed")
+    expect(job).not_to_have_attribute("data-job-id", status["job_id"], timeout=10_000)
+    expect(job).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    again = local_status(api, job.get_attribute("data-job-id") or "")
+    assert (again["usage"]["max_cost_usd"], again["max_failed_items"]) == (0.25, 3)
+    expect(page.locator("#job-threshold")).to_have_text("0 of at most 3")
     assert [(b["max_cost_usd"], b["max_failed_items"]) for b in posted] == [
-        (0.25, "10%"),
+        (0.25, "50%"),
         (0.25, 3),
     ]
