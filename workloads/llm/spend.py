@@ -91,9 +91,8 @@ class Spend:
         """The job's stop for its cap, saying how far its spend got."""
         job = await asyncio.to_thread(self.store.get_job, self.job_id)
         spent = job.tally.spent_nano / 1e9 if job else 0.0
-        left = job.tally.headroom_nano / 1e9 if job else 0.0
         return StopJob(
             "max_cost_usd",
-            f"spend cap reached: ${spent:.6g} spent of max_cost_usd=${self.cap_usd:g}; the "
-            f"next call would hold ${wanted / 1e9:.6g} of it, ${max(left, 0):.6g} is left",
+            f"spend cap reached: max_cost_usd=${self.cap_usd:g}, ${spent:.3g} spent and the "
+            f"rest held by calls in flight when the next call's ${wanted / 1e9:.3g} was refused",
         )
