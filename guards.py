@@ -18,7 +18,6 @@ Both match the route's path (Starlette's `get_route_path`: the request's path le
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -33,7 +32,7 @@ from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunking.api_errors import MAX_BODY_BYTES
-from chunking.settings import get_settings
+from chunking.tenancy import Caller, caller_of_key
 
 logger = logging.getLogger("long_jobs.guards")
 
@@ -191,9 +190,10 @@ _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
 # plain `def` would be a trip to its thread pool and back, per guard, per request).
 
 
-async def require_api_key(key: Annotated[str | None, Depends(_api_key_header)]) -> None:
-    """With API_KEY set, every /jobs route needs it in `x-api-key` (as the cloud path's API)."""
-    _refuse_without_api_key(key)
+async def require_api_key(key: Annotated[str | None, Depends(_api_key_header)]) -> Caller:
+    """With API_KEY (or tenant keys, API_KEYS) set, every /jobs route needs a key in
+    `x-api-key` (as the cloud path's API): who is asking (chunking.tenancy)."""
+    return _refuse_without_api_key(key)
 
 
 async def no_cross_site(
@@ -210,22 +210,22 @@ async def require_json(content_type: Annotated[str | None, Header()] = None) -> 
     _refuse_unless_json(content_type)
 
 
-def guard_submission(request: Request) -> None:
+def guard_submission(request: Request) -> Caller:
     """POST /jobs' three guards in one call, made by the route itself. As dependencies they
     cost a fifth of its CPU under load (FastAPI solves each one per request), on the route
-    every job comes in by (BENCHMARKS.md, accepting jobs under load)."""
+    every job comes in by (BENCHMARKS.md, accepting jobs under load). Who is asking."""
     headers = request.headers
-    _refuse_without_api_key(headers.get("x-api-key"))
+    caller = _refuse_without_api_key(headers.get("x-api-key"))
     _refuse_cross_site(request.method, headers.get("sec-fetch-site"))
     _refuse_unless_json(headers.get("content-type"))
+    return caller
 
 
-def _refuse_without_api_key(key: str | None) -> None:
-    expected = get_settings().api_key
-    if not expected:
-        return
-    if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
+def _refuse_without_api_key(key: str | None) -> Caller:
+    caller = caller_of_key(key)
+    if caller is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="missing or wrong x-api-key")
+    return caller
 
 
 def _refuse_cross_site(method: str, sec_fetch_site: str | None) -> None:

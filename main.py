@@ -34,12 +34,14 @@ from chunking.status import (
     ItemPage,
     ItemQuery,
     JobListQuery,
+    JobRecord,
     JobStatus,
     chunk_page,
     item_page,
     no_such_chunk,
 )
 from chunking.store import JobConflictError, JobEndedError
+from chunking.tenancy import Caller, claim
 from dashboard import routes as dashboard
 from functions import ALL_FUNCTIONS
 from functions.client import event_batcher, inngest_client
@@ -129,9 +131,9 @@ async def create_job(request: Request) -> JSONResponse:
 
     The body is a JobSpec (every field optional); the cloud path's POST /start reads it alike.
     """
-    guard_submission(request)
+    caller = guard_submission(request)
     try:
-        spec = JobSpec.model_validate(parse_json_body(await request.body()) or {})
+        spec = JobSpec.model_validate(claim(parse_json_body(await request.body()) or {}, caller))
         submission = await lifecycle.submit_async(
             get_store(), spec, "local", send_start_event, what=f"send {START_JOB} to Inngest"
         )
@@ -159,16 +161,26 @@ async def send_start_event(work: lifecycle.PlanJob) -> None:
     await event_batcher.send(start_job_event(spec, resend=work.again))
 
 
-@jobs.get("/jobs/{job_id}", response_model=JobStatus)
-async def get_job(job_id: str) -> JobStatus:
-    job_status = await asyncio.to_thread(get_store().status, job_id)
-    if job_status is None:
+async def visible_job(
+    job_id: str, caller: Annotated[Caller, Depends(require_api_key)]
+) -> JobRecord:
+    """The job, if the caller may see it: another tenant's job is a 404, as a missing one."""
+    job = await asyncio.to_thread(get_store().get_job, job_id)
+    if job is None or not caller.sees(job.spec.tenant):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with job_id {job_id!r}")
-    return job_status
+    return job
+
+
+Visible = Annotated[JobRecord, Depends(visible_job)]
+
+
+@jobs.get("/jobs/{job_id}", response_model=JobStatus)
+async def get_job(job: Visible) -> JobStatus:
+    return get_store().status_of(job)
 
 
 @jobs.post("/jobs/{job_id}/cancel", response_model=JobStatus)
-async def cancel_job(job_id: str) -> JobStatus:
+async def cancel_job(job_id: str, _: Visible) -> JobStatus:
     """Chunks not yet started will not run; running ones finish. 409 if the job has ended."""
     try:
         cancelled = await asyncio.to_thread(lifecycle.cancel, get_store(), job_id)
@@ -186,7 +198,7 @@ async def cancel_job(job_id: str) -> JobStatus:
 
 
 @jobs.post("/jobs/{job_id}/retry", response_model=JobStatus, status_code=status.HTTP_202_ACCEPTED)
-async def retry_job(job_id: str) -> JobStatus:
+async def retry_job(job_id: str, _: Visible) -> JobStatus:
     """Run again only what failed of a job that ended partial or failed (answered items are
     never asked again), then merge its output anew. 409 for a job still running, succeeded,
     cancelled, or retried JOB_MAX_REDRIVES times."""
@@ -206,11 +218,9 @@ async def retry_job(job_id: str) -> JobStatus:
     return retried
 
 
-async def existing_job(job_id: str) -> str:
+async def existing_job(job: Visible) -> str:
     # A dependency, so an unknown job is a 404 before the event stream's 200 is sent.
-    if await asyncio.to_thread(get_store().get_job, job_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with job_id {job_id!r}")
-    return job_id
+    return job.job_id
 
 
 def resume_point(last_event_id: Annotated[str | None, Header()] = None) -> int:
@@ -255,7 +265,9 @@ async def job_chunks(
 
 @jobs.get("/jobs/{job_id}/chunks/{chunk_index}/items", response_model=ItemPage)
 async def chunk_items(
-    job_id: str, chunk_index: int, query: Annotated[ItemQuery, Query()]
+    job_id: Annotated[str, Depends(existing_job)],
+    chunk_index: int,
+    query: Annotated[ItemQuery, Query()],
 ) -> ItemPage:
     """A chunk's answers (llm workload), a page at a time (`after` the last item index seen)."""
 
@@ -274,12 +286,15 @@ async def chunk_items(
 
 
 @jobs.get("/jobs", response_model=list[JobStatus])
-async def list_jobs(query: Annotated[JobListQuery, Query()]) -> list[JobStatus]:
-    """The most recent jobs, newest first: one read of `limit` job rows, nothing more."""
+async def list_jobs(
+    query: Annotated[JobListQuery, Query()], caller: Annotated[Caller, Depends(require_api_key)]
+) -> list[JobStatus]:
+    """The most recent jobs (the caller's tenant's, with a tenant key), newest first: one read
+    of `limit` job rows, nothing more."""
 
     def statuses() -> list[JobStatus]:
         store = get_store()
-        return [store.status_of(job) for job in store.list_jobs(query.limit)]
+        return [store.status_of(job) for job in store.list_jobs(query.limit, caller.tenant)]
 
     return await asyncio.to_thread(statuses)
 

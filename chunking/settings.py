@@ -32,6 +32,9 @@ MAX_CLOUD_POLLS = 400
 STORE_SCHEMES = ("sqlite", "postgresql", "postgres", "dynamodb")
 
 
+TENANT = r"[A-Za-z0-9_-]{1,64}"  # as JobSpec's tenant
+
+
 class JobDefaults(BaseModel):
     """Defaults for a JobSpec that leaves these out."""
 
@@ -155,8 +158,30 @@ class ApiSettings(BaseModel):
     often GET /jobs/{id}/events looks for news in the job store."""
 
     api_key: str | None = None
+    # Tenant keys: each key's SHA-256 (hex) → its tenant ("*": an operator, every tenant), as
+    # `python -m tools.tenant_key TENANT` prints them. Set, they replace API_KEY.
+    api_keys: dict[str, str] = Field(default_factory=dict)
+    # The cloud API's tenant keys: each API Gateway key's id → its tenant ("*": an operator).
+    api_key_tenants: dict[str, str] = Field(default_factory=dict)
     allowed_hosts: str = "localhost,127.0.0.1"
     sse_poll_interval_s: float = Field(0.5, gt=0, le=60)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _digests_of_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        if bad := [digest for digest in value if not re.fullmatch(r"[0-9a-f]{64}", digest)]:
+            raise ValueError(
+                f"API_KEYS maps each key's SHA-256 (64 hex digits), not the key: {bad[:3]} "
+                "(python -m tools.tenant_key TENANT prints a key and its entry)"
+            )
+        return value
+
+    @field_validator("api_keys", "api_key_tenants")
+    @classmethod
+    def _tenants_are_names(cls, value: dict[str, str]) -> dict[str, str]:
+        if bad := [t for t in value.values() if t != "*" and not re.fullmatch(TENANT, t)]:
+            raise ValueError(f"a tenant is [A-Za-z0-9_-]{{1,64}} or '*': {bad[:3]}")
+        return value
 
 
 class StoreSettings(BaseModel):

@@ -65,7 +65,10 @@ class JobStore(Protocol):
 
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
-    def list_jobs(self, limit: int) -> list[JobRecord]: ...
+    def list_jobs(self, limit: int, tenant: str | None = None) -> list[JobRecord]:
+        """The `limit` newest jobs (of `tenant` only, when given), newest first: one query of
+        an index, whatever the number of jobs."""
+        ...
 
     def start_job(self, job_id: str) -> bool:
         """Move a `queued` job (or one that failed before it started) to `running`.

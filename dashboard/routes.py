@@ -50,7 +50,7 @@ async def config() -> dict[str, Any]:
     settings = get_settings()
     reason = None if settings.aws_start_url else "AWS_START_URL is not set"
     return {
-        "api_key_required": bool(settings.api_key),
+        "api_key_required": bool(settings.api_key or settings.api_keys),
         "cloud": {"configured": reason is None, "reason": reason},
     }
 

@@ -485,8 +485,8 @@ class BaseJobStore(ABC):
         """The job's row (only `fields`, when named), or None when there is no such job."""
 
     @abstractmethod
-    def _recent_job_rows(self, limit: int) -> list[Row]:
-        """The newest jobs' rows, newest first."""
+    def _recent_job_rows(self, limit: int, tenant: str | None) -> list[Row]:
+        """The newest jobs' rows (of `tenant` only, when given), newest first, in O(limit)."""
 
     @abstractmethod
     def _stalled_job_rows(self, active_before: str, limit: int) -> list[Row]:
@@ -685,6 +685,7 @@ class BaseJobStore(ABC):
         row: dict[str, Field] = {
             "job_id": job_id,
             "path": path,
+            "tenant": spec.tenant,  # whose: a tenant's jobs are listed by an index on it
             "spec": spec_json,
             "state": "queued",
             "total_items": items,
@@ -717,8 +718,8 @@ class BaseJobStore(ABC):
         row = self._job_row(job_id)
         return job_record(row) if row else None
 
-    def list_jobs(self, limit: int) -> list[JobRecord]:
-        return [job_record(row) for row in self._recent_job_rows(limit)]
+    def list_jobs(self, limit: int, tenant: str | None = None) -> list[JobRecord]:
+        return [job_record(row) for row in self._recent_job_rows(limit, tenant)]
 
     def start_job(self, job_id: str) -> bool:
         changes = {

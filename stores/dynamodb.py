@@ -65,6 +65,7 @@ CLAIM, CLAIM_SK = "CLAIM#", "CLAIM"  # claim_once's items: keyed apart from ever
 BUDGET, BUDGET_SK = "BUDGET#", "BUDGET"  # take_lease's items, one per shared budget
 CLAIM_TTL_ATTRIBUTE = "expires"  # the table's TTL attribute (template.yaml): claims only
 LIST_INDEX = "by_created"
+TENANT_INDEX = "by_tenant"
 STATE_INDEX = "by_state"
 ACTIVITY_INDEX = "by_activity"
 BATCH_GET_MAX = 100  # keys per BatchGetItem
@@ -299,12 +300,13 @@ class DynamoJobStore(BaseJobStore):
         found = self.db.get_item(TableName=self.table, Key=self._key(job_id, JOB_SK), **args)
         return _item(found["Item"]) if "Item" in found else None
 
-    def _recent_job_rows(self, limit: int) -> list[Row]:
+    def _recent_job_rows(self, limit: int, tenant: str | None) -> list[Row]:
+        index, key = (LIST_INDEX, "gsi1pk") if tenant is None else (TENANT_INDEX, "tenant")
         found = self.db.query(
             TableName=self.table,
-            IndexName=LIST_INDEX,
-            KeyConditionExpression="gsi1pk = :job",
-            ExpressionAttributeValues=_values(job=JOB_SK),
+            IndexName=index,
+            KeyConditionExpression=f"{key} = :key",
+            ExpressionAttributeValues=_values(key=JOB_SK if tenant is None else tenant),
             ScanIndexForward=False,
             Limit=limit,
         )

@@ -43,7 +43,8 @@ SCHEMA_NAMES = (
     "jobs_by_activity",
     "budgets",
     "chunks_batched",
-    "items_failed",  # the last added: a database without it lacks the columns added with it
+    "items_failed",
+    "jobs_by_tenant",  # the last added: a database without it lacks the columns added with it
 )
 
 
@@ -82,7 +83,10 @@ class PostgresJobStore(SqlJobStore):
                     + declaration.format(int="BIGINT")
                     for table, column, declaration in LATER_COLUMNS
                 )
-                for statement in (*ddl.split(";"), *added, ACTIVE_SINCE_START, *INDEXES):
+                # The jobs of before the tenant column: whose their spec says.
+                tenants = "UPDATE jobs SET tenant = spec::jsonb->>'tenant' WHERE tenant IS NULL"
+                statements = (*ddl.split(";"), *added, ACTIVE_SINCE_START, tenants, *INDEXES)
+                for statement in statements:
                     if statement.strip():
                         db.execute(statement)
 

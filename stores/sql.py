@@ -36,6 +36,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
     path TEXT NOT NULL,
+    tenant TEXT,
     spec TEXT NOT NULL,
     state TEXT NOT NULL,
     total_chunks {int} NOT NULL,
@@ -148,6 +149,7 @@ LATER_COLUMNS = (
         for name in ("items_lost", "redrives", "spent_nano", "headroom_nano")
     ),
     ("jobs", "stopped_by", "TEXT"),
+    ("jobs", "tenant", "TEXT"),
     ("chunks", "items_lost", "{int} NOT NULL DEFAULT 0"),
     ("jobs", "errors_uri", "TEXT"),
     ("items", "attempts", "{int} NOT NULL DEFAULT 1"),
@@ -167,6 +169,8 @@ INDEXES = (
     # A job's chunks with a provider batch (batch mode), few of a job's rows otherwise.
     "CREATE INDEX IF NOT EXISTS chunks_batched ON chunks (job_id, chunk_index) "
     "WHERE batch IS NOT NULL",
+    # A tenant's jobs, newest first (GET /jobs with a tenant's key).
+    "CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_at)",
     # A chunk's failed items (a retry forgets them, the errors file lists them).
     "CREATE INDEX IF NOT EXISTS items_failed ON items (job_id, chunk_index, item_index) "
     "WHERE error IS NOT NULL",
@@ -265,8 +269,12 @@ class SqlJobStore(BaseJobStore):
         rows = self._select(f"SELECT {', '.join(fields) or '*'} FROM jobs WHERE job_id = ?", job_id)
         return rows[0] if rows else None
 
-    def _recent_job_rows(self, limit: int) -> list[Row]:
-        return self._select("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", limit)
+    def _recent_job_rows(self, limit: int, tenant: str | None) -> list[Row]:
+        if tenant is None:
+            return self._select("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", limit)
+        return self._select(
+            "SELECT * FROM jobs WHERE tenant = ? ORDER BY created_at DESC LIMIT ?", tenant, limit
+        )
 
     def _stalled_job_rows(self, active_before: str, limit: int) -> list[Row]:
         return self._select(

@@ -101,6 +101,8 @@ class SqliteJobStore(SqlJobStore):
                 db.execute(RECOUNT)
             if ("jobs", "active_at") in added:
                 db.execute(ACTIVE_SINCE_START)
+            if ("jobs", "tenant") in added:  # the jobs of before: whose their spec says
+                db.execute("UPDATE jobs SET tenant = json_extract(spec, '$.tenant')")
             for index in INDEXES:
                 db.execute(index)
 

@@ -111,12 +111,14 @@ def serving(
         running.close()
 
 
-def ended(api: httpx.Client, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+def ended(
+    api: httpx.Client, job_id: str, timeout_s: float = 60, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The job's status once it has ended (or the test fails after `timeout_s`)."""
     deadline = time.monotonic() + timeout_s
-    status: dict[str, Any] = api.get(f"/jobs/{job_id}").json()
+    status: dict[str, Any] = api.get(f"/jobs/{job_id}", headers=headers).json()
     while status["status"] in ("queued", "running"):
         assert time.monotonic() < deadline, status
         time.sleep(0.1)
-        status = api.get(f"/jobs/{job_id}").json()
+        status = api.get(f"/jobs/{job_id}", headers=headers).json()
     return status
