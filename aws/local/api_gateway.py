@@ -31,16 +31,17 @@ class Integration:
 
 
 def api_app(
-    integrations: list[Integration], api_key: str, state: Callable[[], dict[str, Any]]
+    integrations: list[Integration], api_keys: dict[str, str], state: Callable[[], dict[str, Any]]
 ) -> FastAPI:
     """The routes, plus GET /_emulator (not part of the stack): `state()`, the event sources'
-    counters and worker processes."""
+    counters and worker processes. `api_keys`: each key the usage plan accepts → its id (what
+    the functions see of it, as API Gateway passes them)."""
     app = FastAPI(title="Cloud path emulator", docs_url=None, redoc_url=None)
     for integration in integrations:
         route = integration.route
         app.add_api_route(
             f"/{route.stage}{_fastapi_path(route.path)}",
-            _endpoint(integration, api_key),
+            _endpoint(integration, api_keys),
             methods=None if route.method == "ANY" else [route.method],
         )
 
@@ -51,11 +52,12 @@ def api_app(
     return app
 
 
-def _endpoint(integration: Integration, api_key: str) -> Callable[[Request], Any]:
+def _endpoint(integration: Integration, api_keys: dict[str, str]) -> Callable[[Request], Any]:
     route = integration.route
 
     async def call(request: Request) -> Response:
-        if route.api_key_required and request.headers.get("x-api-key") != api_key:
+        api_key = request.headers.get("x-api-key") or ""
+        if route.api_key_required and api_key not in api_keys:
             return JSONResponse({"message": "Forbidden"}, status_code=403)
         if int(request.headers.get("content-length") or 0) > API_GATEWAY_MAX_BODY:
             return JSONResponse({"message": "Request Too Long"}, status_code=413)
@@ -67,6 +69,7 @@ def _endpoint(integration: Integration, api_key: str) -> Callable[[Request], Any
             resource=route.path,
             path_parameters=dict(request.path_params) or None,
             api_key=api_key,
+            api_key_id=api_keys.get(api_key),
             stage=route.stage,
             domain=request.headers.get("host", "127.0.0.1"),
             proto="http",

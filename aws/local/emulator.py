@@ -86,6 +86,8 @@ class Emulator:
     api_port: int = 3000
     moto_port: int = 5000
     api_key: str = DEFAULT_API_KEY
+    # More keys of the usage plan (a tenant's each): key → its id.
+    more_api_keys: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
     worker_timeout_s: float | None = None
     visibility_timeout_s: int | None = None
@@ -99,7 +101,8 @@ class Emulator:
         self.event_sources = [
             self._start_event_source(mapping) for mapping in self.template.event_sources(self.stack)
         ]
-        app = api_app(self._api_integrations(), self.api_key, self.state)
+        keys = {self.api_key: f"id-{self.api_key}", **self.more_api_keys}
+        app = api_app(self._api_integrations(), keys, self.state)
         self.api, self.api_thread = self._serve_until_listening(app)
 
     def _start_moto(self) -> MotoServer:
@@ -295,6 +298,13 @@ def main() -> None:
     parser.add_argument("--moto-port", type=int, default=5000)
     parser.add_argument("--api-key", default=os.environ.get("CLOUD_API_KEY") or DEFAULT_API_KEY)
     parser.add_argument(
+        "--more-api-key",
+        action="append",
+        default=[],
+        metavar="KEY=ID",
+        help="another key of the usage plan and its id, e.g. a tenant's (repeatable)",
+    )
+    parser.add_argument(
         "--parameter",
         action="append",
         default=[],
@@ -308,6 +318,7 @@ def main() -> None:
         api_port=args.api_port,
         moto_port=args.moto_port,
         api_key=args.api_key,
+        more_api_keys=dict(pair.split("=", 1) for pair in args.more_api_key),
         parameters=parse_parameters(args.parameter),
         worker_timeout_s=args.worker_timeout,
         visibility_timeout_s=args.visibility_timeout,

@@ -50,6 +50,7 @@ def api_event(
     resource: str | None = None,
     path_parameters: dict[str, str] | None = None,
     api_key: str = "test-api-key",
+    api_key_id: str | None = None,
     stage: str = "Prod",
     domain: str = DOMAIN,
     proto: str = "https",
@@ -97,7 +98,13 @@ def api_event(
             "domainPrefix": API_ID,
             "requestTimeEpoch": int(time.time() * 1000),
             "requestId": str(uuid.uuid4()),
-            "identity": {"apiKey": api_key, "sourceIp": "127.0.0.1", "userAgent": "pytest"},
+            "identity": {
+                "apiKey": api_key,
+                # The key's id in the usage plan (what API_KEY_TENANTS maps to a tenant).
+                "apiKeyId": api_key_id or f"id-{api_key}",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "pytest",
+            },
             "domainName": domain,
             "apiId": API_ID,
         },

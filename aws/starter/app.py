@@ -30,8 +30,9 @@ from chunking.lifecycle import retry as retry_job
 from chunking.spec import JobSpec
 from chunking.status import JobRecord
 from chunking.store import JobConflictError, JobEndedError
+from chunking.tenancy import claim
 from cloud import chunk_queue, job_store, queue_for
-from cloud.http import reply
+from cloud.http import NO_TENANT, caller_of, reply, visible_job
 from cloud.messages import PlanMessage, QueueMessage, RetryMessage, StopMessage, initial_messages
 from cloud.metrics import EmfSink
 
@@ -72,8 +73,11 @@ def raw_body() -> bytes:
 
 @app.post("/start")
 def start() -> Response[str]:
+    caller = caller_of(app.current_event)
+    if caller is None:
+        return reply(403, NO_TENANT)
     try:
-        spec = JobSpec.model_validate(parse_json_body(raw_body()) or {})
+        spec = JobSpec.model_validate(claim(parse_json_body(raw_body()) or {}, caller))
         submission = submit(
             job_store(),
             spec,
@@ -112,9 +116,22 @@ def send_first_work(work: FirstWork) -> None:
     queue_for(work.job.spec.priority).send(messages)
 
 
+def not_the_callers(job_id: str) -> Response[str] | None:
+    """A 403 for a key that is no tenant's, a 404 for a job the caller may not see (another
+    tenant's, as a missing one); None when the caller may act on it."""
+    caller = caller_of(app.current_event)
+    if caller is None:
+        return reply(403, NO_TENANT)
+    if visible_job(job_store(), job_id, caller) is None:
+        return reply(404, {"message": f"no job with job_id {job_id!r}"})
+    return None
+
+
 @app.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> Response[str]:
     logger.append_keys(job_id=job_id)
+    if refused := not_the_callers(job_id):
+        return refused
     try:
         status = cancel_job(job_store(), job_id)
     except JobEndedError as err:
@@ -135,6 +152,8 @@ def retry(job_id: str) -> Response[str]:
     """Run again only what failed of a job that ended partial or failed: 202 with its status;
     409 when it is running, succeeded, cancelled or retried too often."""
     logger.append_keys(job_id=job_id)
+    if refused := not_the_callers(job_id):
+        return refused
     store = job_store()
     try:
         status = retry_job(store, job_id)

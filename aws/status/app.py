@@ -25,7 +25,7 @@ from chunking.status import (
     no_such_chunk,
 )
 from cloud import job_store
-from cloud.http import reply
+from cloud.http import NO_TENANT, caller_of, reply, visible_job
 
 logger = Logger()
 app = APIGatewayRestResolver()
@@ -33,22 +33,29 @@ app = APIGatewayRestResolver()
 
 @app.get("/jobs")
 def list_jobs() -> Response[str]:
+    caller = caller_of(app.current_event)
+    if caller is None:
+        return reply(403, NO_TENANT)
     try:
         query = JobListQuery.model_validate(app.current_event.query_string_parameters or {})
     except ValidationError as err:
         return reply(400, invalid_query(err))
     store = job_store()
-    jobs = [store.status_of(job).model_dump(mode="json") for job in store.list_jobs(query.limit)]
-    return reply(200, jobs)
+    found = store.list_jobs(query.limit, caller.tenant)
+    return reply(200, [store.status_of(job).model_dump(mode="json") for job in found])
 
 
 @app.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response[str]:
     logger.append_keys(job_id=job_id)
-    status = job_store().status(job_id)
-    if status is None:
+    caller = caller_of(app.current_event)
+    if caller is None:
+        return reply(403, NO_TENANT)
+    store = job_store()
+    job = visible_job(store, job_id, caller)
+    if job is None:
         return reply(404, {"message": f"no job with job_id {job_id!r}"})
-    return Response(200, content_types.APPLICATION_JSON, status.model_dump_json())
+    return Response(200, content_types.APPLICATION_JSON, store.status_of(job).model_dump_json())
 
 
 @app.get("/jobs/<job_id>/chunks")
@@ -58,8 +65,11 @@ def get_chunks(job_id: str) -> Response[str]:
         query = ChunkQuery.model_validate(app.current_event.query_string_parameters or {})
     except ValidationError as err:
         return reply(400, invalid_query(err))
+    caller = caller_of(app.current_event)
+    if caller is None:
+        return reply(403, NO_TENANT)
     store = job_store()
-    if store.get_job(job_id) is None:
+    if visible_job(store, job_id, caller) is None:
         return reply(404, {"message": f"no job with job_id {job_id!r}"})
     found = store.chunk_page(job_id, query.state, query.after, query.limit)
     return Response(
@@ -81,9 +91,12 @@ def get_items(job_id: str, chunk_index: str) -> Response[str]:
         message = "Input should be a valid integer"
         return reply(400, {"message": f"invalid request: chunk_index: {message}",
                            "errors": [{"field": "chunk_index", "message": message}]})  # fmt: skip
+    caller = caller_of(app.current_event)
+    if caller is None:
+        return reply(403, NO_TENANT)
     store = job_store()
     index = int(chunk_index)
-    missing = no_such_chunk(store.get_job(job_id), job_id, index)
+    missing = no_such_chunk(visible_job(store, job_id, caller), job_id, index)
     if missing:
         return reply(404, {"message": missing})
     page = item_page(job_id, index, store.item_results(job_id, index), query.after, query.limit)

@@ -136,7 +136,7 @@ def test_parameters_and_outputs(template: dict[str, Any]) -> None:
         "CallbackSecretParameter",
         "AllowPrivateCallbacks", "HighPriorityWorkerConcurrency", "ApiGatewayCloudWatchRole",
         "WorkloadModules", "LlmBatchPollMinS", "LlmBatchPollMaxS", "LlmBatchDiscounts",
-        "MaxCostUsdByTenant",
+        "MaxCostUsdByTenant", "ApiKeyTenants",
     }  # fmt: skip
     # Secrets are SSM parameters' names, not values (tests/aws/test_secrets.py).
     assert not any(p.get("NoEcho") for p in template["Parameters"].values())
