@@ -72,12 +72,12 @@ def caller_of_key_id(key_id: str | None) -> Caller | None:
     return _caller(tenants.get(key_id or ""))
 
 
-def claim(body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+def claim(body: Any, caller: Caller) -> Any:
     """The JobSpec body with the caller's tenant in it: a tenant key's jobs are its tenant's,
     whatever the body says (a ValidationError naming `tenant`, as any bad field, when it
-    names another)."""
-    if caller.tenant is None:
-        return dict(body)
+    names another). A body that is no JSON object is left for the JobSpec to refuse."""
+    if caller.tenant is None or not isinstance(body, Mapping):
+        return body
     named = body.get("tenant")
     if named is not None and named != caller.tenant:
         message = (

@@ -56,6 +56,8 @@ def test_the_tenant_comes_from_the_key_not_the_body(
     assert other.json()["errors"][0]["field"] == "tenant", other.json()
     assert "acme" in other.json()["errors"][0]["message"]
     assert submit(api, "nobody-key").status_code == 401
+    not_an_object = api.post("/jobs", json=[1], headers=as_("acme-key"))
+    assert not_an_object.status_code == 400, not_an_object.text
     assert api.post("/jobs", json={}).status_code == 401  # no key at all
     assert api.get("/jobs/acme-1", headers=as_("ops-key")).json()["job_id"] == "acme-1"
     assert api.get("/jobs/acme-1").status_code == 401
