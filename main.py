@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import inngest.fast_api
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
@@ -35,6 +35,7 @@ from chunking.status import (
     ItemQuery,
     JobListQuery,
     JobStatus,
+    QueryInt,
     chunk_page,
     item_page,
     no_such_chunk,
@@ -255,7 +256,7 @@ async def job_chunks(
 
 @jobs.get("/jobs/{job_id}/chunks/{chunk_index}/items", response_model=ItemPage)
 async def chunk_items(
-    job_id: str, chunk_index: int, query: Annotated[ItemQuery, Query()]
+    job_id: str, chunk_index: Annotated[QueryInt, Path()], query: Annotated[ItemQuery, Query()]
 ) -> ItemPage:
     """A chunk's answers (llm workload), a page at a time (`after` the last item index seen)."""
 
