@@ -80,6 +80,7 @@ if not settings.inngest_dev_mode:
         claim_once=lambda key, now, ttl_s: get_store().claim_once(key, now, ttl_s),
     )
 app.add_middleware(BodyLimit, prefixes=("/jobs", "/cloud/"))
+app.add_middleware(dashboard.NoFraming)
 app.add_middleware(
     TrustedHostMiddleware,
     allowed_hosts=[h.strip() for h in settings.allowed_hosts.split(",") if h.strip()],
