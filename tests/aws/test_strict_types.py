@@ -69,9 +69,12 @@ def call(request: pytest.FixtureRequest) -> Call:
         if what == "start":
             response = starter(post_start(json.dumps(arg)), lambda_context())
         else:
-            event = {"jobs": list_jobs, "chunks": lambda **q: get_chunks("job-s", **q)}.get(
-                what, items
-            )(**arg)
+            if what == "jobs":
+                event = list_jobs(**arg)
+            elif what == "chunks":
+                event = get_chunks("job-s", **arg)
+            else:
+                event = items(**arg)
             response = status(event, lambda_context())
         return response["statusCode"], json.loads(response["body"])
 
