@@ -54,10 +54,12 @@ from guards import (
     no_cross_site,
     require_api_key,
 )
+from workloads.llm.input import ensure_input_root
 
 logger = logging.getLogger("long_jobs")
 metrics.use(METRICS)
 settings = get_settings()
+ensure_input_root()  # where llm inputs go (LLM_INPUT_ROOT): there from the first start
 # Where POST /jobs' body is described: `openapi` files the JobSpec there.
 JOB_SPEC_REF = "#/components/schemas/JobSpec"
 app = FastAPI(title="Long jobs, chunked", version="0.1.0")
