@@ -31,6 +31,7 @@ compare:  ## the same job through both paths, side by side: make compare ITEMS=5
 
 llm-example:  ## examples/llm-job.json (10 reviews) through both paths, tokens and cost side by side
 	bash scripts/bootstrap.sh requirements.txt
+	mkdir -p data/inputs && { [ -f data/inputs/reviews.jsonl ] || cp examples/reviews.jsonl data/inputs/; }  # LLM_INPUT_ROOT
 	.venv/bin/python -m tools.compare --spec "$$(cat examples/llm-job.json)" $(ARGS)
 
 fake-model:  ## the tests' OpenAI-compatible server on :8001 (no real model): OPENAI_BASE_URL=http://127.0.0.1:8001/v1

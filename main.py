@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import inngest.fast_api
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
@@ -23,7 +23,14 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from chunking import lifecycle, metrics
-from chunking.api_errors import BodyError, field_errors, invalid_spec, parse_json_body, preview
+from chunking.api_errors import (
+    BodyError,
+    ErrorBody,
+    field_errors,
+    invalid_spec,
+    parse_json_body,
+    preview,
+)
 from chunking.errors import InputUnavailableError
 from chunking.progress import job_events
 from chunking.settings import get_settings
@@ -36,6 +43,7 @@ from chunking.status import (
     JobListQuery,
     JobRecord,
     JobStatus,
+    QueryInt,
     chunk_page,
     item_page,
     no_such_chunk,
@@ -55,10 +63,12 @@ from guards import (
     no_cross_site,
     require_api_key,
 )
+from workloads.llm.input import ensure_input_root
 
 logger = logging.getLogger("long_jobs")
 metrics.use(METRICS)
 settings = get_settings()
+ensure_input_root()  # where llm inputs go (LLM_INPUT_ROOT): there from the first start
 # Where POST /jobs' body is described: `openapi` files the JobSpec there.
 JOB_SPEC_REF = "#/components/schemas/JobSpec"
 app = FastAPI(title="Long jobs, chunked", version="0.1.0")
@@ -81,13 +91,36 @@ if not settings.inngest_dev_mode:
         claim_once=lambda key, now, ttl_s: get_store().claim_once(key, now, ttl_s),
     )
 app.add_middleware(BodyLimit, prefixes=("/jobs", "/cloud/"))
+app.add_middleware(dashboard.NoFraming)
 app.add_middleware(
     TrustedHostMiddleware,
     allowed_hosts=[h.strip() for h in settings.allowed_hosts.split(",") if h.strip()],
 )
 
 
-jobs = APIRouter(dependencies=[Depends(require_api_key), Depends(no_cross_site)])
+# What each error status means, as /docs shows it; every one answers an ErrorBody.
+WHY = {
+    400: "the request cannot be used: `errors` names each field (body, query or path)",
+    401: "API_KEY is set and x-api-key is missing or wrong",
+    403: "a browser request from another site (Sec-Fetch-Site) may not change jobs",
+    404: "no such job (or no such chunk in it)",
+    409: "the job's state forbids it (see the message)",
+    413: "the body is over 1 MiB",
+    415: "the body is not Content-Type: application/json",
+    502: "the cloud API did not answer, or answered a 5xx",
+    503: "not now: the job could not be enqueued, an input could not be read, or (/cloud) "
+    "AWS_START_URL is not set; the message says which",
+}
+
+
+def answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """A route's error answers for `responses=`, each with the error body."""
+    return {code: {"model": ErrorBody, "description": WHY[code]} for code in codes}
+
+
+jobs = APIRouter(
+    dependencies=[Depends(require_api_key), Depends(no_cross_site)], responses=answers(401)
+)
 
 
 # One error contract with the cloud API: {"message"} (and "errors": [{field, message}] for bad
@@ -121,6 +154,10 @@ async def healthz() -> dict[str, str]:
     "/jobs",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=None,
+    responses={
+        200: {"description": "the same job_id and spec as before: the job as it is, nothing sent"},
+        **answers(400, 401, 403, 409, 413, 415, 503),
+    },
     openapi_extra={
         "requestBody": {"content": {"application/json": {"schema": {"$ref": JOB_SPEC_REF}}}},
         "security": [{"APIKeyHeader": []}],
@@ -174,12 +211,12 @@ async def visible_job(
 Visible = Annotated[JobRecord, Depends(visible_job)]
 
 
-@jobs.get("/jobs/{job_id}", response_model=JobStatus)
+@jobs.get("/jobs/{job_id}", response_model=JobStatus, responses=answers(404))
 async def get_job(job: Visible) -> JobStatus:
     return get_store().status_of(job)
 
 
-@jobs.post("/jobs/{job_id}/cancel", response_model=JobStatus)
+@jobs.post("/jobs/{job_id}/cancel", response_model=JobStatus, responses=answers(403, 404, 409))
 async def cancel_job(job_id: str, _: Visible) -> JobStatus:
     """Chunks not yet started will not run; running ones finish. 409 if the job has ended."""
     try:
@@ -197,7 +234,12 @@ async def cancel_job(job_id: str, _: Visible) -> JobStatus:
     return cancelled
 
 
-@jobs.post("/jobs/{job_id}/retry", response_model=JobStatus, status_code=status.HTTP_202_ACCEPTED)
+@jobs.post(
+    "/jobs/{job_id}/retry",
+    response_model=JobStatus,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=answers(403, 404, 409, 503),
+)
 async def retry_job(job_id: str, _: Visible) -> JobStatus:
     """Run again only what failed of a job that ended partial or failed (answered items are
     never asked again), then merge its output anew. 409 for a job still running, succeeded,
@@ -236,7 +278,7 @@ def resume_point(last_event_id: Annotated[str | None, Header()] = None) -> int:
     return int(last_event_id)
 
 
-@jobs.get("/jobs/{job_id}/events", response_class=EventSourceResponse)
+@jobs.get("/jobs/{job_id}/events", response_class=EventSourceResponse, responses=answers(400, 404))
 async def job_progress(
     job_id: Annotated[str, Depends(existing_job)], after: Annotated[int, Depends(resume_point)]
 ) -> AsyncIterator[ServerSentEvent]:
@@ -252,7 +294,7 @@ async def job_progress(
         yield ServerSentEvent(event="error", data={"message": f"stream stopped: {err}"})
 
 
-@jobs.get("/jobs/{job_id}/chunks", response_model=ChunkPage)
+@jobs.get("/jobs/{job_id}/chunks", response_model=ChunkPage, responses=answers(400, 404))
 async def job_chunks(
     job_id: Annotated[str, Depends(existing_job)], query: Annotated[ChunkQuery, Query()]
 ) -> ChunkPage:
@@ -263,10 +305,14 @@ async def job_chunks(
     return chunk_page(job_id, found, query.limit)
 
 
-@jobs.get("/jobs/{job_id}/chunks/{chunk_index}/items", response_model=ItemPage)
+@jobs.get(
+    "/jobs/{job_id}/chunks/{chunk_index}/items",
+    response_model=ItemPage,
+    responses=answers(400, 404),
+)
 async def chunk_items(
     job_id: Annotated[str, Depends(existing_job)],
-    chunk_index: int,
+    chunk_index: Annotated[QueryInt, Path()],
     query: Annotated[ItemQuery, Query()],
 ) -> ItemPage:
     """A chunk's answers (llm workload), a page at a time (`after` the last item index seen)."""
@@ -285,7 +331,7 @@ async def chunk_items(
     return found
 
 
-@jobs.get("/jobs", response_model=list[JobStatus])
+@jobs.get("/jobs", response_model=list[JobStatus], responses=answers(400))
 async def list_jobs(
     query: Annotated[JobListQuery, Query()], caller: Annotated[Caller, Depends(require_api_key)]
 ) -> list[JobStatus]:
@@ -307,6 +353,17 @@ def openapi() -> dict[str, Any]:
         spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update({**spec.pop("$defs", {}), "JobSpec": spec})
+        # A request FastAPI cannot validate is answered 400 (invalid_request), never 422; and
+        # every error is JSON, whatever the route's own media type (the event stream's).
+        error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        for operation in (op for ops in schema["paths"].values() for op in ops.values()):
+            responses = operation.get("responses", {})
+            responses.pop("422", None)
+            for code, response in responses.items():
+                if code.startswith(("4", "5")):
+                    response["content"] = error_body
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -314,7 +371,14 @@ def openapi() -> dict[str, Any]:
 app.openapi = openapi  # type: ignore[method-assign]
 app.include_router(jobs)
 app.include_router(dashboard.page)
-app.include_router(dashboard.cloud)
+# The cloud API's own answers pass through; 502 and 503 are the proxy's (dashboard/routes.py).
+app.include_router(
+    dashboard.cloud,
+    responses={
+        202: {"description": "POST /cloud/jobs and /retry: accepted, as the cloud API says"},
+        **answers(400, 401, 403, 404, 409, 413, 415, 502, 503),
+    },
+)
 app.mount("/ui/static", dashboard.static_files, name="ui-static")
 
 # What is loaded by now lives as long as the app: frozen, it is left out of the collector's full

@@ -16,7 +16,7 @@ import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 # The largest request body either API reads (API Gateway allows 10 MB; a JobSpec needs far less).
 MAX_BODY_BYTES = 1_048_576
@@ -26,6 +26,18 @@ MAX_MESSAGE_CHARS = 300
 _preview = reprlib.Repr()  # Python 3.11's takes no arguments: set the bounds one by one
 _preview.maxlevel, _preview.maxlist, _preview.maxdict = 2, 5, 5
 _preview.maxstring, _preview.maxother, _preview.maxlong = 60, 60, 40
+
+
+class FieldError(BaseModel):
+    field: str  # as "flaky_chunks.3", or "(body)"
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of both APIs (what their OpenAPI documents as each 4xx and 5xx)."""
+
+    message: str
+    errors: list[FieldError] | None = None  # bad input: one entry per problem, naming its field
 
 
 class BodyError(ValueError):

@@ -291,9 +291,14 @@ class ModelSettings(BaseModel):
     # Longest any one model call may take; a call also never outlives what its run has left.
     llm_call_timeout_s: float = Field(60.0, gt=0, le=900)
     # The only folder (and below) a local llm input_uri may name: the API reads no other file.
-    llm_input_root: Path = Path(".")
-    # Largest llm input (bytes): refused from its size; its lines are read by the job's indexing.
-    llm_input_max_bytes: int = Field(64 * 2**20, ge=1)
+    # A folder of its own (created at start), so the app's own files (.env, the job database)
+    # are never inputs; names starting with "." are refused in it all the same.
+    llm_input_root: Path = Path("data/inputs")
+    # Largest llm input (bytes), refused from its size. A submission only stats the file; its
+    # lines are read by the job's plan (resumable, each unit within its budget) and each chunk
+    # reads only its own bytes, so this bounds how long a plan may index, not a request: 2 GiB
+    # takes the README's 1,000,000-line (171 MB) scale input with room to spare.
+    llm_input_max_bytes: int = Field(2 * 2**30, ge=1)
     # Where the llm workload writes its outputs: a local folder or an s3:// prefix.
     llm_output_uri: str = "data/outputs"
     # The provider's rate limits, per model ("*": any other), e.g.

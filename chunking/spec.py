@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, Self
@@ -9,6 +10,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
@@ -43,6 +45,22 @@ def _unicode_text(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_unicode_text)]
+# A JSON body's numbers are numbers: pydantic's lax mode would take `true` as 1 and "1_0" as 10.
+WholeNumber = Annotated[int, Strict()]
+
+
+def _decimal_key(value: Any) -> Any:
+    # JSON's object keys are strings: a number there is plain decimal digits, nothing else
+    # (int() would take "1_0", "+1", " 1" and other scripts' digits). An int comes from Python.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,10}", value):
+        return int(value)
+    raise ValueError("must be a whole number in plain decimal digits")
+
+
+# An object key that stands for a number (a chunk index).
+NumberKey = Annotated[int, BeforeValidator(_decimal_key)]
 # A share of a job's items, as "12.5%".
 PERCENT_PATTERN = r"^(100(\.0+)?|\d{1,2}(\.\d+)?)%$"
 FailedItemsLimit = (
@@ -74,10 +92,12 @@ class JobSpec(BaseModel):
         pattern=JOB_ID_PATTERN,
         description="Idempotency key: the same job_id twice starts one job.",
     )
-    total_items: int = Field(
+    total_items: WholeNumber = Field(
         default_factory=lambda: get_settings().total_items, ge=1, le=10_000_000
     )
-    chunk_size: int = Field(default_factory=lambda: get_settings().chunk_size, ge=1, le=100_000)
+    chunk_size: WholeNumber = Field(
+        default_factory=lambda: get_settings().chunk_size, ge=1, le=100_000
+    )
     workload: str = Field(
         "simulate", description="What each chunk does: simulate, or llm (see the README)."
     )

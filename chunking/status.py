@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from chunking import workload
 from chunking.latency import LatencySummary
@@ -356,6 +357,21 @@ def build_status(job: JobRecord, now: datetime, prices_per_mtok: tuple[float, fl
     )
 
 
+def _plain_decimal(value: Any) -> Any:
+    # A query's number is ASCII digits, a leading minus at most: int() would also take "1_0",
+    # "+5", " 5" and other scripts' digits, so a typo would be read as some other number.
+    if isinstance(value, str):
+        if not re.fullmatch(r"-?[0-9]{1,10}", value):
+            raise ValueError("must be a whole number in plain decimal digits")
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a whole number")
+    return value
+
+
+# A whole number in a query string (or a path segment).
+QueryInt = Annotated[int, BeforeValidator(_plain_decimal)]
+
 MAX_CHUNK_PAGE = 1_000
 MAX_JOB_LIST = 200
 
@@ -366,15 +382,15 @@ class ChunkQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     state: ChunkState | None = None
-    after: int = Field(-1, ge=-1, le=10_000_000)
-    limit: int = Field(100, ge=1, le=MAX_CHUNK_PAGE)
+    after: QueryInt = Field(-1, ge=-1, le=10_000_000)
+    limit: QueryInt = Field(100, ge=1, le=MAX_CHUNK_PAGE)
 
 
 class JobListQuery(BaseModel):
     """`GET /jobs`' query, on both APIs: the `limit` most recent jobs."""
 
     model_config = ConfigDict(extra="forbid")
-    limit: int = Field(20, ge=1, le=MAX_JOB_LIST)
+    limit: QueryInt = Field(20, ge=1, le=MAX_JOB_LIST)
 
 
 class ChunkBatch(BaseModel):
@@ -434,8 +450,8 @@ class ItemQuery(BaseModel):
     above item index `after` (an index in the job's input), `limit` of them."""
 
     model_config = ConfigDict(extra="forbid")
-    after: int = Field(-1, ge=-1, le=10_000_000)
-    limit: int = Field(100, ge=1, le=MAX_ITEM_PAGE)
+    after: QueryInt = Field(-1, ge=-1, le=10_000_000)
+    limit: QueryInt = Field(100, ge=1, le=MAX_ITEM_PAGE)
 
 
 class ItemInfo(BaseModel):

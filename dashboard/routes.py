@@ -19,6 +19,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunking.settings import get_settings
 from chunking.spec import JOB_ID_PATTERN
@@ -26,6 +28,37 @@ from guards import no_cross_site, require_api_key, require_json
 
 STATIC = Path(__file__).resolve().parent / "static"
 CLOUD_TIMEOUT_S = 30.0
+
+# Another site must not show the page in a frame: its buttons (start, cancel, retry) could be
+# clicked through a decoy laid over it. CSP for today's browsers, X-Frame-Options for older ones.
+NO_FRAMING = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"}
+
+
+class NoFraming:
+    """ASGI middleware: every answer of the dashboard's paths (`/`, `/ui…`, its files and their
+    404s alike) carries NO_FRAMING."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else None
+        root = scope.get("root_path", "")
+        if path and root and path.startswith(root):  # served under a prefix (ROOT_PATH)
+            path = path[len(root) :] or "/"
+        if path is None or not (path in ("/", "/ui") or path.startswith("/ui/")):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_unframed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in NO_FRAMING.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_unframed)
+
 
 page = APIRouter(include_in_schema=False)
 cloud = APIRouter(prefix="/cloud", dependencies=[Depends(require_api_key), Depends(no_cross_site)])

@@ -9,7 +9,10 @@ if [ ! -f .env ]; then
   cp .env.example .env
   echo "Created .env from .env.example (edit it to change settings)."
 fi
-mkdir -p data
+# The example's input goes where the app reads local inputs (LLM_INPUT_ROOT's default); an
+# edited copy is kept.
+mkdir -p data/inputs
+[ -f data/inputs/reviews.jsonl ] || cp examples/reviews.jsonl data/inputs/
 
 host=${HOST:-127.0.0.1}
 port=${PORT:-8000}

@@ -10,12 +10,12 @@ from pydantic import Field, ValidationInfo, field_validator
 from chunking.errors import PermanentError, TransientError
 from chunking.planning import Chunk
 from chunking.settings import get_settings
-from chunking.spec import chunk_indexes_in_range
+from chunking.spec import NumberKey, WholeNumber, chunk_indexes_in_range
 from chunking.status import JobRecord
 from chunking.store import JobStore
 from chunking.workload import ChunkResult, Workload, WorkloadFields
 
-ChunkIndex = Annotated[int, Field(ge=0)]
+ChunkIndex = Annotated[WholeNumber, Field(ge=0)]
 # Failure injection is for demos and tests: a bound keeps every spec far inside one DynamoDB
 # item (400 KB) and one request body (1 MB), the same on both paths.
 MAX_INJECTED_CHUNKS = 10_000
@@ -24,7 +24,7 @@ MAX_INJECTED_CHUNKS = 10_000
 class SimulateFields(WorkloadFields):
     """The simulate workload's own JobSpec fields."""
 
-    item_delay_ms: int = Field(
+    item_delay_ms: WholeNumber = Field(
         default_factory=lambda: get_settings().item_delay_ms,
         ge=0,
         le=60_000,
@@ -35,7 +35,9 @@ class SimulateFields(WorkloadFields):
         max_length=MAX_INJECTED_CHUNKS,
         description="Chunk indexes that always fail permanently.",
     )
-    flaky_chunks: dict[ChunkIndex, Annotated[int, Field(ge=1, le=100)]] = Field(
+    flaky_chunks: dict[
+        Annotated[NumberKey, Field(ge=0)], Annotated[WholeNumber, Field(ge=1, le=100)]
+    ] = Field(
         default_factory=dict,
         max_length=MAX_INJECTED_CHUNKS,
         description="Chunk index -> how many attempts fail transiently before one succeeds.",

@@ -77,8 +77,13 @@ def test_compare_uploads_a_local_llm_input_and_shows_tokens_and_model_cost(
     from tools import compare
 
     dead = f"http://127.0.0.1:{free_port()}"
+    # The example names its input where `make llm-example` copies it (under LLM_INPUT_ROOT);
+    # compare uploads it for the cloud path from wherever it is.
+    spec = json.loads((REPO / "examples/llm-job.json").read_text())
+    assert spec["input_uri"] == "data/inputs/reviews.jsonl"
+    spec["input_uri"] = str(REPO / "examples/reviews.jsonl")
     code = compare.main([
-        "--chunk-size", "4", "--spec", (REPO / "examples/llm-job.json").read_text(),
+        "--chunk-size", "4", "--spec", json.dumps(spec),
         "--local-url", dead, "--cloud-url", f"{emulator.api}/Prod/start", "--api-key", API_KEY,
         "--endpoint-url", emulator.moto, "--out-dir", str(tmp_path),
     ])  # fmt: skip

@@ -61,7 +61,7 @@ def test_bad_input_names_the_line(
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="not found or not allowed"):
         count(str(tmp_path / "nope.jsonl"), None)
 
 

@@ -96,9 +96,9 @@ def test_prepare_refuses_what_cannot_run(model: FakeModelServer, tmp_path: Path)
     spec = {"workload": "llm", "input_uri": str(tmp_path / "text.jsonl")}
     assert "no prompt_template" in errors_of(spec)["input_uri"]
     missing = {"workload": "llm", "input_uri": str(tmp_path / "missing.jsonl")}
-    assert "no such file" in errors_of(missing)["input_uri"]
+    assert "not found or not allowed" in errors_of(missing)["input_uri"]
     outside = errors_of({"workload": "llm", "input_uri": "/etc/passwd"})["input_uri"]
-    assert "must be under LLM_INPUT_ROOT" in outside
+    assert "not found or not allowed" in outside
     good = write_input(tmp_path / "good.jsonl", [{"id": "a", "prompt": "p"}])
     assert (
         "counted from the input"

@@ -31,6 +31,17 @@ def test_the_page_and_its_files_are_served(api: httpx.Client) -> None:
     assert api.get("/ui/static/nothing.js").status_code == 404
 
 
+@pytest.mark.parametrize(
+    "path", ["/", "/ui", "/ui/config", "/ui/static/dashboard.js", "/ui/static/nothing.js"]
+)
+def test_no_other_site_may_frame_the_dashboard(api: httpx.Client, path: str) -> None:
+    """Framed by another site, the page's buttons could be clicked through a decoy (clickjacking):
+    every answer under /ui says no frame may hold it, in CSP and in the older header."""
+    answer = api.get(path, follow_redirects=False)
+    assert answer.headers.get("content-security-policy") == "frame-ancestors 'none'"
+    assert answer.headers.get("x-frame-options") == "DENY"
+
+
 def test_the_scripts_are_es_modules_served_as_javascript_and_all_imported(
     api: httpx.Client,
 ) -> None:

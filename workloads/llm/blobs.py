@@ -196,6 +196,10 @@ def _open_local(uri: str, root: Path | None) -> tuple[IO[bytes], int]:
     real_root = None if root is None else os.path.realpath(root)
     if real_root is not None and not _under(path, real_root):
         raise OutsideRootError(uri, f"not under {real_root}")
+    if real_root is not None and any(
+        part.startswith(".") for part in Path(path).relative_to(real_root).parts
+    ):  # the file as resolved: a symlink or a "../" cannot reach a dotfile either
+        raise OutsideRootError(uri, "a dotfile, or in a dot-folder")
     try:
         # Every name in `path` was resolved just now, so a symlink last is one swapped in since
         # (O_NOFOLLOW); O_NONBLOCK because opening a FIFO would wait for a writer.

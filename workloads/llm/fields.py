@@ -7,7 +7,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from chunking.settings import get_settings
-from chunking.spec import Text
+from chunking.spec import Text, WholeNumber
 from chunking.workload import WorkloadFields
 from workloads.llm.structured import ResponseFormat
 
@@ -55,7 +55,7 @@ class LlmFields(WorkloadFields):
     model: Text | None = Field(
         None, min_length=1, max_length=200, description="The model; default OPENAI_MODEL."
     )
-    max_tokens: int | None = Field(
+    max_tokens: WholeNumber | None = Field(
         None, ge=1, le=1_000_000, description="Most completion tokens per item."
     )
     response_format: ResponseFormat | None = Field(

@@ -11,7 +11,8 @@ their errors named (`_lines`, `_parsed`) is here, used by every one of those rea
 
 Every read of a local input opens only a regular file under LLM_INPUT_ROOT (checked at each
 read, not only at submission), no line may exceed MAX_LINE_BYTES, and a file over
-LLM_INPUT_MAX_BYTES is refused from its size. What cannot be used is an InputError (a LineError
+LLM_INPUT_MAX_BYTES is refused from its size; a missing file, one outside the root and a dotfile
+are refused with the same words. What cannot be used is an InputError (a LineError
 when it is on a line); an S3 that did not answer is an InputUnavailableError (not the caller's
 fault: try again later).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -28,6 +30,11 @@ from chunking.errors import InputUnavailableError as InputUnavailableError
 from chunking.settings import get_settings
 from workloads.llm import blobs
 
+logger = logging.getLogger(__name__)
+NOT_AN_INPUT = (
+    "not found or not allowed (a local input is a file under LLM_INPUT_ROOT, "
+    'no name in its path starting with ".")'
+)
 MAX_LINE_BYTES = 2**20  # one item's line; a longer one is refused having read this much of it
 # A submission reads an input through only up to this size: that much is quick to check inside
 # the request; a larger one is checked as it is indexed, by the job.
@@ -69,22 +76,31 @@ def _reading(uri: str) -> Iterator[None]:
     except blobs.LineTooLongError as err:
         message = f"line {err.number}: longer than {err.limit} bytes, the most one item may be"
         raise LineError(message) from err
-    except blobs.OutsideRootError as err:
-        root = get_settings().llm_input_root
-        message = f"local inputs must be under LLM_INPUT_ROOT ({root.resolve()}); this one is not"
-        raise InputError(f"{_named(uri)}: {message}") from err
+    except (blobs.OutsideRootError, FileNotFoundError, PermissionError) as err:
+        if blobs.is_s3(uri):
+            raise InputError(f"{_named(uri)}: {str(err).removeprefix(f'{uri}: ')}") from err
+        # Missing, elsewhere, hidden or unreadable: the same words, so a caller cannot map
+        # which paths exist on this machine (the log keeps why).
+        logger.info("local input %r refused: %s", uri, err)
+        raise InputError(f"{_named(uri)}: {NOT_AN_INPUT}") from err
     except blobs.FileTooLargeError as err:
         message = (
             f"{err.size} bytes, over the limit of {err.limit} bytes on an input "
             "(LLM_INPUT_MAX_BYTES raises it)"
         )
         raise InputError(f"{_named(uri)}: {message}") from err
-    except (blobs.RefusedLocationError, FileNotFoundError, PermissionError) as err:
+    except blobs.RefusedLocationError as err:
         raise InputError(f"{_named(uri)}: {str(err).removeprefix(f'{uri}: ')}") from err
     except blobs.StoreUnavailableError as err:
         message = f"{_named(uri)} cannot be read now: {err.cause}; try again later"
         raise InputUnavailableError(message) from err
     # Any other OSError (a reset mid-read, a local I/O error) propagates: it is worth a retry.
+
+
+def ensure_input_root() -> None:
+    """Create LLM_INPUT_ROOT if it is missing (the local app does at start): a fresh checkout
+    has a place to put inputs."""
+    get_settings().llm_input_root.mkdir(parents=True, exist_ok=True)
 
 
 def _lines(

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from chunking.status import ItemResult
 
@@ -35,7 +35,7 @@ class JsonSchema(BaseModel):
     schema_: dict[str, Any] = Field(
         alias="schema", description="A JSON Schema (draft 2020-12) every answer must match."
     )
-    strict: bool | None = None
+    strict: StrictBool | None = None  # lax, "yes" and 1 would be true
 
     @field_validator("schema_")
     @classmethod
