@@ -189,6 +189,11 @@ class CloudApiSettings(BaseModel):
     aws_request_timeout_s: float = Field(10.0, gt=0, le=120)
     aws_poll_interval_s: float = Field(5.0, gt=0)
     aws_poll_timeout_s: float = Field(900.0, gt=0)
+    # The dashboard's /cloud proxy: one deadline for a whole call (connect, answer, body), and
+    # the most of an answer it reads, decoded. 6 MiB: a Lambda behind API Gateway answers at
+    # most 6 MB, so a larger answer is not the cloud API's.
+    cloud_proxy_deadline_s: float = Field(15.0, gt=0, le=120)
+    cloud_proxy_max_mib: int = Field(6, ge=1, le=64)
 
     @model_validator(mode="after")
     def _polls_fit_in_one_run(self) -> Self:
