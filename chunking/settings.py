@@ -215,6 +215,9 @@ class CloudStackSettings(BaseModel):
     high_priority_queue_url: str | None = None
     chunk_dlq_url: str | None = None
     max_receive_count: int = Field(3, ge=1, le=1_000)
+    # The worker's event sources' MaximumBatchingWindowInSeconds: a retried message is hidden
+    # that much less than its backoff, as the event source holds it that long before invoking.
+    batching_window_s: float = Field(0.0, ge=0, le=300)
 
 
 class RetrySettings(BaseModel):
