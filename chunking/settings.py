@@ -214,6 +214,11 @@ class CloudApiSettings(BaseModel):
     aws_request_timeout_s: float = Field(10.0, gt=0, le=120)
     aws_poll_interval_s: float = Field(5.0, gt=0)
     aws_poll_timeout_s: float = Field(900.0, gt=0)
+    # The dashboard's /cloud proxy: one deadline for a whole call (connect, answer, body), and
+    # the most of an answer it reads, decoded. 6 MiB: a Lambda behind API Gateway answers at
+    # most 6 MB, so a larger answer is not the cloud API's.
+    cloud_proxy_deadline_s: float = Field(15.0, gt=0, le=120)
+    cloud_proxy_max_mib: int = Field(6, ge=1, le=64)
 
     @model_validator(mode="after")
     def _polls_fit_in_one_run(self) -> Self:
@@ -235,6 +240,9 @@ class CloudStackSettings(BaseModel):
     high_priority_queue_url: str | None = None
     chunk_dlq_url: str | None = None
     max_receive_count: int = Field(3, ge=1, le=1_000)
+    # The worker's event sources' MaximumBatchingWindowInSeconds: a retried message is hidden
+    # that much less than its backoff, as the event source holds it that long before invoking.
+    batching_window_s: float = Field(0.0, ge=0, le=300)
 
 
 class RetrySettings(BaseModel):

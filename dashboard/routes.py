@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -24,10 +23,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunking.settings import get_settings
 from chunking.spec import JOB_ID_PATTERN
+from dashboard import upstream
 from guards import no_cross_site, require_api_key, require_json
 
 STATIC = Path(__file__).resolve().parent / "static"
-CLOUD_TIMEOUT_S = 30.0
 
 # Another site must not show the page in a frame: its buttons (start, cancel, retry) could be
 # clicked through a decoy laid over it. CSP for today's browsers, X-Frame-Options for older ones.
@@ -102,33 +101,8 @@ def cloud_api() -> tuple[str, dict[str, str]]:
 
 
 async def forward(method: str, url: str, headers: dict[str, str], **request: Any) -> Response:
-    """One call to the cloud API; its answer as it is, except where the fault is ours."""
-    try:
-        async with httpx.AsyncClient(timeout=CLOUD_TIMEOUT_S) as client:
-            answer = await client.request(method, url, headers=headers, **request)
-    except httpx.HTTPError as err:
-        raise HTTPException(
-            status.HTTP_502_BAD_GATEWAY,
-            detail=f"the cloud API did not answer ({type(err).__name__}: {err}) at {url}",
-        ) from err
-    if answer.status_code == status.HTTP_403_FORBIDDEN:
-        # API Gateway refuses a missing or wrong key with 403: our CLOUD_API_KEY, not the
-        # caller's request, is what is wrong.
-        raise HTTPException(
-            status.HTTP_502_BAD_GATEWAY,
-            detail="the cloud API refused CLOUD_API_KEY (403): set the stack's API key",
-        )
-    try:
-        answer.json()
-        from_the_api = True
-    except ValueError:  # e.g. a proxy's HTML page: not an answer of the cloud API's
-        from_the_api = False
-    if answer.status_code >= 500 or not from_the_api:
-        raise HTTPException(
-            status.HTTP_502_BAD_GATEWAY,
-            detail=f"the cloud API answered {answer.status_code}: {answer.text[:300]}",
-        )
-    return Response(answer.content, answer.status_code, media_type="application/json")
+    """One call to the cloud API, bounded in time and size (`dashboard/upstream.py`)."""
+    return await upstream.call(method, url, headers, **request)
 
 
 @cloud.get("/jobs")

@@ -103,10 +103,17 @@ class Delivery:
 def retry_later(delivery: Delivery, err: Exception, what: str, log: dict[str, Any]) -> RetryLater:
     """Hide the message for the wait the error asks for (a rate limit's Retry-After, else an
     exponential backoff by receive count); SQS then delivers it again."""
-    count = receive_count(delivery.record)
-    delay = err.retry_after_s if isinstance(err, RateLimitedError) else backoff_s(count)
-    logger.warning(what, extra={**log, "error": str(err), "retry_in_s": delay})
-    delivery.source.delay(delivery.record.receipt_handle, delay)
+    if isinstance(err, RateLimitedError):
+        # Never sooner than the server asked: the batching window may only add to it.
+        wait = hidden = err.retry_after_s
+    else:
+        # Once visible again the message waits up to BATCHING_WINDOW_S in the event source (all
+        # of it on a quiet queue) before we are invoked: hide it that much less, so the wait
+        # between two runs is the backoff, as on the local path, not backoff + window.
+        wait = backoff_s(receive_count(delivery.record))
+        hidden = max(0.0, wait - get_settings().batching_window_s)
+    logger.warning(what, extra={**log, "error": str(err), "retry_in_s": wait})
+    delivery.source.delay(delivery.record.receipt_handle, hidden)
     return RetryLater(str(err))
 
 

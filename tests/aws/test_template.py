@@ -59,7 +59,14 @@ def test_worker_reports_partial_batch_failures(template: dict[str, Any]) -> None
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert props["BatchSize"] == {"Ref": "WorkerBatchSize"}
     assert template["Parameters"]["WorkerBatchSize"]["Default"] == 10
-    assert props["MaximumBatchingWindowInSeconds"] >= 0
+    # One batching window, which the worker takes off a retried message's backoff: the event
+    # sources and the worker's BATCHING_WINDOW_S read the same parameter.
+    window = {"Ref": "WorkerBatchingWindowS"}
+    worker = resource(template, "WorkerFunction")
+    windows = [e["Properties"]["MaximumBatchingWindowInSeconds"] for e in worker["Events"].values()]
+    assert windows == [window, window]  # the chunk queue's and the high-priority queue's
+    assert worker["Environment"]["Variables"]["BATCHING_WINDOW_S"] == window
+    assert template["Parameters"]["WorkerBatchingWindowS"]["Default"] >= 0
     assert props["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "WorkerConcurrency"}
 
 
@@ -131,7 +138,8 @@ def test_policies_are_sam_templates_scoped_to_our_resources(template: dict[str, 
 def test_parameters_and_outputs(template: dict[str, Any]) -> None:
     assert set(template["Parameters"]) == {
         "TotalItems", "ChunkSize", "ItemDelayMs", "MaxReceiveCount", "WorkerConcurrency",
-        "WorkerBatchSize", "OpenAiBaseUrl", "OpenAiModel", "OpenAiApiKeyParameter",
+        "WorkerBatchSize", "WorkerBatchingWindowS", "OpenAiBaseUrl", "OpenAiModel",
+        "OpenAiApiKeyParameter",
         "LlmPricePromptPerMtok", "LlmPriceCompletionPerMtok", "LlmRateLimits", "LlmItemConcurrency",
         "CallbackSecretParameter",
         "AllowPrivateCallbacks", "HighPriorityWorkerConcurrency", "ApiGatewayCloudWatchRole",

@@ -150,6 +150,7 @@ def test_a_cloud_that_cannot_be_used_is_named(
     set_settings(monkeypatch, **{k: v.format(port=free_port()) for k, v in env.items()})
     for answer in (api.get("/cloud/jobs"), api.post("/cloud/jobs", json={"total_items": 5})):
         assert answer.status_code == code and says in answer.json()["message"]
+        assert "127.0.0.1" not in answer.text  # where the cloud API is stays in the log
 
 
 def test_the_stand_in_executor_runs_a_local_job_with_its_retries(
