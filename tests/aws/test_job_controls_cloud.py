@@ -46,7 +46,9 @@ def test_a_broken_job_stops_at_its_threshold_on_the_emulator(
 ) -> None:
     items = [{"id": f"b{i}", "prompt": f"[400-context] cloud broken {i}"} for i in range(120)]
     job_id = start(emulator, items=items, chunk_size=2, max_failed_items=3)
-    status = emulator.wait_until_done(job_id, timeout_s=120)
+    # A bound on the wait, not a measure: late in a module the model's shared budget may
+    # still be finding its rate, and runs that wait on it past the worker's 20 s are retried.
+    status = emulator.wait_until_done(job_id, timeout_s=300)
     print("threshold:", {k: status[k] for k in ("status", "stopped_by", "error", "items_failed")})
     assert (status["status"], status["stopped_by"]) == ("failed", "max_failed_items")
     assert sum(model.calls.values()) < len(items)
