@@ -43,7 +43,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.merge_memory import AWS_ENV, WORDS, free_port, mib, proc_status_kib, reset_peak_rss
+from bench.merge_memory import (
+    AWS_ENV,
+    WORDS,
+    free_port,
+    mib,
+    print_figures,
+    proc_status_kib,
+    reset_peak_rss,
+)
 
 BUCKET = "bench-errors"
 TARGET_RATIO = 1.5
@@ -121,7 +129,6 @@ async def build_job(job_id: str, input_uri: str, items: int, chunk_size: int) ->
 
 def child(job_id: str, step: str) -> None:
     """In the fresh subprocess: one step of the finishing unit, measured; its figures as JSON."""
-    import resource
     import tracemalloc
 
     import workloads  # noqa: F401 - registers the llm workload, as every entrypoint does
@@ -152,15 +159,7 @@ def child(job_id: str, step: str) -> None:
     if uri is None:
         ended = store.get_job(job_id)
         uri = ended.errors_uri if ended else None
-    figures = {
-        "uri": uri,
-        "peak": peak,
-        "seconds": seconds,
-        "rss_before_kib": rss_before,
-        "rss_peak_kib": proc_status_kib("VmHWM"),
-        "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-    }
-    print(json.dumps(figures))
+    print_figures(uri, peak, seconds, rss_before)
 
 
 def run_child(job_id: str, step: str) -> dict[str, Any]:

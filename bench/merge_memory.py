@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import socket
 import subprocess
 import sys
@@ -101,6 +102,19 @@ def build_chunks(output_uri: str, items: int, chunk_size: int) -> tuple[int, int
     return chunks, total
 
 
+def print_figures(uri: str | None, peak: int, seconds: float, rss_before: int | None) -> None:
+    """What a measured subprocess reports to the bench, one JSON line: its step's figures."""
+    figures = {
+        "uri": uri,
+        "peak": peak,
+        "seconds": seconds,
+        "rss_before_kib": rss_before,
+        "rss_peak_kib": proc_status_kib("VmHWM"),
+        "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+    print(json.dumps(figures))
+
+
 def proc_status_kib(field: str) -> int | None:
     """A size from /proc/self/status (Linux), in KiB."""
     try:
@@ -123,7 +137,6 @@ def reset_peak_rss() -> None:
 
 def child(chunks: int) -> None:
     """In the fresh subprocess: one merge, measured; prints its figures as JSON."""
-    import resource
     import tracemalloc
 
     from chunking.settings import get_settings
@@ -141,15 +154,7 @@ def child(chunks: int) -> None:
     seconds = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    figures = {
-        "uri": uri,
-        "peak": peak,
-        "seconds": seconds,
-        "rss_before_kib": rss_before,
-        "rss_peak_kib": proc_status_kib("VmHWM"),
-        "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-    }
-    print(json.dumps(figures))
+    print_figures(uri, peak, seconds, rss_before)
 
 
 def run_child(chunks: int, env: dict[str, str]) -> dict[str, Any]:
