@@ -16,7 +16,7 @@ venv=${VENV:-.venv}
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 
 stamp="$venv/.deps-$(basename "$req").sha256"
-want=$(cat "$req" requirements.txt | sha256sum | cut -d' ' -f1)
+want=$(cat "$req" requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)  # pyproject: `-e .`
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "Installing $req into $venv ..."
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
