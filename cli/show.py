@@ -52,9 +52,9 @@ def facts(status: Status) -> str:
     settled = status.get("chunks_succeeded", 0) + status.get("chunks_failed", 0)
     parts = [f"chunks {settled}/{status.get('total_chunks', 0)}"]
     if status.get("chunks_failed"):
-        parts.append(f"[red]{status['chunks_failed']} chunks failed[/]")
+        parts[0] += f" ([red]{status['chunks_failed']} failed[/])"
     if status.get("items_failed"):
-        parts.append(f"[red]{status['items_failed']} items failed[/]")
+        parts.append(f"[red]items failed: {status['items_failed']}[/]")
     parts.append(f"{status.get('retries', 0)} retries")
     usage = status.get("usage")
     if usage:

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from chunking.settings import Settings
+from cli.target import CliSettings
 
 EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
 
@@ -18,7 +19,7 @@ def test_every_setting_is_in_env_example_with_a_comment() -> None:
     documented = {
         m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"([A-Z_]+)=", line))
     }
-    for name in Settings.model_fields:
+    for name in [*Settings.model_fields, *CliSettings.model_fields]:  # the app's, the command's
         variable = name.upper()
         assert variable in documented, f"{variable} is missing from .env.example"
         assert lines[documented[variable] - 1].startswith("#"), f"{variable} has no comment"
@@ -29,6 +30,7 @@ def test_env_example_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) 
         if (m := re.match(r"([A-Z_]+)=(.*)", line)) and m.group(2):
             monkeypatch.setenv(m.group(1), m.group(2))
     Settings()
+    CliSettings()
 
 
 def test_too_many_polls_are_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -114,7 +114,9 @@ def test_ctrl_c_detaches_and_the_job_runs_on_then_watch_attaches_again(
     )  # fmt: skip
     assert watching.stdout is not None
     line = watching.stdout.readline()
-    assert f"watching job {job_id}" in line, line + watching.stderr.read()
+    assert f"watching job {job_id}" in line, line + (
+        watching.stderr.read() if watching.stderr else ""
+    )
     time.sleep(0.5)
     watching.send_signal(signal.SIGINT)
     out, err = watching.communicate(timeout=30)
