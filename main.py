@@ -27,6 +27,7 @@ from chunking.api_errors import (
     BodyError,
     ErrorBody,
     field_errors,
+    invalid_request,
     invalid_spec,
     parse_json_body,
     preview,
@@ -127,10 +128,8 @@ jobs = APIRouter(
 # input), 400 for a request that cannot run. FastAPI's own 422 echoes every input whole, and
 # fails on an input JSON cannot carry.
 @app.exception_handler(RequestValidationError)
-async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
-    errors = field_errors(list(err.errors()))
-    message = "invalid request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return JSONResponse({"message": message, "errors": errors}, status_code=400)
+async def unusable_request(_: Request, err: RequestValidationError) -> JSONResponse:
+    return JSONResponse(invalid_request(field_errors(list(err.errors()))), status_code=400)
 
 
 @app.exception_handler(StarletteHTTPException)
@@ -353,7 +352,7 @@ def openapi() -> dict[str, Any]:
         spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update({**spec.pop("$defs", {}), "JobSpec": spec})
-        # A request FastAPI cannot validate is answered 400 (invalid_request), never 422; and
+        # A request FastAPI cannot validate is answered 400 (unusable_request), never 422; and
         # every error is JSON, whatever the route's own media type (the event stream's).
         error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
         for operation in (op for ops in schema["paths"].values() for op in ops.values()):
