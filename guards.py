@@ -5,8 +5,8 @@
   from now (Inngest's signing spec) and not seen before by any replica or worker (the job
   store's `claim_once`). The SDK checks the HMAC but not the time, so without this a captured
   request could be replayed for ever.
-- `BodyLimit`: a /jobs request body over MAX_BODY_BYTES is refused (413) while it arrives,
-  before anything is parsed or held whole.
+- `BodyLimit`: a /jobs (or POST /inputs) request body over MAX_BODY_BYTES is refused (413)
+  while it arrives, before anything is parsed or held whole.
 
 Both match the route's path (Starlette's `get_route_path`: the request's path less the ASGI
 `root_path`), as the router does: behind a proxy that strips a prefix (`uvicorn --root-path
@@ -160,16 +160,21 @@ class InngestSignatureWindow:
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes under the `prefixes` with 413, counting as they
-    come."""
+    """Refuse request bodies over `limit` bytes under the `prefixes` (and on the exact `paths`)
+    with 413, counting as they come."""
 
     def __init__(
-        self, app: ASGIApp, prefixes: tuple[str, ...], limit: int = MAX_BODY_BYTES
+        self,
+        app: ASGIApp,
+        prefixes: tuple[str, ...],
+        paths: tuple[str, ...] = (),
+        limit: int = MAX_BODY_BYTES,
     ) -> None:
-        self.app, self.prefixes, self.limit = app, prefixes, limit
+        self.app, self.prefixes, self.paths, self.limit = app, prefixes, paths, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not get_route_path(scope).startswith(self.prefixes):
+        path = get_route_path(scope) if scope["type"] == "http" else ""
+        if not path.startswith(self.prefixes) and path not in self.paths:
             await self.app(scope, receive, send)
             return
         too_big = {"message": f"request body over {self.limit} bytes: refused"}

@@ -14,12 +14,13 @@ import inngest.fast_api
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from chunking import lifecycle, metrics
@@ -27,11 +28,13 @@ from chunking.api_errors import (
     BodyError,
     ErrorBody,
     field_errors,
+    invalid_request,
     invalid_spec,
     parse_json_body,
     preview,
 )
 from chunking.errors import InputUnavailableError
+from chunking.job_files import NDJSON, JobFile, NoJobFileError, job_file
 from chunking.progress import job_events
 from chunking.settings import get_settings
 from chunking.spec import JobSpec
@@ -63,6 +66,7 @@ from guards import (
     no_cross_site,
     require_api_key,
 )
+from workloads.llm import blobs, uploads
 from workloads.llm.input import ensure_input_root
 
 logger = logging.getLogger("long_jobs")
@@ -90,7 +94,8 @@ if not settings.inngest_dev_mode:
         signing_keys=(inngest_client.signing_key, inngest_client.signing_key_fallback),
         claim_once=lambda key, now, ttl_s: get_store().claim_once(key, now, ttl_s),
     )
-app.add_middleware(BodyLimit, prefixes=("/jobs", "/cloud/"))
+# PUT /inputs/{sha256} is not limited here: it streams a whole input (LLM_INPUT_MAX_BYTES).
+app.add_middleware(BodyLimit, prefixes=("/jobs", "/cloud/"), paths=("/inputs",))
 app.add_middleware(dashboard.NoFraming)
 app.add_middleware(
     TrustedHostMiddleware,
@@ -104,12 +109,12 @@ WHY = {
     401: "API_KEY is set and x-api-key is missing or wrong",
     403: "a browser request from another site (Sec-Fetch-Site) may not change jobs",
     404: "no such job (or no such chunk in it)",
-    409: "the job's state forbids it (see the message)",
-    413: "the body is over 1 MiB",
+    409: "the job's state forbids it, or it has no such file (see the message)",
+    413: "the body is over 1 MiB (an input's bytes: over LLM_INPUT_MAX_BYTES)",
     415: "the body is not Content-Type: application/json",
     502: "the cloud API did not answer, or answered a 5xx",
-    503: "not now: the job could not be enqueued, an input could not be read, or (/cloud) "
-    "AWS_START_URL is not set; the message says which",
+    503: "not now: the job could not be enqueued, an input or a job's file could not be read, "
+    "or (/cloud) AWS_START_URL is not set; the message says which",
 }
 
 
@@ -127,10 +132,8 @@ jobs = APIRouter(
 # input), 400 for a request that cannot run. FastAPI's own 422 echoes every input whole, and
 # fails on an input JSON cannot carry.
 @app.exception_handler(RequestValidationError)
-async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
-    errors = field_errors(list(err.errors()))
-    message = "invalid request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return JSONResponse({"message": message, "errors": errors}, status_code=400)
+async def unusable_request(_: Request, err: RequestValidationError) -> JSONResponse:
+    return JSONResponse(invalid_request(field_errors(list(err.errors()))), status_code=400)
 
 
 @app.exception_handler(StarletteHTTPException)
@@ -331,6 +334,116 @@ async def chunk_items(
     return found
 
 
+JOB_FILE_ANSWERS = {
+    200: {"content": {NDJSON: {}}, "description": "the file, streamed (JSON Lines)"},
+    **answers(404, 409, 503),
+}
+
+
+async def job_file_response(job: JobRecord, which: JobFile) -> StreamingResponse:
+    """The job's file, streamed a block at a time (constant memory, whatever its size)."""
+    try:
+        uri = job_file(job, get_store().status_of(job), which)
+        blocks = await asyncio.to_thread(blobs.read_blocks, uri)
+    except NoJobFileError as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from err
+    except OSError as err:  # S3 not answering, or the file gone from under the job
+        logger.warning("%s file of job %s not read: %s", which, job.job_id, err)
+        detail = f"job {job.job_id!r}'s {which} file cannot be read now: {err}"
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=detail) from err
+    return StreamingResponse(blocks, media_type=NDJSON)  # each block read in a worker thread
+
+
+@jobs.get("/jobs/{job_id}/output", response_class=StreamingResponse, responses=JOB_FILE_ANSWERS)
+async def job_output(job: Visible) -> StreamingResponse:
+    """An llm job's merged output (`output_uri`), once it has ended; 409 before, or for a job
+    that writes none."""
+    return await job_file_response(job, "output")
+
+
+@jobs.get("/jobs/{job_id}/errors", response_class=StreamingResponse, responses=JOB_FILE_ANSWERS)
+async def job_errors(job: Visible) -> StreamingResponse:
+    """An llm job's failed items, one line each (`errors_uri`); 409 before it ends, or when no
+    item failed."""
+    return await job_file_response(job, "errors")
+
+
+@jobs.post(
+    "/inputs",
+    response_model=uploads.InputSlot,
+    responses=answers(400, 403, 413),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": uploads.InputUpload.model_json_schema()}},
+        }
+    },
+)
+async def announce_input(
+    request: Request, caller: Annotated[Caller, Depends(require_api_key)]
+) -> JSONResponse:
+    """Where an llm input of this SHA-256 and size goes (your tenant's folder under
+    LLM_INPUT_ROOT): the input_uri for a JobSpec, and the PUT that sends it, or `upload: null`
+    when that file is there already."""
+    try:
+        upload = uploads.upload_request(await request.body())
+    except uploads.RefusedRequest as err:
+        return JSONResponse(err.body, status_code=err.status)
+    uri = uploads.local_input_uri(caller, upload.sha256)
+    there = await asyncio.to_thread(uploads.size_if_there, uri) == upload.size
+    how = None if there else uploads.Upload(url=f"/inputs/{upload.sha256}")
+    return JSONResponse(uploads.InputSlot(input_uri=uri, upload=how).model_dump(mode="json"))
+
+
+# Writes go to disk in blocks this big (in a worker thread): memory stays bounded by it.
+UPLOAD_WRITE_BYTES = 2**20
+
+
+@jobs.put(
+    "/inputs/{sha256}",
+    status_code=status.HTTP_201_CREATED,
+    response_model=uploads.InputKept,
+    responses=answers(400, 403, 413),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {NDJSON: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def receive_input(
+    sha256: str, request: Request, caller: Annotated[Caller, Depends(require_api_key)]
+) -> Response:
+    """The input's bytes (the body, streamed): hashed and counted as they come, kept only when
+    their SHA-256 is the path's (400) and within LLM_INPUT_MAX_BYTES (413)."""
+    try:
+        uploads.checked_sha256(sha256)
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > get_settings().llm_input_max_bytes:
+            raise uploads.too_large()
+    except uploads.RefusedRequest as err:
+        return JSONResponse(err.body, status_code=err.status)
+    uri = uploads.local_input_uri(caller, sha256)
+    upload = await asyncio.to_thread(uploads.LocalUpload, uri, sha256)
+    try:
+        pending = bytearray()
+        async for block in request.stream():
+            pending += block
+            if len(pending) >= UPLOAD_WRITE_BYTES:
+                await asyncio.to_thread(upload.add, bytes(pending))
+                pending.clear()
+        await asyncio.to_thread(upload.add, bytes(pending))
+        await asyncio.to_thread(upload.keep)
+    except uploads.RefusedRequest as err:
+        return JSONResponse(err.body, status_code=err.status)
+    except ClientDisconnect:  # nobody to answer; nothing is kept
+        return Response(status_code=400)
+    finally:
+        await asyncio.to_thread(upload.discard)
+    kept = uploads.InputKept(input_uri=uri).model_dump(mode="json")
+    return JSONResponse(kept, status_code=status.HTTP_201_CREATED)
+
+
 @jobs.get("/jobs", response_model=list[JobStatus], responses=answers(400))
 async def list_jobs(
     query: Annotated[JobListQuery, Query()], caller: Annotated[Caller, Depends(require_api_key)]
@@ -353,7 +466,7 @@ def openapi() -> dict[str, Any]:
         spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update({**spec.pop("$defs", {}), "JobSpec": spec})
-        # A request FastAPI cannot validate is answered 400 (invalid_request), never 422; and
+        # A request FastAPI cannot validate is answered 400 (unusable_request), never 422; and
         # every error is JSON, whatever the route's own media type (the event stream's).
         error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
         for operation in (op for ops in schema["paths"].values() for op in ops.values()):

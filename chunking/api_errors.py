@@ -128,6 +128,17 @@ def invalid_spec(err: ValidationError) -> dict[str, Any]:
     return {"message": f"invalid JobSpec: {describe(err)}", "errors": field_errors(err)}
 
 
+def invalid_request(errors: list[dict[str, str]]) -> dict[str, Any]:
+    """The body of both APIs' 400 for a request they cannot use, from its `field_errors`."""
+    listed = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return {"message": f"invalid request: {listed}", "errors": errors}
+
+
+def invalid_field(field: str, message: str) -> dict[str, Any]:
+    """`invalid_request` for one field."""
+    return invalid_request([{"field": field, "message": message}])
+
+
 def invalid_query(err: ValidationError) -> dict[str, Any]:
     """The body of both APIs' 400 for query parameters they cannot use."""
     return {"message": f"invalid query: {describe(err)}", "errors": field_errors(err)}

@@ -23,6 +23,10 @@ EXPECTED = {
     ("get", "/jobs/{job_id}/events"): {"200", "400", "401", "404"},
     ("get", "/jobs/{job_id}/chunks"): {"200", "400", "401", "404"},
     ("get", "/jobs/{job_id}/chunks/{chunk_index}/items"): {"200", "400", "401", "404"},
+    ("get", "/jobs/{job_id}/output"): {"200", "401", "404", "409", "503"},
+    ("get", "/jobs/{job_id}/errors"): {"200", "401", "404", "409", "503"},
+    ("post", "/inputs"): GUARDED | {"200", "400", "413"},
+    ("put", "/inputs/{sha256}"): GUARDED | {"201", "400", "413"},
     ("get", "/cloud/jobs"): CLOUD | {"200"},
     ("post", "/cloud/jobs"): CLOUD | {"200", "202", "413", "415"},
     ("get", "/cloud/jobs/{job_id}"): CLOUD | {"200"},
@@ -65,18 +69,19 @@ def test_errors_are_documented_with_the_error_body(doc: dict[str, Any]) -> None:
 def test_what_the_app_answers_is_documented(
     api: httpx.Client, doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every /jobs and /cloud operation, asked without the key, then with it about a job that
-    is not there and with a bad `limit`: each answer's status is one its route documents."""
+    """Every /jobs, /inputs and /cloud operation, asked without the key, then with it about a
+    job (or an input) that is not there and with a bad `limit`: each answer's status is one its
+    route documents."""
     set_settings(monkeypatch, API_KEY=KEY, AWS_START_URL="")  # /cloud: 503, not configured
     keyed = {"x-api-key": KEY}
     bad_spec = b'{"total_items": true}'
     seen = set()
     for m, path, op in operations(doc):
-        if not path.startswith(("/jobs", "/cloud/")):
+        if not path.startswith(("/jobs", "/inputs", "/cloud/")):
             continue
         url = path.replace("{job_id}", "nope").replace("{chunk_index}", "0")
         params = {p["name"]: "0" for p in op.get("parameters", []) if p["name"] == "limit"}
-        body = bad_spec if m == "post" else None
+        body = bad_spec if m in ("post", "put") else None
         json_type = {"content-type": "application/json"}
         answers = [
             api.request(m, url, headers=json_type, content=body),  # no key

@@ -7,6 +7,7 @@ would run it there; requests arrive as the proxy sends them, without the prefix.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,7 +70,7 @@ def test_a_large_body_is_refused_as_it_arrives(behind_prefix: AppProcess) -> Non
         for i in range(0, len(big), 65_536):
             yield big[i : i + 65_536]
 
-    for path in ("/jobs", "/cloud/jobs"):
+    for path in ("/jobs", "/cloud/jobs", "/inputs"):
         for content in (big, chunks()):
             response = httpx.post(
                 f"{behind_prefix.url}{path}", content=content,
@@ -79,6 +80,21 @@ def test_a_large_body_is_refused_as_it_arrives(behind_prefix: AppProcess) -> Non
             assert response.status_code == 413, (path, response.text)
             assert response.json() == {"message": BODY_LIMIT_MESSAGE}, path
     assert jobs(behind_prefix) == []
+
+
+def test_an_input_past_the_json_body_limit_is_sent_whole(behind_prefix: AppProcess) -> None:
+    """PUT /inputs/{sha256} streams a whole input: the 1 MiB limit on POST /inputs is on that
+    exact path, not on what starts with it."""
+    data = b'{"id": "1", "prompt": "' + b"x" * MAX_BODY_BYTES + b'"}\n'
+    sha = hashlib.sha256(data).hexdigest()
+    slot = httpx.post(f"{behind_prefix.url}/inputs", json={"sha256": sha, "bytes": len(data)},
+                      headers=KEY).json()  # fmt: skip
+    sent = httpx.put(f"{behind_prefix.url}{slot['upload']['url']}", content=data, headers=KEY)
+    assert sent.status_code == 201, sent.text
+    assert sent.json() == {"input_uri": slot["input_uri"]}
+    again = httpx.post(f"{behind_prefix.url}/inputs", json={"sha256": sha, "bytes": len(data)},
+                       headers=KEY).json()  # fmt: skip
+    assert again["upload"] is None
 
 
 def test_the_route_guards_hold(behind_prefix: AppProcess) -> None:

@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
-from chunking.api_errors import invalid_query
+from chunking.api_errors import invalid_field, invalid_query
 from chunking.status import (
     ChunkQuery,
     ItemQuery,
@@ -88,9 +88,7 @@ def get_items(job_id: str, chunk_index: str) -> Response[str]:
         return reply(400, invalid_query(err))
     # The route's pattern takes any segment: as on the local path, a whole number or a 400.
     if not re.fullmatch(r"-?[0-9]{1,10}", chunk_index):
-        message = "Input should be a valid integer"
-        return reply(400, {"message": f"invalid request: chunk_index: {message}",
-                           "errors": [{"field": "chunk_index", "message": message}]})  # fmt: skip
+        return reply(400, invalid_field("chunk_index", "Input should be a valid integer"))
     caller = caller_of(app.current_event)
     if caller is None:
         return reply(403, NO_TENANT)

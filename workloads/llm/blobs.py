@@ -18,6 +18,7 @@ credentials, no connection, a timeout, throttling, a 5xx) StoreUnavailableError.
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import stat
@@ -114,8 +115,13 @@ def s3_client() -> Any:
 
     # Seconds and one retry, not botocore's default minute: a submission waiting on an S3 that
     # cannot be reached answers "unavailable" quickly; a chunk is retried by the platform.
+    # SigV4 for presigned URLs too (botocore presigns SigV2 by default): S3 then checks the
+    # headers a URL was signed with, such as an upload's x-amz-checksum-sha256.
     config = Config(
-        connect_timeout=3, read_timeout=5, retries={"total_max_attempts": 2, "mode": "standard"}
+        connect_timeout=3,
+        read_timeout=5,
+        retries={"total_max_attempts": 2, "mode": "standard"},
+        signature_version="s3v4",
     )
     return boto3.client("s3", config=config)
 
@@ -389,6 +395,54 @@ def size_of(uri: str, *, root: Path | None = None) -> int:
     f, size = _open_local(uri, root)
     f.close()
     return size
+
+
+def read_blocks(uri: str, *, root: Path | None = None) -> Iterator[bytes]:
+    """The whole file, a block at a time (never held whole). Opened before this returns, so a
+    missing or refused file raises here, not at the first block."""
+    if is_s3(uri):
+        from botocore.exceptions import BotoCoreError
+
+        opened = _s3_get(uri, 0, None)
+        if opened is None:  # only a ranged read can start past the end
+            raise FileNotFoundError(f"{uri}: no such object")
+        body, _ = opened
+
+        def s3_blocks() -> Iterator[bytes]:
+            with body:
+                try:
+                    yield from body.iter_chunks(READ_BLOCK_BYTES)
+                except BotoCoreError as err:
+                    raise _s3_error(uri, err) from err
+
+        return s3_blocks()
+    f, _ = _open_local(uri, root)
+
+    def local_blocks() -> Iterator[bytes]:
+        with f:
+            yield from _blocks(f)
+
+    return local_blocks()
+
+
+def presigned_get(uri: str, expires_s: int) -> str:
+    """A URL that GETs the S3 object `uri` without credentials for `expires_s` seconds (or
+    until the credentials that signed it expire, if sooner)."""
+    bucket, key = split_s3(uri)
+    url: str = s3_client().generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
+    )
+    return url
+
+
+def presigned_put(uri: str, sha256_hex: str, expires_s: int) -> tuple[str, dict[str, str]]:
+    """A URL that PUTs the S3 object `uri`, and the headers the PUT must send: the content's
+    SHA-256 is signed into it, so S3 refuses a body with any other (BadDigest)."""
+    bucket, key = split_s3(uri)
+    checksum = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+    params = {"Bucket": bucket, "Key": key, "ChecksumSHA256": checksum}
+    url: str = s3_client().generate_presigned_url("put_object", Params=params, ExpiresIn=expires_s)
+    return url, {"x-amz-checksum-sha256": checksum}
 
 
 def write_lines(uri: str, lines: Iterable[str]) -> None:
