@@ -239,6 +239,8 @@ class CloudStackSettings(BaseModel):
     chunk_queue_url: str | None = None
     high_priority_queue_url: str | None = None
     chunk_dlq_url: str | None = None
+    # The stack's data bucket (llm inputs and outputs): where POST /inputs sends an upload.
+    data_bucket: str | None = None
     max_receive_count: int = Field(3, ge=1, le=1_000)
     # The worker's event sources' MaximumBatchingWindowInSeconds: a retried message is hidden
     # that much less than its backoff, as the event source holds it that long before invoking.

@@ -48,6 +48,10 @@ def queue_of(event_source_arn: str) -> SqsQueue:
     return high_priority_queue() if high and high.rsplit("/", 1)[-1] == name else chunk_queue()
 
 
+def data_bucket() -> str:
+    return _required("DATA_BUCKET", get_settings().data_bucket)
+
+
 @lru_cache
 def dead_letter_queue() -> SqsQueue:
     return SqsQueue(_required("CHUNK_DLQ_URL", get_settings().chunk_dlq_url))

@@ -31,3 +31,17 @@ def visible_job(store: JobStore, job_id: str, caller: Caller) -> JobRecord | Non
     """The job, if the caller may see it (another tenant's is as missing: a 404)."""
     job = store.get_job(job_id)
     return job if job is not None and caller.sees(job.spec.tenant) else None
+
+
+def callers_job(
+    event: APIGatewayProxyEvent, store: JobStore, job_id: str
+) -> JobRecord | Response[str]:
+    """The job the request is about, or the answer refusing it: a 403 for a key that is no
+    tenant's, a 404 for a job the caller may not see (another tenant's, as a missing one)."""
+    caller = caller_of(event)
+    if caller is None:
+        return reply(403, NO_TENANT)
+    job = visible_job(store, job_id, caller)
+    if job is None:
+        return reply(404, {"message": f"no job with job_id {job_id!r}"})
+    return job

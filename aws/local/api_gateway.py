@@ -2,7 +2,8 @@
 
 Each route of the translated REST API (aws/local/template.py) is served under its stage and
 calls the Lambda handler it integrates with a REST API proxy event (v1); the handler's answer
-is the HTTP response. A route that requires an API key answers 403 without the right
+is the HTTP response (its status, body, and headers single and multi-valued: a 307's
+Location passes through). A route that requires an API key answers 403 without the right
 `x-api-key`, and a body over API Gateway's 10 MB is refused before any function runs, as the
 deployed API does.
 """
@@ -78,13 +79,21 @@ def _endpoint(integration: Integration, api_keys: dict[str, str]) -> Callable[[R
         result = await asyncio.to_thread(
             integration.handler, event, lambda_context(integration.timeout_s)
         )
-        return Response(
-            content=result.get("body") or "",
-            status_code=result["statusCode"],
-            headers=result.get("headers") or {},
-        )
+        response = Response(content=result.get("body") or "", status_code=result["statusCode"])
+        for name, value in _answer_headers(result):
+            response.headers.append(name, value)
+        return response
 
     return call
+
+
+def _answer_headers(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """A proxy answer's headers, as API Gateway sends them: `headers` and `multiValueHeaders`
+    (what Powertools' REST resolver writes, a redirect's Location among them) merged."""
+    single = result.get("headers") or {}
+    multi = result.get("multiValueHeaders") or {}
+    merged = [(name, str(value)) for name, value in single.items() if name not in multi]
+    return merged + [(name, str(value)) for name, values in multi.items() for value in values]
 
 
 def _fastapi_path(path: str) -> str:

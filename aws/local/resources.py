@@ -63,6 +63,7 @@ class LocalStack:
             "CHUNK_DLQ_URL": self.dlq_url,
             "MAX_RECEIVE_COUNT": str(self.max_receive_count),
             "LLM_OUTPUT_URI": f"s3://{self.bucket_name}/outputs",
+            "DATA_BUCKET": self.bucket_name,
         }
 
     def ref(self, logical_id: str) -> str:

@@ -1,6 +1,7 @@
 """Starter Lambda: POST /start validates the JobSpec, records the job and enqueues its chunks;
 POST /jobs/{job_id}/cancel cancels it (workers then drop its chunks that have not started);
-POST /jobs/{job_id}/retry runs again what failed of a job that ended partial or failed."""
+POST /jobs/{job_id}/retry runs again what failed of a job that ended partial or failed;
+POST /inputs says where an llm input goes in the data bucket, with a presigned PUT to send it."""
 
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ from chunking.spec import JobSpec
 from chunking.status import JobRecord
 from chunking.store import JobConflictError, JobEndedError
 from chunking.tenancy import claim
-from cloud import chunk_queue, job_store, queue_for
-from cloud.http import NO_TENANT, caller_of, reply, visible_job
+from cloud import chunk_queue, data_bucket, job_store, queue_for
+from cloud.http import NO_TENANT, caller_of, callers_job, reply
 from cloud.messages import PlanMessage, QueueMessage, RetryMessage, StopMessage, initial_messages
 from cloud.metrics import EmfSink
+from workloads.llm import blobs, uploads
 
 metrics.use(EmfSink())  # chunking/metrics.py: CloudWatch metrics, as EMF log lines
 logger = Logger()
@@ -117,14 +119,9 @@ def send_first_work(work: FirstWork) -> None:
 
 
 def not_the_callers(job_id: str) -> Response[str] | None:
-    """A 403 for a key that is no tenant's, a 404 for a job the caller may not see (another
-    tenant's, as a missing one); None when the caller may act on it."""
-    caller = caller_of(app.current_event)
-    if caller is None:
-        return reply(403, NO_TENANT)
-    if visible_job(job_store(), job_id, caller) is None:
-        return reply(404, {"message": f"no job with job_id {job_id!r}"})
-    return None
+    """callers_job's refusal; None when the caller may act on the job."""
+    job = callers_job(app.current_event, job_store(), job_id)
+    return job if isinstance(job, Response) else None
 
 
 @app.post("/jobs/<job_id>/cancel")
@@ -170,6 +167,30 @@ def retry(job_id: str) -> Response[str]:
         return reply(503, {"message": reason})
     logger.info("job retried", extra={"redrive": status.redrives})
     return reply(202, status.model_dump(mode="json"))
+
+
+@app.post("/inputs")
+def announce_input() -> Response[str]:
+    """Where an llm input of this SHA-256 and size goes (inputs/<tenant>/<sha256>.jsonl): its
+    s3:// input_uri, and a presigned PUT that S3 accepts only with those bytes (the SHA-256 is
+    signed into it); `upload: null` when the object is there already with that size."""
+    caller = caller_of(app.current_event)
+    if caller is None:
+        return reply(403, NO_TENANT)
+    try:
+        upload = uploads.upload_request(raw_body())
+    except uploads.RefusedRequest as err:
+        return reply(err.status, err.body)
+    uri = uploads.s3_input_uri(data_bucket(), caller, upload.sha256)
+    try:
+        there = uploads.size_if_there(uri) == upload.size
+    except blobs.StoreUnavailableError as err:
+        return reply(503, {"message": str(err)})
+    how = None
+    if not there:
+        url, headers = blobs.presigned_put(uri, upload.sha256, uploads.UPLOAD_URL_EXPIRES_S)
+        how = uploads.Upload(url=url, headers=headers)
+    return reply(200, uploads.InputSlot(input_uri=uri, upload=how).model_dump(mode="json"))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

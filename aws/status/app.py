@@ -1,6 +1,7 @@
 """Status Lambda: GET /jobs/{job_id}, the status JSON (one read of the job's row),
 GET /jobs/{job_id}/chunks, its chunks a page at a time, GET /jobs/{job_id}/chunks/{index}/items,
-a chunk's answers a page at a time, and GET /jobs, the most recent jobs (one query of `limit`
+a chunk's answers a page at a time, GET /jobs/{job_id}/output and /errors, a redirect to a
+presigned S3 URL of an llm job's file, and GET /jobs, the most recent jobs (one query of `limit`
 job rows); the same keys and limits as the local path's."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from chunking.api_errors import invalid_field, invalid_query
+from chunking.job_files import JobFile, NoJobFileError, job_file
 from chunking.status import (
     ChunkQuery,
     ItemQuery,
@@ -25,10 +27,13 @@ from chunking.status import (
     no_such_chunk,
 )
 from cloud import job_store
-from cloud.http import NO_TENANT, caller_of, reply, visible_job
+from cloud.http import NO_TENANT, caller_of, callers_job, reply, visible_job
+from workloads.llm import blobs
 
 logger = Logger()
 app = APIGatewayRestResolver()
+# A job's file is fetched from S3 itself: API Gateway carries at most 10 MB, and Lambda 6 MB.
+DOWNLOAD_URL_EXPIRES_S = 900
 
 
 @app.get("/jobs")
@@ -48,13 +53,10 @@ def list_jobs() -> Response[str]:
 @app.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response[str]:
     logger.append_keys(job_id=job_id)
-    caller = caller_of(app.current_event)
-    if caller is None:
-        return reply(403, NO_TENANT)
     store = job_store()
-    job = visible_job(store, job_id, caller)
-    if job is None:
-        return reply(404, {"message": f"no job with job_id {job_id!r}"})
+    job = callers_job(app.current_event, store, job_id)
+    if isinstance(job, Response):
+        return job
     return Response(200, content_types.APPLICATION_JSON, store.status_of(job).model_dump_json())
 
 
@@ -65,12 +67,9 @@ def get_chunks(job_id: str) -> Response[str]:
         query = ChunkQuery.model_validate(app.current_event.query_string_parameters or {})
     except ValidationError as err:
         return reply(400, invalid_query(err))
-    caller = caller_of(app.current_event)
-    if caller is None:
-        return reply(403, NO_TENANT)
     store = job_store()
-    if visible_job(store, job_id, caller) is None:
-        return reply(404, {"message": f"no job with job_id {job_id!r}"})
+    if isinstance(refused := callers_job(app.current_event, store, job_id), Response):
+        return refused
     found = store.chunk_page(job_id, query.state, query.after, query.limit)
     return Response(
         200,
@@ -99,6 +98,35 @@ def get_items(job_id: str, chunk_index: str) -> Response[str]:
         return reply(404, {"message": missing})
     page = item_page(job_id, index, store.item_results(job_id, index), query.after, query.limit)
     return Response(200, content_types.APPLICATION_JSON, page.model_dump_json())
+
+
+@app.get("/jobs/<job_id>/output")
+def get_output(job_id: str) -> Response[str]:
+    return job_file_redirect(job_id, "output")
+
+
+@app.get("/jobs/<job_id>/errors")
+def get_errors(job_id: str) -> Response[str]:
+    return job_file_redirect(job_id, "errors")
+
+
+def job_file_redirect(job_id: str, which: JobFile) -> Response[str]:
+    """307 to a presigned GET of the job's file (no API key: the URL is the permission), for
+    DOWNLOAD_URL_EXPIRES_S; 409 when the job has no such file. 307: this very GET, elsewhere,
+    for now (the next one may get another URL)."""
+    logger.append_keys(job_id=job_id)
+    store = job_store()
+    job = callers_job(app.current_event, store, job_id)
+    if isinstance(job, Response):
+        return job
+    try:
+        uri = job_file(job, store.status_of(job), which)
+    except NoJobFileError as err:
+        return reply(409, {"message": str(err)})
+    url = blobs.presigned_get(uri, DOWNLOAD_URL_EXPIRES_S)
+    redirect = reply(307, {"url": url, "expires_in_s": DOWNLOAD_URL_EXPIRES_S})
+    redirect.headers["Location"] = url
+    return redirect
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -90,6 +90,9 @@ def test_both_routes_require_an_api_key(template: dict[str, Any]) -> None:
         ("get", "/jobs/{job_id}/chunks"): "StatusFunction",
         ("get", "/jobs/{job_id}/chunks/{chunk_index}/items"): "StatusFunction",
         ("get", "/jobs"): "StatusFunction",
+        ("post", "/inputs"): "StarterFunction",
+        ("get", "/jobs/{job_id}/output"): "StatusFunction",
+        ("get", "/jobs/{job_id}/errors"): "StatusFunction",
     }
 
 
@@ -132,7 +135,7 @@ def test_policies_are_sam_templates_scoped_to_our_resources(template: dict[str, 
             [(name, scope)] = policy.items()
             assert name.endswith("Policy") and "Statement" not in str(scope)
     status_policies = [next(iter(p)) for p in resource(template, "StatusFunction")["Policies"]]
-    assert status_policies == ["DynamoDBReadPolicy"]  # reads only
+    assert status_policies == ["DynamoDBReadPolicy", "S3ReadPolicy"]  # reads only
 
 
 def test_parameters_and_outputs(template: dict[str, Any]) -> None:
@@ -194,11 +197,14 @@ def test_data_bucket_is_private_encrypted_and_reached_only_by_who_needs_it(
         policies = resource(template, logical_id)["Policies"]
         return {k: v for p in policies for k, v in p.items() if k.startswith("S3")}
 
-    # The starter reads an input once, and writes the items a request gives as the input.
+    # The starter reads an input once, and writes the items a request gives as the input (and
+    # signs POST /inputs' PUT); the status function signs a GET of a job's file, and only that.
     bucket = {"BucketName": {"Ref": "DataBucket"}}
     assert s3_policies("StarterFunction") == {"S3ReadPolicy": bucket, "S3WritePolicy": bucket}
     assert s3_policies("WorkerFunction") == {"S3CrudPolicy": {"BucketName": {"Ref": "DataBucket"}}}
-    assert s3_policies("StatusFunction") == {}
+    assert s3_policies("StatusFunction") == {"S3ReadPolicy": bucket}
+    starter_env = resource(template, "StarterFunction")["Environment"]["Variables"]
+    assert starter_env["DATA_BUCKET"] == {"Ref": "DataBucket"}
 
 
 def test_functions_run_the_python_of_ci(template: dict[str, Any]) -> None:
