@@ -88,7 +88,7 @@ def save_results(api: Api, status: Status, out: Path) -> None:
     if status.get("errors_uri"):
         failed = errors_path(out)
         lines = api.download(job_id, "errors", failed)
-        console.print(f"wrote {failed} ({lines} failed items)")
+        console.print(f"wrote {failed} (failed items: {lines})")
 
 
 def watch_to_end(api: Api, job_id: str, out: Path | None) -> int:
@@ -97,7 +97,7 @@ def watch_to_end(api: Api, job_id: str, out: Path | None) -> int:
     console.print(f"watching job {job_id} on the {api.target.name} path (Ctrl-C detaches)")
     try:
         with Bars() as bars:
-            status = follow(api, job_id, lambda s: bars.show(job_id, s))
+            status = follow(api, job_id, lambda s: bars.show(api.target.name, s))
     except KeyboardInterrupt:
         errors.print(
             f"detached: job {job_id} runs on. Attach again: {api.target.attach_hint(job_id)}"

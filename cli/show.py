@@ -38,7 +38,7 @@ def tokens(n: int) -> str:
 
 
 def usd(x: float) -> str:
-    return f"${x:.4f}" if x < 1 else f"${x:,.2f}"
+    return f"${x:,.2f}" if x >= 1 else f"${x:.6f}".rstrip("0").rstrip(".") if x else "$0"
 
 
 def items_done(status: Status) -> int:
@@ -85,6 +85,8 @@ class Bars:
             TimeRemainingColumn(),
             TextColumn("{task.fields[facts]}"),
             console=console,
+            # Live only on a terminal: a pipe or a log gets the summary line at the end instead.
+            disable=not console.is_terminal,
         )
         self.tasks: dict[str, TaskID] = {}
 
