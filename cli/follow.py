@@ -22,6 +22,11 @@ Status = dict[str, Any]
 
 
 def ended(status: Status) -> bool:
+    """The job is over: a cancelled one once its running chunks have finished too (as the
+    local app's stream waits for them)."""
+    if status.get("status") == "cancelled":
+        accounted = sum(status.get(f"chunks_{s}", 0) for s in ("succeeded", "failed", "cancelled"))
+        return bool(accounted >= status.get("total_chunks", 0))
     return status.get("status") in TERMINAL
 
 

@@ -42,9 +42,11 @@ def usd(x: float) -> str:
 
 
 def items_done(status: Status) -> int:
-    """Items with an outcome: answered, or failed (those of chunks that failed whole too)."""
-    done = int(status.get("items_processed", 0)) + int(status.get("items_failed", 0))
-    return min(done, int(status.get("total_items") or 0) or done)
+    """Items with an outcome: processed (an llm job's refused ones too), and those of chunks
+    that failed whole (`items_failed` less the items that failed on their own)."""
+    usage = status.get("usage") or {}
+    lost = int(status.get("items_failed", 0)) - int(usage.get("items_failed", 0))
+    return int(status.get("items_processed", 0)) + max(lost, 0)
 
 
 def facts(status: Status) -> str:
@@ -53,6 +55,8 @@ def facts(status: Status) -> str:
     parts = [f"chunks {settled}/{status.get('total_chunks', 0)}"]
     if status.get("chunks_failed"):
         parts[0] += f" ([red]{status['chunks_failed']} failed[/])"
+    if status.get("chunks_cancelled"):
+        parts[0] += f" ({status['chunks_cancelled']} cancelled)"
     if status.get("items_failed"):
         parts.append(f"[red]items failed: {status['items_failed']}[/]")
     parts.append(f"{status.get('retries', 0)} retries")
