@@ -5,6 +5,11 @@ through the presigned URL the API redirects to. And `longjobs demo`: both paths 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,6 +85,39 @@ def test_a_wrong_cloud_key_says_which_setting_holds_it(emulator: Running) -> Non
     assert result.exit_code == 2
     [line] = result.output.strip().splitlines()
     assert line.startswith("error: 403 from the cloud API: Forbidden") and "CLOUD_API_KEY" in line
+
+
+def test_ctrl_c_detaches_from_a_polled_cloud_job_and_watch_attaches_again(
+    emulator: Running,
+) -> None:
+    job_id = emulator.start({"total_items": 40, "chunk_size": 2, "item_delay_ms": 100}).json()[
+        "job_id"
+    ]
+    start = f"{emulator.api}/Prod/start"
+    watching = subprocess.Popen(
+        [sys.executable, "-m", "cli", "watch", job_id, "--cloud", "--url", start,
+         "--api-key", API_KEY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert watching.stdout is not None
+    assert f"watching job {job_id} on the cloud path" in watching.stdout.readline()
+    time.sleep(0.5)
+    watching.send_signal(signal.SIGINT)
+    out, err = watching.communicate(timeout=30)
+    assert watching.returncode == 130, out + err
+    assert f"Attach again: longjobs watch {job_id} --cloud" in err and "Traceback" not in err
+
+    again = cloud(emulator, "watch", job_id)
+    assert again.exit_code == 0 and f"job {job_id} succeeded" in again.output, again.output
+
+
+def test_an_unreachable_cloud_api_is_one_line_and_exit_3() -> None:
+    result = runner.invoke(app, ["list", "--cloud", "--url", "http://127.0.0.1:9/Prod/start"])
+    assert result.exit_code == 3
+    [line] = result.output.strip().splitlines()
+    assert "cloud API at http://127.0.0.1:9/Prod is unreachable" in line
+    assert "make aws-local, or set AWS_START_URL" in line
 
 
 @pytest.fixture
