@@ -75,6 +75,11 @@ def test_a_run_uploads_submits_watches_and_writes_the_merged_output(
                 .splitlines()]  # fmt: skip
     assert failed["id"] == "r4" and "context_length_exceeded" in failed["error"]
     assert "wrote answers.jsonl (9 lines)" in result.output
+    # `results` writes the same files again, from the job alone.
+    again = longjobs(api, "results", job["job_id"], "--out", "again.jsonl")
+    assert again.exit_code == 1, again.output  # it reports how the job ended
+    assert (tmp_path / "again.jsonl").read_text().splitlines() == written
+    assert (tmp_path / "again.errors.jsonl").exists()
     # The input went where the app reads inputs, named by its content.
     assert Path(job["output_uri"]).exists()
     assert model.calls  # every answer came from the model
@@ -151,6 +156,9 @@ def test_watch_status_chunks_list_and_exit_codes_of_a_partial_job(
     assert [json.loads(line)["index"] for line in failed.output.splitlines()] == [2]
     every = longjobs(api, "chunks", job_id, "--limit", "2")
     assert "… and more" in every.output
+
+    no_file = longjobs(api, "results", job_id, "--out", "x.jsonl")
+    assert no_file.exit_code == 2 and "has no output file" in no_file.output, no_file.output
 
     listed = longjobs(api, "list", "--json")
     assert [job["job_id"] for job in json.loads(listed.output)] == [job_id]
