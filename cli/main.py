@@ -10,16 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from rich.table import Table
 from typer.core import TyperGroup
 
 from cli.api import DETACHED, NOT_SUCCEEDED, SUCCEEDED, UNREACHABLE, Api, CliError
 from cli.follow import Status, ended, follow
 from cli.show import Bars, chunk_table, console, errors, job_table, status_table, summary
-from cli.target import Target, resolve
+from cli.target import resolve
 
 
 class OneLineErrors(TyperGroup):
@@ -66,8 +68,12 @@ Out = Annotated[
 ]
 
 
-def target(cloud: bool | None, url: str | None, api_key: str | None) -> Target:
-    return resolve(cloud, url, api_key)
+def print_json_or(as_json: bool, value: Any, table: Callable[[Any], Table]) -> None:
+    """The API's JSON as it came (--json), or a table of it."""
+    if as_json:
+        console.print_json(json.dumps(value))
+    else:
+        console.print(table(value))
 
 
 def outcome(status: Status) -> int:
@@ -177,7 +183,7 @@ def run(
     }.items():
         if value is not None:
             spec[field] = value
-    with Api(target(cloud, url, api_key)) as api:
+    with Api(resolve(cloud, url, api_key)) as api:
         spec["input_uri"] = api.upload(input)
         spec["job_id"] = job_id_for(spec["input_uri"], spec, api.target.api_key)
         submitted = api.submit(spec)
@@ -198,7 +204,7 @@ def watch(
     job_id: JobId, out: Out = None, cloud: Cloud = None, url: Url = None, api_key: Key = None
 ) -> None:
     """Attach to a job: its progress bar until it ends (and its answers, with --out)."""
-    with Api(target(cloud, url, api_key)) as api:
+    with Api(resolve(cloud, url, api_key)) as api:
         exit_with(watch_to_end(api, job_id, out))
 
 
@@ -211,12 +217,9 @@ def status(
     api_key: Key = None,
 ) -> None:
     """A job's status: exit 0 while it runs or once it succeeded, 1 if it ended otherwise."""
-    with Api(target(cloud, url, api_key)) as api:
+    with Api(resolve(cloud, url, api_key)) as api:
         current = api.status(job_id)
-    if as_json:
-        console.print_json(json.dumps(current))
-    else:
-        console.print(status_table(current))
+    print_json_or(as_json, current, status_table)
     exit_with(outcome(current) if ended(current) else SUCCEEDED)
 
 
@@ -234,7 +237,7 @@ def chunks(
     api_key: Key = None,
 ) -> None:
     """A job's chunks, in index order: their state, attempts and errors."""
-    with Api(target(cloud, url, api_key)) as api:
+    with Api(resolve(cloud, url, api_key)) as api:
         if as_json:  # every chunk, a page at a time: constant memory on a job of any size
             for chunk in api.chunks(job_id, state):
                 console.out(json.dumps(chunk), highlight=False)
@@ -252,7 +255,7 @@ def chunks(
 @app.command()
 def cancel(job_id: JobId, cloud: Cloud = None, url: Url = None, api_key: Key = None) -> None:
     """Cancel a job: chunks not yet started will not run; running ones finish."""
-    with Api(target(cloud, url, api_key)) as api:
+    with Api(resolve(cloud, url, api_key)) as api:
         cancelled = api.cancel(job_id)
     console.print(f"job {job_id}: {cancelled['status']} (chunks not yet started will not run)")
 
@@ -267,7 +270,7 @@ def retry(
     api_key: Key = None,
 ) -> None:
     """Run again only what failed of a job that ended partial or failed, then watch it."""
-    with Api(target(cloud, url, api_key)) as api:
+    with Api(resolve(cloud, url, api_key)) as api:
         retried = api.retry(job_id)
         console.print(f"job {job_id}: retry {retried['redrives']} started")
         if not detach:
@@ -279,7 +282,7 @@ def results(
     job_id: JobId, out: OutFile, cloud: Cloud = None, url: Url = None, api_key: Key = None
 ) -> None:
     """Write an ended llm job's merged answers to --out (its failed items beside it)."""
-    with Api(target(cloud, url, api_key)) as api:
+    with Api(resolve(cloud, url, api_key)) as api:
         current = api.status(job_id)
         if not ended(current):
             raise CliError(
@@ -299,12 +302,9 @@ def list_jobs(
     api_key: Key = None,
 ) -> None:
     """The most recent jobs (yours, with a tenant's key)."""
-    with Api(target(cloud, url, api_key)) as api:
+    with Api(resolve(cloud, url, api_key)) as api:
         jobs = api.jobs(limit)
-    if as_json:
-        console.print_json(json.dumps(jobs))
-    else:
-        console.print(job_table(jobs))
+    print_json_or(as_json, jobs, job_table)
 
 
 def demo_spec(items: int, chunk_size: int) -> dict[str, Any]:
