@@ -17,6 +17,7 @@ STATUS_EVERY_S = 1.0
 COUNTS = ("chunks_succeeded", "chunks_failed", "items_processed")
 # A watch outlives a restart of the app or a blip of the network: it tries again this long.
 RECONNECT_FOR_S = 60.0
+RESUME_AFTER_S = 0.5
 
 Status = dict[str, Any]
 
@@ -70,7 +71,9 @@ def _streamed(api: Api, job_id: str, status: Status, shown: Callable[[Status], N
         except CliError as err:
             if err.code != UNREACHABLE:
                 raise
-        # The stream ended without `end` (an `error` event, or the app went away): resume.
+        # The stream ended without `end` (an `error` event, or the app went away): resume,
+        # not at once (a stream that keeps breaking must not become a busy loop).
+        time.sleep(RESUME_AFTER_S)
         status = _again(lambda: api.status(job_id))
         if ended(status):
             shown(status)

@@ -109,6 +109,14 @@ def watch_to_end(api: Api, job_id: str, out: Path | None) -> int:
             f"detached: job {job_id} runs on. Attach again: {api.target.attach_hint(job_id)}"
         )
         return DETACHED
+    except CliError as err:
+        if err.code != UNREACHABLE:
+            raise
+        # The API went away for longer than a watch waits: the job itself may well run on.
+        hint = api.target.attach_hint(job_id)
+        raise CliError(
+            f"{err}; job {job_id} may run on: attach again with {hint}", err.code
+        ) from err
     console.print(summary(status))
     if out is not None and status.get("output_uri"):
         save_results(api, status, out)

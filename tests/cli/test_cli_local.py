@@ -4,11 +4,14 @@ runner) or, for Ctrl-C, as a real process sent SIGINT."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +25,7 @@ from chunking.settings import get_settings
 from cli.main import app
 from tests.executor import StandInExecutor, ended, serving
 from tests.llm_server import FakeModelServer
-from tests.support import FakeInngestApi
+from tests.support import FakeInngestApi, free_port
 
 runner = CliRunner()
 
@@ -206,3 +209,92 @@ def test_errors_a_person_can_act_on_one_line_each(
     monkeypatch.delenv("API_KEY")  # the command must not find it
     one_line(longjobs(api, "list"), 2, "401", "LONGJOBS_API_KEY", "--api-key")
     assert longjobs(api, "list", "--api-key", "s3cret-key").exit_code == 0
+
+
+def shut(end: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        end.shutdown(socket.SHUT_RDWR)
+
+
+class CuttableLink:
+    """A TCP relay between the command and the app that can cut every connection and refuse new
+    ones for a while: the network blinking, or the app restarting, as the command sees it."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port, self.port = upstream_port, free_port()
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        self.open: list[socket.socket] = []
+        self.down_until = 0.0
+        self.accepted = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if time.monotonic() < self.down_until:
+                client.close()  # refused while down
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.accepted += 1
+            with self.lock:
+                self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                shut(end)
+
+    def cut(self, for_s: float) -> None:
+        self.down_until = time.monotonic() + for_s
+        with self.lock:
+            cut, self.open = self.open, []
+        for end in cut:
+            shut(end)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut(0)
+
+
+def test_a_watch_outlives_the_link_to_the_app_going_down_and_resumes_its_stream(
+    api: httpx.Client, executor: StandInExecutor
+) -> None:
+    spec = {"total_items": 40, "chunk_size": 2, "item_delay_ms": 100}
+    job_id = api.post("/jobs", json=spec).json()["job_id"]
+    link = CuttableLink(int(str(api.base_url).rsplit(":", 1)[1].strip("/")))
+    try:
+        result: list[Any] = []
+
+        def watch() -> None:
+            result.append(
+                runner.invoke(app, ["watch", job_id, "--url", f"http://127.0.0.1:{link.port}"])
+            )
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        deadline = time.monotonic() + 30
+        while api.get(f"/jobs/{job_id}").json()["chunks_succeeded"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        link.cut(for_s=3)  # mid-stream: the command's stream and status reads fail for 3 s
+        before = link.accepted
+        watcher.join(timeout=90)
+        [watched] = result
+    finally:
+        link.close()
+    assert watched.exit_code == 0, watched.output
+    assert f"job {job_id} succeeded" in watched.output and "40/40 items" in watched.output
+    assert ended(api, job_id)["chunks_succeeded"] == 20
+    assert link.accepted > before  # it came back through the link, once it was up again
