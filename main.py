@@ -174,6 +174,7 @@ async def create_job(request: Request) -> JSONResponse:
     caller = guard_submission(request)
     try:
         spec = JobSpec.model_validate(claim(parse_json_body(await request.body()) or {}, caller))
+        uploads.check_own_input(spec, caller)  # a tenant's input: its own uploads only
         submission = await lifecycle.submit_async(
             get_store(), spec, "local", send_start_event, what=f"send {START_JOB} to Inngest"
         )

@@ -5,8 +5,10 @@ the one-team behaviour."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +16,8 @@ import pytest
 
 from chunking.tenancy import key_digest
 from tests.executor import StandInExecutor, ended, serving
+from tests.functions.test_input_uploads import upload
+from tests.llm_server import FakeModelServer
 from tests.support import FakeInngestApi
 
 KEYS = {"acme-key": "acme", "globex-key": "globex", "ops-key": "*"}
@@ -130,3 +134,79 @@ def test_api_keys_must_hold_digests_not_keys(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("API_KEYS", json.dumps({"plain-key": "acme"}))
     with pytest.raises(ValidationError, match="SHA-256"):
         Settings()
+
+
+ITEMS = [{"id": "x1", "prompt": "one"}, {"id": "x2", "prompt": "two"}]
+
+
+def jsonl(lines: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+def llm(api: httpx.Client, key: str, **body: Any) -> httpx.Response:
+    return api.post("/jobs", json={"workload": "llm", **body}, headers=as_(key))
+
+
+def refused_input(response: httpx.Response) -> str:
+    """The 400's message about input_uri (the test fails on any other answer)."""
+    assert response.status_code == 400, response.text
+    error = response.json()["errors"][0]
+    assert error["field"] == "input_uri", error
+    message: str = error["message"]
+    return message
+
+
+def test_a_tenants_llm_job_reads_only_its_own_folder(
+    api: httpx.Client, executor: StandInExecutor, model: FakeModelServer, isolated_store: Path
+) -> None:
+    uploads = isolated_store.parent / "uploads"
+    acme_uri = upload(api, jsonl(ITEMS), as_("acme-key"))
+    assert acme_uri == str(uploads / "acme" / f"{hashlib.sha256(jsonl(ITEMS)).hexdigest()}.jsonl")
+    mine = llm(api, "acme-key", input_uri=acme_uri)
+    assert mine.status_code == 202, mine.text
+    assert ended(api, mine.json()["job_id"], headers=as_("acme-key"))["status"] == "succeeded"
+
+    sha = Path(acme_uri).name
+    (uploads / "globex").mkdir(parents=True, exist_ok=True)
+    (uploads / "globex" / "link.jsonl").symlink_to(acme_uri)  # as if one got there somehow
+    missing = str(uploads / "acme" / f"{'0' * 64}.jsonl")
+    tries = [acme_uri, f"{uploads}/globex/../acme/{sha}", f"{uploads}//acme/{sha}",
+             str(uploads / "globex" / "link.jsonl"), str(uploads / "acme2" / sha),
+             str(isolated_store.parent / sha), "s3://bucket/inputs/globex/x.jsonl",
+             missing]  # fmt: skip
+    messages = {refused_input(llm(api, "globex-key", input_uri=uri)) for uri in tries}
+    # One message whatever was named, there or not: it says where and how, and tells nothing.
+    assert len(messages) == 1, messages
+    (message,) = messages
+    assert f"{uploads / 'globex'}/" in message and "POST /inputs" in message, message
+    # Nothing was recorded for globex.
+    assert [j["job_id"] for j in api.get("/jobs", headers=as_("globex-key")).json()] == []
+
+    theirs = upload(api, jsonl(ITEMS[:1]), as_("globex-key"))
+    own = llm(api, "globex-key", input_uri=theirs)
+    assert own.status_code == 202, own.text
+    given = llm(api, "globex-key", items=ITEMS)  # items: kept by the workload, not named
+    assert given.status_code == 202, given.text
+    for job in (own, given):
+        assert ended(api, job.json()["job_id"], headers=as_("globex-key"))["status"] == "succeeded"
+    # The operator acts for any tenant: any input under the root.
+    assert llm(api, "ops-key", input_uri=acme_uri).status_code == 202
+
+
+def test_a_shared_key_may_name_any_input_under_the_root(
+    api: httpx.Client, fake_inngest: FakeInngestApi, model: FakeModelServer,
+    isolated_store: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from chunking.settings import get_settings
+
+    monkeypatch.setenv("API_KEY", "team-key")
+    get_settings.cache_clear()
+    anywhere = isolated_store.parent / "elsewhere" / "in.jsonl"
+    anywhere.parent.mkdir()
+    anywhere.write_bytes(jsonl(ITEMS))
+    with serving(api, fake_inngest):
+        accepted = llm(api, "team-key", input_uri=str(anywhere), tenant="blue")
+        assert accepted.status_code == 202, accepted.text
+        assert ended(api, accepted.json()["job_id"], headers=as_("team-key"))["status"] == (
+            "succeeded"
+        )

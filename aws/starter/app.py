@@ -80,6 +80,7 @@ def start() -> Response[str]:
         return reply(403, NO_TENANT)
     try:
         spec = JobSpec.model_validate(claim(parse_json_body(raw_body()) or {}, caller))
+        uploads.check_own_input(spec, caller, data_bucket)  # a tenant's input: its uploads only
         submission = submit(
             job_store(),
             spec,

@@ -7,6 +7,10 @@ folder is `shared` for a shared key or an operator's). Both APIs read the reques
 (`upload_request`) and answer the same JSON (`answer`); the local API receives the bytes itself
 (`LocalUpload`: streamed to a temporary file, hashed and counted as they come, renamed into
 place only when they are what was announced), the cloud's client PUTs them to S3.
+
+With tenant keys, that folder is also the only place a tenant's llm job may read its input from
+(`check_own_input`, run by both APIs' job submission), so no tenant names another's uploads or
+a job's outputs as its input.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,9 +32,12 @@ from chunking.api_errors import (
     invalid_request,
     parse_json_body,
 )
+from chunking.prepare import spec_error
 from chunking.settings import get_settings
+from chunking.spec import JobSpec
 from chunking.tenancy import Caller
 from workloads.llm import blobs
+from workloads.llm.fields import LlmFields
 
 SHA256_PATTERN = "^[0-9a-f]{64}$"
 SHARED_FOLDER = "shared"  # a shared key's uploads, and an operator's
@@ -116,13 +124,70 @@ class InputKept(BaseModel):
     input_uri: str
 
 
+def local_folder(caller: Caller) -> str:
+    """The caller's folder of local uploads (under LLM_INPUT_ROOT), with a trailing slash."""
+    return f"{get_settings().llm_input_root / 'uploads' / folder_of(caller)}/"
+
+
+def s3_folder(bucket: str, caller: Caller) -> str:
+    """The caller's folder of uploads in the cloud's data bucket, with a trailing slash."""
+    return f"s3://{bucket}/inputs/{folder_of(caller)}/"
+
+
 def local_input_uri(caller: Caller, sha256: str) -> str:
     """Where a local upload lives, as a JobSpec's input_uri names it (under LLM_INPUT_ROOT)."""
-    return str(get_settings().llm_input_root / "uploads" / folder_of(caller) / f"{sha256}.jsonl")
+    return f"{local_folder(caller)}{sha256}.jsonl"
 
 
 def s3_input_uri(bucket: str, caller: Caller, sha256: str) -> str:
-    return f"s3://{bucket}/inputs/{folder_of(caller)}/{sha256}.jsonl"
+    return f"{s3_folder(bucket, caller)}{sha256}.jsonl"
+
+
+def _in_local_folder(uri: str, folder: str) -> bool:
+    """Whether the local path resolves below `folder`, as a read would resolve it (blobs):
+    `..`, `//` and symlinks followed first, so none of them leads out of it."""
+    if blobs.is_s3(uri):
+        return False
+    try:
+        path, real_folder = Path(os.path.realpath(uri)), Path(os.path.realpath(folder))
+    except ValueError:  # a NUL byte: no file has that name
+        return False
+    return path != real_folder and path.is_relative_to(real_folder)
+
+
+def _in_s3_folder(uri: str, folder: str) -> bool:
+    """Whether the s3:// URI is below `folder` (bucket and key prefix compared exactly, the
+    prefix ending in "/", so `acme` is not `acme2`), with no empty, `.` or `..` name after
+    it: S3 keeps those literally, but a client or proxy normalising the path would not."""
+    rest = uri.removeprefix(folder)
+    return rest != uri and all(name not in ("", ".", "..") for name in rest.split("/"))
+
+
+def check_own_input(spec: JobSpec, caller: Caller, bucket: Callable[[], str] | None = None) -> None:
+    """With tenant keys, a tenant's llm job reads its input only from the tenant's own folder,
+    the one POST /inputs puts files in: locally under LLM_INPUT_ROOT, in the cloud (`bucket`:
+    the data bucket's name, asked only for a tenant's job) in S3. Else a ValidationError naming
+    input_uri, worded alike whether or not the file is there. Only where the name points is
+    looked at, before anything reads the file (the workload's `prepare` would: its answers
+    could tell what is there). An operator's key and a shared key may name any input; items
+    given in the request have no input_uri yet (the workload keeps them as one)."""
+    fields = spec.own
+    if caller.tenant is None or not isinstance(fields, LlmFields) or fields.input_uri is None:
+        return
+    uri = fields.input_uri
+    if bucket is None:
+        folder = local_folder(caller)
+        mine = _in_local_folder(uri, folder)
+    else:
+        folder = s3_folder(bucket(), caller)
+        mine = _in_s3_folder(uri, folder)
+    if not mine:
+        message = (
+            f"a job of tenant {caller.tenant!r} reads its input only from the tenant's folder "
+            f"{folder}: send the file there with POST /inputs and pass the input_uri it "
+            "answers (or give the items in the request)"
+        )
+        raise spec_error("input_uri", message, uri)
 
 
 def size_if_there(uri: str) -> int | None:
