@@ -108,3 +108,49 @@ def test_an_input_put_to_s3_runs_and_its_files_come_back_from_s3(emulator: Runni
     simulated = call(emulator, "POST", "/start", "acme-key", {"total_items": 2}).json()["job_id"]
     none = call(emulator, "GET", f"/jobs/{simulated}/errors", "acme-key")
     assert none.status_code == 409 and "simulate job" in none.json()["message"]
+
+
+def put_input(emulator: Running, key: str, data: bytes) -> str:
+    """POST /inputs, then the presigned PUT (if asked): the input_uri."""
+    announced = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    slot = call(emulator, "POST", "/inputs", key, announced).json()
+    if slot["upload"] is not None:
+        put = httpx.put(slot["upload"]["url"], content=data, headers=slot["upload"]["headers"])
+        assert put.status_code == 200, put.text
+    uri: str = slot["input_uri"]
+    return uri
+
+
+def test_a_tenant_cannot_name_another_tenants_files_as_its_input(emulator: Running) -> None:
+    # acme's job, under an id anyone could guess; its output (the test model echoes the
+    # prompt) over what a submission reads through (64 KiB): without the check, a job naming
+    # it was accepted (202) and its worker read acme's object.
+    big = [{"id": "secret", "prompt": "acme's " + "x" * 70_000}]
+    acme_input = put_input(emulator, "acme-key", b"".join(json.dumps(x).encode() + b"\n"
+                                                          for x in big))  # fmt: skip
+    spec = {"workload": "llm", "input_uri": acme_input, "job_id": "acme-report-2026"}
+    assert call(emulator, "POST", "/start", "acme-key", spec).status_code == 202
+    acme_output = ended(emulator, "acme-report-2026", "acme-key")["output_uri"]
+    assert acme_output == f"s3://{BUCKET}/outputs/acme-report-2026/output.jsonl"
+
+    tries = [acme_output, f"s3://{BUCKET}/outputs/no-such-job/output.jsonl", acme_input,
+             acme_input.replace("/acme/", "/globex/../acme/"),
+             f"s3://{BUCKET}/inputs/globex2/{SHA}.jsonl", "s3://other-bucket/inputs/globex/x",
+             f"{emulator.moto}/{BUCKET}/inputs/globex/x"]  # fmt: skip
+    messages: set[str] = set()
+    for uri in tries:
+        attack = call(
+            emulator, "POST", "/start", "globex-key", {"workload": "llm", "input_uri": uri}
+        )
+        assert attack.status_code == 400, (uri, attack.text)
+        assert attack.json()["errors"][0]["field"] == "input_uri", attack.text
+        messages.add(attack.json()["errors"][0]["message"])
+    # The same words whether the object is there or not: where its inputs go, and how.
+    assert len(messages) == 1, messages
+    message = messages.pop()
+    assert f"s3://{BUCKET}/inputs/globex/" in message and "POST /inputs" in message, message
+
+    own = put_input(emulator, "globex-key", DATA.replace(b"[400-context] ", b""))
+    started = call(emulator, "POST", "/start", "globex-key", {"workload": "llm", "input_uri": own})
+    assert started.status_code == 202, started.text
+    assert ended(emulator, started.json()["job_id"], "globex-key")["status"] == "succeeded"
