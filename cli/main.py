@@ -20,7 +20,16 @@ from typer.core import TyperGroup
 
 from cli.api import DETACHED, NOT_SUCCEEDED, SUCCEEDED, UNREACHABLE, Api, CliError
 from cli.follow import Status, ended, follow
-from cli.show import Bars, chunk_table, console, errors, job_table, status_table, summary
+from cli.show import (
+    Bars,
+    chunk_table,
+    console,
+    errors,
+    job_table,
+    side_by_side,
+    status_table,
+    summary,
+)
 from cli.target import resolve
 
 
@@ -370,6 +379,8 @@ def demo(
         raise typer.Exit(DETACHED) from None
     for name, status in ends.items():
         console.print(f"{name}: {summary(status)}")
+    if ends:
+        console.print(side_by_side(ends))
     for failure in failures:
         errors.print(failure)
     for api in apis:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rich.console import Console
@@ -186,4 +186,35 @@ def job_table(jobs: Iterable[Status]) -> Table:
             str(job["total_chunks"]),
             str(job["created_at"]),
         )
+    return table
+
+
+def latency(status: Status, which: str) -> str:
+    value = (status.get("chunk_latency_ms") or {}).get(which)
+    if value is None:
+        return "-"
+    return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
+
+
+def side_by_side(ends: dict[str, Status]) -> Table:
+    """The demo's end: the same job's figures on each path, a column each."""
+    table = Table("", *ends)
+    rows: dict[str, Callable[[Status], str]] = {
+        "status": lambda s: s["status"],
+        "wall time": lambda s: f"{s.get('duration_s') or 0:.1f} s",
+        "items done": lambda s: f"{items_done(s)}/{s['total_items']}",
+        "items failed": lambda s: str(s.get("items_failed", 0)),
+        "chunks succeeded": lambda s: f"{s['chunks_succeeded']}/{s['total_chunks']}",
+        "chunks failed": lambda s: str(s["chunks_failed"]),
+        "attempts": lambda s: str(s["attempts"]),
+        "retries": lambda s: str(s["retries"]),
+        "chunk latency p50": lambda s: (
+            f"{(s.get('chunk_latency_ms') or {}).get('p50') or 0:.0f} ms"
+        ),
+        "chunk latency p95": lambda s: (
+            f"{(s.get('chunk_latency_ms') or {}).get('p95') or 0:.0f} ms"
+        ),
+    }
+    for name, cell in rows.items():
+        table.add_row(name, *(cell(status) for status in ends.values()))
     return table

@@ -142,6 +142,7 @@ def test_the_demo_runs_the_same_job_on_both_paths_side_by_side(
     for path in ("local", "cloud"):
         [line] = [line for line in result.output.splitlines() if line.startswith(f"{path}: job")]
         assert " partial in " in line and "100/100 items" in line, line
+    assert "chunk latency p95" in result.output  # the side-by-side table
     # The same job on each: chunk 7 failed after one attempt (permanent), chunk 3 was retried.
     # (Under load the emulator's 2 s visibility timeout can spend a delivery of chunk 3 with no
     # attempt, so whether it recovered is not asserted on the cloud side.)
