@@ -27,7 +27,14 @@ if ! command -v chromium >/dev/null; then
   needs_debian_package chromium "the dashboard's browser test"
 fi
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+# Two worker processes (TEST_WORKERS=0: one process, as plain pytest runs), each given one test
+# file at a time: a module's emulator or app process is started once, in the worker that runs
+# it. Much of the suite waits (polls, queues, subprocesses' starts), so two overlap well on 2
+# cores; more made the load-bound tests' waits run past their bounds.
+workers=${TEST_WORKERS:-2}
+xdist=()
+[ "$workers" = 0 ] || xdist=(-n "$workers" --dist loadfile)
+.venv/bin/python -m pytest "${xdist[@]}" "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "error: pytest collected no tests" >&2
 fi
