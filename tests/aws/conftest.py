@@ -68,8 +68,12 @@ def queue_bodies(sqs: Any, url: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def emulator(model_server: tuple[FakeModelServer, str]) -> Iterator[Running]:
     """The offline stack, its model the test server, its batch polls 1-2 s apart (a module
-    that needs another defines its own)."""
-    args = ("--worker-timeout", "20", "--visibility-timeout", "2",
+    that needs another defines its own). The queue's visibility timeout is over the worker's
+    timeout, as AWS advises: a run that waits long on the model's shared budget (while it is
+    still probing for the test model's rate) is not delivered again while it runs, which would
+    spend the chunk's receives and dead-letter it unsettled. A failed attempt's retry is timed
+    by the worker itself (it sets the message's visibility), not by this."""
+    args = ("--worker-timeout", "20", "--visibility-timeout", "30",
             "--parameter", f"OpenAiBaseUrl={model_server[1]}",
             "--parameter", "LlmBatchPollMinS=1", "--parameter", "LlmBatchPollMaxS=2")  # fmt: skip
     with running_emulator(*args) as running:
