@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -287,3 +288,18 @@ class AppProcess:
         self.proc.terminate()
         self.proc.wait(timeout=10)
         self.log.close()
+
+
+def longjobs_process(*args: str) -> subprocess.Popen[str]:
+    """`longjobs ARGS` as a terminal starts it, its output piped: Ctrl-C (SIGINT) raises
+    KeyboardInterrupt in it even when this process ignores SIGINT, as pytest-xdist's workers
+    do (a child inherits an ignored signal, and Python then installs no handler of its own)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=Path(__file__).parents[1],
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )

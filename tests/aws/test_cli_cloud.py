@@ -5,10 +5,7 @@ through the presigned URL the API redirects to. And `longjobs demo`: both paths 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +20,7 @@ from cli.main import app
 from tests.aws.test_emulator import API_KEY, Running
 from tests.executor import StandInExecutor, serving
 from tests.llm_server import FakeModelServer
-from tests.support import FakeInngestApi
+from tests.support import FakeInngestApi, longjobs_process
 
 runner = CliRunner()
 
@@ -94,12 +91,7 @@ def test_ctrl_c_detaches_from_a_polled_cloud_job_and_watch_attaches_again(
         "job_id"
     ]
     start = f"{emulator.api}/Prod/start"
-    watching = subprocess.Popen(
-        [sys.executable, "-m", "cli", "watch", job_id, "--cloud", "--url", start,
-         "--api-key", API_KEY],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=Path(__file__).parents[2],
-    )  # fmt: skip
+    watching = longjobs_process("watch", job_id, "--cloud", "--url", start, "--api-key", API_KEY)
     assert watching.stdout is not None
     assert f"watching job {job_id} on the cloud path" in watching.stdout.readline()
     time.sleep(0.5)

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +22,7 @@ from chunking.settings import get_settings
 from cli.main import app
 from tests.executor import StandInExecutor, ended, serving
 from tests.llm_server import FakeModelServer
-from tests.support import FakeInngestApi, free_port
+from tests.support import FakeInngestApi, free_port, longjobs_process
 
 runner = CliRunner()
 
@@ -114,12 +111,7 @@ def test_ctrl_c_detaches_and_the_job_runs_on_then_watch_attaches_again(
 ) -> None:
     slow = {"total_items": 60, "chunk_size": 2, "item_delay_ms": 150}
     job_id = api.post("/jobs", json=slow).json()["job_id"]
-    watching = subprocess.Popen(
-        [sys.executable, "-m", "cli", "watch", job_id, "--url", str(api.base_url)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        cwd=Path(__file__).parents[2],
-    )  # fmt: skip
+    watching = longjobs_process("watch", job_id, "--url", str(api.base_url))
     assert watching.stdout is not None
     line = watching.stdout.readline()
     assert f"watching job {job_id}" in line, line + (
