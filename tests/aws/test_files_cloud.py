@@ -30,7 +30,7 @@ SHA = hashlib.sha256(DATA).hexdigest()
 
 @pytest.fixture(scope="module")
 def emulator(model_server: tuple[FakeModelServer, str]) -> Iterator[Running]:
-    args = ("--worker-timeout", "20", "--visibility-timeout", "2",
+    args = ("--worker-timeout", "20", "--visibility-timeout", "30",  # > timeout: see conftest
             "--parameter", f"OpenAiBaseUrl={model_server[1]}",
             "--more-api-key", "acme-key=acme-id", "--more-api-key", "globex-key=globex-id",
             "--parameter", f"ApiKeyTenants={json.dumps(TENANTS)}")  # fmt: skip

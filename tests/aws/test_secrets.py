@@ -402,7 +402,7 @@ def emulator(keyed_model: tuple[list[str], str]) -> Iterator[tuple[Running, Call
     """The emulator started with plaintext secrets in its environment, as a developer's .env."""
     hook = CallbackReceiver()
     hook_server = ServerThread(hook.app).start()
-    args = ("--worker-timeout", "20", "--visibility-timeout", "2",
+    args = ("--worker-timeout", "20", "--visibility-timeout", "30",  # > timeout: see conftest
             "--parameter", f"OpenAiBaseUrl={keyed_model[1]}")  # fmt: skip
     with contextlib.ExitStack() as stack:
         with pytest.MonkeyPatch.context() as env:  # only while the emulator starts
