@@ -13,6 +13,7 @@ import pytest
 import workloads  # noqa: F401 - registers the workloads with the core, as every entrypoint does
 from chunking.settings import Settings
 from tests.callback_receiver import CallbackReceiver
+from tests.executor import StandInExecutor, serving
 from tests.llm_server import FakeModelServer
 from tests.postgres_server import PostgresServer
 from tests.support import FakeInngestApi, ServerThread
@@ -122,6 +123,15 @@ def api(fake_inngest: FakeInngestApi) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as http:
         yield http
     server.stop()
+
+
+@pytest.fixture
+def executor(api: httpx.Client, fake_inngest: FakeInngestApi) -> Iterator[StandInExecutor]:
+    """The stand-in Inngest executor running the app's functions (tests/executor.py). A module
+    that needs something set first (a model, tenant keys, a workload) overrides this fixture,
+    asking for that and then for this one."""
+    with serving(api, fake_inngest) as running:
+        yield running
 
 
 @pytest.fixture

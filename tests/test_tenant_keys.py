@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,9 @@ def tenants(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def executor(
-    tenants: None, api: httpx.Client, fake_inngest: FakeInngestApi
-) -> Iterator[StandInExecutor]:
-    with serving(api, fake_inngest) as running:
-        yield running
+def executor(tenants: None, executor: StandInExecutor) -> StandInExecutor:
+    """The stand-in executor, once the tenant keys are set."""
+    return executor
 
 
 def as_(key: str) -> dict[str, str]:

@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from aws.local.emulator import EmulatorProcess
-from tests.executor import StandInExecutor, serving
-from tests.support import FakeInngestApi
+from tests.executor import StandInExecutor
 
 # 60 items in chunks of 10 with stride 3: chunks 0 and 3 fail once, then succeed.
 SPEC = {"workload": "stride", "stride": 3, "total_items": 60, "chunk_size": 10}
@@ -24,11 +23,9 @@ CLOUD_KEY = "stride-test-key"
 
 
 @pytest.fixture
-def executor(
-    stride_workload: None, api: httpx.Client, fake_inngest: FakeInngestApi
-) -> Iterator[StandInExecutor]:
-    with serving(api, fake_inngest) as running:
-        yield running
+def executor(stride_workload: None, executor: StandInExecutor) -> StandInExecutor:
+    """The stand-in executor, once the stride workload is registered."""
+    return executor
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from typer.testing import CliRunner
 
 from chunking.settings import get_settings
 from cli.main import app
-from tests.executor import StandInExecutor, ended, serving
+from tests.executor import StandInExecutor, ended
 from tests.llm_server import FakeModelServer
 from tests.support import FakeInngestApi, free_port, longjobs_process
 
@@ -35,12 +34,6 @@ def no_developer_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     for name in ("LONGJOBS_TARGET", "LONGJOBS_URL", "LONGJOBS_API_KEY", "API_KEY",
                  "AWS_START_URL", "CLOUD_API_KEY"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def executor(api: httpx.Client, fake_inngest: FakeInngestApi) -> Iterator[StandInExecutor]:
-    with serving(api, fake_inngest) as running:
-        yield running
 
 
 def longjobs(api: httpx.Client, *args: str) -> Any:

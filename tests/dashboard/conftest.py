@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from aws.local.emulator import EmulatorProcess
-from tests.executor import StandInExecutor
-from tests.support import FakeInngestApi, set_settings
+from tests.support import set_settings
 
 CLOUD_KEY = "dashboard-test-key"
 
@@ -34,14 +32,3 @@ def cloud(cloud_emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> E
         monkeypatch, AWS_START_URL=f"{cloud_emulator.api}/Prod/start", CLOUD_API_KEY=CLOUD_KEY
     )
     return cloud_emulator
-
-
-@pytest.fixture
-def executor(api: httpx.Client, fake_inngest: FakeInngestApi) -> Iterator[StandInExecutor]:
-    """Runs the jobs the app starts: its events become function runs over the serve endpoint."""
-    from functions import ALL_FUNCTIONS
-
-    serve_url = f"{str(api.base_url).rstrip('/')}/api/inngest"
-    running = StandInExecutor(fake_inngest, serve_url, ALL_FUNCTIONS)
-    yield running
-    running.close()
