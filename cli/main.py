@@ -143,10 +143,6 @@ def job_id_for(path_sha: str, spec: dict[str, Any], api_key: str) -> str:
     return "cli-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
-def exit_with(code: int) -> None:
-    raise typer.Exit(code)
-
-
 @app.command()
 def run(
     input: Annotated[
@@ -213,7 +209,9 @@ def run(
             hint = api.target.attach_hint(submitted.job_id)
             console.print(f"submitted job {submitted.job_id}: {hint}")
             raise typer.Exit(SUCCEEDED)
-        exit_with(watch_to_end(api, submitted.job_id, out or Path(f"{input.stem}.answers.jsonl")))
+        raise typer.Exit(
+            watch_to_end(api, submitted.job_id, out or Path(f"{input.stem}.answers.jsonl"))
+        )
 
 
 @app.command()
@@ -222,7 +220,7 @@ def watch(
 ) -> None:
     """Attach to a job: its progress bar until it ends (and its answers, with --out)."""
     with Api(resolve(cloud, url, api_key)) as api:
-        exit_with(watch_to_end(api, job_id, out))
+        raise typer.Exit(watch_to_end(api, job_id, out))
 
 
 @app.command()
@@ -237,7 +235,7 @@ def status(
     with Api(resolve(cloud, url, api_key)) as api:
         current = api.status(job_id)
     print_json_or(as_json, current, status_table)
-    exit_with(outcome(current) if ended(current) else SUCCEEDED)
+    raise typer.Exit(outcome(current) if ended(current) else SUCCEEDED)
 
 
 @app.command()
@@ -291,7 +289,7 @@ def retry(
         retried = api.retry(job_id)
         console.print(f"job {job_id}: retry {retried['redrives']} started")
         if not detach:
-            exit_with(watch_to_end(api, job_id, out))
+            raise typer.Exit(watch_to_end(api, job_id, out))
 
 
 @app.command()
@@ -307,7 +305,7 @@ def results(
                 f"ends ({api.target.attach_hint(job_id)} --out {out})"
             )
         save_results(api, current, out)
-    exit_with(outcome(current))
+    raise typer.Exit(outcome(current))
 
 
 @app.command("list")
@@ -343,46 +341,45 @@ def demo(
 ) -> None:
     """The README's demo job (a flaky chunk, a failing one) on both paths, side by side."""
     spec = demo_spec(items, chunk_size)
-    apis = [Api(resolve(False, None, None)), Api(resolve(True, None, None))]
-    started: list[tuple[Api, str]] = []
-    for api in apis:
+    with Api(resolve(False, None, None)) as local, Api(resolve(True, None, None)) as cloud:
+        apis = [local, cloud]
+        started: list[tuple[Api, str]] = []
+        for api in apis:
+            try:
+                started.append((api, api.submit(spec).job_id))
+            except CliError as err:
+                errors.print(f"{api.target.name}: not run: {err}")
+        if not started:
+            raise CliError("neither path could run the demo", UNREACHABLE)
+        ends: dict[str, Status] = {}
+        failures: list[str] = []
         try:
-            started.append((api, api.submit(spec).job_id))
-        except CliError as err:
-            errors.print(f"{api.target.name}: not run: {err}")
-    if not started:
-        raise CliError("neither path could run the demo", UNREACHABLE)
-    ends: dict[str, Status] = {}
-    failures: list[str] = []
-    try:
-        with Bars() as bars:
+            with Bars() as bars:
 
-            def one(api: Api, job_id: str) -> None:
-                try:
-                    ends[api.target.name] = follow(
-                        api, job_id, lambda s: bars.show(api.target.name, s)
-                    )
-                except CliError as err:
-                    failures.append(f"{api.target.name}: {err}")
+                def one(api: Api, job_id: str) -> None:
+                    try:
+                        ends[api.target.name] = follow(
+                            api, job_id, lambda s: bars.show(api.target.name, s)
+                        )
+                    except CliError as err:
+                        failures.append(f"{api.target.name}: {err}")
 
-            threads = [threading.Thread(target=one, args=pair, daemon=True) for pair in started]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-    except KeyboardInterrupt:
-        for api, job_id in started:
-            errors.print(
-                f"detached: {api.target.name} job {job_id} runs on: "
-                f"{api.target.attach_hint(job_id)}"
-            )
-        raise typer.Exit(DETACHED) from None
-    for name, status in ends.items():
-        console.print(f"{name}: {summary(status)}")
-    if ends:
-        console.print(side_by_side(ends))
-    for failure in failures:
-        errors.print(failure)
-    for api in apis:
-        api.close()
-    exit_with(SUCCEEDED if len(ends) == len(apis) else UNREACHABLE)
+                threads = [threading.Thread(target=one, args=pair, daemon=True) for pair in started]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+        except KeyboardInterrupt:
+            for api, job_id in started:
+                errors.print(
+                    f"detached: {api.target.name} job {job_id} runs on: "
+                    f"{api.target.attach_hint(job_id)}"
+                )
+            raise typer.Exit(DETACHED) from None
+        for name, status in ends.items():
+            console.print(f"{name}: {summary(status)}")
+        if ends:
+            console.print(side_by_side(ends))
+        for failure in failures:
+            errors.print(failure)
+        raise typer.Exit(SUCCEEDED if len(ends) == len(apis) else UNREACHABLE)
